@@ -1,0 +1,254 @@
+//! `RdsCredential`: written by the app team. One database login, its Secrets Manager secret,
+//! its rotation, the Kubernetes Secret the workload reads and the workloads to roll.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
+
+/// An application's database credential.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rdscred.io",
+    version = "v1alpha1",
+    kind = "RdsCredential",
+    plural = "rdscredentials",
+    shortname = "rdscred",
+    namespaced,
+    status = "RdsCredentialStatus",
+    category = "rdscred",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.targetSecret"}"#,
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.currentUsername"}"#,
+    printcolumn = r#"{"name":"Last rotated","type":"date","jsonPath":".status.lastRotationTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'sync-only' || (!has(self.username) && !has(self.privileges) && !has(self.roles) && !has(self.rotation))")
+    .message("sync-only credentials own nothing but the Kubernetes Secret: username, privileges, roles and rotation must not be set"))]
+#[x_kube(validation = Rule::new("self.mode == 'sync-only' || has(self.username)")
+    .message("username is required unless mode is sync-only"))]
+#[x_kube(validation = Rule::new("!has(self.username) || !has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy != 'alternating-users' || size(self.username) <= 26")
+    .message("with alternating-users the clone username (username + '_clone') must fit 32 characters, the MySQL/MariaDB limit: use at most 26 characters"))]
+#[x_kube(validation = Rule::new("self.databaseRef.name == oldSelf.databaseRef.name")
+    .message("databaseRef is immutable: create a new RdsCredential to move to another database"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.username) || (has(self.username) && self.username == oldSelf.username)")
+    .message("username is immutable: create a new RdsCredential for a new user"))]
+#[x_kube(validation = Rule::new("self.secret.name == oldSelf.secret.name")
+    .message("secret.name is immutable"))]
+pub struct RdsCredentialSpec {
+    /// The RdsDatabase (cluster-scoped) to issue the credential against.
+    pub database_ref: DatabaseRef,
+
+    /// `managed` (default): rdscred owns the secret and the user. `sync-only`: rdscred only
+    /// keeps the Kubernetes Secret equal to AWSCURRENT of an existing secret someone else
+    /// rotates (a rotation Lambda, or RDS's own `rds!db-…` master secret).
+    #[serde(default)]
+    pub mode: CredentialMode,
+
+    /// Database username. Lower-case letters, digits and `_`; SQL keywords are fine (quoted).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+
+    /// Privileges, re-asserted on every reconcile; removed ones are revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Vec<PrivilegeGrant>>,
+
+    /// Existing database roles the user is a member of (PostgreSQL; MySQL 8 / MariaDB roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$")))]
+    pub roles: Option<Vec<String>>,
+
+    /// The Secrets Manager secret.
+    pub secret: SecretSpec,
+
+    /// Rotation; absent = the database's rotation defaults, or no rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
+
+    /// Drift checks; absent = the database's defaults (report every 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftSpec>,
+
+    /// The Kubernetes Secret the workload reads.
+    #[serde(default)]
+    pub target: TargetSpec,
+
+    /// Which workloads to roll when AWSCURRENT changes.
+    #[serde(default)]
+    pub workloads: WorkloadsSpec,
+
+    /// How often to look for AWSCURRENT changes made outside the controller (default: the
+    /// controller's `--poll-interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<kube::core::Duration>,
+}
+
+/// Reference to a cluster-scoped RdsDatabase.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct DatabaseRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialMode {
+    #[default]
+    Managed,
+    SyncOnly,
+}
+
+/// The Secrets Manager secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.recoveryWindowInDays) || self.deletionPolicy == 'Delete'")
+    .message("recoveryWindowInDays only applies with deletionPolicy: Delete"))]
+pub struct SecretSpec {
+    /// Secret name (or, for sync-only, name or ARN). Managed secrets must start with the
+    /// database's `secretNamePrefix`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^[A-Za-z0-9/_+=.@!:-]+$"))]
+    pub name: String,
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Extra tags (the database's tags and the ownership tags always win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Regions to replicate the secret to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_regions: Vec<ReplicaRegion>,
+    /// What happens to the AWS secret and the database user when the RdsCredential is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// With `Delete`: Secrets Manager recovery window, 7–30 days (default 30).
+    #[schemars(range(min = 7, max = 30))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window_in_days: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRegion {
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Leave the AWS secret and the database user (default).
+    #[default]
+    Retain,
+    /// Schedule the secret for deletion (recovery window) and drop the user.
+    Delete,
+}
+
+/// The Kubernetes Secret written from AWSCURRENT.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Secret name (default: the RdsCredential's name).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Extra keys rendered from templates: `{{ username }}`, `{{ password }}`, `{{ host }}`,
+    /// `{{ port }}`, `{{ dbname }}`, `{{ engine }}`, each optionally piped through
+    /// `| urlencode`. Example: `DATABASE_URL: postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, String>,
+}
+
+/// Which workloads to roll.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.policy != 'explicit' || (has(self.refs) && size(self.refs) > 0)")
+    .message("workloads.policy explicit needs workloads.refs"))]
+pub struct WorkloadsSpec {
+    #[serde(default)]
+    pub policy: RolloutPolicy,
+    /// Workloads rolled in addition to the discovered ones (`auto`) or instead (`explicit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<WorkloadRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutPolicy {
+    /// Deployments, StatefulSets and DaemonSets whose pod template references the Secret.
+    #[default]
+    Auto,
+    Explicit,
+    None,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Observed state of an RdsCredential. Never holds a secret value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RdsCredentialStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_arn: Option<String>,
+    /// AWSCURRENT version id last written to the Kubernetes Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_version_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secret: Option<String>,
+    /// The database user AWSCURRENT logs in as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<String>,
+    /// Value of the rotate-requested annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_request: Option<String>,
+    /// Workloads rolled for the last AWSCURRENT change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_workloads: Vec<RolledWorkload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drift_check: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledWorkload {
+    pub kind: WorkloadKind,
+    pub name: String,
+    pub version_id: String,
+    pub rolled_at: String,
+    /// When the rollout was observed complete (all replicas updated and available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}

@@ -1,0 +1,178 @@
+//! `RdsDatabase`: written by the platform team. Which database, how the controller logs in as
+//! admin, which namespaces may issue credentials against it, and what every credential for it
+//! must carry (secret-name prefix, tags, KMS key).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{DriftSpec, EngineKind, RotationSpec};
+
+/// A database rdscred may create credentials on.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rdscred.io",
+    version = "v1alpha1",
+    kind = "RdsDatabase",
+    plural = "rdsdatabases",
+    shortname = "rdsdb",
+    status = "RdsDatabaseStatus",
+    category = "rdscred",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".status.engine"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint.host"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "[has(self.dbInstanceIdentifier), has(self.dbClusterIdentifier), has(self.endpoint)].filter(x, x).size() == 1"
+).message("exactly one of dbInstanceIdentifier, dbClusterIdentifier or endpoint must be set"))]
+#[x_kube(validation = Rule::new("!has(self.endpoint) || has(self.engine)")
+    .message("engine is required when endpoint is set (it cannot be discovered from a plain endpoint)"))]
+#[x_kube(validation = Rule::new("!has(self.adminLogin.rdsManaged) || !self.adminLogin.rdsManaged || !has(self.endpoint)")
+    .message("adminLogin.rdsManaged needs dbInstanceIdentifier or dbClusterIdentifier: a plain endpoint has no MasterUserSecret"))]
+pub struct RdsDatabaseSpec {
+    /// RDS DB instance identifier; endpoint, port and engine are read with DescribeDBInstances.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9-]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_instance_identifier: Option<String>,
+
+    /// Aurora DB cluster identifier; endpoint, port and engine are read with DescribeDBClusters.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9-]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_cluster_identifier: Option<String>,
+
+    /// A plain endpoint, for databases outside RDS (and for tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+
+    /// Database engine. Discovered for RDS; required with `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
+
+    /// Database (schema, on MySQL) written as `dbname` into every credential's secret.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$-]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<String>,
+
+    /// AWS region of the database and its secrets. Defaults to the controller's region.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+
+    /// IAM role to assume for everything about this database (multi-account).
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+
+    /// How the controller logs in as admin.
+    pub admin_login: AdminLogin,
+
+    /// TLS to the database.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// Namespaces whose RdsCredentials may use this database. `{}` admits every namespace;
+    /// absent admits none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Every credential's Secrets Manager secret name must start with this prefix
+    /// (for example `rdscred/orders-prod/`). Also scopes the controller's IAM policy.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9/_+=.@-]+$"))]
+    pub secret_name_prefix: String,
+
+    /// KMS key (id, ARN or alias) every credential's secret is encrypted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+
+    /// Tags every credential's secret carries (credentials may add, not override).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+
+    /// Rotation defaults for credentials that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_defaults: Option<RotationSpec>,
+
+    /// Drift-check defaults for credentials that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_defaults: Option<DriftSpec>,
+
+    /// Whether `sync-only` credentials may sync the admin secret itself (for example the
+    /// `rds!db-…` MasterUserSecret) into an admitted namespace. Off by default: it hands out
+    /// the master password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_admin_secret_sync: bool,
+}
+
+/// Host and port of a database outside RDS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
+/// The admin login: a Secrets Manager secret in the RDS credential JSON shape, or the
+/// instance's/cluster's own RDS-managed master secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretId) != (has(self.rdsManaged) && self.rdsManaged)")
+    .message("set exactly one of adminLogin.secretId or adminLogin.rdsManaged: true"))]
+pub struct AdminLogin {
+    /// Secrets Manager secret id (name or ARN) holding `username` and `password`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// Use the MasterUserSecret RDS manages for the instance/cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds_managed: Option<bool>,
+}
+
+/// TLS settings for connections to the database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(self.mode == 'verify-ca' || self.mode == 'verify-full') || has(self.caBundle)")
+    .message("tls.caBundle is required with verify-ca and verify-full"))]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM CA bundle (for RDS: the regional global-bundle.pem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+}
+
+/// TLS mode, named like libpq's `sslmode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Observed state of an RdsDatabase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RdsDatabaseStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Resolved engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
+    /// Resolved endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    /// ARN of the admin secret in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_arn: Option<String>,
+}

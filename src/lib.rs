@@ -1,0 +1,25 @@
+//! rdscred: one controller for the whole life of an application's database credential on AWS.
+//!
+//! Module map (one concern each):
+//! - [`crd`]: the two custom resources and their generated CRDs;
+//! - [`secret`]: secret values (redacted `Debug`), the RDS credential JSON, CSPRNG passwords;
+//! - [`engine`]: database engines (PostgreSQL, MySQL/MariaDB): users, privileges, logins;
+//! - [`aws`]: Secrets Manager and RDS access, ownership tags, bulk change detection;
+//! - [`reconcile`]: reconcile of each kind (+ conditions, events, errors);
+//! - [`rotation`]: the four-step rotation protocol; [`schedule`]: when rotations are due;
+//! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
+//! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
+//! - [`iam`]: the least-privilege IAM policy the controller needs.
+
+pub mod aws;
+pub mod crd;
+pub mod engine;
+pub mod iam;
+pub mod leader;
+pub mod propagation;
+pub mod reconcile;
+pub mod rotation;
+pub mod schedule;
+pub mod secret;
+pub mod telemetry;
+pub mod template;

@@ -1,0 +1,9 @@
+//! rdscred integration tests: one binary, one module per area. They run against the real
+//! test ground (`scripts/test-env.sh up`): moto, PostgreSQL, MariaDB, and the in-process
+//! Kubernetes API emulator.
+
+mod support;
+
+mod aws;
+mod engine;
+mod leader;
