@@ -6,12 +6,14 @@
 //! - [`engine`]: database engines (PostgreSQL, MySQL/MariaDB): users, privileges, logins;
 //! - [`aws`]: Secrets Manager and RDS access, ownership tags, bulk change detection;
 //! - [`reconcile`]: reconcile of each kind (+ conditions, events, errors);
+//! - [`controller`]: the kube-runtime controllers, watches and the bulk poller wiring;
 //! - [`rotation`]: the four-step rotation protocol; [`schedule`]: when rotations are due;
 //! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
 //! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
 //! - [`iam`]: the least-privilege IAM policy the controller needs.
 
 pub mod aws;
+pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod iam;

@@ -30,3 +30,19 @@ pub fn crd_files() -> Vec<(&'static str, String)> {
         ("rdscredentials.rdscred.io.yaml", serde_yaml::to_string(&RdsCredential::crd()).expect("CRD serializes")),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds/` is what users apply and what the integration tests install: it must be exactly
+    /// what the code generates.
+    #[test]
+    fn checked_in_crds_match_the_code() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for (name, yaml) in crd_files() {
+            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert!(on_disk == yaml, "crds/{name} is out of date: run `cargo run -q -- crd --out-dir crds`");
+        }
+    }
+}

@@ -7,3 +7,6 @@ mod support;
 mod aws;
 mod engine;
 mod leader;
+mod provision;
+mod validation;
+mod rotation;

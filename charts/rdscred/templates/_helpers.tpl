@@ -1,0 +1,98 @@
+{{/* Chart name, truncated to the 63 characters a label allows. */}}
+{{- define "rdscred.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name. */}}
+{{- define "rdscred.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rdscred.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rdscred.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rdscred.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rdscred.labels" -}}
+helm.sh/chart: {{ include "rdscred.chart" . }}
+{{ include "rdscred.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: rdscred
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "rdscred.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rdscred.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "rdscred.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Rules on the namespaced objects the controller works with (RdsCredential, Secrets,
+Events, workloads). Shared by the ClusterRole (all namespaces) and the per-namespace Roles. */}}
+{{- define "rdscred.namespacedRules" -}}
+- apiGroups: ["rdscred.io"]
+  resources: ["rdscredentials"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["rdscred.io"]
+  resources: ["rdscredentials/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["rdscred.io"]
+  resources: ["rdscredentials/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+
+{{/* Rules on the cluster-scoped RdsDatabase kind. */}}
+{{- define "rdscred.databaseRules" -}}
+- apiGroups: ["rdscred.io"]
+  resources: ["rdsdatabases"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["rdscred.io"]
+  resources: ["rdsdatabases/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["rdscred.io"]
+  resources: ["rdsdatabases/finalizers"]
+  verbs: ["update"]
+{{- end }}
+
+{{/* Guard rails that a JSON schema cannot express well. */}}
+{{- define "rdscred.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 requires leaderElection.enabled=true: two active controllers would both act on every credential" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,100 @@
+//! `kube-emulator --listen 127.0.0.1:0 --crds DIR_OR_FILE --kubeconfig OUT_PATH [--simulate-workloads 2s]`
+//!
+//! Serves the emulated API over HTTP, prints its URL, writes a kubeconfig, and runs until
+//! SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube_emulator::Emulator;
+
+const USAGE: &str = "usage: kube-emulator [--listen ADDR] [--crds DIR_OR_FILE]... [--kubeconfig OUT_PATH] [--simulate-workloads DURATION]\n\
+  --listen              address to listen on (default 127.0.0.1:0 = a free port)\n\
+  --crds                CRD YAML file or directory of *.yaml files to install (repeatable)\n\
+  --kubeconfig          write a kubeconfig pointing at the server to this path\n\
+  --simulate-workloads  report Deployments/StatefulSets/DaemonSets rolled out after this delay (e.g. 2s, 500ms)";
+
+struct Args {
+    listen: SocketAddr,
+    crds: Vec<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    simulate: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { listen: "127.0.0.1:0".parse().expect("static"), crds: vec![], kubeconfig: None, simulate: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--crds" => args.crds.push(PathBuf::from(value()?)),
+            "--kubeconfig" => args.kubeconfig = Some(PathBuf::from(value()?)),
+            "--simulate-workloads" => args.simulate = Some(parse_duration(&value()?)?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let emu = Emulator::new();
+    for p in &args.crds {
+        if let Err(e) = emu.install_crds_path(p) {
+            eprintln!("installing CRDs from {}: {e}", p.display());
+            std::process::exit(1);
+        }
+    }
+    if let Some(d) = args.simulate {
+        emu.simulate_workload_controllers(d);
+    }
+    let served = match emu.serve(args.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("listening on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    if let Some(path) = &args.kubeconfig
+        && let Err(e) = std::fs::write(path, served.kubeconfig_yaml())
+    {
+        eprintln!("writing {}: {e}", path.display());
+        std::process::exit(1);
+    }
+    println!("{}", served.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    served.stop().await;
+}

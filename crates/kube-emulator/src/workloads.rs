@@ -1,0 +1,85 @@
+//! Optional stand-in for the Deployment/StatefulSet/DaemonSet controllers: after a
+//! generation change, wait `rollout_delay`, then report the rollout complete in `.status`,
+//! so a controller that waits for "rolled out" can observe it. No pods are created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::Inner;
+use crate::registry::Flavor;
+use crate::store::{ChangeKind, Sub, WriteOpts};
+
+pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
+    let mut rx = inner.state.lock().unwrap_or_else(|e| e.into_inner()).subscribe();
+    tokio::spawn(async move {
+        // (group/resource, namespace, name, generation) already scheduled.
+        let scheduled = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        loop {
+            let change = match rx.recv().await {
+                Ok(c) => c,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            if change.kind == ChangeKind::Deleted || change.gr.group != "apps" {
+                continue;
+            }
+            let obj = &change.object;
+            let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let observed = obj.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+            if generation == observed {
+                continue;
+            }
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let key = (change.gr.resource.clone(), change.namespace.clone(), name.clone(), generation);
+            if !scheduled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+                continue;
+            }
+            let inner = inner.clone();
+            let gr = change.gr.clone();
+            let ns = change.namespace.clone();
+            let scheduled = scheduled.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(rollout_delay).await;
+                let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                scheduled.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                let Some(rt) = st.registry.get(&gr) else { return };
+                let Some(cur) = st.get_raw(&gr, &ns, &name).cloned() else { return };
+                // A newer generation will be handled by its own change.
+                if cur.pointer("/metadata/generation").and_then(Value::as_i64) != Some(generation) {
+                    return;
+                }
+                let replicas = cur.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                let status = match rt.flavor {
+                    Flavor::DaemonSet => json!({
+                        "observedGeneration": generation,
+                        "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0,
+                        "updatedNumberScheduled": 1, "numberAvailable": 1, "numberReady": 1,
+                    }),
+                    Flavor::StatefulSet => json!({
+                        "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                        "readyReplicas": replicas, "availableReplicas": replicas, "currentReplicas": replicas,
+                        "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}"),
+                    }),
+                    _ => json!({
+                        "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                        "readyReplicas": replicas, "availableReplicas": replicas,
+                        "conditions": [
+                            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+                            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}\" has successfully progressed.")},
+                        ],
+                    }),
+                };
+                let mut next = cur.clone();
+                next["status"] = status;
+                let opts = WriteOpts { manager: "kube-controller-manager".into(), ..Default::default() };
+                let version = rt.storage_version.clone();
+                if let Err(e) = st.update(&rt, &version, &ns, &name, next, Sub::Status, &opts, false) {
+                    tracing::debug!("workload simulation: status update of {ns}/{name} failed: {}", e.message);
+                }
+            });
+        }
+    });
+}

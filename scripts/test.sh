@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing: brings up the test ground (moto in a pinned venv,
+# PostgreSQL and MariaDB, installing them if absent), then runs every Rust test (unit,
+# integration against the ground and the Kubernetes API emulator, the emulator's own
+# conformance suite) and the Helm chart tests (real Helm library via helm-python-sdk).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/test-env.sh up
+# shellcheck disable=SC1091
+source .test-env/env
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "[test] cargo-nextest not found; installing it from crates.io" >&2
+  cargo install --locked cargo-nextest
+fi
+
+cargo nextest run --locked --workspace --no-fail-fast --profile ci
+
+bash tests/chart/run.sh

@@ -1,0 +1,119 @@
+//! Bulk change detection. One ListSecrets page covers 100 secrets with their
+//! `SecretVersionsToStages`, so a poll of N owned secrets costs about N/100 calls; a credential
+//! is reconciled (and GetSecretValue called) only when its AWSCURRENT version differs from the
+//! one it last synced. Sync-only secrets carry no tag of ours and are described one by one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, warn};
+
+use crate::aws::SecretMeta;
+use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
+use crate::reconcile::{jitter, Context, Error};
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PollStats {
+    pub secrets_seen: usize,
+    pub triggered: usize,
+}
+
+/// Where to send "reconcile this credential": one channel per watched namespace (or one
+/// for all namespaces).
+#[derive(Default, Clone)]
+pub struct Triggers {
+    by_namespace: HashMap<Option<String>, UnboundedSender<ObjectRef<RdsCredential>>>,
+}
+
+impl Triggers {
+    pub fn add(&mut self, namespace: Option<String>, tx: UnboundedSender<ObjectRef<RdsCredential>>) {
+        self.by_namespace.insert(namespace, tx);
+    }
+
+    pub fn send(&self, cred: &RdsCredential) {
+        let ns = cred.namespace();
+        let tx = self.by_namespace.get(&ns).or_else(|| self.by_namespace.get(&None));
+        if let Some(tx) = tx {
+            let _ = tx.send(ObjectRef::from_obj(cred));
+        }
+    }
+}
+
+/// Polls until `shutdown` resolves, every poll interval (±10% jitter so replicas and restarts
+/// do not line up).
+pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        match poll_once(&ctx, &trigger).await {
+            Ok(stats) => debug!(?stats, "bulk poll done"),
+            Err(e) => warn!(error = %e, "bulk poll failed"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(jitter(ctx.settings.poll_interval, 0.1)) => {}
+        }
+    }
+}
+
+/// One poll over every AWS scope (region + role) the credentials' databases use.
+pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, Error> {
+    let credentials = ctx.all_credentials();
+    if credentials.is_empty() {
+        return Ok(PollStats::default());
+    }
+    let databases: HashMap<String, RdsDatabase> = Api::<RdsDatabase>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .map(|d| (d.name_any(), d))
+        .collect();
+    let mut stats = PollStats::default();
+    let scopes: BTreeSet<(Option<String>, Option<String>)> = credentials
+        .iter()
+        .filter_map(|c| databases.get(&c.spec.database_ref.name))
+        .map(|d| (d.spec.region.clone(), d.spec.role_arn.clone()))
+        .collect();
+    for (region, role) in scopes {
+        let scope = ctx.aws.scoped(region.as_deref(), role.as_deref()).await?;
+        for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
+            stats.secrets_seen += 1;
+            ctx.secrets.remember(&meta);
+            let owner = meta.owner();
+            let cred = owner.and_then(|o| credentials.iter().find(|c| c.namespace().as_deref() == Some(o.namespace.as_str()) && c.name_any() == o.name));
+            if let Some(cred) = cred
+                && needs_reconcile(cred, &meta)
+            {
+                stats.triggered += 1;
+                trigger.send(cred);
+            }
+        }
+    }
+    for cred in credentials.iter().filter(|c| c.spec.mode == CredentialMode::SyncOnly) {
+        let Some(db) = databases.get(&cred.spec.database_ref.name) else { continue };
+        let scope = ctx.aws.scoped(db.spec.region.as_deref(), db.spec.role_arn.as_deref()).await?;
+        if let Some(meta) = scope.secrets.describe(&cred.spec.secret.name).await? {
+            stats.secrets_seen += 1;
+            ctx.secrets.remember(&meta);
+            if needs_reconcile(cred, &meta) {
+                stats.triggered += 1;
+                trigger.send(cred);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// AWSCURRENT moved away from what the credential synced, or a rotation is half done.
+fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
+    let synced = cred.status.as_ref().and_then(|s| s.synced_version_id.as_deref());
+    meta.current_version() != synced || meta.pending_version().is_some()
+}
+
+/// Poll interval bounds used by tests and docs.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,0 +1,188 @@
+//! Rolling the workloads that read a credential's Secret, the way `kubectl rollout restart`
+//! does (a pod-template annotation), with the AWSCURRENT version id in the annotation so a
+//! repeated reconcile is a no-op. Rate-limited cluster-wide.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::discovery::{opted_out, pod_spec_references_secret};
+use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
+use crate::reconcile::{Context, Error};
+
+/// Pod-template annotation that records when rdscred restarted the workload.
+pub const RESTARTED_AT_ANNOTATION: &str = "rdscred.io/restartedAt";
+
+/// Per-Secret pod-template annotation holding the AWSCURRENT version the pods were started for.
+/// Several credentials can roll one workload, so the Secret name is part of the key.
+pub fn version_annotation(secret_name: &str) -> String {
+    format!("{secret_name}.rdscred.io/version-id")
+}
+
+/// Token bucket shared by all credentials: at most `per_minute` rollouts a minute, with
+/// bursts up to the same number.
+pub struct RolloutLimiter {
+    per_minute: u32,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl RolloutLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        RolloutLimiter { per_minute, state: tokio::sync::Mutex::new((per_minute as f64, Instant::now())) }
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let rate = self.per_minute as f64 / 60.0;
+                s.0 = (s.0 + s.1.elapsed().as_secs_f64() * rate).min(self.per_minute as f64);
+                s.1 = Instant::now();
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.0) / rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A workload of one of the three kinds, reduced to what rollouts need.
+struct Workload {
+    kind: WorkloadKind,
+    name: String,
+    template: PodTemplateSpec,
+    opted_out: bool,
+}
+
+/// Rolls every dependent not already running `version_id`. Returns what was rolled.
+pub async fn roll_dependents(ctx: &Context, cred: &RdsCredential, secret_name: &str, version_id: &str) -> Result<Vec<RolledWorkload>, Error> {
+    let ns = cred.namespace().unwrap_or_default();
+    let key = version_annotation(secret_name);
+    let mut rolled = Vec::new();
+    for w in dependents(ctx, cred, &ns, secret_name).await? {
+        let annotations = w.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
+        if annotations.and_then(|a| a.get(&key)).map(String::as_str) == Some(version_id) {
+            continue;
+        }
+        ctx.rollouts.acquire().await;
+        let now = Timestamp::now().to_string();
+        let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
+            key.as_str(): version_id,
+            RESTARTED_AT_ANNOTATION: now,
+        }}}}});
+        patch_workload(ctx, &ns, w.kind, &w.name, &patch).await?;
+        info!(kind = ?w.kind, workload = %w.name, version_id, "rolled workload");
+        ctx.metrics.rollout(kind_name(w.kind));
+        ctx.event(cred, false, "WorkloadRolled", "Rollout", format!("restarted {} {} for AWSCURRENT version {version_id}", kind_name(w.kind), w.name)).await;
+        rolled.push(RolledWorkload { kind: w.kind, name: w.name, version_id: version_id.into(), rolled_at: now, completed_at: None });
+    }
+    Ok(rolled)
+}
+
+/// Marks rollouts that finished. Returns true while some are still in progress.
+pub async fn observe_completion(ctx: &Context, cred: &RdsCredential, rolled: &mut [RolledWorkload]) -> Result<bool, Error> {
+    let ns = cred.namespace().unwrap_or_default();
+    let mut pending = false;
+    for w in rolled.iter_mut().filter(|w| w.completed_at.is_none()) {
+        if rollout_complete(ctx, &ns, w.kind, &w.name).await? {
+            w.completed_at = Some(Timestamp::now().to_string());
+        } else {
+            pending = true;
+        }
+    }
+    Ok(pending)
+}
+
+fn kind_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "Deployment",
+        WorkloadKind::StatefulSet => "StatefulSet",
+        WorkloadKind::DaemonSet => "DaemonSet",
+    }
+}
+
+/// Discovered (policy auto) plus explicit workloads, minus opted-out ones.
+async fn dependents(ctx: &Context, cred: &RdsCredential, ns: &str, secret_name: &str) -> Result<Vec<Workload>, Error> {
+    let policy = cred.spec.workloads.policy;
+    if policy == RolloutPolicy::None {
+        return Ok(Vec::new());
+    }
+    let all = list_workloads(ctx, ns).await?;
+    let explicit = |w: &Workload| cred.spec.workloads.refs.iter().any(|r| r.kind == w.kind && r.name == w.name);
+    Ok(all
+        .into_iter()
+        .filter(|w| !w.opted_out)
+        .filter(|w| {
+            explicit(w)
+                || (policy == RolloutPolicy::Auto && w.template.spec.as_ref().is_some_and(|s| pod_spec_references_secret(s, secret_name)))
+        })
+        .collect())
+}
+
+async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error> {
+    let lp = ListParams::default();
+    let mut out = Vec::new();
+    for d in Api::<Deployment>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
+        out.push(workload(WorkloadKind::Deployment, &d, d.spec.as_ref().map(|s| s.template.clone())));
+    }
+    for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
+        out.push(workload(WorkloadKind::StatefulSet, &s, s.spec.as_ref().map(|s| s.template.clone())));
+    }
+    for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
+        out.push(workload(WorkloadKind::DaemonSet, &d, d.spec.as_ref().map(|s| s.template.clone())));
+    }
+    Ok(out)
+}
+
+fn workload<K: Resource>(kind: WorkloadKind, obj: &K, template: Option<PodTemplateSpec>) -> Workload {
+    Workload { kind, name: obj.meta().name.clone().unwrap_or_default(), template: template.unwrap_or_default(), opted_out: opted_out(obj.meta()) }
+}
+
+async fn patch_workload(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str, patch: &serde_json::Value) -> Result<(), Error> {
+    let pp = PatchParams::default();
+    let p = Patch::Merge(patch);
+    match kind {
+        WorkloadKind::Deployment => drop(Api::<Deployment>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
+        WorkloadKind::StatefulSet => drop(Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
+        WorkloadKind::DaemonSet => drop(Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
+    }
+    Ok(())
+}
+
+/// Like `kubectl rollout status`: the controller saw the new generation and every replica is
+/// updated and available. A workload that no longer exists counts as done.
+async fn rollout_complete(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str) -> Result<bool, Error> {
+    let done = match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|d| {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = d.status.unwrap_or_default();
+            st.observed_generation >= d.metadata.generation
+                && st.updated_replicas.unwrap_or(0) >= want
+                && st.available_replicas.unwrap_or(0) >= want
+                && st.replicas.unwrap_or(0) <= want
+        }),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|s| {
+            let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = s.status.unwrap_or_default();
+            st.observed_generation >= s.metadata.generation && st.updated_replicas.unwrap_or(0) >= want && st.ready_replicas.unwrap_or(0) >= want
+        }),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|d| {
+            let st = d.status.unwrap_or_default();
+            st.observed_generation >= d.metadata.generation
+                && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
+                && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
+        }),
+    };
+    Ok(done)
+}
