@@ -334,6 +334,10 @@ async fn connect_bounded<C>(connect: impl Future<Output = Result<C, DbError>>) -
 /// Maps driver errors that are not the server's own (I/O, TLS, protocol).
 fn map_transport_error(error: sqlx::Error) -> DbError {
     match error {
+        // rustls reports handshake failures (untrusted or misnamed certificate) as InvalidData.
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData || e.to_string().contains("certificate") => {
+            DbError::Tls { detail: e.to_string() }
+        }
         sqlx::Error::Io(e) => DbError::Unreachable { detail: e.to_string() },
         sqlx::Error::Tls(e) => DbError::Tls { detail: e.to_string() },
         sqlx::Error::PoolTimedOut => DbError::Timeout,

@@ -248,10 +248,13 @@ fn claimed_names(cred: &RdsCredential) -> Vec<String> {
     }
 }
 
+/// Whether `a`'s claim precedes `b`'s: a credential already holding its secret (status has
+/// the ARN) wins over one that does not; then the older one (creation timestamps have
+/// one-second resolution), then the smaller uid, so every replica decides the same way.
 fn claim_is_older(a: &RdsCredential, b: &RdsCredential) -> bool {
-    let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    (ta, a.uid()) < (tb, b.uid())
+    let established = |c: &RdsCredential| c.status.as_ref().is_some_and(|s| s.secret_arn.is_some());
+    let key = |c: &RdsCredential| (!established(c), c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.uid());
+    key(a) < key(b)
 }
 
 fn owner_of(cred: &RdsCredential, ctx: &Context) -> Owner {

@@ -75,6 +75,8 @@ KNOWN_ENV = {
     "RDSCRED_CONCURRENCY",
     "RDSCRED_MAX_CONCURRENT_ROTATIONS",
     "RDSCRED_POLL_INTERVAL",
+    "RDSCRED_DRIFT_INTERVAL",
+    "RDSCRED_MIN_ROTATION_INTERVAL",
     "RDSCRED_ROLLOUTS_PER_MINUTE",
     "AWS_REGION",
     "RDSCRED_AWS_ENDPOINT_URL",
@@ -194,6 +196,8 @@ def test_env_defaults():
     assert env["RDSCRED_MAX_CONCURRENT_ROTATIONS"] == "4"
     assert env["RDSCRED_POLL_INTERVAL"] == "5m"
     assert env["RDSCRED_ROLLOUTS_PER_MINUTE"] == "30"
+    assert env["RDSCRED_DRIFT_INTERVAL"] == "5m"
+    assert env["RDSCRED_MIN_ROTATION_INTERVAL"] == "1h"
     assert env["RDSCRED_LOG_FORMAT"] == "json"
     assert env["RUST_LOG"] == "info"
     assert env["RDSCRED_HTTP_ADDR"] == "0.0.0.0:8080"

@@ -136,6 +136,27 @@ async fn my_admin_sql(s: &Server, sql: &str) {
     c.close().await.ok();
 }
 
+/// Whether `sql` succeeds on a new session of `who` (MySQL applies database-level grant
+/// changes to new sessions only).
+async fn my_user_can(s: &Server, who: &Login, sql: &str) -> bool {
+    let options = MySqlConnectOptions::new()
+        .host(&s.target.host)
+        .port(s.target.port)
+        .username(&who.username)
+        .password(who.password.expose())
+        .database(&s.database)
+        .disable_statement_logging();
+    let mut c = match MySqlConnection::connect_with(&options).await {
+        Ok(c) => c,
+        // No privilege at all on the database: 1044 at connect.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42000") => return false,
+        Err(e) => panic!("connect: {e}"),
+    };
+    let can = my_can(&mut c, sql).await;
+    c.close().await.ok();
+    can
+}
+
 /// Whether `sql` succeeds; a permission error is `false`, anything else panics.
 async fn pg_can(conn: &mut PgConnection, sql: &str) -> bool {
     match conn.execute(AssertSqlSafe(sql.to_owned())).await {
@@ -204,19 +225,39 @@ async fn user_lifecycle(s: Server) {
             engine::check_login(&s.target, &login(&name, "second-Pa55word")).await.expect("new password works");
             assert!(matches!(engine::check_login(&s.target, &login(&name, "first-Pa55word")).await, Err(DbError::AuthFailed { .. })));
 
-            // prefer falls back to plain text on these local servers; require cannot.
-            let mut prefer = s.target.clone();
-            prefer.tls.mode = TlsMode::Prefer;
-            engine::check_login(&prefer, &login(&name, "second-Pa55word")).await.expect("prefer works without server TLS");
-            let mut require = s.target.clone();
-            require.tls.mode = TlsMode::Require;
-            let e = engine::check_login(&require, &login(&name, "second-Pa55word")).await.unwrap_err();
-            assert!(matches!(e, DbError::Tls { .. }), "require against a server without TLS: {e:?}");
+            tls_modes(&s, &login(&name, "second-Pa55word")).await;
             a.close().await;
         },
         drop_plan(&s, &p),
     )
     .await;
+}
+
+fn with_tls(s: &Server, host: &str, mode: TlsMode, ca: Option<&str>) -> ConnectTarget {
+    ConnectTarget { host: host.into(), tls: TlsSettings { mode, ca_bundle_pem: ca.map(Into::into) }, ..s.target.clone() }
+}
+
+/// `disable` and `prefer` always work. Where the server speaks TLS (Debian's PostgreSQL
+/// does, with its self-signed "snakeoil" certificate for `localhost`), `require` works,
+/// `verify-ca` works with that certificate as CA bundle, and `verify-full` checks the host
+/// name; where it does not (the local MariaDB), `require` fails with a TLS error.
+async fn tls_modes(s: &Server, who: &Login) {
+    let host = s.target.host.clone();
+    for mode in [TlsMode::Disable, TlsMode::Prefer] {
+        engine::check_login(&with_tls(s, &host, mode, None), who).await.unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    }
+    let snakeoil = std::fs::read_to_string("/etc/ssl/certs/ssl-cert-snakeoil.pem").ok();
+    match engine::check_login(&with_tls(s, &host, TlsMode::Require, None), who).await {
+        Ok(()) if s.target.engine == EngineKind::Postgres && snakeoil.is_some() => {
+            let ca = snakeoil.as_deref();
+            engine::check_login(&with_tls(s, &host, TlsMode::VerifyCa, ca), who).await.expect("verify-ca with the server's certificate");
+            engine::check_login(&with_tls(s, "localhost", TlsMode::VerifyFull, ca), who).await.expect("verify-full for the certificate's name");
+            let e = engine::check_login(&with_tls(s, "127.0.0.1", TlsMode::VerifyFull, ca), who).await.unwrap_err();
+            assert!(matches!(e, DbError::Tls { .. }), "verify-full for a name the certificate lacks: {e:?}");
+        }
+        Ok(()) => {}
+        Err(e) => assert!(matches!(e, DbError::Tls { .. }), "require against a server without TLS: {e:?}"),
+    }
 }
 
 #[tokio::test]
@@ -469,29 +510,28 @@ async fn mariadb_grants_follow_the_plan() {
             let mut a = admin(&s).await;
             a.ensure_login_user(&select, &name, &SecretString::new("my-grants-pw")).await.unwrap();
             assert!(a.sync_privileges(&select).await.unwrap().is_empty(), "the user is complete on creation");
-            let mut user = my_conn(&s, &login(&name, "my-grants-pw")).await;
-            assert!(my_can(&mut user, &format!("SELECT * FROM {table}")).await);
-            assert!(!my_can(&mut user, &format!("INSERT INTO {table} VALUES (1)")).await);
+            let user = login(&name, "my-grants-pw");
+            assert!(my_user_can(&s, &user, &format!("SELECT * FROM {table}")).await);
+            assert!(!my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (1)")).await);
 
             let changes = a.sync_privileges(&with(&[Privilege::Select, Privilege::Insert])).await.unwrap();
             assert_eq!(changes.granted, vec![format!("INSERT ON {db}.* TO {name}")]);
-            assert!(my_can(&mut user, &format!("INSERT INTO {table} VALUES (1)")).await);
+            assert!(my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (1)")).await);
 
             a.sync_privileges(&with(&[Privilege::All])).await.unwrap();
-            assert!(my_can(&mut user, &format!("DELETE FROM {table}")).await);
+            assert!(my_user_can(&s, &user, &format!("DELETE FROM {table}")).await);
             assert!(a.sync_privileges(&with(&[Privilege::All])).await.unwrap().is_empty());
 
             let changes = a.sync_privileges(&with(&[Privilege::Select])).await.unwrap();
             assert!(changes.revoked.iter().any(|r| r.starts_with("ALL PRIVILEGES")), "{changes:?}");
-            assert!(!my_can(&mut user, &format!("INSERT INTO {table} VALUES (2)")).await);
-            assert!(my_can(&mut user, &format!("SELECT * FROM {table}")).await);
+            assert!(!my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (2)")).await);
+            assert!(my_user_can(&s, &user, &format!("SELECT * FROM {table}")).await);
 
             // A grant made behind rdscred's back is revoked.
             my_admin_sql(&s, &format!("GRANT DELETE ON `{db}`.* TO '{name}'@'%'")).await;
             let changes = a.sync_privileges(&with(&[])).await.unwrap();
             assert!(changes.revoked.iter().any(|r| r.contains("DELETE")), "{changes:?}");
-            assert!(!my_can(&mut user, &format!("DELETE FROM {table}")).await);
-            user.close().await.ok();
+            assert!(!my_user_can(&s, &user, &format!("DELETE FROM {table}")).await);
             a.close().await;
         },
         async {
@@ -566,9 +606,7 @@ async fn mariadb_drop_refuses_definer_of_objects_and_roles_follow_the_plan() {
 
             let changes = a.sync_privileges(&plan(&name, vec![grant(&db, None, &[Privilege::CreateView])], vec![])).await.unwrap();
             assert_eq!(changes.revoked, vec![format!("ROLE {role} FROM {name}")]);
-            let mut user = my_conn(&s, &login(&name, "definer-pw")).await;
-            assert!(!my_can(&mut user, &format!("SELECT * FROM {table}")).await);
-            user.close().await.ok();
+            assert!(!my_user_can(&s, &login(&name, "definer-pw"), &format!("SELECT * FROM {table}")).await);
             let e = a.sync_privileges(&plan(&name, vec![], vec![s.admin.username.clone()])).await.unwrap_err();
             assert!(matches!(e, DbError::InvalidGrant { .. }), "a user account is not a role: {e:?}");
 

@@ -225,17 +225,22 @@ fn median(mut times: Vec<Duration>) -> Duration {
 /// Three rotations; after each: AWSCURRENT (read by stage) logs in, AWSPREVIOUS is the version
 /// it replaced, no AWSPENDING. Alternating: the user flips, the previous user still logs in
 /// with AWSPREVIOUS, and the value from two rotations back no longer does (its user was
-/// re-passworded). Single-user: the previous password stops working. Returns the durations.
-async fn three_rotations(db: Db, strategy: RotationStrategy) -> Vec<Duration> {
+/// re-passworded). Single-user: the previous password stops working. Returns the durations of
+/// the rotations and of one AWSCURRENT login check after each (to read the figures: a
+/// rotation logs in twice, as admin and in testSecret).
+async fn three_rotations(db: Db, strategy: RotationStrategy) -> (Vec<Duration>, Vec<Duration>) {
     let fx = Fixture::new(db, strategy).await;
     let mut history = vec![fx.assert_settled().await];
-    let mut times = Vec::new();
+    let (mut times, mut logins) = (Vec::new(), Vec::new());
     for i in 1..=3 {
         let started = Instant::now();
         let outcome = rotation::rotate(&fx.job(None)).await.unwrap_or_else(|e| panic!("{db:?} {strategy:?} rotation {i}: {e}"));
         times.push(started.elapsed());
         let (old_version, old) = history.last().cloned().unwrap();
         let (version, current) = fx.assert_settled().await;
+        let login_started = Instant::now();
+        assert!(fx.logs_in(&current).await);
+        logins.push(login_started.elapsed());
         assert_eq!(outcome, RotationOutcome::Completed { version_id: version.clone(), username: current.username.clone() });
         assert_eq!(version, rotation::client_request_token(&fx.seed, &old_version), "deterministic version id");
         let (previous_version, previous) = fx.by_stage(AWSPREVIOUS).await.expect("AWSPREVIOUS exists");
@@ -261,16 +266,16 @@ async fn three_rotations(db: Db, strategy: RotationStrategy) -> Vec<Duration> {
         history.push((version, current));
     }
     fx.cleanup().await;
-    times
+    (times, logins)
 }
 
 static TIMES: Mutex<Vec<(Db, RotationStrategy, Duration)>> = Mutex::new(Vec::new());
 
 async fn rotations_in_a_row(db: Db) {
     for strategy in [AlternatingUsers, SingleUser] {
-        let times = three_rotations(db, strategy).await;
+        let (times, logins) = three_rotations(db, strategy).await;
         TIMES.lock().unwrap().extend(times.iter().map(|t| (db, strategy, *t)));
-        eprintln!("rotation times {db:?} {strategy:?}: {times:?} (median {:?})", median(times.clone()));
+        eprintln!("rotation times {db:?} {strategy:?}: {times:?} (median {:?}); one login: median {:?}", median(times.clone()), median(logins));
     }
     let all: Vec<Duration> = TIMES.lock().unwrap().iter().filter(|(d, _, _)| *d == db).map(|(_, _, t)| *t).collect();
     eprintln!("median rotation time {db:?}: {:?} over {} rotations (both strategies)", median(all.clone()), all.len());
@@ -498,6 +503,38 @@ async fn foreign_pending_is_rolled_back_and_awscurrent_restored() {
     let abandoned = rotation::client_request_token(&fx.seed, &v0);
     assert!(meta.versions.get(&abandoned).is_none_or(|s| !s.iter().any(|l| l == AWSPENDING)));
     fx.cleanup().await;
+}
+
+/// The strategy changed (single-user → alternating) while a rotation was pending: its value
+/// no longer fits the plan, so it is rolled back; the next rotation cannot reuse that version id
+/// with another value and moves on to the next deterministic token.
+#[tokio::test]
+async fn pending_that_no_longer_fits_the_plan_is_rolled_back() {
+    let single = Fixture::new(Db::Mariadb, SingleUser).await;
+    let (v0, cur0) = single.assert_settled().await;
+    let crash = Arc::new(CrashPoint::hang(Step::CreateSecret));
+    let task = tokio::spawn({
+        let (fx, crash) = (single.clone(), crash.clone());
+        async move { rotation::rotate(&fx.job(Some(&crash))).await }
+    });
+    crash.reached.notified().await;
+    task.abort();
+    let _ = task.await;
+
+    let mut plan = single.plan.clone();
+    plan.login_users.push(UserPlan::clone_username(&plan.username));
+    let job = RotationJob { strategy: AlternatingUsers, plan: &plan, ..single.job(None) };
+    assert_eq!(rotation::resume_pending(&job).await.unwrap(), RotationOutcome::NothingPending);
+    let (version, current) = single.assert_settled().await;
+    assert_eq!((version, &current), (v0.clone(), &cur0));
+
+    let outcome = rotation::rotate(&job).await.unwrap();
+    let (version, current) = single.assert_settled().await;
+    assert_ne!(version, rotation::client_request_token(&single.seed, &v0), "attempt 0's version holds the single-user value");
+    assert_eq!(outcome, RotationOutcome::Completed { version_id: version, username: current.username.clone() });
+    assert_eq!(current.username, UserPlan::clone_username(&single.plan.username));
+    assert!(single.logs_in(&cur0).await, "the previous user keeps working");
+    single.cleanup().await;
 }
 
 // ------------------------------------------------------------------ determinism

@@ -113,6 +113,10 @@ impl Ground {
     /// real cluster it points at, where the CRDs must already be applied); the controller is
     /// not started yet.
     pub async fn new() -> Ground {
+        // RDSCRED_TEST_LOG=debug shows the controller's logs (text) for a failing test.
+        if let Ok(filter) = std::env::var("RDSCRED_TEST_LOG") {
+            let _ = rdscred::telemetry::init_logging(rdscred::telemetry::LogFormat::Text, &filter);
+        }
         let (emulator, client) = match std::env::var("RDSCRED_TEST_KUBECONFIG") {
             Ok(path) => (None, real_cluster_client(&path).await),
             Err(_) => {

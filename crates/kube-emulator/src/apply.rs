@@ -31,16 +31,27 @@ pub struct Types<'a> {
 impl<'a> Types<'a> {
     pub fn for_type(rt: &'a ResourceType, version: &str) -> Types<'a> {
         let schema = rt.version(version).and_then(|v| v.schema.as_ref());
-        Types { schema, builtin: schema.is_none() }
+        Types {
+            schema,
+            builtin: schema.is_none(),
+        }
     }
     fn child(self, field: &str) -> Types<'a> {
         let schema = self.schema.and_then(|s| {
-            s.get("properties").and_then(|p| p.get(field)).or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+            s.get("properties")
+                .and_then(|p| p.get(field))
+                .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
         });
-        Types { schema, builtin: self.builtin }
+        Types {
+            schema,
+            builtin: self.builtin,
+        }
     }
     fn items(self) -> Types<'a> {
-        Types { schema: self.schema.and_then(|s| s.get("items")), builtin: self.builtin }
+        Types {
+            schema: self.schema.and_then(|s| s.get("items")),
+            builtin: self.builtin,
+        }
     }
     fn list_strategy(self, field: &str, in_metadata: bool) -> ListStrategy {
         if in_metadata && matches!(field, "finalizers" | "ownerReferences") {
@@ -51,14 +62,22 @@ impl<'a> Types<'a> {
                 Some("map") => ListStrategy::Map(
                     s.get("x-kubernetes-list-map-keys")
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|k| k.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 Some("set") => ListStrategy::Set,
                 _ => ListStrategy::Atomic,
             };
         }
-        if self.builtin { builtin_list_strategy(field) } else { ListStrategy::Atomic }
+        if self.builtin {
+            builtin_list_strategy(field)
+        } else {
+            ListStrategy::Atomic
+        }
     }
 }
 
@@ -116,7 +135,13 @@ fn leaves(v: &Value, types: Types, in_metadata: bool, path: &mut FieldPath, out:
             for (k, child) in o {
                 path.push(format!("f:{k}"));
                 match child {
-                    Value::Array(items) => list_leaves(items, types.child(k), types.list_strategy_for(k, in_metadata), path, out),
+                    Value::Array(items) => list_leaves(
+                        items,
+                        types.child(k),
+                        types.list_strategy_for(k, in_metadata),
+                        path,
+                        out,
+                    ),
                     _ => leaves(child, types.child(k), false, path, out),
                 }
                 path.pop();
@@ -134,7 +159,13 @@ impl Types<'_> {
     }
 }
 
-fn list_leaves(items: &[Value], types: Types, strategy: ListStrategy, path: &mut FieldPath, out: &mut FieldSet) {
+fn list_leaves(
+    items: &[Value],
+    types: Types,
+    strategy: ListStrategy,
+    path: &mut FieldPath,
+    out: &mut FieldSet,
+) {
     match strategy {
         ListStrategy::Atomic => {
             out.insert(path.clone());
@@ -173,7 +204,10 @@ fn step<'v>(cur: &'v Value, seg: &str) -> Option<&'v Value> {
         cur.get(f)
     } else if let Some(k) = seg.strip_prefix("k:") {
         let keys: Map<String, Value> = serde_json::from_str(k).ok()?;
-        cur.as_array()?.iter().find(|i| keys.iter().all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv))
+        cur.as_array()?.iter().find(|i| {
+            keys.iter()
+                .all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv)
+        })
     } else if let Some(v) = seg.strip_prefix("v:") {
         let want: Value = serde_json::from_str(v).ok()?;
         cur.as_array()?.iter().find(|i| **i == want)
@@ -184,15 +218,22 @@ fn step<'v>(cur: &'v Value, seg: &str) -> Option<&'v Value> {
 
 /// Removes the field/item at `path` (no-op when absent).
 pub fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parent_path)) = path.split_last() else { return };
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for seg in parent_path {
         let next = if let Some(f) = seg.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = seg.strip_prefix("k:") {
-            let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else { return };
+            let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else {
+                return;
+            };
             cur.as_array_mut().and_then(|a| {
-                a.iter_mut().find(|i| keys.iter().all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv))
+                a.iter_mut().find(|i| {
+                    keys.iter()
+                        .all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv)
+                })
             })
         } else {
             None
@@ -207,8 +248,15 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
             o.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:") {
-        if let (Ok(keys), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
-            a.retain(|i| !keys.iter().all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv));
+        if let (Ok(keys), Some(a)) = (
+            serde_json::from_str::<Map<String, Value>>(k),
+            cur.as_array_mut(),
+        ) {
+            a.retain(|i| {
+                !keys
+                    .iter()
+                    .all(|(kk, kv)| i.get(kk).unwrap_or(&Value::Null) == kv)
+            });
         }
     } else if let Some(v) = last.strip_prefix("v:")
         && let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(v), cur.as_array_mut())
@@ -227,9 +275,12 @@ pub fn merge_applied(live: &mut Value, applied: &Value, types: Types, in_metadat
                     (Some(lv), Value::Object(_)) if lv.is_object() => {
                         merge_applied(lv, av, child_types, k == "metadata")
                     }
-                    (Some(lv), Value::Array(items)) if lv.is_array() => {
-                        merge_list(lv, items, child_types, types.list_strategy_for(k, in_metadata))
-                    }
+                    (Some(lv), Value::Array(items)) if lv.is_array() => merge_list(
+                        lv,
+                        items,
+                        child_types,
+                        types.list_strategy_for(k, in_metadata),
+                    ),
                     _ => {
                         lo.insert(k.clone(), av.clone());
                     }
@@ -275,7 +326,12 @@ pub struct Manager {
 }
 
 pub fn read_managers(obj: &Value) -> Vec<Manager> {
-    let Some(entries) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return vec![] };
+    let Some(entries) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return vec![];
+    };
     entries
         .iter()
         .map(|e| {
@@ -415,7 +471,10 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> Result<Value,
     let new_fields = field_set(applied, req.types);
     let is_me = |m: &Manager| m.manager == req.manager && m.subresource == req.subresource;
     let mut conflicts = Vec::new();
-    for m in managers.iter_mut().filter(|m| !is_me(m) && m.subresource == req.subresource) {
+    for m in managers
+        .iter_mut()
+        .filter(|m| !is_me(m) && m.subresource == req.subresource)
+    {
         let taken: Vec<FieldPath> = m
             .fields
             .iter()
@@ -426,7 +485,11 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> Result<Value,
             if req.force {
                 m.fields.remove(&p);
             } else {
-                conflicts.push(Conflict { manager: m.manager.clone(), api_version: m.api_version.clone(), path: render_path(&p) });
+                conflicts.push(Conflict {
+                    manager: m.manager.clone(),
+                    api_version: m.api_version.clone(),
+                    path: render_path(&p),
+                });
             }
         }
     }
@@ -443,7 +506,11 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> Result<Value,
     let mut dropped: Vec<&FieldPath> = previous
         .iter()
         .filter(|p| !new_fields.contains(*p))
-        .filter(|p| !managers.iter().any(|m| !(is_me(m) && m.operation == "Apply") && m.fields.contains(*p)))
+        .filter(|p| {
+            !managers
+                .iter()
+                .any(|m| !(is_me(m) && m.operation == "Apply") && m.fields.contains(*p))
+        })
         .collect();
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
@@ -455,8 +522,15 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> Result<Value,
         o.remove("apiVersion");
         o.remove("kind");
         if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            let kept = managed_top(&Map::from_iter([("metadata".to_string(), Value::Object(m.clone()))]));
-            *m = kept.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+            let kept = managed_top(&Map::from_iter([(
+                "metadata".to_string(),
+                Value::Object(m.clone()),
+            )]));
+            *m = kept
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
         }
     }
     merge_applied(&mut out, &body, req.types, false);
@@ -475,7 +549,15 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> Result<Value,
 
 /// Records a non-apply write: leaves that changed between `old` and `new` now belong to
 /// `manager` (operation Update); leaves that disappeared are dropped from every manager.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, subresource: &str, api_version: &str, time: &str, types: Types) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: &str,
+    api_version: &str,
+    time: &str,
+    types: Types,
+) {
     let mut managers = old.map(read_managers).unwrap_or_default();
     let new_fields = field_set(new, types);
     let changed: FieldSet = new_fields
@@ -484,10 +566,13 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, subres
         .cloned()
         .collect();
     for m in managers.iter_mut() {
-        m.fields.retain(|p| new_fields.contains(p) && !changed.contains(p));
+        m.fields
+            .retain(|p| new_fields.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
-        match managers.iter_mut().find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource) {
+        match managers.iter_mut().find(|m| {
+            m.manager == manager && m.operation == "Update" && m.subresource == subresource
+        }) {
             Some(m) => {
                 m.fields.extend(changed);
                 m.time = time.to_string();
@@ -511,12 +596,23 @@ mod tests {
     use super::*;
 
     fn req(manager: &str, force: bool) -> ApplyRequest<'_> {
-        ApplyRequest { manager, subresource: "", api_version: "v1", time: "t", force, types: Types { schema: None, builtin: true } }
+        ApplyRequest {
+            manager,
+            subresource: "",
+            api_version: "v1",
+            time: "t",
+            force,
+            types: Types {
+                schema: None,
+                builtin: true,
+            },
+        }
     }
 
     #[test]
     fn apply_merges_removes_and_conflicts() {
-        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        let live =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
         let a1 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
         let o1 = apply(&live, &a1, &req("m1", false)).unwrap();
         assert_eq!(o1["data"], json!({"a": "1", "b": "2"}));
@@ -531,6 +627,9 @@ mod tests {
         let o3 = apply(&o2, &a3, &req("m2", true)).unwrap();
         assert_eq!(o3["data"]["a"], "9");
         let ms = read_managers(&o3);
-        assert!(ms.iter().all(|m| m.manager != "m1"), "m1 lost its only field: {ms:?}");
+        assert!(
+            ms.iter().all(|m| m.manager != "m1"),
+            "m1 lost its only field: {ms:?}"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub enum EmulatorError {
 
 impl From<ApiError> for EmulatorError {
     fn from(e: ApiError) -> Self {
-        EmulatorError::Api { code: e.code, message: e.message }
+        EmulatorError::Api {
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 
@@ -53,18 +56,34 @@ impl FieldError {
         }
     }
     pub fn required(field: &str, detail: &str) -> Self {
-        let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-        FieldError { field: field.to_string(), reason: "FieldValueRequired", message }
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        FieldError {
+            field: field.to_string(),
+            reason: "FieldValueRequired",
+            message,
+        }
     }
     pub fn forbidden(field: &str, detail: &str) -> Self {
-        FieldError { field: field.to_string(), reason: "FieldValueForbidden", message: format!("Forbidden: {detail}") }
+        FieldError {
+            field: field.to_string(),
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+        }
     }
     pub fn not_supported(field: &str, value: &Value, allowed: &[Value]) -> Self {
         let allowed: Vec<String> = allowed.iter().map(render_value).collect();
         FieldError {
             field: field.to_string(),
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: {}: supported values: {}", render_value(value), allowed.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                render_value(value),
+                allowed.join(", ")
+            ),
         }
     }
     pub fn too_long(field: &str, max: u64) -> Self {
@@ -83,7 +102,11 @@ impl FieldError {
     }
     /// `spec.x: Invalid value: "X": detail` - the form apimachinery prints.
     pub fn render(&self) -> String {
-        if self.field.is_empty() { self.message.clone() } else { format!("{}: {}", self.field, self.message) }
+        if self.field.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.field, self.message)
+        }
     }
 }
 
@@ -102,7 +125,12 @@ pub fn render_value(v: &Value) -> String {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -115,7 +143,11 @@ impl ApiError {
     }
 
     pub fn not_found_raw(group: &str, resource: &str, name: &str) -> Self {
-        let gr = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+        let gr = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
         let message = if name.is_empty() {
             "the server could not find the requested resource".to_string()
         } else {
@@ -131,13 +163,21 @@ impl ApiError {
     /// 404 for a path that names no known resource (what the real server returns for an
     /// unknown URL: a Status with reason NotFound and the generic message).
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.group_resource_string()))
-            .with_details(details(&rt.group, &rt.plural, name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.group_resource_string()),
+        )
+        .with_details(details(&rt.group, &rt.plural, name))
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
@@ -153,22 +193,41 @@ impl ApiError {
     }
 
     pub fn conflict_msg(rt: &ResourceType, name: &str, why: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.group_resource_string()))
-            .with_details(details(&rt.group, &rt.plural, name))
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                rt.group_resource_string()
+            ),
+        )
+        .with_details(details(&rt.group, &rt.plural, name))
     }
 
     /// 422 Invalid with the real server's message shape:
     /// `Kind.group "name" is invalid: [a: ..., b: ...]` (no brackets for a single error).
     pub fn invalid(rt: &ResourceType, name: &str, errors: Vec<FieldError>) -> Self {
         let rendered: Vec<String> = errors.iter().map(FieldError::render).collect();
-        let body = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
-        let gk = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
+        let body = if rendered.len() == 1 {
+            rendered[0].clone()
+        } else {
+            format!("[{}]", rendered.join(", "))
+        };
+        let gk = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {body}"))
-            .with_details(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}))
+        Self::new(
+            422,
+            "Invalid",
+            format!("{gk} \"{name}\" is invalid: {body}"),
+        )
+        .with_details(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}))
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -176,11 +235,21 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"
+            ),
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

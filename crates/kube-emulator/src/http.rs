@@ -33,7 +33,12 @@ pub fn router(state: AppState) -> Router {
 
 fn json_response(code: u16, v: &Value) -> Response {
     let body = serde_json::to_vec(v).expect("json");
-    (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn error_response(e: ApiError) -> Response {
@@ -44,7 +49,11 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
     fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
@@ -57,9 +66,20 @@ async fn handle(State(app): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(ApiError::bad_request(format!("reading body: {e}"))),
     };
-    let query = Query(form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect());
+    let query = Query(
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect(),
+    );
     tracing::debug!(method = %parts.method, uri = %parts.uri, "kube-emulator request");
-    match dispatch(&app, &parts.method, parts.uri.path(), &parts.headers, &query, &body) {
+    match dispatch(
+        &app,
+        &parts.method,
+        parts.uri.path(),
+        &parts.headers,
+        &query,
+        &body,
+    ) {
         Ok(r) => r,
         Err(e) => error_response(e),
     }
@@ -74,30 +94,69 @@ struct Target {
     sub: Option<String>,
 }
 
-fn dispatch(app: &AppState, method: &Method, path: &str, headers: &HeaderMap, q: &Query, body: &[u8]) -> Result<Response, ApiError> {
+fn dispatch(
+    app: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let st = || app.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-    let get_only = |v: Value| if method == Method::GET { Ok(json_response(200, &v)) } else { Err(ApiError::method_not_allowed()) };
+    let get_only = |v: Value| {
+        if method == Method::GET {
+            Ok(json_response(200, &v))
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
     match segs.as_slice() {
-        [] => get_only(json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]})),
+        [] => get_only(
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+        ),
         ["version"] => get_only(discovery::version()),
         ["healthz" | "livez" | "readyz", ..] => Ok((StatusCode::OK, "ok").into_response()),
         ["api"] => get_only(discovery::core_versions()),
         ["apis"] => get_only(discovery::group_list(&st().registry)),
-        ["api", "v1"] => get_only(discovery::resource_list(&st().registry, "", "v1").ok_or_else(ApiError::no_route)?),
-        ["apis", g] => get_only(discovery::group(&st().registry, g).ok_or_else(ApiError::no_route)?),
-        ["apis", g, v] => get_only(discovery::resource_list(&st().registry, g, v).ok_or_else(ApiError::no_route)?),
+        ["api", "v1"] => get_only(
+            discovery::resource_list(&st().registry, "", "v1").ok_or_else(ApiError::no_route)?,
+        ),
+        ["apis", g] => {
+            get_only(discovery::group(&st().registry, g).ok_or_else(ApiError::no_route)?)
+        }
+        ["apis", g, v] => {
+            get_only(discovery::resource_list(&st().registry, g, v).ok_or_else(ApiError::no_route)?)
+        }
+        ["openapi", "v3"] => get_only(discovery::openapi_v3_root(&st().registry)),
+        ["openapi", "v3", "api", v] => get_only(
+            discovery::openapi_v3_group_version(&st().registry, "", v)
+                .ok_or_else(ApiError::no_route)?,
+        ),
+        ["openapi", "v3", "apis", g, v] => get_only(
+            discovery::openapi_v3_group_version(&st().registry, g, v)
+                .ok_or_else(ApiError::no_route)?,
+        ),
         ["api", "v1", rest @ ..] => resource(app, method, headers, q, body, "", "v1", rest),
         ["apis", g, v, rest @ ..] => resource(app, method, headers, q, body, g, v, rest),
         _ => Err(ApiError::no_route()),
     }
 }
 
-fn parse_target(app: &AppState, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+fn parse_target(
+    app: &AppState,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Target, ApiError> {
     let namespaced_path = rest.first() == Some(&"namespaces")
         && rest.len() >= 3
         && !(group.is_empty() && rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
-    let (namespace, rest) = if namespaced_path { (Some(rest[1].to_string()), &rest[2..]) } else { (None, rest) };
+    let (namespace, rest) = if namespaced_path {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),
         [p, n] => (*p, Some(n.to_string()), None),
@@ -118,18 +177,36 @@ fn parse_target(app: &AppState, group: &str, version: &str, rest: &[&str]) -> Re
     if rt.namespaced && namespace.is_none() && name.is_some() {
         return Err(ApiError::no_route());
     }
-    Ok(Target { rt, version: version.to_string(), namespace, name, sub })
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        namespace,
+        name,
+        sub,
+    })
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(ct));
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        // Typed clients (kubectl create/scale/...) send protobuf; only JSON/YAML are decoded.
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kube-emulator does not decode {ct})"
+            ),
+        ));
     }
     if ct.contains("yaml") {
-        serde_yaml::from_slice::<Value>(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        serde_yaml::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
-        serde_json::from_slice::<Value>(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
     }
 }
 
@@ -137,7 +214,11 @@ fn write_opts(headers: &HeaderMap, q: &Query, apply: bool) -> Result<WriteOpts, 
     let manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => m.to_string(),
         _ if apply => {
-            return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
         }
         // The real server derives the manager from the user agent's program name.
         _ => headers
@@ -157,11 +238,23 @@ fn write_opts(headers: &HeaderMap, q: &Query, apply: bool) -> Result<WriteOpts, 
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, body: &[u8], group: &str, version: &str, rest: &[&str]) -> Result<Response, ApiError> {
+fn resource(
+    app: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Response, ApiError> {
     let t = parse_target(app, group, version, rest)?;
     let ns = t.namespace.clone().unwrap_or_default();
     let rt = &t.rt;
@@ -187,8 +280,13 @@ fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, bod
                     fields,
                     resource_version: q.get("resourceVersion").map(String::from),
                     bookmarks: q.flag("allowWatchBookmarks"),
-                    timeout: q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs),
+                    timeout: q
+                        .get("timeoutSeconds")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs),
                     send_initial_events: q.flag("sendInitialEvents"),
+                    table: wants_table(headers).then(|| q.get("includeObject") == Some("Object")),
                 };
                 let stream = watch::start(inner, params, app.shutdown.clone())?;
                 Ok(Response::builder()
@@ -201,10 +299,25 @@ fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, bod
             Method::GET => {
                 let limit = q.get("limit").and_then(|s| s.parse::<usize>().ok());
                 let matches = |o: &Value| labels.matches(o) && fields.matches(o);
-                let res = lock().list(rt, t.namespace.as_deref(), &matches, limit, q.get("continue").filter(|c| !c.is_empty()))?;
+                let res = lock().list(
+                    rt,
+                    t.namespace.as_deref(),
+                    &matches,
+                    limit,
+                    q.get("continue").filter(|c| !c.is_empty()),
+                )?;
                 let items: Vec<Value> = res.items.into_iter().map(out).collect();
                 if wants_table(headers) {
-                    return Ok(json_response(200, &discovery::table(rt, &t.version, &items, &res.resource_version.to_string(), q.get("includeObject") == Some("Object"))));
+                    return Ok(json_response(
+                        200,
+                        &discovery::table(
+                            rt,
+                            &t.version,
+                            &items,
+                            &res.resource_version.to_string(),
+                            q.get("includeObject") == Some("Object"),
+                        ),
+                    ));
                 }
                 let mut metadata = json!({"resourceVersion": res.resource_version.to_string()});
                 if let Some(c) = res.continue_token {
@@ -213,21 +326,28 @@ fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, bod
                 if let Some(r) = res.remaining {
                     metadata["remainingItemCount"] = json!(r);
                 }
-                Ok(json_response(200, &json!({"apiVersion": rt.api_version(&t.version), "kind": rt.list_kind, "metadata": metadata, "items": items})))
+                Ok(json_response(
+                    200,
+                    &json!({"apiVersion": rt.api_version(&t.version), "kind": rt.list_kind, "metadata": metadata, "items": items}),
+                ))
             }
             Method::POST => {
                 if rt.namespaced && t.namespace.is_none() {
                     return Err(ApiError::method_not_allowed());
                 }
                 let obj = parse_body(headers, body)?;
-                let created = lock().create(rt, &t.version, &ns, obj, &write_opts(headers, q, false)?)?;
+                let created =
+                    lock().create(rt, &t.version, &ns, obj, &write_opts(headers, q, false)?)?;
                 Ok(json_response(201, &out(created)))
             }
             Method::DELETE => {
                 let matches = |o: &Value| labels.matches(o) && fields.matches(o);
                 let deleted = lock().delete_collection(rt, t.namespace.as_deref(), &matches);
                 let items: Vec<Value> = deleted.into_iter().map(out).collect();
-                Ok(json_response(200, &json!({"apiVersion": rt.api_version(&t.version), "kind": rt.list_kind, "metadata": {}, "items": items})))
+                Ok(json_response(
+                    200,
+                    &json!({"apiVersion": rt.api_version(&t.version), "kind": rt.list_kind, "metadata": {}, "items": items}),
+                ))
             }
             _ => Err(ApiError::method_not_allowed()),
         };
@@ -237,17 +357,38 @@ fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, bod
             let obj = out(lock().get(rt, &ns, &name)?);
             if wants_table(headers) {
                 let rv = crate::store::rv_of(&obj).to_string();
-                return Ok(json_response(200, &discovery::table(rt, &t.version, &[obj], &rv, q.get("includeObject") == Some("Object"))));
+                return Ok(json_response(
+                    200,
+                    &discovery::table(
+                        rt,
+                        &t.version,
+                        &[obj],
+                        &rv,
+                        q.get("includeObject") == Some("Object"),
+                    ),
+                ));
             }
             Ok(json_response(200, &obj))
         }
         Method::PUT => {
             let obj = parse_body(headers, body)?;
-            let updated = lock().update(rt, &t.version, &ns, &name, obj, sub, &write_opts(headers, q, false)?, true)?;
+            let updated = lock().update(
+                rt,
+                &t.version,
+                &ns,
+                &name,
+                obj,
+                sub,
+                &write_opts(headers, q, false)?,
+                true,
+            )?;
             Ok(json_response(200, &out(updated)))
         }
         Method::PATCH => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let ptype = match ct.split(';').next().unwrap_or("").trim() {
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/json-patch+json" => PatchType::Json,
@@ -256,23 +397,45 @@ fn resource(app: &AppState, method: &Method, headers: &HeaderMap, q: &Query, bod
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let patch: Value = if ptype == PatchType::Apply {
-                serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+                serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
             } else {
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
             let opts = write_opts(headers, q, ptype == PatchType::Apply)?;
-            let (obj, created) = lock().patch(rt, &t.version, &ns, &name, ptype, &patch, sub, &opts)?;
+            let (obj, created) =
+                lock().patch(rt, &t.version, &ns, &name, ptype, &patch, sub, &opts)?;
             Ok(json_response(if created { 201 } else { 200 }, &out(obj)))
         }
         Method::DELETE if sub == Sub::Main => {
-            let opts_body: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(json!({})) };
-            let policy = q.get("propagationPolicy").map(String::from).or_else(|| opts_body.get("propagationPolicy").and_then(Value::as_str).map(String::from));
+            let opts_body: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(body).unwrap_or(json!({}))
+            };
+            let policy = q.get("propagationPolicy").map(String::from).or_else(|| {
+                opts_body
+                    .get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            });
             let opts = DeleteOpts {
-                uid: opts_body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
-                resource_version: opts_body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
-                orphan: policy.as_deref() == Some("Orphan") || opts_body.get("orphanDependents") == Some(&json!(true)),
+                uid: opts_body
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                resource_version: opts_body
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                orphan: policy.as_deref() == Some("Orphan")
+                    || opts_body.get("orphanDependents") == Some(&json!(true)),
                 dry_run: q.get("dryRun") == Some("All")
-                    || opts_body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")),
+                    || opts_body
+                        .get("dryRun")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(|x| x == "All")),
             };
             let obj = lock().delete(rt, &ns, &name, &opts)?;
             Ok(json_response(200, &out(obj)))

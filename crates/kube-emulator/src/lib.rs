@@ -87,17 +87,31 @@ impl Emulator {
                 continue;
             }
             if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
-                return Err(EmulatorError::InvalidCrd(format!("not a CustomResourceDefinition: kind {:?}", v.get("kind"))));
+                return Err(EmulatorError::InvalidCrd(format!(
+                    "not a CustomResourceDefinition: kind {:?}",
+                    v.get("kind")
+                )));
             }
             let mut st = self.state();
-            let rt = st.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
-            let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-            let opts = WriteOpts { manager: "kube-emulator".into(), ..Default::default() };
+            let rt = st
+                .registry
+                .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+                .expect("built-in");
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let opts = WriteOpts {
+                manager: "kube-emulator".into(),
+                ..Default::default()
+            };
             let result = match st.get_raw(&rt.key(), "", &name).cloned() {
                 None => st.create(&rt, "v1", "", v, &opts),
                 Some(existing) => {
                     let mut v = v;
-                    v["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+                    v["metadata"]["resourceVersion"] =
+                        existing["metadata"]["resourceVersion"].clone();
                     st.update(&rt, "v1", "", &name, v, store::Sub::Main, &opts, true)
                 }
             };
@@ -128,7 +142,10 @@ impl Emulator {
     }
 
     fn router(&self, shutdown: Option<tokio::sync::watch::Receiver<bool>>) -> axum::Router {
-        http::router(http::AppState { inner: self.inner.clone(), shutdown })
+        http::router(http::AppState {
+            inner: self.inner.clone(),
+            shutdown,
+        })
     }
 
     /// A client whose transport is the emulator itself (no socket). Default namespace
@@ -152,7 +169,11 @@ impl Emulator {
                 tracing::warn!("kube-emulator server stopped: {e}");
             }
         });
-        Ok(Served { addr, shutdown: tx, handle: Some(handle) })
+        Ok(Served {
+            addr,
+            shutdown: tx,
+            handle: Some(handle),
+        })
     }
 
     /// Starts the stand-in Deployment/StatefulSet/DaemonSet controllers (see `workloads`).
@@ -189,7 +210,11 @@ impl Emulator {
     /// How often watches with allowWatchBookmarks get a BOOKMARK (default 1s; the real
     /// server sends one about every minute). Applies to watches started afterwards.
     pub fn set_bookmark_interval(&self, every: Duration) {
-        *self.inner.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(10));
+        *self
+            .inner
+            .bookmark_interval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = every.max(Duration::from_millis(10));
     }
 
     /// The current value of the global resourceVersion counter.

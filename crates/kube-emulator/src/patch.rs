@@ -15,9 +15,26 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-    json_patch::patch(target, &p).map_err(|e| {
-        ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
-    })
+    let mut doc = target.clone();
+    for op in p.0 {
+        // The API server's JSON patch library treats a missing path as null in `test`
+        // (kube-runtime's finalizer helper relies on `test /metadata/finalizers == null`).
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut doc, &[op]).map_err(|e| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )
+        })?;
+    }
+    *target = doc;
+    Ok(())
 }
 
 /// How a list field is merged by strategic merge patch (and server-side apply for built-ins).
@@ -35,8 +52,14 @@ pub enum ListStrategy {
 pub fn builtin_list_strategy(field: &str) -> ListStrategy {
     let key = |k: &str| ListStrategy::Map(vec![k.to_string()]);
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
-        | "hostAliases" | "readinessGates" => key("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "hostAliases"
+        | "readinessGates" => key("name"),
         "volumeMounts" => key("mountPath"),
         "volumeDevices" => key("devicePath"),
         "ports" => key("containerPort"),
@@ -50,7 +73,9 @@ pub fn builtin_list_strategy(field: &str) -> ListStrategy {
 /// Applies a strategic merge patch for a built-in type.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "strategic merge patch must be a JSON object",
+        ));
     }
     smp_object(target, patch);
     Ok(())
@@ -71,7 +96,9 @@ fn smp_object(target: &mut Value, patch: &Value) {
         *target = Value::Object(Map::new());
     }
     let retain: Option<Vec<String>> = pm.get("$retainKeys").and_then(Value::as_array).map(|a| {
-        a.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+        a.iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
     });
     for (k, v) in pm {
         if k == "$patch" || k == "$retainKeys" || k.starts_with("$setElementOrder/") {
@@ -108,9 +135,16 @@ fn smp_object(target: &mut Value, patch: &Value) {
 
 fn smp_list(target: &mut Value, items: &[Value], strategy: ListStrategy) {
     // `{"$patch": "replace"}` inside a list replaces the list with the other items.
-    if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+    if items
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
         *target = Value::Array(
-            items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect(),
+            items
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .cloned()
+                .collect(),
         );
         return;
     }
@@ -168,13 +202,18 @@ mod tests {
         assert_eq!(cs.as_array().unwrap().len(), 2);
         assert_eq!(cs[0]["image"], "x");
         assert_eq!(cs[0]["env"].as_array().unwrap().len(), 2);
-        assert_eq!(t["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], "now");
+        assert_eq!(
+            t["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
+            "now"
+        );
     }
 
     #[test]
     fn strategic_delete_directive() {
-        let mut t = json!({"env": [{"name": "A"}, {"name": "B"}], "metadata": {"finalizers": ["x"]}});
-        let p = json!({"env": [{"name": "A", "$patch": "delete"}], "metadata": {"finalizers": ["y"]}});
+        let mut t =
+            json!({"env": [{"name": "A"}, {"name": "B"}], "metadata": {"finalizers": ["x"]}});
+        let p =
+            json!({"env": [{"name": "A", "$patch": "delete"}], "metadata": {"finalizers": ["y"]}});
         strategic_merge(&mut t, &p).unwrap();
         assert_eq!(t["env"], json!([{"name": "B"}]));
         assert_eq!(t["metadata"]["finalizers"], json!(["x", "y"]));

@@ -26,7 +26,10 @@ pub enum Flavor {
 
 impl Flavor {
     pub fn is_workload(self) -> bool {
-        matches!(self, Flavor::Deployment | Flavor::StatefulSet | Flavor::DaemonSet)
+        matches!(
+            self,
+            Flavor::Deployment | Flavor::StatefulSet | Flavor::DaemonSet
+        )
     }
     /// Strategic merge patch is only defined for compiled-in types.
     pub fn supports_strategic_merge(self) -> bool {
@@ -70,16 +73,27 @@ impl ResourceType {
         self.versions.iter().find(|d| d.name == v)
     }
     pub fn api_version(&self, v: &str) -> String {
-        if self.group.is_empty() { v.to_string() } else { format!("{}/{v}", self.group) }
+        if self.group.is_empty() {
+            v.to_string()
+        } else {
+            format!("{}/{v}", self.group)
+        }
     }
     pub fn group_resource_string(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
     pub fn has_status(&self, v: &str) -> bool {
         self.version(v).is_some_and(|d| d.status_subresource)
     }
     pub fn key(&self) -> GroupResource {
-        GroupResource { group: self.group.clone(), resource: self.plural.clone() }
+        GroupResource {
+            group: self.group.clone(),
+            resource: self.plural.clone(),
+        }
     }
 }
 
@@ -99,17 +113,139 @@ impl Registry {
         let mut r = Registry::default();
         use Flavor::*;
         // (group, version, plural, kind, namespaced, shortNames, categories, status, generation, flavor)
-        let builtins: &[(&str, &str, &str, &str, bool, &[&str], &[&str], bool, bool, Flavor)] = &[
-            ("", "v1", "secrets", "Secret", true, &[], &[], false, false, Secret),
-            ("", "v1", "configmaps", "ConfigMap", true, &["cm"], &[], false, false, ConfigMap),
-            ("", "v1", "namespaces", "Namespace", false, &["ns"], &[], true, false, Namespace),
-            ("", "v1", "pods", "Pod", true, &["po"], &["all"], true, false, Pod),
-            ("", "v1", "events", "Event", true, &["ev"], &[], false, false, CoreEvent),
-            ("events.k8s.io", "v1", "events", "Event", true, &["ev"], &[], false, false, Event),
-            ("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[], false, false, Lease),
-            ("apps", "v1", "deployments", "Deployment", true, &["deploy"], &["all"], true, true, Deployment),
-            ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], &["all"], true, true, StatefulSet),
-            ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], &["all"], true, true, DaemonSet),
+        type Builtin = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            bool,
+            &'static [&'static str],
+            &'static [&'static str],
+            bool,
+            bool,
+            Flavor,
+        );
+        let builtins: &[Builtin] = &[
+            (
+                "",
+                "v1",
+                "secrets",
+                "Secret",
+                true,
+                &[],
+                &[],
+                false,
+                false,
+                Secret,
+            ),
+            (
+                "",
+                "v1",
+                "configmaps",
+                "ConfigMap",
+                true,
+                &["cm"],
+                &[],
+                false,
+                false,
+                ConfigMap,
+            ),
+            (
+                "",
+                "v1",
+                "namespaces",
+                "Namespace",
+                false,
+                &["ns"],
+                &[],
+                true,
+                false,
+                Namespace,
+            ),
+            (
+                "",
+                "v1",
+                "pods",
+                "Pod",
+                true,
+                &["po"],
+                &["all"],
+                true,
+                false,
+                Pod,
+            ),
+            (
+                "",
+                "v1",
+                "events",
+                "Event",
+                true,
+                &["ev"],
+                &[],
+                false,
+                false,
+                CoreEvent,
+            ),
+            (
+                "events.k8s.io",
+                "v1",
+                "events",
+                "Event",
+                true,
+                &["ev"],
+                &[],
+                false,
+                false,
+                Event,
+            ),
+            (
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                "Lease",
+                true,
+                &[],
+                &[],
+                false,
+                false,
+                Lease,
+            ),
+            (
+                "apps",
+                "v1",
+                "deployments",
+                "Deployment",
+                true,
+                &["deploy"],
+                &["all"],
+                true,
+                true,
+                Deployment,
+            ),
+            (
+                "apps",
+                "v1",
+                "statefulsets",
+                "StatefulSet",
+                true,
+                &["sts"],
+                &["all"],
+                true,
+                true,
+                StatefulSet,
+            ),
+            (
+                "apps",
+                "v1",
+                "daemonsets",
+                "DaemonSet",
+                true,
+                &["ds"],
+                &["all"],
+                true,
+                true,
+                DaemonSet,
+            ),
             (
                 "apiextensions.k8s.io",
                 "v1",
@@ -123,7 +259,9 @@ impl Registry {
                 Crd,
             ),
         ];
-        for (group, version, plural, kind, namespaced, short, cats, status, generation, flavor) in builtins {
+        for (group, version, plural, kind, namespaced, short, cats, status, generation, flavor) in
+            builtins
+        {
             let rt = ResourceType {
                 group: group.to_string(),
                 plural: plural.to_string(),
@@ -151,7 +289,10 @@ impl Registry {
 
     /// The type served at `group/version/plural`, if that version is served.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        let rt = self.types.get(&GroupResource { group: group.into(), resource: plural.into() })?;
+        let rt = self.types.get(&GroupResource {
+            group: group.into(),
+            resource: plural.into(),
+        })?;
         rt.version(version)?;
         Some(rt.clone())
     }
@@ -172,7 +313,7 @@ impl Registry {
             }
         }
         for versions in out.values_mut() {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         out
     }
@@ -184,7 +325,10 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
     match re.captures(v) {
         Some(c) => {
             let major: u32 = c[1].parse().unwrap_or(0);
-            let minor: u32 = c.get(3).map(|m| m.as_str().parse().unwrap_or(0)).unwrap_or(0);
+            let minor: u32 = c
+                .get(3)
+                .map(|m| m.as_str().parse().unwrap_or(0))
+                .unwrap_or(0);
             let stability = match c.get(2).map(|m| m.as_str()) {
                 None => 3,
                 Some("beta") => 2,
@@ -199,29 +343,61 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
 /// Builds the resource type a CRD object declares. Errors are field errors of the CRD.
 pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
-    let group = spec.get("group").and_then(Value::as_str).ok_or("spec.group: Required value")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .ok_or("spec.group: Required value")?;
     let names = spec.get("names").ok_or("spec.names: Required value")?;
-    let plural = names.get("plural").and_then(Value::as_str).ok_or("spec.names.plural: Required value")?;
-    let kind = names.get("kind").and_then(Value::as_str).ok_or("spec.names.kind: Required value")?;
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let plural = names
+        .get("plural")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.kind: Required value")?;
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name != format!("{plural}.{group}") {
-        return Err(format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"));
+        return Err(format!(
+            "metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
+        ));
     }
-    let scope = spec.get("scope").and_then(Value::as_str).ok_or("spec.scope: Required value")?;
+    let scope = spec
+        .get("scope")
+        .and_then(Value::as_str)
+        .ok_or("spec.scope: Required value")?;
     let namespaced = match scope {
         "Namespaced" => true,
         "Cluster" => false,
-        other => return Err(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\"")),
+        other => {
+            return Err(format!(
+                "spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""
+            ));
+        }
     };
     let strs = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut versions = Vec::new();
     let mut storage_version = None;
-    for v in spec.get("versions").and_then(Value::as_array).ok_or("spec.versions: Required value")? {
-        let vname = v.get("name").and_then(Value::as_str).ok_or("spec.versions[].name: Required value")?;
+    for v in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or("spec.versions: Required value")?
+    {
+        let vname = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("spec.versions[].name: Required value")?;
         if v.get("storage").and_then(Value::as_bool) == Some(true) {
             storage_version = Some(vname.to_string());
         }
@@ -239,13 +415,23 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
                 .unwrap_or_default(),
         });
     }
-    let storage_version = storage_version.ok_or("spec.versions: Invalid value: must have exactly one version marked as storage version")?;
+    let storage_version = storage_version.ok_or(
+        "spec.versions: Invalid value: must have exactly one version marked as storage version",
+    )?;
     Ok(ResourceType {
         group: group.to_string(),
         plural: plural.to_string(),
-        singular: names.get("singular").and_then(Value::as_str).map(String::from).unwrap_or_else(|| kind.to_lowercase()),
+        singular: names
+            .get("singular")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .unwrap_or_else(|| kind.to_lowercase()),
         kind: kind.to_string(),
-        list_kind: names.get("listKind").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("{kind}List")),
+        list_kind: names
+            .get("listKind")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .unwrap_or_else(|| format!("{kind}List")),
         namespaced,
         short_names: strs(names.get("shortNames")),
         categories: strs(names.get("categories")),

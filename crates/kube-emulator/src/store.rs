@@ -99,7 +99,9 @@ pub struct State {
 }
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 pub fn new_uid() -> String {
@@ -108,14 +110,23 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut b = [0u8; 5];
     getrandom::fill(&mut b).expect("OS randomness");
-    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn meta(obj: &Value) -> &Value {
@@ -126,7 +137,9 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("just made an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("just made an object")
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -134,7 +147,11 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
 }
 
 fn finalizers(obj: &Value) -> Vec<Value> {
-    meta(obj).get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default()
+    meta(obj)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn rv_of(obj: &Value) -> &str {
@@ -150,26 +167,41 @@ fn spec_part(obj: &Value) -> Value {
     Value::Object(o)
 }
 
-const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let name = meta_str(obj, "name");
     let (re, max, what, example) = if rt.flavor == Flavor::Namespace {
-        (DNS1123_LABEL, 63, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character", "'my-name', or '123-abc'")
+        (
+            DNS1123_LABEL,
+            63,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            "'my-name', or '123-abc'",
+        )
     } else {
-        (DNS1123_SUBDOMAIN, 253, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character", "'example.com'")
+        (
+            DNS1123_SUBDOMAIN,
+            253,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            "'example.com'",
+        )
     };
     let valid = regex::Regex::new(re).expect("static regex");
     if name.len() > max || !valid.is_match(name) {
         errs.push(FieldError::invalid(
             "metadata.name",
             &json!(name),
-            &format!("{what} (e.g. {example}, regex used for validation is '{}')", re.trim_start_matches('^').trim_end_matches('$')),
+            &format!(
+                "{what} (e.g. {example}, regex used for validation is '{}')",
+                re.trim_start_matches('^').trim_end_matches('$')
+            ),
         ));
     }
-    let label_value = regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").expect("static regex");
+    let label_value =
+        regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").expect("static regex");
     if let Some(labels) = meta(obj).get("labels").and_then(Value::as_object) {
         for (k, v) in labels {
             let s = v.as_str().unwrap_or("");
@@ -182,7 +214,11 @@ fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
             }
             let name_part = k.rsplit('/').next().unwrap_or("");
             if name_part.is_empty() || name_part.len() > 63 {
-                errs.push(FieldError::invalid("metadata.labels", &json!(k), "name part must be no more than 63 characters"));
+                errs.push(FieldError::invalid(
+                    "metadata.labels",
+                    &json!(k),
+                    "name part must be no more than 63 characters",
+                ));
             }
         }
     }
@@ -204,8 +240,17 @@ impl State {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = s.registry.lookup("", "v1", "namespaces").expect("built-in");
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            s.create(&rt, "v1", "", obj, &WriteOpts { manager: "kube-apiserver".into(), ..Default::default() })
-                .expect("built-in namespace");
+            s.create(
+                &rt,
+                "v1",
+                "",
+                obj,
+                &WriteOpts {
+                    manager: "kube-apiserver".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("built-in namespace");
         }
         s
     }
@@ -220,8 +265,22 @@ impl State {
         self.history_floor = self.rv;
     }
 
-    fn emit(&mut self, gr: GroupResource, namespace: &str, kind: ChangeKind, object: Value, old: Option<Value>) {
-        let change = Arc::new(Change { rv: self.rv, gr, namespace: namespace.to_string(), kind, object, old });
+    fn emit(
+        &mut self,
+        gr: GroupResource,
+        namespace: &str,
+        kind: ChangeKind,
+        object: Value,
+        old: Option<Value>,
+    ) {
+        let change = Arc::new(Change {
+            rv: self.rv,
+            gr,
+            namespace: namespace.to_string(),
+            kind,
+            object,
+            old,
+        });
         self.history.push_back(change.clone());
         while self.history.len() > self.history_limit {
             if let Some(evicted) = self.history.pop_front() {
@@ -236,15 +295,23 @@ impl State {
     }
 
     pub fn get_raw(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(gr)?.get(&(ns.to_string(), name.to_string()))
+        self.objects
+            .get(gr)?
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
-        self.get_raw(&rt.key(), ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))
+        self.get_raw(&rt.key(), ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     /// Objects of a type, optionally in one namespace, in key order.
-    pub fn iter_objects<'a>(&'a self, gr: &GroupResource, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn iter_objects<'a>(
+        &'a self,
+        gr: &GroupResource,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
         self.objects
             .get(gr)
             .into_iter()
@@ -270,13 +337,18 @@ impl State {
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                     .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
                 let rv = decoded["rv"].as_u64().unwrap_or(self.rv);
-                let key = (decoded["ns"].as_str().unwrap_or("").to_string(), decoded["name"].as_str().unwrap_or("").to_string());
+                let key = (
+                    decoded["ns"].as_str().unwrap_or("").to_string(),
+                    decoded["name"].as_str().unwrap_or("").to_string(),
+                );
                 (rv, Some(key))
             }
             None => (self.rv, None),
         };
         if rv < self.history_floor {
-            return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
         }
         let empty = BTreeMap::new();
         let bucket = self.objects.get(&rt.key()).unwrap_or(&empty);
@@ -285,7 +357,10 @@ impl State {
         let mut remaining = 0u64;
         let mut more = false;
         for (key, obj) in bucket.iter() {
-            if ns.is_some_and(|n| n != key.0) || after.as_ref().is_some_and(|a| key <= a) || !matches(obj) {
+            if ns.is_some_and(|n| n != key.0)
+                || after.as_ref().is_some_and(|a| key <= a)
+                || !matches(obj)
+            {
                 continue;
             }
             if limit.is_some_and(|l| l > 0 && items.len() >= l) {
@@ -298,7 +373,8 @@ impl State {
         }
         let continue_token = match (more, last_key) {
             (true, Some((kns, kname))) => {
-                let raw = serde_json::to_vec(&json!({"rv": rv, "ns": kns, "name": kname})).expect("json");
+                let raw =
+                    serde_json::to_vec(&json!({"rv": rv, "ns": kns, "name": kname})).expect("json");
                 Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
             }
             _ => None,
@@ -306,20 +382,28 @@ impl State {
         if continue_token.is_none() && after.is_none() {
             rv = self.rv;
         }
-        Ok(ListResult { items, resource_version: rv, continue_token, remaining: more.then_some(remaining) })
+        Ok(ListResult {
+            items,
+            resource_version: rv,
+            continue_token,
+            remaining: more.then_some(remaining),
+        })
     }
 
-    fn namespace_check(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+    fn namespace_check(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
-        let ns_gr = GroupResource { group: String::new(), resource: "namespaces".into() };
+        let ns_gr = GroupResource {
+            group: String::new(),
+            resource: "namespaces".into(),
+        };
         match self.get_raw(&ns_gr, "", ns) {
             None => Err(ApiError::not_found_raw("", "namespaces", ns)),
             Some(n) if !meta_str(n, "deletionTimestamp").is_empty() => Err(ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.group_resource_string(),
-                ""
+                name
             ))
             .with_details(json!({"kind": rt.plural, "group": rt.group}))),
             Some(_) => Ok(()),
@@ -327,13 +411,26 @@ impl State {
     }
 
     /// Kind-specific preparation shared by create and update (before validation).
-    fn prepare(&self, rt: &ResourceType, version: &str, obj: &mut Value, old: Option<&Value>, opts: &WriteOpts) -> Result<(), ApiError> {
+    fn prepare(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOpts,
+    ) -> Result<(), ApiError> {
         let name = meta_str(obj, "name").to_string();
         match rt.flavor {
             Flavor::Secret | Flavor::ConfigMap => {
                 if rt.flavor == Flavor::Secret {
-                    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-                        let data = obj.as_object_mut().expect("object").entry("data").or_insert(json!({}));
+                    if let Some(Value::Object(sd)) =
+                        obj.as_object_mut().and_then(|o| o.remove("stringData"))
+                    {
+                        let data = obj
+                            .as_object_mut()
+                            .expect("object")
+                            .entry("data")
+                            .or_insert(json!({}));
                         if !data.is_object() {
                             *data = json!({});
                         }
@@ -352,11 +449,17 @@ impl State {
                     let mut errs = Vec::new();
                     for f in ["data", "binaryData"] {
                         if old.get(f) != obj.get(f) {
-                            errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
+                            errs.push(FieldError::forbidden(
+                                f,
+                                "field is immutable when `immutable` is set",
+                            ));
                         }
                     }
                     if obj.get("immutable") != old.get("immutable") {
-                        errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
+                        errs.push(FieldError::forbidden(
+                            "immutable",
+                            "field is immutable when `immutable` is set",
+                        ));
                     }
                     if !errs.is_empty() {
                         return Err(ApiError::invalid(rt, &name, errs));
@@ -373,20 +476,38 @@ impl State {
                 }
             }
             Flavor::Deployment | Flavor::StatefulSet => {
-                if obj.pointer("/spec/replicas").is_none() && obj.get("spec").is_some_and(Value::is_object) {
+                if obj.pointer("/spec/replicas").is_none()
+                    && obj.get("spec").is_some_and(Value::is_object)
+                {
                     obj["spec"]["replicas"] = json!(1);
                 }
             }
             Flavor::Crd => {
                 let new_rt = registry::from_crd(obj).map_err(|e| {
-                    ApiError::invalid(rt, &name, vec![FieldError { field: String::new(), reason: "FieldValueInvalid", message: e }])
+                    ApiError::invalid(
+                        rt,
+                        &name,
+                        vec![FieldError {
+                            field: String::new(),
+                            reason: "FieldValueInvalid",
+                            message: e,
+                        }],
+                    )
                 })?;
                 for v in &new_rt.versions {
                     if let Some(schema) = &v.schema
                         && let Err(e) = validation::check_crd_rules(schema)
                     {
                         let field = format!("spec.validation.openAPIV3Schema[{}]", v.name);
-                        return Err(ApiError::invalid(rt, &name, vec![FieldError::invalid(&field, &json!("object"), &format!("compilation failed: {e}"))]));
+                        return Err(ApiError::invalid(
+                            rt,
+                            &name,
+                            vec![FieldError::invalid(
+                                &field,
+                                &json!("object"),
+                                &format!("compilation failed: {e}"),
+                            )],
+                        ));
                     }
                 }
                 if old.is_none() {
@@ -402,49 +523,89 @@ impl State {
             }
             Flavor::Custom => match validation::admit_custom(rt, version, obj, old) {
                 Ok(pruned) if opts.strict && !pruned.is_empty() => {
-                    let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                    let list: Vec<String> = pruned
+                        .iter()
+                        .map(|p| format!("unknown field \"{p}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        list.join(", ")
+                    )));
                 }
                 Ok(_) => {}
                 Err(errs) => return Err(ApiError::invalid(rt, &name, errs)),
             },
-            Flavor::Pod | Flavor::CoreEvent | Flavor::Event | Flavor::Lease | Flavor::DaemonSet => {}
+            Flavor::Pod | Flavor::CoreEvent | Flavor::Event | Flavor::Lease | Flavor::DaemonSet => {
+            }
         }
         Ok(())
     }
 
     /// POST. `managed` = the managedFields were already computed (server-side apply).
-    pub fn create(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, mut obj: Value, opts: &WriteOpts) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
         self.create_inner(rt, version, ns, &mut obj, opts, false)
     }
 
-    fn create_inner(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, obj: &mut Value, opts: &WriteOpts, managed: bool) -> Result<Value, ApiError> {
+    fn create_inner(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        obj: &mut Value,
+        opts: &WriteOpts,
+        managed: bool,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         if let Some(k) = obj.get("kind").and_then(Value::as_str)
             && k != rt.kind
         {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )));
         }
         obj["apiVersion"] = json!(rt.api_version(&rt.storage_version));
         obj["kind"] = json!(rt.kind);
         let m = meta_mut(obj);
-        if m.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if m.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             match m.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
                     let n = format!("{g}{}", random_suffix());
                     m.insert("name".into(), json!(n));
                 }
                 _ => {
-                    return Err(ApiError::invalid(rt, "", vec![FieldError::required("metadata.name", "name or generateName is required")]));
+                    return Err(ApiError::invalid(
+                        rt,
+                        "",
+                        vec![FieldError::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
+                    ));
                 }
             }
         }
         if rt.namespaced {
             match m.get("namespace").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() && n != ns => {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
                 }
                 _ => {
                     m.insert("namespace".into(), json!(ns));
@@ -453,7 +614,15 @@ impl State {
         } else {
             m.remove("namespace");
         }
-        for f in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for f in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
             m.remove(f);
         }
         if !managed {
@@ -461,7 +630,7 @@ impl State {
         }
         let name = meta_str(obj, "name").to_string();
         let ns = if rt.namespaced { ns } else { "" };
-        self.namespace_check(rt, ns)?;
+        self.namespace_check(rt, ns, &name)?;
         let errs = validate_metadata(rt, obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(rt, &name, errs));
@@ -475,7 +644,15 @@ impl State {
         self.prepare(rt, version, obj, None, opts)?;
         let now = now_rfc3339();
         if !managed {
-            apply::record_update(None, obj, &opts.manager, "", &rt.api_version(version), &now, Types::for_type(rt, version));
+            apply::record_update(
+                None,
+                obj,
+                &opts.manager,
+                "",
+                &rt.api_version(version),
+                &now,
+                Types::for_type(rt, version),
+            );
         }
         let m = meta_mut(obj);
         m.insert("uid".into(), json!(new_uid()));
@@ -489,7 +666,8 @@ impl State {
         self.rv += 1;
         meta_mut(obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let uid = meta_str(obj, "uid").to_string();
-        self.bucket(&rt.key()).insert((ns.to_string(), name.clone()), obj.clone());
+        self.bucket(&rt.key())
+            .insert((ns.to_string(), name.clone()), obj.clone());
         self.uids.insert(uid, (rt.key(), (ns.to_string(), name)));
         if rt.flavor == Flavor::Crd {
             self.register_crd(obj);
@@ -506,34 +684,73 @@ impl State {
 
     /// PUT (`put` = true: the body must carry a resourceVersion unless the type allows
     /// unconditional updates) and the common path of patches.
-    pub fn update(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, new: Value, sub: Sub, opts: &WriteOpts, put: bool) -> Result<Value, ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        new: Value,
+        sub: Sub,
+        opts: &WriteOpts,
+        put: bool,
+    ) -> Result<Value, ApiError> {
         self.update_inner(rt, version, ns, name, new, sub, opts, put, false)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn update_inner(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, mut new: Value, sub: Sub, opts: &WriteOpts, put: bool, managed: bool) -> Result<Value, ApiError> {
+    fn update_inner(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+        sub: Sub,
+        opts: &WriteOpts,
+        put: bool,
+        managed: bool,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         if let Some(k) = new.get("kind").and_then(Value::as_str)
             && k != rt.kind
         {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )));
         }
         let body_name = meta_str(&new, "name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let body_ns = meta_str(&new, "namespace");
         if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         let new_rv = rv_of(&new).to_string();
         if new_rv.is_empty() {
             if put && !rt.allow_unconditional_update {
-                return Err(ApiError::invalid(rt, name, vec![FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")]));
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    vec![FieldError::invalid(
+                        "metadata.resourceVersion",
+                        &json!("0x0"),
+                        "must be specified for an update",
+                    )],
+                ));
             }
         } else if new_rv != rv_of(&old) {
             return Err(ApiError::conflict(rt, name));
@@ -565,7 +782,17 @@ impl State {
         {
             let om = meta(&old).as_object().cloned().unwrap_or_default();
             let m = meta_mut(&mut new);
-            for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "resourceVersion", "generateName"] {
+            for f in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "resourceVersion",
+                "generateName",
+            ] {
                 match om.get(f) {
                     Some(v) => m.insert(f.into(), v.clone()),
                     None => m.remove(f),
@@ -581,13 +808,24 @@ impl State {
         let deleting = !meta_str(&old, "deletionTimestamp").is_empty();
         if deleting {
             let old_f = finalizers(&old);
-            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !old_f.contains(f)).map(|f| f.as_str().unwrap_or("").to_string()).collect();
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !old_f.contains(f))
+                .map(|f| f.as_str().unwrap_or("").to_string())
+                .collect();
             if !added.is_empty() {
                 let quoted: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
-                return Err(ApiError::invalid(rt, name, vec![FieldError::forbidden(
-                    "metadata.finalizers",
-                    &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", quoted.join(", ")),
-                )]));
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    vec![FieldError::forbidden(
+                        "metadata.finalizers",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            quoted.join(", ")
+                        ),
+                    )],
+                ));
             }
         }
         let errs = validate_metadata(rt, &new);
@@ -596,11 +834,23 @@ impl State {
         }
         self.prepare(rt, version, &mut new, Some(&old), opts)?;
         if rt.has_generation && spec_part(&new) != spec_part(&old) {
-            let g = meta(&old).get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let g = meta(&old)
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
         }
         if !managed {
-            apply::record_update(Some(&old), &mut new, &opts.manager, sub.name(), &rt.api_version(version), &now_rfc3339(), Types::for_type(rt, version));
+            apply::record_update(
+                Some(&old),
+                &mut new,
+                &opts.manager,
+                sub.name(),
+                &rt.api_version(version),
+                &now_rfc3339(),
+                Types::for_type(rt, version),
+            );
         }
         // A write that changes nothing is not a write: no new resourceVersion, no event.
         let strip_times = |v: &Value| {
@@ -627,7 +877,8 @@ impl State {
             self.after_removal();
             return Ok(new);
         }
-        self.bucket(&rt.key()).insert((ns.to_string(), name.to_string()), new.clone());
+        self.bucket(&rt.key())
+            .insert((ns.to_string(), name.to_string()), new.clone());
         if rt.flavor == Flavor::Crd {
             self.register_crd(&new);
         }
@@ -637,7 +888,17 @@ impl State {
 
     /// PATCH of any type. Returns the object and whether it was created (apply only).
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, ptype: PatchType, body: &Value, sub: Sub, opts: &WriteOpts) -> Result<(Value, bool), ApiError> {
+    pub fn patch(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        sub: Sub,
+        opts: &WriteOpts,
+    ) -> Result<(Value, bool), ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         if ptype == PatchType::Apply {
             return self.server_side_apply(rt, version, ns, name, body, sub, opts);
@@ -649,19 +910,33 @@ impl State {
             PatchType::Json => patch::json_patch(&mut doc, body)?,
             PatchType::Strategic => {
                 if !rt.flavor.supports_strategic_merge() {
-                    return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+                    return Err(ApiError::unsupported_media_type(
+                        "application/strategic-merge-patch+json",
+                    ));
                 }
                 patch::strategic_merge(&mut doc, body)?
             }
             PatchType::Apply => unreachable!("handled above"),
         }
-        self.update_inner(rt, version, ns, name, doc, sub, opts, false, false).map(|o| (o, false))
+        self.update_inner(rt, version, ns, name, doc, sub, opts, false, false)
+            .map(|o| (o, false))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn server_side_apply(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, body: &Value, sub: Sub, opts: &WriteOpts) -> Result<(Value, bool), ApiError> {
+    fn server_side_apply(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        body: &Value,
+        sub: Sub,
+        opts: &WriteOpts,
+    ) -> Result<(Value, bool), ApiError> {
         if !body.is_object() {
-            return Err(ApiError::bad_request("error decoding YAML: the applied configuration must be an object"));
+            return Err(ApiError::bad_request(
+                "error decoding YAML: the applied configuration must be an object",
+            ));
         }
         for f in ["apiVersion", "kind"] {
             if body.get(f).and_then(Value::as_str).unwrap_or("").is_empty() {
@@ -670,12 +945,15 @@ impl State {
         }
         let body_name = meta_str(body, "name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let mut applied = body.clone();
         // Apply to the main resource never sets status; apply to /status only sets status.
         if sub == Sub::Status {
-            let mut only = json!({"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": {}});
+            let mut only =
+                json!({"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": {}});
             if let Some(s) = body.get("status") {
                 only["status"] = s.clone();
             }
@@ -685,25 +963,57 @@ impl State {
         }
         let now = now_rfc3339();
         let api_version = rt.api_version(version);
-        let req = ApplyRequest { manager: &opts.manager, subresource: sub.name(), api_version: &api_version, time: &now, force: opts.force, types: Types::for_type(rt, version) };
+        let req = ApplyRequest {
+            manager: &opts.manager,
+            subresource: sub.name(),
+            api_version: &api_version,
+            time: &now,
+            force: opts.force,
+            types: Types::for_type(rt, version),
+        };
         let existing = self.get_raw(&rt.key(), ns, name).cloned();
         let conflict_err = |conflicts: Vec<apply::Conflict>| {
+            // The real server's wording: grouped by manager, one path inline or a list.
             let n = conflicts.len();
-            let lines: Vec<String> = conflicts.iter().map(|c| format!("- {}", c.path)).collect();
+            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+            for c in &conflicts {
+                let who = format!("\"{}\" using {}", c.manager, c.api_version);
+                match groups.iter_mut().find(|(w, _)| *w == who) {
+                    Some((_, paths)) => paths.push(c.path.clone()),
+                    None => groups.push((who, vec![c.path.clone()])),
+                }
+            }
+            let parts: Vec<String> = groups
+                .iter()
+                .map(|(who, paths)| match paths.as_slice() {
+                    [one] => format!("conflict with {who}: {one}"),
+                    many => format!("conflicts with {who}:\n- {}", many.join("\n- ")),
+                })
+                .collect();
             let causes: Vec<Value> = conflicts
                 .iter()
                 .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version), "field": c.path}))
                 .collect();
-            let managers: Vec<String> = conflicts.iter().map(|c| format!("conflict with \"{}\" using {}", c.manager, c.api_version)).collect();
-            ApiError::new(409, "Conflict", format!("Apply failed with {n} conflict{}: {}: {}", if n == 1 { "" } else { "s" }, managers.join(", "), lines.join("\n")))
-                .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}))
+            ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {n} conflict{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    parts.join("\n")
+                ),
+            )
+            .with_details(
+                json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}),
+            )
         };
         match existing {
             None => {
                 if sub == Sub::Status {
                     return Err(ApiError::not_found(rt, name));
                 }
-                let mut skeleton = json!({"apiVersion": api_version, "kind": rt.kind, "metadata": {"name": name}});
+                let mut skeleton =
+                    json!({"apiVersion": api_version, "kind": rt.kind, "metadata": {"name": name}});
                 if let Some(gn) = meta(body).get("generateName") {
                     skeleton["metadata"]["generateName"] = gn.clone();
                 }
@@ -717,7 +1027,8 @@ impl State {
                     return Err(ApiError::conflict(rt, name));
                 }
                 let merged = apply::apply(&live, &applied, &req).map_err(conflict_err)?;
-                self.update_inner(rt, version, ns, name, merged, sub, opts, false, true).map(|o| (o, false))
+                self.update_inner(rt, version, ns, name, merged, sub, opts, false, true)
+                    .map(|o| (o, false))
             }
         }
     }
@@ -728,7 +1039,8 @@ impl State {
             Flavor::Namespace => {
                 let ns = meta_str(obj, "name");
                 self.objects.iter().any(|(gr, b)| {
-                    self.registry.get(gr).is_some_and(|t| t.namespaced) && b.keys().any(|(n, _)| n == ns)
+                    self.registry.get(gr).is_some_and(|t| t.namespaced)
+                        && b.keys().any(|(n, _)| n == ns)
                 })
             }
             Flavor::Crd => match registry::from_crd(obj) {
@@ -740,18 +1052,38 @@ impl State {
     }
 
     /// DELETE: with finalizers (or contents, for namespaces/CRDs) only marks the object.
-    pub fn delete(&mut self, rt: &Arc<ResourceType>, ns: &str, name: &str, opts: &DeleteOpts) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
         if let Some(uid) = &opts.uid
             && uid != meta_str(&old, "uid")
         {
-            return Err(ApiError::conflict_msg(rt, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid"))));
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+            ));
         }
         if let Some(rv) = &opts.resource_version
             && rv != rv_of(&old)
         {
-            return Err(ApiError::conflict_msg(rt, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {}", rv_of(&old))));
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {}",
+                    rv_of(&old)
+                ),
+            ));
         }
         if opts.dry_run {
             return Ok(old);
@@ -787,7 +1119,8 @@ impl State {
                 if rt.flavor == Flavor::Namespace {
                     new["status"] = json!({"phase": "Terminating"});
                 }
-                self.bucket(&rt.key()).insert((ns.to_string(), name.to_string()), new.clone());
+                self.bucket(&rt.key())
+                    .insert((ns.to_string(), name.to_string()), new.clone());
                 self.emit(rt.key(), ns, ChangeKind::Modified, new.clone(), Some(old));
             }
             if container {
@@ -796,7 +1129,10 @@ impl State {
             if finalizers(&new).is_empty() && !self.needs_cleanup(rt, &new) {
                 self.rv += 1;
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(self.rv.to_string()));
-                let prev = self.get_raw(&rt.key(), ns, name).cloned().unwrap_or_else(|| new.clone());
+                let prev = self
+                    .get_raw(&rt.key(), ns, name)
+                    .cloned()
+                    .unwrap_or_else(|| new.clone());
                 self.remove(rt, ns, name, new.clone(), prev);
                 return None;
             }
@@ -816,15 +1152,31 @@ impl State {
                 let ns = meta_str(container, "name");
                 self.objects
                     .iter()
-                    .filter_map(|(gr, b)| self.registry.get(gr).filter(|t| t.namespaced).map(|t| (t, b)))
-                    .flat_map(|(t, b)| b.keys().filter(|(n, _)| n == ns).map(move |(n, name)| (t.clone(), n.clone(), name.clone())))
+                    .filter_map(|(gr, b)| {
+                        self.registry
+                            .get(gr)
+                            .filter(|t| t.namespaced)
+                            .map(|t| (t, b))
+                    })
+                    .flat_map(|(t, b)| {
+                        b.keys()
+                            .filter(|(n, _)| n == ns)
+                            .map(move |(n, name)| (t.clone(), n.clone(), name.clone()))
+                    })
                     .collect()
             }
-            Flavor::Crd => match registry::from_crd(container).ok().and_then(|t| self.registry.get(&t.key())) {
+            Flavor::Crd => match registry::from_crd(container)
+                .ok()
+                .and_then(|t| self.registry.get(&t.key()))
+            {
                 Some(t) => self
                     .objects
                     .get(&t.key())
-                    .map(|b| b.keys().map(|(n, name)| (t.clone(), n.clone(), name.clone())).collect())
+                    .map(|b| {
+                        b.keys()
+                            .map(|(n, name)| (t.clone(), n.clone(), name.clone()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 None => vec![],
             },
@@ -837,7 +1189,8 @@ impl State {
 
     /// Takes an object out of the store and emits DELETED.
     fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str, last: Value, old: Value) {
-        self.bucket(&rt.key()).remove(&(ns.to_string(), name.to_string()));
+        self.bucket(&rt.key())
+            .remove(&(ns.to_string(), name.to_string()));
         self.uids.remove(meta_str(&last, "uid"));
         if rt.flavor == Flavor::Crd
             && let Ok(t) = registry::from_crd(&last)
@@ -862,10 +1215,16 @@ impl State {
                     let refs = meta(v).get("ownerReferences").and_then(Value::as_array);
                     refs.is_some_and(|r| {
                         !r.is_empty()
-                            && r.iter().all(|o| !self.uids.contains_key(o.get("uid").and_then(Value::as_str).unwrap_or("")))
+                            && r.iter().all(|o| {
+                                !self.uids.contains_key(
+                                    o.get("uid").and_then(Value::as_str).unwrap_or(""),
+                                )
+                            })
                     })
                 })
-                .filter_map(|(gr, (ns, name), _)| self.registry.get(gr).map(|t| (t, ns.clone(), name.clone())))
+                .filter_map(|(gr, (ns, name), _)| {
+                    self.registry.get(gr).map(|t| (t, ns.clone(), name.clone()))
+                })
                 .collect();
             for (t, ns, name) in orphans {
                 self.delete_object(&t, &ns, &name);
@@ -874,7 +1233,12 @@ impl State {
             let pending: Vec<(Arc<ResourceType>, String)> = self
                 .objects
                 .iter()
-                .filter_map(|(gr, b)| self.registry.get(gr).filter(|t| matches!(t.flavor, Flavor::Namespace | Flavor::Crd)).map(|t| (t, b)))
+                .filter_map(|(gr, b)| {
+                    self.registry
+                        .get(gr)
+                        .filter(|t| matches!(t.flavor, Flavor::Namespace | Flavor::Crd))
+                        .map(|t| (t, b))
+                })
                 .flat_map(|(t, b)| {
                     b.iter()
                         .filter(|(_, v)| !meta_str(v, "deletionTimestamp").is_empty())
@@ -882,11 +1246,14 @@ impl State {
                 })
                 .collect();
             for (t, name) in pending {
-                let Some(obj) = self.get_raw(&t.key(), "", &name).cloned() else { continue };
+                let Some(obj) = self.get_raw(&t.key(), "", &name).cloned() else {
+                    continue;
+                };
                 if finalizers(&obj).is_empty() && !self.needs_cleanup(&t, &obj) {
                     self.rv += 1;
                     let mut last = obj.clone();
-                    meta_mut(&mut last).insert("resourceVersion".into(), json!(self.rv.to_string()));
+                    meta_mut(&mut last)
+                        .insert("resourceVersion".into(), json!(self.rv.to_string()));
                     self.remove(&t, "", &name, last, obj);
                     progressed = true;
                 }
@@ -904,14 +1271,22 @@ impl State {
             .iter()
             .flat_map(|(gr, b)| b.iter().map(move |(k, v)| (gr, k, v)))
             .filter(|(_, _, v)| {
-                meta(v).get("ownerReferences").and_then(Value::as_array).is_some_and(|r| r.iter().any(|o| o["uid"] == owner_uid))
+                meta(v)
+                    .get("ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|o| o["uid"] == owner_uid))
             })
             .map(|(gr, k, _)| (gr.clone(), k.clone()))
             .collect();
         for (gr, (ns, name)) in dependents {
-            let Some(old) = self.get_raw(&gr, &ns, &name).cloned() else { continue };
+            let Some(old) = self.get_raw(&gr, &ns, &name).cloned() else {
+                continue;
+            };
             let mut new = old.clone();
-            if let Some(refs) = meta_mut(&mut new).get_mut("ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) = meta_mut(&mut new)
+                .get_mut("ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
                 refs.retain(|o| o["uid"] != owner_uid);
             }
             self.rv += 1;
@@ -922,11 +1297,21 @@ impl State {
     }
 
     /// DELETE on a collection (selectors applied by the caller's `matches`).
-    pub fn delete_collection(&mut self, rt: &Arc<ResourceType>, ns: Option<&str>, matches: &dyn Fn(&Value) -> bool) -> Vec<Value> {
+    pub fn delete_collection(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        ns: Option<&str>,
+        matches: &dyn Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let keys: Vec<ObjKey> = self
             .objects
             .get(&rt.key())
-            .map(|b| b.iter().filter(|((n, _), v)| ns.is_none_or(|x| x == n) && matches(v)).map(|(k, _)| k.clone()).collect())
+            .map(|b| {
+                b.iter()
+                    .filter(|((n, _), v)| ns.is_none_or(|x| x == n) && matches(v))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut out = Vec::new();
         for (n, name) in keys {

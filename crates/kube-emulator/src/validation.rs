@@ -30,11 +30,18 @@ const OBJECT_META_FIELDS: &[&str] = &[
 ];
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 /// Removes fields the schema does not declare, returning their paths (for
@@ -50,7 +57,9 @@ pub fn prune_root(obj: &mut Value, schema: &Value) -> Vec<String> {
             keep
         });
     }
-    let Some(o) = obj.as_object_mut() else { return removed };
+    let Some(o) = obj.as_object_mut() else {
+        return removed;
+    };
     let props = schema.get("properties").and_then(Value::as_object);
     let keep_all = preserves_unknown(schema);
     let keys: Vec<String> = o.keys().cloned().collect();
@@ -59,7 +68,12 @@ pub fn prune_root(obj: &mut Value, schema: &Value) -> Vec<String> {
             continue;
         }
         match props.and_then(|p| p.get(&k)) {
-            Some(sub) => prune(o.get_mut(&k).expect("key listed above"), sub, &k, &mut removed),
+            Some(sub) => prune(
+                o.get_mut(&k).expect("key listed above"),
+                sub,
+                &k,
+                &mut removed,
+            ),
             None if keep_all => {}
             None => {
                 o.remove(&k);
@@ -72,7 +86,10 @@ pub fn prune_root(obj: &mut Value, schema: &Value) -> Vec<String> {
 
 fn prune(v: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String>) {
     // Embedded resources keep their own apiVersion/kind/metadata.
-    let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+    let embedded = schema
+        .get("x-kubernetes-embedded-resource")
+        .and_then(Value::as_bool)
+        == Some(true);
     match v {
         Value::Object(o) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -82,9 +99,19 @@ fn prune(v: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String>) {
             for k in keys {
                 let child = join(path, &k);
                 if let Some(sub) = props.and_then(|p| p.get(&k)) {
-                    prune(o.get_mut(&k).expect("key listed above"), sub, &child, removed);
+                    prune(
+                        o.get_mut(&k).expect("key listed above"),
+                        sub,
+                        &child,
+                        removed,
+                    );
                 } else if let Some(sub) = additional.filter(|a| a.is_object()) {
-                    prune(o.get_mut(&k).expect("key listed above"), sub, &child, removed);
+                    prune(
+                        o.get_mut(&k).expect("key listed above"),
+                        sub,
+                        &child,
+                        removed,
+                    );
                 } else if keep_all
                     || additional == Some(&Value::Bool(true))
                     || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
@@ -152,8 +179,14 @@ pub fn apply_defaults(v: &mut Value, schema: &Value) {
 
 fn regex_cache(pattern: &str) -> Option<regex::Regex> {
     static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    cache.entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).ok()).clone()
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .clone()
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -171,22 +204,34 @@ fn type_name(v: &Value) -> &'static str {
 /// Structural schema validation. `path` uses the server's notation (`spec.items[0].name`).
 pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let in_body = |msg: String| format!("{path} in body {msg}");
-    if v.is_null() {
-        if schema.get("nullable").and_then(Value::as_bool) == Some(true) || schema.get("type").is_none() {
-            return;
-        }
+    if v.is_null()
+        && (schema.get("nullable").and_then(Value::as_bool) == Some(true)
+            || schema.get("type").is_none())
+    {
+        return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if int_or_string {
         if !(v.is_string() || type_name(v) == "integer") {
-            errs.push(FieldError::invalid(path, v, &in_body(format!("must be of type int-or-string: {:?}", type_name(v)))));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &in_body(format!("must be of type int-or-string: {:?}", type_name(v))),
+            ));
             return;
         }
     } else if let Some(t) = schema.get("type").and_then(Value::as_str) {
         let actual = type_name(v);
         let ok = actual == t || (t == "number" && actual == "integer");
         if !ok {
-            errs.push(FieldError::invalid(path, v, &in_body(format!("must be of type {t}: {:?}", actual))));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &in_body(format!("must be of type {t}: {:?}", actual)),
+            ));
             return;
         }
     }
@@ -201,7 +246,11 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
-                errs.push(FieldError::invalid(path, v, &in_body(format!("should be at least {min} chars long"))));
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &in_body(format!("should be at least {min} chars long")),
+                ));
             }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                 && len > max
@@ -210,11 +259,17 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
                 match regex_cache(p) {
-                    Some(re) if !re.is_match(s) => {
-                        errs.push(FieldError::invalid(path, v, &in_body(format!("should match '{p}'"))))
-                    }
+                    Some(re) if !re.is_match(s) => errs.push(FieldError::invalid(
+                        path,
+                        v,
+                        &in_body(format!("should match '{p}'")),
+                    )),
                     Some(_) => {}
-                    None => errs.push(FieldError::invalid(path, v, &format!("pattern {p:?} cannot be compiled by the emulator"))),
+                    None => errs.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("pattern {p:?} cannot be compiled by the emulator"),
+                    )),
                 }
             }
         }
@@ -225,21 +280,41 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
                 && (x < min || (excl_min && x == min))
             {
-                let op = if excl_min { "greater than" } else { "greater than or equal to" };
-                errs.push(FieldError::invalid(path, v, &in_body(format!("should be {op} {}", fmt_num(min)))));
+                let op = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &in_body(format!("should be {op} {}", fmt_num(min))),
+                ));
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
                 && (x > max || (excl_max && x == max))
             {
-                let op = if excl_max { "less than" } else { "less than or equal to" };
-                errs.push(FieldError::invalid(path, v, &in_body(format!("should be {op} {}", fmt_num(max)))));
+                let op = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &in_body(format!("should be {op} {}", fmt_num(max))),
+                ));
             }
         }
         Value::Array(items) => {
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
             {
-                errs.push(FieldError::invalid(path, v, &in_body(format!("should have at least {min} items"))));
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &in_body(format!("should have at least {min} items")),
+                ));
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
@@ -249,7 +324,11 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
             if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {
-                        errs.push(FieldError { field: format!("{path}[{i}]"), reason: "FieldValueDuplicate", message: format!("Duplicate value: {}", render_value(item)) });
+                        errs.push(FieldError {
+                            field: format!("{path}[{i}]"),
+                            reason: "FieldValueDuplicate",
+                            message: format!("Duplicate value: {}", render_value(item)),
+                        });
                     }
                 }
             }
@@ -276,7 +355,11 @@ fn validate_object(o: &Map<String, Value>, schema: &Value, path: &str, errs: &mu
     if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
         && (o.len() as u64) < min
     {
-        errs.push(FieldError::invalid(path, &Value::Object(o.clone()), &format!("{path} in body should have at least {min} properties")));
+        errs.push(FieldError::invalid(
+            path,
+            &Value::Object(o.clone()),
+            &format!("{path} in body should have at least {min} properties"),
+        ));
     }
     if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
         && o.len() as u64 > max
@@ -314,25 +397,41 @@ fn validate_combinators(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fi
         && !any.is_empty()
         && !any.iter().any(|s| check(s).is_empty())
     {
-        errs.push(FieldError::invalid(path, v, &format!("{path} in body must validate at least one schema (anyOf)")));
+        errs.push(FieldError::invalid(
+            path,
+            v,
+            &format!("{path} in body must validate at least one schema (anyOf)"),
+        ));
     }
     if let Some(one) = schema.get("oneOf").and_then(Value::as_array)
         && !one.is_empty()
     {
         let n = one.iter().filter(|s| check(s).is_empty()).count();
         if n != 1 {
-            errs.push(FieldError::invalid(path, v, &format!("{path} in body must validate one and only one schema (oneOf)")));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &format!("{path} in body must validate one and only one schema (oneOf)"),
+            ));
         }
     }
     if let Some(not) = schema.get("not")
         && check(not).is_empty()
     {
-        errs.push(FieldError::invalid(path, v, &format!("{path} in body should not be valid against the given schema")));
+        errs.push(FieldError::invalid(
+            path,
+            v,
+            &format!("{path} in body should not be valid against the given schema"),
+        ));
     }
 }
 
 fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 { format!("{}", x as i64) } else { x.to_string() }
+    if x.fract() == 0.0 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
 }
 
 /// Schema type at a dotted/indexed field path (for CEL error messages: `Invalid value: "object"`).
@@ -344,9 +443,14 @@ fn schema_type_at(schema: &Value, path: &str) -> String {
             None => (seg, 0),
         };
         let next = cur
-            .pointer(&format!("/properties/{}", name.replace('~', "~0").replace('/', "~1")))
+            .pointer(&format!(
+                "/properties/{}",
+                name.replace('~', "~0").replace('/', "~1")
+            ))
             .or_else(|| cur.get("additionalProperties").filter(|a| a.is_object()));
-        let Some(mut n) = next else { return "object".into() };
+        let Some(mut n) = next else {
+            return "object".into();
+        };
         for _ in 0..indexes {
             match n.get("items") {
                 Some(i) => n = i,
@@ -355,11 +459,20 @@ fn schema_type_at(schema: &Value, path: &str) -> String {
         }
         cur = n;
     }
-    cur.get("type").and_then(Value::as_str).unwrap_or("object").to_string()
+    cur.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("object")
+        .to_string()
 }
 
 /// Evaluates every `x-kubernetes-validations` rule of the schema against the object.
-pub fn validate_cel(rt: &ResourceType, version: &str, schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub fn validate_cel(
+    rt: &ResourceType,
+    version: &str,
+    schema: &Value,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
     let validator = kube_cel::Validator::new();
     let root = kube_cel::RootContext {
         api_version: rt.api_version(version),
@@ -375,8 +488,12 @@ pub fn validate_cel(rt: &ResourceType, version: &str, schema: &Value, obj: &Valu
                 let message = match e.kind {
                     kube_cel::ErrorKind::ValidationFailure => e.message.clone(),
                     // A rule kube-cel cannot evaluate: reject (fail closed) but say whose gap it is.
-                    kube_cel::ErrorKind::UnsupportedReference | kube_cel::ErrorKind::CompilationFailure => {
-                        format!("kube-emulator could not evaluate rule {:?} with kube-cel: {}", e.rule, e.message)
+                    kube_cel::ErrorKind::UnsupportedReference
+                    | kube_cel::ErrorKind::CompilationFailure => {
+                        format!(
+                            "kube-emulator could not evaluate rule {:?} with kube-cel: {}",
+                            e.rule, e.message
+                        )
                     }
                     _ => e.message.clone(),
                 };
@@ -402,7 +519,11 @@ pub fn check_crd_rules(schema: &Value) -> Result<(), String> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        Err(errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 
@@ -425,8 +546,18 @@ pub fn admit_custom(
     if let Some(o) = old_defaulted.as_mut() {
         apply_defaults(o, &schema);
     }
-    errs.extend(validate_cel(rt, version, &schema, obj, old_defaulted.as_ref()));
-    if errs.is_empty() { Ok(pruned) } else { Err(errs) }
+    errs.extend(validate_cel(
+        rt,
+        version,
+        &schema,
+        obj,
+        old_defaulted.as_ref(),
+    ));
+    if errs.is_empty() {
+        Ok(pruned)
+    } else {
+        Err(errs)
+    }
 }
 
 #[cfg(test)]
@@ -444,11 +575,19 @@ mod tests {
         apply_defaults(&mut obj, &schema);
         assert_eq!(obj["spec"]["b"], 3);
         let mut errs = vec![];
-        validate_schema(&json!({"spec": {"a": "NO", "b": 0}}), &schema, "", &mut errs);
+        validate_schema(
+            &json!({"spec": {"a": "NO", "b": 0}}),
+            &schema,
+            "",
+            &mut errs,
+        );
         let r: Vec<String> = errs.iter().map(FieldError::render).collect();
-        assert_eq!(r, vec![
-            "spec.a: Invalid value: \"NO\": spec.a in body should match '^[a-z]+$'",
-            "spec.b: Invalid value: 0: spec.b in body should be greater than or equal to 1",
-        ]);
+        assert_eq!(
+            r,
+            vec![
+                "spec.a: Invalid value: \"NO\": spec.a in body should match '^[a-z]+$'",
+                "spec.b: Invalid value: 0: spec.b in body should be greater than or equal to 1",
+            ]
+        );
     }
 }

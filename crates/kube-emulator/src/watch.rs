@@ -30,6 +30,8 @@ pub struct WatchParams {
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     pub send_initial_events: bool,
+    /// `Some(include_object)`: the client asked for `Table`s (`kubectl get -w`).
+    pub table: Option<bool>,
 }
 
 impl WatchParams {
@@ -70,7 +72,10 @@ impl Watch {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        line("BOOKMARK", json!({"kind": self.p.rt.kind, "apiVersion": self.p.rt.api_version(&self.p.version), "metadata": meta}))
+        line(
+            "BOOKMARK",
+            json!({"kind": self.p.rt.kind, "apiVersion": self.p.rt.api_version(&self.p.version), "metadata": meta}),
+        )
     }
 
     /// The event a change produces for this watch, if any.
@@ -88,7 +93,27 @@ impl Watch {
             ChangeKind::Deleted if now || before => "DELETED",
             _ => return None,
         };
-        Some(line(kind, at_version(c.object.clone(), &self.p.rt, &self.p.version)))
+        Some(self.object_line(kind, c.object.clone()))
+    }
+
+    fn object_line(&self, kind: &str, obj: Value) -> Bytes {
+        let obj = at_version(obj, &self.p.rt, &self.p.version);
+        match self.p.table {
+            Some(include_object) => {
+                let rv = crate::store::rv_of(&obj).to_string();
+                line(
+                    kind,
+                    crate::discovery::table(
+                        &self.p.rt,
+                        &self.p.version,
+                        &[obj],
+                        &rv,
+                        include_object,
+                    ),
+                )
+            }
+            None => line(kind, obj),
+        }
     }
 
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Watch)> {
@@ -145,9 +170,15 @@ pub fn start(
 ) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + use<>, ApiError> {
     let requested = match p.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?),
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+        ),
     };
-    let bookmark_every = *inner.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner());
+    let bookmark_every = *inner
+        .bookmark_interval
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
     let rx = st.subscribe();
     let mut bookmark = tokio::time::interval_at(Instant::now() + bookmark_every, bookmark_every);
@@ -165,7 +196,11 @@ pub fn start(
     };
     match requested {
         Some(rv) if rv < st.history_floor => {
-            let status = ApiError::gone(format!("too old resource version: {rv} ({})", st.history_floor)).to_status();
+            let status = ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                st.history_floor
+            ))
+            .to_status();
             w.queue.push_back(line("ERROR", status));
             w.done = true;
         }
@@ -184,7 +219,8 @@ pub fn start(
                 .cloned()
                 .collect();
             for o in objs {
-                w.queue.push_back(line("ADDED", at_version(o, &w.p.rt, &w.p.version)));
+                let b = w.object_line("ADDED", o);
+                w.queue.push_back(b);
             }
             if w.p.send_initial_events && w.p.bookmarks {
                 let b = w.bookmark_line(true);

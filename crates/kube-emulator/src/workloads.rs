@@ -13,7 +13,11 @@ use crate::registry::Flavor;
 use crate::store::{ChangeKind, Sub, WriteOpts};
 
 pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
-    let mut rx = inner.state.lock().unwrap_or_else(|e| e.into_inner()).subscribe();
+    let mut rx = inner
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .subscribe();
     tokio::spawn(async move {
         // (group/resource, namespace, name, generation) already scheduled.
         let scheduled = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
@@ -27,14 +31,33 @@ pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
                 continue;
             }
             let obj = &change.object;
-            let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-            let observed = obj.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+            let generation = obj
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let observed = obj
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if generation == observed {
                 continue;
             }
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-            let key = (change.gr.resource.clone(), change.namespace.clone(), name.clone(), generation);
-            if !scheduled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let key = (
+                change.gr.resource.clone(),
+                change.namespace.clone(),
+                name.clone(),
+                generation,
+            );
+            if !scheduled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone())
+            {
                 continue;
             }
             let inner = inner.clone();
@@ -44,14 +67,24 @@ pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
             tokio::spawn(async move {
                 tokio::time::sleep(rollout_delay).await;
                 let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                scheduled.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-                let Some(rt) = st.registry.get(&gr) else { return };
-                let Some(cur) = st.get_raw(&gr, &ns, &name).cloned() else { return };
+                scheduled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                let Some(rt) = st.registry.get(&gr) else {
+                    return;
+                };
+                let Some(cur) = st.get_raw(&gr, &ns, &name).cloned() else {
+                    return;
+                };
                 // A newer generation will be handled by its own change.
                 if cur.pointer("/metadata/generation").and_then(Value::as_i64) != Some(generation) {
                     return;
                 }
-                let replicas = cur.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                let replicas = cur
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 let status = match rt.flavor {
                     Flavor::DaemonSet => json!({
                         "observedGeneration": generation,
@@ -74,10 +107,18 @@ pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
                 };
                 let mut next = cur.clone();
                 next["status"] = status;
-                let opts = WriteOpts { manager: "kube-controller-manager".into(), ..Default::default() };
+                let opts = WriteOpts {
+                    manager: "kube-controller-manager".into(),
+                    ..Default::default()
+                };
                 let version = rt.storage_version.clone();
-                if let Err(e) = st.update(&rt, &version, &ns, &name, next, Sub::Status, &opts, false) {
-                    tracing::debug!("workload simulation: status update of {ns}/{name} failed: {}", e.message);
+                if let Err(e) =
+                    st.update(&rt, &version, &ns, &name, next, Sub::Status, &opts, false)
+                {
+                    tracing::debug!(
+                        "workload simulation: status update of {ns}/{name} failed: {}",
+                        e.message
+                    );
                 }
             });
         }

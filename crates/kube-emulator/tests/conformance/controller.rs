@@ -36,18 +36,32 @@ async fn reconcile(w: Arc<Widget>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     finalizer(&api, FINALIZER, w, |ev| async {
         match ev {
             Event::Apply(w) => {
-                let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &w.namespace().unwrap());
+                let cms: Api<ConfigMap> =
+                    Api::namespaced(ctx.client.clone(), &w.namespace().unwrap());
                 let cm = ConfigMap {
                     metadata: ObjectMeta {
                         name: Some(format!("{}-config", w.name_any())),
                         owner_references: Some(vec![w.controller_owner_ref(&()).unwrap()]),
                         ..Default::default()
                     },
-                    data: Some(BTreeMap::from([("owner".to_string(), w.spec.owner.clone())])),
+                    data: Some(BTreeMap::from([(
+                        "owner".to_string(),
+                        w.spec.owner.clone(),
+                    )])),
                     ..Default::default()
                 };
-                cms.patch(&cm.name_any(), &PatchParams::apply("widget-ctl").force(), &Patch::Apply(&cm)).await?;
-                api.patch_status(&w.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}}))).await?;
+                cms.patch(
+                    &cm.name_any(),
+                    &PatchParams::apply("widget-ctl").force(),
+                    &Patch::Apply(&cm),
+                )
+                .await?;
+                api.patch_status(
+                    &w.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"ready": true}})),
+                )
+                .await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
             Event::Cleanup(w) => {
@@ -60,7 +74,8 @@ async fn reconcile(w: Arc<Widget>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn error_policy(_: Arc<Widget>, _: &Error, _: Arc<Ctx>) -> Action {
+fn error_policy(_: Arc<Widget>, e: &Error, _: Arc<Ctx>) -> Action {
+    eprintln!("reconcile error: {e:?}");
     Action::requeue(Duration::from_millis(100))
 }
 
@@ -68,7 +83,10 @@ fn error_policy(_: Arc<Widget>, _: &Error, _: Arc<Ctx>) -> Action {
 async fn controller_with_finalizer_reconciles() {
     let emu = emulator();
     let client = emu.client();
-    let ctx = Arc::new(Ctx { client: client.clone(), cleaned: Mutex::new(vec![]) });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        cleaned: Mutex::new(vec![]),
+    });
     let widgets: Api<Widget> = Api::all(client.clone());
     let cms: Api<ConfigMap> = Api::all(client.clone());
     let ctl = tokio::spawn(
@@ -80,18 +98,30 @@ async fn controller_with_finalizer_reconciles() {
 
     let api: Api<Widget> = Api::default_namespaced(client.clone());
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    api.create(&PostParams::default(), &widget("w", "ann")).await.unwrap();
+    api.create(&PostParams::default(), &widget("w", "ann"))
+        .await
+        .unwrap();
     wait_until("reconciled", || async {
         let w = api.get("w").await.unwrap();
-        w.status.as_ref().is_some_and(|s| s.ready) && w.finalizers().contains(&FINALIZER.to_string())
+        w.status.as_ref().is_some_and(|s| s.ready)
+            && w.finalizers().contains(&FINALIZER.to_string())
     })
     .await;
-    assert_eq!(cms.get("w-config").await.unwrap().data.unwrap()["owner"], "ann");
+    assert_eq!(
+        cms.get("w-config").await.unwrap().data.unwrap()["owner"],
+        "ann"
+    );
 
     // Deletion runs the cleanup, removes the finalizer, and the owned ConfigMap is collected.
     api.delete("w", &DeleteParams::default()).await.unwrap();
-    wait_until("finalized and gone", || async { api.get_opt("w").await.unwrap().is_none() }).await;
+    wait_until("finalized and gone", || async {
+        api.get_opt("w").await.unwrap().is_none()
+    })
+    .await;
     assert_eq!(*ctx.cleaned.lock().unwrap(), ["w"]);
-    wait_until("owned ConfigMap collected", || async { cms.get_opt("w-config").await.unwrap().is_none() }).await;
+    wait_until("owned ConfigMap collected", || async {
+        cms.get_opt("w-config").await.unwrap().is_none()
+    })
+    .await;
     ctl.abort();
 }

@@ -13,7 +13,12 @@ fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
@@ -49,7 +54,11 @@ async fn crud_and_status_codes() {
     assert!(rv2 > rv1);
     let stale = api_err(api.replace("a", &pp, &fresh).await);
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(stale.message.contains("the object has been modified"), "{}", stale.message);
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
 
     // A write that changes nothing keeps the resourceVersion.
     let same = api.replace("a", &pp, &updated).await.unwrap();
@@ -58,10 +67,19 @@ async fn crud_and_status_codes() {
     // Missing namespace, invalid name.
     let ghost: Api<ConfigMap> = Api::namespaced(emu.client(), "ghost");
     let e = api_err(ghost.create(&pp, &cm("a", &[])).await);
-    assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"ghost\" not found"));
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (404, "namespaces \"ghost\" not found")
+    );
     let e = api_err(api.create(&pp, &cm("Bad_Name", &[])).await);
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(e.message.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""), "{}", e.message);
+    assert!(
+        e.message.starts_with(
+            "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+        ),
+        "{}",
+        e.message
+    );
 
     // Custom resources: PUT without resourceVersion is refused like the real server does.
     let widgets: Api<Widget> = Api::default_namespaced(emu.client());
@@ -71,7 +89,10 @@ async fn crud_and_status_codes() {
 
     api.delete("a", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_err(api.get("a").await).code, 404);
-    assert_eq!(api_err(api.delete("a", &DeleteParams::default()).await).code, 404);
+    assert_eq!(
+        api_err(api.delete("a", &DeleteParams::default()).await).code,
+        404
+    );
 }
 
 #[tokio::test]
@@ -86,8 +107,14 @@ async fn generate_name_and_secret_string_data() {
 
     let secrets: Api<Secret> = Api::default_namespaced(emu.client());
     let s = Secret {
-        metadata: ObjectMeta { name: Some("s".into()), ..Default::default() },
-        string_data: Some(BTreeMap::from([("password".to_string(), "hunter2".to_string())])),
+        metadata: ObjectMeta {
+            name: Some("s".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "password".to_string(),
+            "hunter2".to_string(),
+        )])),
         ..Default::default()
     };
     let created = secrets.create(&PostParams::default(), &s).await.unwrap();
@@ -103,31 +130,71 @@ async fn selectors_all_namespaces_and_pagination() {
     let pp = PostParams::default();
     let nss: Api<Namespace> = Api::all(client.clone());
     let ns = nss
-        .create(&pp, &Namespace { metadata: ObjectMeta { name: Some("other".into()), ..Default::default() }, ..Default::default() })
+        .create(
+            &pp,
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some("other".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(ns.labels()["kubernetes.io/metadata.name"], "other");
 
     let default: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let other: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
-    default.create(&pp, &cm("a", &[("app", "web"), ("tier", "front")])).await.unwrap();
-    default.create(&pp, &cm("b", &[("app", "db")])).await.unwrap();
+    default
+        .create(&pp, &cm("a", &[("app", "web"), ("tier", "front")]))
+        .await
+        .unwrap();
+    default
+        .create(&pp, &cm("b", &[("app", "db")]))
+        .await
+        .unwrap();
     default.create(&pp, &cm("c", &[])).await.unwrap();
-    other.create(&pp, &cm("d", &[("app", "web")])).await.unwrap();
+    other
+        .create(&pp, &cm("d", &[("app", "web")]))
+        .await
+        .unwrap();
 
-    let names = |l: kube::core::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    let names = |l: kube::core::ObjectList<ConfigMap>| {
+        l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    };
     let sel = |s: &str| ListParams::default().labels(s);
     assert_eq!(names(default.list(&sel("app=web")).await.unwrap()), ["a"]);
-    assert_eq!(names(default.list(&sel("app!=web")).await.unwrap()), ["b", "c"]);
-    assert_eq!(names(default.list(&sel("app in (web,db)")).await.unwrap()), ["a", "b"]);
-    assert_eq!(names(default.list(&sel("app notin (web)")).await.unwrap()), ["b", "c"]);
+    assert_eq!(
+        names(default.list(&sel("app!=web")).await.unwrap()),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(default.list(&sel("app in (web,db)")).await.unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(default.list(&sel("app notin (web)")).await.unwrap()),
+        ["b", "c"]
+    );
     assert_eq!(names(default.list(&sel("tier")).await.unwrap()), ["a"]);
     assert_eq!(names(default.list(&sel("!app")).await.unwrap()), ["c"]);
-    assert_eq!(names(default.list(&ListParams::default().fields("metadata.name=b")).await.unwrap()), ["b"]);
+    assert_eq!(
+        names(
+            default
+                .list(&ListParams::default().fields("metadata.name=b"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
 
     let all: Api<ConfigMap> = Api::all(client.clone());
     assert_eq!(names(all.list(&sel("app=web")).await.unwrap()), ["a", "d"]);
-    let in_other = all.list(&ListParams::default().fields("metadata.namespace=other")).await.unwrap();
+    let in_other = all
+        .list(&ListParams::default().fields("metadata.namespace=other"))
+        .await
+        .unwrap();
     assert_eq!(names(in_other), ["d"]);
 
     // limit/continue walks the whole list in order.
@@ -147,17 +214,27 @@ async fn selectors_all_namespaces_and_pagination() {
 
     // Deleting a namespace deletes what it contains.
     nss.delete("other", &DeleteParams::default()).await.unwrap();
-    crate::wait_until("namespace other gone", || async { nss.get_opt("other").await.unwrap().is_none() }).await;
+    crate::wait_until("namespace other gone", || async {
+        nss.get_opt("other").await.unwrap().is_none()
+    })
+    .await;
     assert!(other.get_opt("d").await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn discovery_finds_builtins_and_crds() {
     let emu = emulator();
-    let discovery = kube::discovery::Discovery::new(emu.client()).run().await.unwrap();
+    let discovery = kube::discovery::Discovery::new(emu.client())
+        .run()
+        .await
+        .unwrap();
     let kinds: Vec<String> = discovery
         .groups()
-        .flat_map(|g| g.recommended_resources().into_iter().map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind)))
+        .flat_map(|g| {
+            g.recommended_resources()
+                .into_iter()
+                .map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind))
+        })
         .collect();
     for want in [
         "v1/Secret",
@@ -170,10 +247,25 @@ async fn discovery_finds_builtins_and_crds() {
         "apiextensions.k8s.io/v1/CustomResourceDefinition",
         "test.kube-emulator.io/v1/Widget",
     ] {
-        assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
     }
-    let (_, caps) = discovery.resolve_gvk(&kube::core::GroupVersionKind::gvk("test.kube-emulator.io", "v1", "Widget")).unwrap();
-    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "widgets/status" || s.plural == "status"), "{:?}", caps.subresources);
+    let (_, caps) = discovery
+        .resolve_gvk(&kube::core::GroupVersionKind::gvk(
+            "test.kube-emulator.io",
+            "v1",
+            "Widget",
+        ))
+        .unwrap();
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "widgets/status" || s.plural == "status"),
+        "{:?}",
+        caps.subresources
+    );
     let info = emu.client().apiserver_version().await.unwrap();
     assert_eq!(info.major, "1");
 }

@@ -67,13 +67,22 @@ pub struct WidgetStatus {
 }
 
 pub fn widget(name: &str, owner: &str) -> Widget {
-    Widget::new(name, WidgetSpec { owner: owner.into(), size: 1, tier: None, tags: None })
+    Widget::new(
+        name,
+        WidgetSpec {
+            owner: owner.into(),
+            size: 1,
+            tier: None,
+            tags: None,
+        },
+    )
 }
 
 /// An emulator with the Widget CRD installed.
 pub fn emulator() -> Emulator {
     let emu = Emulator::new();
-    emu.install_crds_yaml(&serde_yaml::to_string(&Widget::crd()).unwrap()).unwrap();
+    emu.install_crds_yaml(&serde_yaml::to_string(&Widget::crd()).unwrap())
+        .unwrap();
     emu
 }
 

@@ -18,15 +18,35 @@ async fn served_over_http_with_kubeconfig() {
     assert!(served.url().starts_with("http://127.0.0.1:"));
 
     let kubeconfig = Kubeconfig::from_yaml(&served.kubeconfig_yaml()).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     assert_eq!(config.default_namespace, "default");
     let client = Client::try_from(config).unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    let mut watch = api.watch(&WatchParams::default(), "0").await.unwrap().boxed();
-    api.create(&PostParams::default(), &ConfigMap { metadata: ObjectMeta { name: Some("over-http".into()), ..Default::default() }, ..Default::default() })
+    let mut watch = api
+        .watch(&WatchParams::default(), "0")
         .await
-        .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap() {
+        .unwrap()
+        .boxed();
+    api.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("over-http".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
         WatchEvent::Added(o) => assert_eq!(o.name_any(), "over-http"),
         e => panic!("{e:?}"),
     }
@@ -55,7 +75,16 @@ async fn kubectl_works_against_it() {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, served.kubeconfig_yaml()).unwrap();
     Api::<Secret>::default_namespaced(emu.client())
-        .create(&PostParams::default(), &Secret { metadata: ObjectMeta { name: Some("s1".into()), ..Default::default() }, ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("s1".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let manifest = dir.join("widget.yaml");
@@ -79,7 +108,12 @@ async fn kubectl_works_against_it() {
             .await
             .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-            assert!(out.status.success(), "kubectl {args:?} failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "kubectl {args:?} failed: {}{}",
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
             stdout
         }
     };
@@ -88,8 +122,14 @@ async fn kubectl_works_against_it() {
     kubectl(&["apply", "-f", manifest.to_str().unwrap()]).await;
     kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]).await;
     let out = kubectl(&["get", "wg", "from-kubectl", "-o", "yaml"]).await;
-    assert!(out.contains("owner: ann") && out.contains("size: 1"), "{out}");
+    assert!(
+        out.contains("owner: ann") && out.contains("size: 1"),
+        "{out}"
+    );
     let out = kubectl(&["get", "widgets"]).await;
-    assert!(out.contains("OWNER") && out.contains("from-kubectl"), "{out}");
+    assert!(
+        out.contains("OWNER") && out.contains("from-kubectl"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -17,37 +17,62 @@ async fn status_subresource_and_generation() {
 
     // Status in a create is dropped.
     let mut w = widget("w", "ann");
-    w.status = Some(WidgetStatus { ready: true, message: None });
+    w.status = Some(WidgetStatus {
+        ready: true,
+        message: None,
+    });
     let created = api.create(&PostParams::default(), &w).await.unwrap();
     assert!(created.status.is_none());
     assert_eq!(created.metadata.generation, Some(1));
 
     // Writes to the main resource ignore status.
-    let p = api.patch("w", &pp, &Patch::Merge(json!({"status": {"ready": true}}))).await.unwrap();
+    let p = api
+        .patch("w", &pp, &Patch::Merge(json!({"status": {"ready": true}})))
+        .await
+        .unwrap();
     assert!(p.status.is_none());
-    assert_eq!(p.resource_version(), created.resource_version(), "no-op write");
+    assert_eq!(
+        p.resource_version(),
+        created.resource_version(),
+        "no-op write"
+    );
 
     // Writes to /status change only status, and do not bump generation.
     let s = api
         .patch_status("w", &pp, &Patch::Merge(json!({"spec": {"size": 5}, "metadata": {"labels": {"x": "y"}}, "status": {"ready": true}})))
         .await
         .unwrap();
-    assert_eq!(s.status.as_ref().unwrap().ready, true);
+    assert!(s.status.as_ref().unwrap().ready);
     assert_eq!(s.spec.size, 1);
     assert!(s.labels().is_empty());
     assert_eq!(s.metadata.generation, Some(1));
 
     // Metadata changes do not bump generation; spec changes do.
-    let m = api.patch("w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    let m = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(m.metadata.generation, Some(1));
-    let g = api.patch("w", &pp, &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
+    let g = api
+        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": 2}})))
+        .await
+        .unwrap();
     assert_eq!(g.metadata.generation, Some(2));
-    assert_eq!(g.status.unwrap().ready, true, "status survives spec writes");
+    assert!(g.status.unwrap().ready, "status survives spec writes");
 
     // replace_status with a stale resourceVersion conflicts.
     let mut stale = created.clone();
-    stale.status = Some(WidgetStatus { ready: false, message: Some("x".into()) });
-    let e = api.replace_status("w", &PostParams::default(), &stale).await;
+    stale.status = Some(WidgetStatus {
+        ready: false,
+        message: Some("x".into()),
+    });
+    let e = api
+        .replace_status("w", &PostParams::default(), &stale)
+        .await;
     assert!(matches!(e, Err(kube::Error::Api(s)) if s.code == 409));
 }
 
@@ -68,12 +93,18 @@ async fn simulated_workload_controllers_report_rollouts() {
         async move {
             let d = api.get("web").await.unwrap();
             let s = d.status.unwrap_or_default();
-            s.observed_generation == Some(generation) && s.updated_replicas == Some(2) && s.available_replicas == Some(2)
+            s.observed_generation == Some(generation)
+                && s.updated_replicas == Some(2)
+                && s.available_replicas == Some(2)
         }
     };
     wait_until("first rollout", || rolled(1)).await;
-    api.patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"metadata": {"annotations": {"r": "1"}}}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"template": {"metadata": {"annotations": {"r": "1"}}}}})),
+    )
+    .await
+    .unwrap();
     wait_until("second rollout", || rolled(2)).await;
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::ObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -32,7 +34,11 @@ where
     S: futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin,
 {
     loop {
-        let ev = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("watch event in time").expect("stream open").unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("watch event in time")
+            .expect("stream open")
+            .unwrap();
         if !matches!(ev, WatchEvent::Bookmark(_)) {
             return ev;
         }
@@ -47,11 +53,21 @@ async fn watch_resumes_from_resource_version() {
     let a = api.create(&pp, &cm("a", "x")).await.unwrap();
     let rv_after_a = a.resource_version().unwrap();
     api.create(&pp, &cm("b", "x")).await.unwrap();
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}}))).await.unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v"}})),
+    )
+    .await
+    .unwrap();
     api.delete("b", &DeleteParams::default()).await.unwrap();
 
     // Everything after a's creation is replayed, in order.
-    let mut s = api.watch(&WatchParams::default(), &rv_after_a).await.unwrap().boxed();
+    let mut s = api
+        .watch(&WatchParams::default(), &rv_after_a)
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut s).await {
         WatchEvent::Added(o) => assert_eq!(o.name_any(), "b"),
         e => panic!("{e:?}"),
@@ -72,7 +88,11 @@ async fn watch_resumes_from_resource_version() {
     }
 
     // resourceVersion "0": the current state as ADDED events.
-    let mut s0 = api.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    let mut s0 = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
     let mut names = vec![];
     for _ in 0..2 {
         if let WatchEvent::Added(o) = next_event(&mut s0).await {
@@ -86,12 +106,28 @@ async fn watch_resumes_from_resource_version() {
 async fn label_selected_watch_sees_objects_enter_and_leave() {
     let emu = emulator();
     let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
-    let start = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut s = api.watch(&WatchParams::default().labels("app=web"), &start).await.unwrap().boxed();
-    api.create(&PostParams::default(), &cm("a", "db")).await.unwrap();
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut s = api
+        .watch(&WatchParams::default().labels("app=web"), &start)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("a", "db"))
+        .await
+        .unwrap();
     let relabel = |app: &str| Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
-    api.patch("a", &PatchParams::default(), &relabel("web")).await.unwrap();
-    api.patch("a", &PatchParams::default(), &relabel("db")).await.unwrap();
+    api.patch("a", &PatchParams::default(), &relabel("web"))
+        .await
+        .unwrap();
+    api.patch("a", &PatchParams::default(), &relabel("db"))
+        .await
+        .unwrap();
     assert!(matches!(next_event(&mut s).await, WatchEvent::Added(_)));
     assert!(matches!(next_event(&mut s).await, WatchEvent::Deleted(_)));
 }
@@ -101,12 +137,25 @@ async fn bookmarks_and_timeout() {
     let emu = emulator();
     emu.set_bookmark_interval(Duration::from_millis(100));
     let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
-    let a = api.create(&PostParams::default(), &cm("a", "x")).await.unwrap();
-    let wp = WatchParams { bookmarks: true, ..WatchParams::default() }.timeout(1);
-    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), api.watch(&wp, &a.resource_version().unwrap()).await.unwrap().try_collect::<Vec<_>>())
+    let a = api
+        .create(&PostParams::default(), &cm("a", "x"))
         .await
-        .expect("watch ends at timeoutSeconds")
         .unwrap();
+    let wp = WatchParams {
+        bookmarks: true,
+        ..WatchParams::default()
+    }
+    .timeout(1);
+    let events: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(5),
+        api.watch(&wp, &a.resource_version().unwrap())
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>(),
+    )
+    .await
+    .expect("watch ends at timeoutSeconds")
+    .unwrap();
     let bookmark_rvs: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
@@ -122,10 +171,19 @@ async fn bookmarks_and_timeout() {
 async fn too_old_resource_version_is_410_gone() {
     let emu = emulator();
     let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
-    let a = api.create(&PostParams::default(), &cm("a", "x")).await.unwrap();
-    api.create(&PostParams::default(), &cm("b", "x")).await.unwrap();
+    let a = api
+        .create(&PostParams::default(), &cm("a", "x"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("b", "x"))
+        .await
+        .unwrap();
     emu.compact_history();
-    let mut s = api.watch(&WatchParams::default(), &a.resource_version().unwrap()).await.unwrap().boxed();
+    let mut s = api
+        .watch(&WatchParams::default(), &a.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut s).await {
         WatchEvent::Error(e) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
@@ -135,11 +193,20 @@ async fn too_old_resource_version_is_410_gone() {
 
     // A bounded history gives 410 for resourceVersions that fell out of it.
     emu.set_history_limit(2);
-    let c = api.create(&PostParams::default(), &cm("c", "x")).await.unwrap();
+    let c = api
+        .create(&PostParams::default(), &cm("c", "x"))
+        .await
+        .unwrap();
     for n in ["d", "e", "f"] {
-        api.create(&PostParams::default(), &cm(n, "x")).await.unwrap();
+        api.create(&PostParams::default(), &cm(n, "x"))
+            .await
+            .unwrap();
     }
-    let mut s = api.watch(&WatchParams::default(), &c.resource_version().unwrap()).await.unwrap().boxed();
+    let mut s = api
+        .watch(&WatchParams::default(), &c.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
     assert!(matches!(next_event(&mut s).await, WatchEvent::Error(e) if e.code == 410));
 }
 
@@ -147,28 +214,42 @@ async fn too_old_resource_version_is_410_gone() {
 async fn kube_runtime_watcher_relists_after_410() {
     let emu = emulator();
     let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
-    api.create(&PostParams::default(), &cm("a", "x")).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", "x"))
+        .await
+        .unwrap();
 
     let inits = Arc::new(Mutex::new(0usize));
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let (i2, s2) = (inits.clone(), seen.clone());
-    let task = tokio::spawn(watcher(api.clone(), watcher::Config::default()).for_each(move |ev| {
-        match ev {
-            Ok(watcher::Event::Init) => *i2.lock().unwrap() += 1,
-            Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => s2.lock().unwrap().push(o.name_any()),
-            _ => {}
-        }
-        futures::future::ready(())
-    }));
-    wait_until("initial list", || async { seen.lock().unwrap().contains(&"a".to_string()) }).await;
+    let task = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default()).for_each(move |ev| {
+            match ev {
+                Ok(watcher::Event::Init) => *i2.lock().unwrap() += 1,
+                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                    s2.lock().unwrap().push(o.name_any())
+                }
+                _ => {}
+            }
+            futures::future::ready(())
+        }),
+    );
+    wait_until("initial list", || async {
+        seen.lock().unwrap().contains(&"a".to_string())
+    })
+    .await;
 
     // While the watch is cut with 410 and history compacted, a change happens: the watcher
     // must relist (a second Init) and see it.
     emu.compact_history();
     emu.expire_watches();
-    api.create(&PostParams::default(), &cm("b", "x")).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", "x"))
+        .await
+        .unwrap();
     wait_until("relist after 410", || async { *inits.lock().unwrap() >= 2 }).await;
-    wait_until("b seen", || async { seen.lock().unwrap().contains(&"b".to_string()) }).await;
+    wait_until("b seen", || async {
+        seen.lock().unwrap().contains(&"b".to_string())
+    })
+    .await;
     task.abort();
 }
 
@@ -176,20 +257,34 @@ async fn kube_runtime_watcher_relists_after_410() {
 async fn streaming_list_watcher() {
     let emu = emulator();
     let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
-    api.create(&PostParams::default(), &cm("a", "x")).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", "x"))
+        .await
+        .unwrap();
     let mut s = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut got = vec![];
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             watcher::Event::InitApply(o) => got.push(o.name_any()),
             watcher::Event::InitDone => break,
             _ => {}
         }
     }
     assert_eq!(got, ["a"]);
-    api.create(&PostParams::default(), &cm("b", "x")).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", "x"))
+        .await
+        .unwrap();
     loop {
-        if let watcher::Event::Apply(o) = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap().unwrap() {
+        if let watcher::Event::Apply(o) = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             assert_eq!(o.name_any(), "b");
             break;
         }
