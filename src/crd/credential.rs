@@ -19,7 +19,7 @@ use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
     shortname = "rdscred",
     namespaced,
     status = "RdsCredentialStatus",
-    category = "rdscred",
+    category = "rdscred-all",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.targetSecret"}"#,
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.currentUsername"}"#,
@@ -239,6 +239,10 @@ pub struct RdsCredentialStatus {
     pub rolled_workloads: Vec<RolledWorkload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift_check: Option<String>,
+    /// `rotator: lambda`: the native rotation configuration last applied (Lambda ARN and
+    /// rules), so it is re-applied only when the spec changes or AWS shows it turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_rotation: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -19,7 +19,7 @@ use super::common::{DriftSpec, EngineKind, RotationSpec};
     plural = "rdsdatabases",
     shortname = "rdsdb",
     status = "RdsDatabaseStatus",
-    category = "rdscred",
+    category = "rdscred-all",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".status.engine"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint.host"}"#,

@@ -311,12 +311,14 @@ async fn apply_managed(cred: &RdsCredential, db_obj: &RdsDatabase, db: &Resolved
     p.condition(SECRET_READY, true, "Reconciled", "secret exists, is ours and carries the required tags and KMS key");
 
     // A rotation interrupted by a crash is finished (or rolled back) before anything else
-    // reads AWSCURRENT: its state lives in Secrets Manager alone.
-    let meta = resume_rotation(cred, db, &plan, &admin, &meta, strategy, ctx, p).await?;
+    // reads AWSCURRENT: its state lives in Secrets Manager alone. With a Lambda rotator the
+    // pending version is the Lambda's business, never ours.
+    let ours = rotation_spec.as_ref().is_none_or(|r| r.rotator == Rotator::Controller);
+    let meta = if ours { resume_rotation(cred, db, &plan, &admin, &meta, strategy, ctx, p).await? } else { meta };
 
     let current = current_value(cred, &meta, db, ctx).await?;
     ensure_user(cred, db, &plan, &admin, &current, ctx, p).await?;
-    configure_rotator(cred, &meta, rotation_spec.as_ref(), db, ctx).await?;
+    configure_rotator(cred, &meta, rotation_spec.as_ref(), db, ctx, p).await?;
 
     let current = match maybe_rotate(cred, db, &plan, &admin, &meta, &current, rotation_spec.as_ref(), ctx, p).await? {
         Some(rotated) => rotated,
@@ -687,24 +689,32 @@ fn rotation_error(e: rotation::RotationError, p: &mut Progress) -> Error {
 }
 
 /// Native rotation (`rotator: lambda`) is configured on the secret and kept in sync; turning
-/// it off in the spec cancels it.
-async fn configure_rotator(cred: &RdsCredential, meta: &SecretMeta, spec: Option<&RotationSpec>, db: &ResolvedDatabase, ctx: &Context) -> Result<(), Error> {
+/// it off in the spec cancels it. What was applied is remembered in status, so it is applied
+/// again only when the spec changes or AWS shows rotation off (some emulators do not echo
+/// schedule expressions back, and comparing against them would re-apply it every time).
+async fn configure_rotator(cred: &RdsCredential, meta: &SecretMeta, spec: Option<&RotationSpec>, db: &ResolvedDatabase, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
     let secrets = &db.scope.secrets;
     match spec {
         Some(r) if r.rotator == Rotator::Lambda => {
             let lambda = r.lambda_arn.clone().unwrap_or_default();
             let rules = lambda_rules(r)?;
-            let in_sync = meta.rotation_enabled && meta.rotation_lambda_arn.as_deref() == Some(lambda.as_str()) && meta.rotation_rules.as_ref() == Some(&rules);
+            let applied = format!("{lambda} {rules:?}");
+            let in_sync = meta.rotation_enabled
+                && meta.rotation_lambda_arn.as_deref() == Some(lambda.as_str())
+                && p.status.lambda_rotation.as_deref() == Some(applied.as_str());
             if !in_sync {
                 secrets.configure_lambda_rotation(&meta.arn, &lambda, &rules, false).await?;
                 ctx.event(cred, false, "LambdaRotationConfigured", "Configure", format!("native rotation with {lambda}")).await;
             }
+            p.status.lambda_rotation = Some(applied);
         }
-        _ if meta.rotation_enabled => {
-            secrets.disable_rotation(&meta.arn).await?;
-            ctx.event(cred, false, "LambdaRotationDisabled", "Configure", "native rotation turned off: rdscred rotates".into()).await;
+        _ => {
+            if meta.rotation_enabled {
+                secrets.disable_rotation(&meta.arn).await?;
+                ctx.event(cred, false, "LambdaRotationDisabled", "Configure", "native rotation turned off: rdscred rotates".into()).await;
+            }
+            p.status.lambda_rotation = None;
         }
-        _ => {}
     }
     Ok(())
 }
