@@ -16,7 +16,7 @@ bash scripts/test-env.sh up
 source .test-env/env
 
 say "building rdscred and the Kubernetes API emulator"
-cargo build --locked -q --bin rdscred --bin kube-emulator
+cargo build --locked -q --bin rdscred && cargo build --locked -q -p kube-emulator --bin kube-emulator
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -1,20 +1,24 @@
 //! The runtime: kube-runtime controllers for both kinds (watching owned Secrets, the databases
 //! credentials depend on, and the bulk poller's triggers), bounded concurrency, error policy.
+//!
+//! Namespaced installs (`Scope::namespaces` non-empty) run one credential controller per
+//! namespace with namespaced watches only, so a Role per namespace is enough; the only
+//! cluster-wide reads are RdsDatabases (cluster-scoped) and `get` on the watched namespaces.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::controller::{self as kube_controller, Action, Config as ControllerConfig};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, warn};
-
 
 use crate::crd::{RdsCredential, RdsDatabase};
 use crate::propagation::poller;
@@ -26,13 +30,24 @@ use crate::reconcile::{self, object_key, Context, Error};
 pub struct Scope {
     /// Empty: all namespaces.
     pub namespaces: Vec<String>,
-    /// Reconciles running at once per kind.
+    /// Reconciles running at once per kind (across all watched namespaces).
     pub concurrency: u16,
 }
 
 /// Runs both controllers and the bulk poller until `shutdown` resolves, then lets in-flight
 /// reconciles finish.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    run_with_readiness(ctx, scope, shutdown, || {}).await
+}
+
+/// [`run`], calling `on_synced` once the caches of both kinds hold their initial list (the
+/// moment the process may report ready). Not called if `shutdown` comes first.
+pub async fn run_with_readiness(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_synced: impl FnOnce() + Send,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -40,16 +55,22 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let config = ControllerConfig::default().concurrency(scope.concurrency.max(1));
+    let concurrency = scope.concurrency.max(1);
+    let config = ControllerConfig::default().concurrency(concurrency);
 
     let databases = Controller::new(Api::<RdsDatabase>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config.clone())
+        .with_config(config.clone());
+    let database_store = databases.store();
+    let databases = databases
         .graceful_shutdown_on(stopped())
         .run(reconcile::database::reconcile, error_policy_database, ctx.clone())
         .for_each(|r| async move { log_result("RdsDatabase", r) });
 
     let namespaces: Vec<Option<String>> =
         if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
+    // kube's `concurrency` bounds each controller; with one controller per namespace this
+    // semaphore keeps the bound for the kind as a whole.
+    let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let mut triggers = poller::Triggers::default();
     let mut stores = Vec::new();
     let mut credential_loops = Vec::new();
@@ -76,28 +97,70 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
         // The bulk poller's triggers for this namespace (or all of them).
         let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<RdsCredential>>();
         triggers.add(ns.clone(), tx);
+        let permits = permits.clone();
+        let reconcile_credential = move |cred: Arc<RdsCredential>, ctx: Arc<Context>| {
+            let permits = permits.clone();
+            async move {
+                // The semaphore is never closed; `ok()` only avoids an unwrap.
+                let _permit = permits.acquire_owned().await.ok();
+                observe_status(&cred, &ctx);
+                reconcile::credential::reconcile(cred, ctx).await
+            }
+        };
         credential_loops.push(
             controller
                 .reconcile_on(UnboundedReceiverStream::new(rx))
                 .graceful_shutdown_on(stopped())
-                .run(reconcile::credential::reconcile, error_policy_credential, ctx.clone())
+                .run(reconcile_credential, error_policy_credential, ctx.clone())
                 .for_each(|r| async move { log_result("RdsCredential", r) }),
         );
     }
-    let _ = ctx.credentials.set(stores);
+    let _ = ctx.credentials.set(stores.clone());
 
+    let synced = {
+        let stopped = stopped();
+        async move {
+            tokio::select! {
+                () = caches_synced(database_store, stores) => on_synced(),
+                () = stopped => {}
+            }
+        }
+    };
     let poller = poller::run(ctx.clone(), triggers, stopped());
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(databases, futures::future::join_all(credential_loops), poller, shutdown);
+    tokio::join!(databases, futures::future::join_all(credential_loops), poller, synced, shutdown);
 }
 
-fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, r: Result<T, E>) {
+/// Resolves once every store has received its watch's initial list. A store whose writer
+/// is gone (its controller stopped) counts as done: there is nothing left to wait for.
+async fn caches_synced(databases: Store<RdsDatabase>, credentials: Vec<Store<RdsCredential>>) {
+    let _ = databases.wait_until_ready().await;
+    for store in credentials {
+        let _ = store.wait_until_ready().await;
+    }
+}
+
+/// Metrics derived from the status as observed, so that a new leader (or a restarted
+/// process) exports `rdscred_seconds_since_last_rotation` before its first rotation.
+fn observe_status(cred: &RdsCredential, ctx: &Context) {
+    let last = cred.status.as_ref().and_then(|s| s.last_rotation_time.as_deref()).and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    if let (Some(at), Some(ns)) = (last, cred.namespace()) {
+        ctx.metrics.record_last_rotation(&ns, &cred.name_any(), at);
+    }
+}
+
+/// Failed reconciles are logged by the error policy; queue errors (a watch failing, e.g.
+/// Forbidden when RBAC is missing) are only visible here, so they are warnings.
+fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(kind: &str, r: Result<T, kube_controller::Error<E, Q>>) {
     match r {
         Ok(obj) => debug!(kind, ?obj, "reconciled"),
-        Err(e) => debug!(kind, error = %e, "reconcile failed"),
+        Err(e @ (kube_controller::Error::ReconcilerFailed(..) | kube_controller::Error::ObjectNotFound(_))) => {
+            debug!(kind, error = %e, "reconcile did not complete")
+        }
+        Err(e) => warn!(kind, error = %e, "controller error"),
     }
 }
 
@@ -109,6 +172,7 @@ fn error_policy_database(db: Arc<RdsDatabase>, err: &Error, ctx: Arc<Context>) -
 
 fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Context>) -> Action {
     let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err);
-    warn!(rdscredential = %reconcile::display_name(cred.as_ref()), reason = err.reason(), retry_in = ?wait, "will retry");
+    // The same fields as the reconcile span, so the line is found with the rest.
+    warn!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)
 }

@@ -146,7 +146,7 @@ impl LeaderElector {
         // Stop acting before the lease is handed over, never after.
         // Release even after a deadline step-down: a renewal may have landed after its
         // timeout. `release` only writes if the lease still names us.
-        publisher.set(false, "shutting down");
+        publisher.stand_down();
         {
             match tokio::time::timeout(cfg.lease_duration, self.release()).await {
                 Ok(Ok(())) => tracing::info!(lease = %cfg.name, identity = %cfg.identity, "released leader lease"),
@@ -262,6 +262,15 @@ impl Publisher<'_> {
             tracing::info!(%lease, %identity, why, "became leader");
         } else {
             tracing::warn!(%lease, %identity, why, "stopped leading");
+        }
+    }
+}
+
+impl Publisher<'_> {
+    /// Stops leading because the process shuts down: expected, so logged at info.
+    fn stand_down(&self) {
+        if self.tx.send_if_modified(|current| std::mem::replace(current, false)) {
+            tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "stopped leading: shutting down");
         }
     }
 }

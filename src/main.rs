@@ -1,5 +1,6 @@
 //! The `rdscred` binary: `run` (the controller), `crd` (print/write the CRDs), `iam-policy`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
 use rdscred::controller::{self, Scope};
@@ -72,6 +73,10 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "RDSCRED_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// After SIGTERM, how long in-flight reconciles may take to finish before they are
+    /// cancelled; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "RDSCRED_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
     /// Run only while holding the leader Lease (for more than one replica).
     #[arg(long, env = "RDSCRED_LEADER_ELECT")]
     leader_elect: bool,
@@ -79,6 +84,14 @@ struct RunArgs {
     leader_election_namespace: String,
     #[arg(long, default_value = "rdscred-leader")]
     leader_election_lease: String,
+    /// How long the Lease stays valid without renewal: a standby takes over this long after
+    /// the leader dies (at once when it shuts down gracefully).
+    #[arg(long, env = "RDSCRED_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, hide_short_help = true)]
+    lease_duration: Duration,
+    /// How often the leader renews the Lease and standbys try to take it; well below the
+    /// lease duration.
+    #[arg(long, env = "RDSCRED_LEASE_RENEW_PERIOD", default_value = "5s", value_parser = parse_duration, hide_short_help = true)]
+    lease_renew_period: Duration,
     /// Identity in the Lease and in Events (defaults to the pod name / hostname).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -138,36 +151,70 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&policy_document(&input))?);
         }
         Command::Run(args) => {
+            // Logging first: every later failure is a log line in the chosen format.
+            telemetry::init_logging(args.log_format, &args.log_level).map_err(|e| anyhow::anyhow!("logging: {e}"))?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(args))?;
+            let result = rt.block_on(run(args));
+            // Do not wait for stray blocking tasks (a DNS lookup, a log write) on the way out.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            if let Err(e) = result {
+                error!(error = format!("{e:#}"), "exiting");
+                std::process::exit(1);
+            }
         }
     }
     Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    telemetry::init_logging(args.log_format, &args.log_level).map_err(|e| anyhow::anyhow!("logging: {e}"))?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     info!(cluster = %args.cluster_name, %identity, "starting rdscred");
 
     let calls = ApiCalls::default();
     let metrics = Metrics::new(calls.clone());
     let health = Health::default();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let shutdown = move || {
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutdown requested");
-        let _ = shutdown_tx.send(true);
-    });
-    let (http_addr, http_task) = telemetry::serve(args.http_addr, metrics.clone(), health.clone(), shutdown()).await?;
-    info!(%http_addr, "serving /metrics /healthz /readyz");
+    // SIGTERM/SIGINT: not ready at once (the Service and rollouts stop counting on this
+    // replica), then the controllers drain, then the lease is released, then HTTP stops.
+    let shutdown = Trigger::default();
+    {
+        let signal = shutdown_signal().context("installing signal handlers")?;
+        let (shutdown, health) = (shutdown.clone(), health.clone());
+        tokio::spawn(async move {
+            signal.await;
+            info!("shutdown requested");
+            health.set_ready(false, "shutting down");
+            shutdown.fire();
+        });
+    }
+    let http_stop = Trigger::default();
+    let (_, http_task) = telemetry::serve(args.http_addr, metrics.clone(), health.clone(), http_stop.fired()).await?;
 
+    let result = run_controller(&args, identity, metrics, health.clone(), calls, &shutdown).await;
+    health.set_ready(false, "shutting down");
+    http_stop.fire();
+    // Graceful for in-flight scrapes, but a stuck client must not hold up the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if result.is_ok() {
+        info!("stopped");
+    }
+    result
+}
+
+/// Runs the controllers until `shutdown` (with `--leader-elect`: while holding the lease).
+async fn run_controller(
+    args: &RunArgs,
+    identity: String,
+    metrics: Metrics,
+    health: Health,
+    calls: ApiCalls,
+    shutdown: &Trigger,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.leader_elect || (!args.lease_renew_period.is_zero() && args.lease_renew_period < args.lease_duration),
+        "--lease-renew-period ({:?}) must be positive and shorter than --lease-duration ({:?})",
+        args.lease_renew_period,
+        args.lease_duration
+    );
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let aws = Aws::new(AwsSettings { endpoint_url: args.aws_endpoint_url.clone(), default_region: args.aws_region.clone() }, calls).await;
     let settings = Settings {
@@ -181,69 +228,139 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(Context::new(client.clone(), aws, metrics.clone(), settings, Some(identity.clone())));
     let scope = Scope { namespaces: args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(), concurrency: args.concurrency };
+    // Ready once the caches hold their initial lists, unless already shutting down.
+    let ready_when_synced = |reason: &'static str| {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        move || {
+            if !shutdown.is_fired() {
+                health.set_ready(true, reason);
+            }
+        }
+    };
 
-    if args.leader_elect {
-        let elector = LeaderElector::new(
-            client,
-            LeaseConfig {
-                namespace: args.leader_election_namespace.clone(),
-                name: args.leader_election_lease.clone(),
-                identity,
-                lease_duration: Duration::from_secs(15),
-                renew_period: Duration::from_secs(5),
-            },
-        );
-        let mut leading = elector.subscribe();
-        let election = tokio::spawn(elector.run(shutdown()));
-        // A standby is healthy and ready: it serves metrics and takes over when needed.
-        health.set_ready(true, "standby");
-        tokio::select! {
-            _ = leading.wait_for(|l| *l) => {}
-            _ = shutdown() => { let _ = election.await; let _ = http_task.await; return Ok(()); }
-        }
+    if !args.leader_elect {
         metrics.set_leader(true);
-        info!("leading: starting controllers");
-        let lost = {
-            let mut leading = leading.clone();
-            async move {
-                let _ = leading.wait_for(|l| !*l).await;
-            }
-        };
-        let stop = {
-            let s = shutdown();
-            async move {
-                tokio::select! { _ = s => {}, _ = lost => { error!("lost the leader lease: stopping") } }
-            }
-        };
-        controller::run(ctx, scope, stop).await;
+        let controllers = controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("running"));
+        drain(controllers, shutdown, args.shutdown_timeout).await;
         metrics.set_leader(false);
-        let lost_lease = !*leading.borrow();
-        let _ = election.await;
-        let _ = http_task.await;
-        if lost_lease {
-            // Like client-go's OnStoppedLeading: exit so the pod restarts as a clean standby.
-            anyhow::bail!("lost leadership");
-        }
-    } else {
-        health.set_ready(true, "running");
-        controller::run(ctx, scope, shutdown()).await;
-        let _ = http_task.await;
+        return Ok(());
     }
-    info!("stopped");
+
+    let elector = LeaderElector::new(
+        client,
+        LeaseConfig {
+            namespace: args.leader_election_namespace.clone(),
+            name: args.leader_election_lease.clone(),
+            identity,
+            lease_duration: args.lease_duration,
+            renew_period: args.lease_renew_period,
+        },
+    );
+    let mut leading = elector.subscribe();
+    // The elector stops (and releases the lease) only after the controllers have stopped:
+    // releasing first would let a standby act while our in-flight reconciles finish.
+    let elector_stop = Trigger::default();
+    let election = tokio::spawn(elector.run(elector_stop.fired()));
+    let stop_election = || async {
+        elector_stop.fire();
+        let _ = election.await;
+    };
+
+    // A standby is healthy and ready: it serves metrics and takes over when needed.
+    health.set_ready(true, "standby");
+    let became_leader = tokio::select! {
+        result = leading.wait_for(|l| *l) => result.is_ok(),
+        () = shutdown.fired() => {
+            stop_election().await;
+            return Ok(());
+        }
+    };
+    if !became_leader {
+        stop_election().await;
+        anyhow::bail!("leader election stopped");
+    }
+
+    metrics.set_leader(true);
+    info!("leading: starting controllers");
+    let controllers = controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("leader"));
+    let lost = async {
+        let _ = leading.wait_for(|l| !*l).await;
+    };
+    // Losing the lease drops the controllers at once, in-flight reconciles included (they
+    // are written to survive a crash): by the renew deadline a standby may take over, and
+    // two instances must never act on one credential.
+    let lost_lease = tokio::select! {
+        () = drain(controllers, shutdown, args.shutdown_timeout) => false,
+        () = lost => true,
+    };
+    metrics.set_leader(false);
+    stop_election().await;
+    if lost_lease {
+        // Like client-go's OnStoppedLeading: exit so the pod restarts as a clean standby.
+        anyhow::bail!("lost the leader lease");
+    }
     Ok(())
+}
+
+/// Runs `controllers` until they stop by themselves after `shutdown` (in-flight reconciles
+/// finish), but gives them at most `limit` once `shutdown` has fired: the kubelet kills the
+/// pod at its termination grace period anyway, and stopping first lets us release the lease.
+async fn drain(controllers: impl Future<Output = ()>, shutdown: &Trigger, limit: Duration) {
+    tokio::pin!(controllers);
+    tokio::select! {
+        () = &mut controllers => return,
+        () = shutdown.fired() => {}
+    }
+    if tokio::time::timeout(limit, controllers).await.is_err() {
+        warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
+    }
+}
+
+/// A one-way latch: fired once, seen by every waiter (including ones that start later).
+#[derive(Clone)]
+struct Trigger(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Trigger {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Trigger {
+    fn fire(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn is_fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once fired.
+    fn fired(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|fired| *fired).await;
+        }
+    }
 }
 
 fn default_identity() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| format!("rdscred-{}", std::process::id()))
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or SIGINT. The handlers are installed before this returns, so a signal sent
+/// right after start-up is not lost to the default action (immediate exit).
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        Ok(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

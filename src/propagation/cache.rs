@@ -1,9 +1,16 @@
 //! Secret metadata seen by the bulk poll and by our own Secrets Manager calls. Reconciles read
 //! it instead of calling DescribeSecret, which is what makes steady state cost ~N/100 calls.
+//!
+//! It also remembers a digest of what each target Kubernetes Secret was last written or
+//! verified to hold, so a reconcile may trust that Secret's values instead of calling
+//! GetSecretValue — but only while nobody has edited it since.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use sha2::{Digest, Sha256};
 
 use crate::aws::SecretMeta;
 
@@ -18,30 +25,48 @@ struct Inner {
     entries: HashMap<String, (Instant, SecretMeta)>,
     /// When a new AWSCURRENT version was first seen (for the sync-lag metric).
     change_seen: HashMap<String, Instant>,
+    /// Target Secret (`namespace/name`) -> (AWSCURRENT version, digest of its data) as this
+    /// process last wrote or verified it. In memory only: the digest never leaves the process.
+    synced: HashMap<String, (String, [u8; 32])>,
 }
 
 impl SecretCache {
     /// Records what AWS just told us about a secret.
+    ///
+    /// ListSecrets does not report replication; when an earlier DescribeSecret of the same
+    /// secret did, its replica list is carried over, so a reconcile working from the bulk
+    /// poll's metadata need not describe the secret to compare replicas. (Replica changes made
+    /// outside rdscred are then seen at the next DescribeSecret: spec change, own write, restart.)
     pub fn remember(&self, meta: &SecretMeta) {
         let mut inner = self.inner.lock().expect("secret cache");
-        let previous = inner.entries.get(&meta.arn).and_then(|(_, m)| m.current_version().map(str::to_owned));
+        let prev = inner.entries.get(&meta.arn).map(|(_, m)| m);
+        let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
+        let mut meta = meta.clone();
+        if !meta.replicas_known
+            && let Some(prev) = prev.filter(|m| m.replicas_known)
+        {
+            meta.replica_regions = prev.replica_regions.clone();
+            meta.replicas_known = true;
+        }
         if let Some(current) = meta.current_version()
             && previous.as_deref() != Some(current)
         {
             inner.change_seen.entry(current.to_owned()).or_insert_with(Instant::now);
         }
         let now = Instant::now();
-        inner.entries.insert(meta.arn.clone(), (now, meta.clone()));
         inner.entries.insert(meta.name.clone(), (now, meta.clone()));
+        inner.entries.insert(meta.arn.clone(), (now, meta));
         if inner.change_seen.len() > 10_000 {
             inner.change_seen.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
         }
     }
 
-    /// The metadata of `id` (name or ARN) if seen within `max_age`.
+    /// The metadata of `id` (name or ARN) if seen within `max_age` and complete enough to stand
+    /// in for a DescribeSecret (replicas known; else the caller describes once, which fills
+    /// them in for good).
     pub fn fresh(&self, id: &str, max_age: Duration) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).filter(|(at, _)| at.elapsed() <= max_age).map(|(_, m)| m.clone())
+        inner.entries.get(id).filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known).map(|(_, m)| m.clone())
     }
 
     /// The last known AWSCURRENT version of `id`, however old.
@@ -53,5 +78,52 @@ impl SecretCache {
     /// When the AWSCURRENT version `version_id` was first seen.
     pub fn change_seen_at(&self, version_id: &str) -> Option<Instant> {
         self.inner.lock().expect("secret cache").change_seen.get(version_id).copied()
+    }
+
+    /// Records that the target Secret `key` holds exactly `data`, for AWSCURRENT `version_id`.
+    pub fn record_synced(&self, key: &str, version_id: &str, data: &BTreeMap<String, ByteString>) {
+        let digest = digest(data);
+        self.inner.lock().expect("secret cache").synced.insert(key.to_owned(), (version_id.to_owned(), digest));
+    }
+
+    /// Whether the target Secret `key` still holds exactly what was recorded for `version_id`.
+    pub fn synced_unchanged(&self, key: &str, version_id: &str, data: &BTreeMap<String, ByteString>) -> bool {
+        let inner = self.inner.lock().expect("secret cache");
+        inner.synced.get(key).is_some_and(|(v, d)| v == version_id && *d == digest(data))
+    }
+}
+
+/// SHA-256 over the length-prefixed keys and values (a BTreeMap iterates in key order).
+fn digest(data: &BTreeMap<String, ByteString>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.0.len() as u64).to_le_bytes());
+        h.update(&v.0);
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()
+    }
+
+    #[test]
+    fn synced_data_is_trusted_only_unchanged_and_for_its_version() {
+        let cache = SecretCache::default();
+        let written = data(&[("username", "app"), ("password", "pw-1")]);
+        assert!(!cache.synced_unchanged("ns/app", "v1", &written), "nothing recorded yet (e.g. after a restart)");
+        cache.record_synced("ns/app", "v1", &written);
+        assert!(cache.synced_unchanged("ns/app", "v1", &written));
+        assert!(!cache.synced_unchanged("ns/app", "v2", &written));
+        assert!(!cache.synced_unchanged("ns/other", "v1", &written));
+        assert!(!cache.synced_unchanged("ns/app", "v1", &data(&[("username", "app"), ("password", "tampered")])));
+        // Length prefixes: moving bytes between key and value changes the digest.
+        assert_ne!(digest(&data(&[("ab", "c")])), digest(&data(&[("a", "bc")])));
     }
 }

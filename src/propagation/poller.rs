@@ -56,9 +56,14 @@ pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl std::futur
         }
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(jitter(ctx.settings.poll_interval, 0.1)) => {}
+            _ = tokio::time::sleep(next_delay(ctx.settings.poll_interval)) => {}
         }
     }
+}
+
+/// Time to the next poll: the interval ±10%.
+fn next_delay(interval: Duration) -> Duration {
+    jitter(interval, 0.1)
 }
 
 /// One poll over every AWS scope (region + role) the credentials' databases use.
@@ -73,6 +78,9 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         .into_iter()
         .map(|d| (d.name_any(), d))
         .collect();
+    // Owner (namespace, name) -> credential: one lookup per listed secret, not a scan.
+    let by_owner: HashMap<(String, String), &Arc<RdsCredential>> =
+        credentials.iter().map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c)).collect();
     let mut stats = PollStats::default();
     let scopes: BTreeSet<(Option<String>, Option<String>)> = credentials
         .iter()
@@ -84,8 +92,7 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
             stats.secrets_seen += 1;
             ctx.secrets.remember(&meta);
-            let owner = meta.owner();
-            let cred = owner.and_then(|o| credentials.iter().find(|c| c.namespace().as_deref() == Some(o.namespace.as_str()) && c.name_any() == o.name));
+            let cred = meta.owner().and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
             if let Some(cred) = cred
                 && needs_reconcile(cred, &meta)
             {
@@ -117,3 +124,19 @@ fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
 
 /// Poll interval bounds used by tests and docs.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_are_jittered_by_ten_percent() {
+        let interval = Duration::from_secs(300);
+        let delays: Vec<Duration> = (0..200).map(|_| next_delay(interval)).collect();
+        assert!(delays.iter().all(|d| (Duration::from_secs(270)..=Duration::from_secs(330)).contains(d)), "within ±10%");
+        let distinct: BTreeSet<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert!(distinct.len() > 50, "spread out, not one instant: {} distinct delays", distinct.len());
+        let (lo, hi) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        assert!(*hi - *lo > Duration::from_secs(30), "uses the range: {lo:?}..{hi:?}");
+    }
+}

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::discovery::{opted_out, pod_spec_references_secret};
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
@@ -27,32 +28,38 @@ pub fn version_annotation(secret_name: &str) -> String {
 
 /// Token bucket shared by all credentials: at most `per_minute` rollouts a minute, with
 /// bursts up to the same number.
+///
+/// Reconciles never wait for a token: a credential that finds the bucket empty rolls the rest
+/// of its dependents when it is requeued, so a mass rotation does not hold every reconcile
+/// worker (and with it every other credential's Secret sync) behind the rollout limit.
 pub struct RolloutLimiter {
     per_minute: u32,
-    state: tokio::sync::Mutex<(f64, Instant)>,
+    /// (tokens, when last refilled).
+    state: std::sync::Mutex<(f64, Instant)>,
 }
 
 impl RolloutLimiter {
     pub fn new(per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
-        RolloutLimiter { per_minute, state: tokio::sync::Mutex::new((per_minute as f64, Instant::now())) }
+        RolloutLimiter { per_minute, state: std::sync::Mutex::new((per_minute as f64, Instant::now())) }
     }
 
-    /// Waits for a token.
-    pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut s = self.state.lock().await;
-                let rate = self.per_minute as f64 / 60.0;
-                s.0 = (s.0 + s.1.elapsed().as_secs_f64() * rate).min(self.per_minute as f64);
-                s.1 = Instant::now();
-                if s.0 >= 1.0 {
-                    s.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - s.0) / rate)
-            };
-            tokio::time::sleep(wait).await;
+    /// Takes a token, or says how long until one is available.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        self.try_acquire_at(Instant::now())
+    }
+
+    /// [`try_acquire`](Self::try_acquire) at time `now` (tests drive the clock).
+    fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.per_minute as f64 / 60.0;
+        s.0 = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate).min(self.per_minute as f64);
+        s.1 = s.1.max(now);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - s.0) / rate))
         }
     }
 }
@@ -63,19 +70,31 @@ struct Workload {
     name: String,
     template: PodTemplateSpec,
     opted_out: bool,
+    reference: ObjectReference,
 }
 
-/// Rolls every dependent not already running `version_id`. Returns what was rolled.
-pub async fn roll_dependents(ctx: &Context, cred: &RdsCredential, secret_name: &str, version_id: &str) -> Result<Vec<RolledWorkload>, Error> {
+/// Rolls every dependent not already running `version_id`, appending what it rolled to
+/// `rolled` (also when it fails half way, so status keeps what was done). Workloads already
+/// annotated with `version_id` are skipped, which makes a retry safe. Returns `Some(wait)`
+/// when the cluster-wide rate limit left dependents to roll after `wait`.
+pub async fn roll_dependents(
+    ctx: &Context,
+    cred: &RdsCredential,
+    secret_name: &str,
+    version_id: &str,
+    rolled: &mut Vec<RolledWorkload>,
+) -> Result<Option<Duration>, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
-    let mut rolled = Vec::new();
     for w in dependents(ctx, cred, &ns, secret_name).await? {
         let annotations = w.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
         if annotations.and_then(|a| a.get(&key)).map(String::as_str) == Some(version_id) {
             continue;
         }
-        ctx.rollouts.acquire().await;
+        if let Err(wait) = ctx.rollouts.try_acquire() {
+            info!(kind = ?w.kind, workload = %w.name, retry_in = ?wait, "rollout rate limit reached; rolling later");
+            return Ok(Some(wait));
+        }
         let now = Timestamp::now().to_string();
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             key.as_str(): version_id,
@@ -84,10 +103,21 @@ pub async fn roll_dependents(ctx: &Context, cred: &RdsCredential, secret_name: &
         patch_workload(ctx, &ns, w.kind, &w.name, &patch).await?;
         info!(kind = ?w.kind, workload = %w.name, version_id, "rolled workload");
         ctx.metrics.rollout(kind_name(w.kind));
+        let cred_name = format!("{ns}/{}", cred.name_any());
+        let note = format!("restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})");
+        publish(ctx, &w.reference, "RolledByRdsCredential", note).await;
         ctx.event(cred, false, "WorkloadRolled", "Rollout", format!("restarted {} {} for AWSCURRENT version {version_id}", kind_name(w.kind), w.name)).await;
         rolled.push(RolledWorkload { kind: w.kind, name: w.name, version_id: version_id.into(), rolled_at: now, completed_at: None });
     }
-    Ok(rolled)
+    Ok(None)
+}
+
+/// An Event on the workload itself, so `kubectl describe deployment` says why it restarted.
+async fn publish(ctx: &Context, reference: &ObjectReference, reason: &str, note: String) {
+    let ev = Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: "Rollout".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
 }
 
 /// Marks rollouts that finished. Returns true while some are still in progress.
@@ -145,8 +175,14 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
     Ok(out)
 }
 
-fn workload<K: Resource>(kind: WorkloadKind, obj: &K, template: Option<PodTemplateSpec>) -> Workload {
-    Workload { kind, name: obj.meta().name.clone().unwrap_or_default(), template: template.unwrap_or_default(), opted_out: opted_out(obj.meta()) }
+fn workload<K: Resource<DynamicType = ()>>(kind: WorkloadKind, obj: &K, template: Option<PodTemplateSpec>) -> Workload {
+    Workload {
+        kind,
+        name: obj.meta().name.clone().unwrap_or_default(),
+        template: template.unwrap_or_default(),
+        opted_out: opted_out(obj.meta()),
+        reference: obj.object_ref(&()),
+    }
 }
 
 async fn patch_workload(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str, patch: &serde_json::Value) -> Result<(), Error> {
@@ -185,4 +221,38 @@ async fn rollout_complete(ctx: &Context, ns: &str, kind: WorkloadKind, name: &st
         }),
     };
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic clock: the bucket refills at `per_minute / 60` tokens a second.
+    #[test]
+    fn limiter_allows_a_burst_then_the_rate() {
+        let limiter = RolloutLimiter::new(6);
+        let t0 = limiter.state.lock().unwrap().1;
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        for _ in 0..6 {
+            limiter.try_acquire_at(at(0)).expect("burst of per_minute");
+        }
+        let wait = limiter.try_acquire_at(at(0)).expect_err("bucket empty");
+        assert!((9_990..=10_000).contains(&wait.as_millis()), "one token every 10s, got {wait:?}");
+        let wait = limiter.try_acquire_at(at(5)).expect_err("half a token");
+        assert!((4_990..=5_000).contains(&wait.as_millis()), "{wait:?}");
+        limiter.try_acquire_at(at(10)).expect("a token after 10s");
+        assert!(limiter.try_acquire_at(at(10)).is_err());
+        // Idle for an hour: the bucket holds at most one burst.
+        for _ in 0..6 {
+            limiter.try_acquire_at(at(3610)).expect("refilled burst");
+        }
+        assert!(limiter.try_acquire_at(at(3610)).is_err(), "never more than per_minute at once");
+        // A clock reading older than the last refill adds nothing (and does not panic).
+        assert!(limiter.try_acquire_at(at(0)).is_err());
+    }
+
+    #[test]
+    fn version_annotation_is_per_secret() {
+        assert_eq!(version_annotation("app-db"), "app-db.rdscred.io/version-id");
+    }
 }

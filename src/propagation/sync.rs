@@ -42,9 +42,12 @@ pub async fn write_target_secret(ctx: &Context, cred: &RdsCredential, synced: &S
     let ns = cred.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let desired = desired_secret(cred, &name, synced)?;
+    let key = format!("{ns}/{name}");
+    let data = desired.data.clone().unwrap_or_default();
     let existing = api.get_opt(&name).await?;
     let Some(existing) = existing else {
         api.create(&PostParams { field_manager: Some("rdscred".into()), ..Default::default() }, &desired).await?;
+        ctx.secrets.record_synced(&key, synced.version_id, &data);
         return Ok(SyncOutcome { secret_name: name, written: true });
     };
     if !controlled_by(&existing, cred) {
@@ -54,21 +57,35 @@ pub async fn write_target_secret(ctx: &Context, cred: &RdsCredential, synced: &S
         ));
     }
     if up_to_date(&existing, &desired) {
+        ctx.secrets.record_synced(&key, synced.version_id, &data);
         return Ok(SyncOutcome { secret_name: name, written: false });
     }
     api.patch(&name, &PatchParams::default(), &Patch::Merge(merge_patch(&existing, &desired))).await?;
+    ctx.secrets.record_synced(&key, synced.version_id, &data);
     Ok(SyncOutcome { secret_name: name, written: true })
 }
 
 /// The Secret's values, if it holds exactly AWSCURRENT version `version_id` (so reconciles
 /// need no GetSecretValue in steady state).
+///
+/// The version annotation alone proves nothing: anyone who can edit the Secret can change a
+/// password and leave the annotation. Its data is trusted only if it is byte for byte what this
+/// process last wrote or verified for that version; otherwise (an edit, or a restart) the
+/// caller reads AWSCURRENT from Secrets Manager, and the sync puts the Secret back. Without
+/// this, an edited password would be taken for AWSCURRENT: never restored, and with
+/// `drift.policy: repair` even set on the database user.
 pub async fn read_synced(ctx: &Context, cred: &RdsCredential, version_id: &str) -> Result<Option<RdsSecretValue>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
-    let Some(secret) = api.get_opt(&target_name(cred)).await? else { return Ok(None) };
+    let ns = cred.namespace().unwrap_or_default();
+    let name = target_name(cred);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(secret) = api.get_opt(&name).await? else { return Ok(None) };
     if !controlled_by(&secret, cred) || secret.annotations().get(VERSION_ANNOTATION).map(String::as_str) != Some(version_id) {
         return Ok(None);
     }
     let data = secret.data.unwrap_or_default();
+    if !ctx.secrets.synced_unchanged(&format!("{ns}/{name}"), version_id, &data) {
+        return Ok(None);
+    }
     let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
     let (Some(username), Some(password), Some(host), Some(port), Some(engine)) =
         (text("username"), text("password"), text("host"), text("port").and_then(|p| p.parse().ok()), text("engine"))

@@ -314,10 +314,12 @@ async fn apply_managed(cred: &RdsCredential, db_obj: &RdsDatabase, db: &Resolved
     // reads AWSCURRENT: its state lives in Secrets Manager alone. With a Lambda rotator the
     // pending version is the Lambda's business, never ours.
     let ours = rotation_spec.as_ref().is_none_or(|r| r.rotator == Rotator::Controller);
-    let meta = if ours { resume_rotation(cred, db, &plan, &admin, &meta, strategy, ctx, p).await? } else { meta };
+    let meta = if ours { resume_rotation(cred, db, &plan, &admin, &meta, rotation_spec.as_ref(), ctx, p).await? } else { meta };
 
     let current = current_value(cred, &meta, db, ctx).await?;
-    ensure_user(cred, db, &plan, &admin, &current, ctx, p).await?;
+    ensure_user(cred, db, &plan, &admin, &current, ctx, p).await.inspect_err(|e| {
+        p.condition(USER_READY, false, e.reason(), e.to_string());
+    })?;
     configure_rotator(cred, &meta, rotation_spec.as_ref(), db, ctx, p).await?;
 
     let current = match maybe_rotate(cred, db, &plan, &admin, &meta, &current, rotation_spec.as_ref(), ctx, p).await? {
@@ -555,23 +557,6 @@ async fn ensure_user(
     ctx: &Context,
     p: &mut Progress,
 ) -> Result<(), Error> {
-    let result = ensure_user_inner(cred, db, plan, admin, current, ctx, p).await;
-    if let Err(e) = &result {
-        p.condition(USER_READY, false, e.reason(), e.to_string());
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ensure_user_inner(
-    cred: &RdsCredential,
-    db: &ResolvedDatabase,
-    plan: &UserPlan,
-    admin: &Login,
-    current: &Current,
-    ctx: &Context,
-    p: &mut Progress,
-) -> Result<(), Error> {
     if !plan.login_users.contains(&current.value.username) {
         return Err(Error::refused(
             "UnexpectedUsername",
@@ -644,6 +629,12 @@ async fn check_drift(cred: &RdsCredential, db: &ResolvedDatabase, admin: &Login,
 
 // ------------------------------------------------------------------ rotation
 
+/// Finishes (or rolls back) a rotation interrupted by a crash, then records any rotation of
+/// ours that the status does not show yet (one finished by this call, or one whose controller
+/// died after finishSecret but before writing the status). Recording it answers the request
+/// that started it (annotation, schedule): otherwise the next step would rotate AGAIN at once,
+/// before the workloads were rolled onto the resumed version, and under alternating users
+/// re-password the user those pods still run with.
 #[allow(clippy::too_many_arguments)]
 async fn resume_rotation(
     cred: &RdsCredential,
@@ -651,34 +642,54 @@ async fn resume_rotation(
     plan: &UserPlan,
     admin: &Login,
     meta: &SecretMeta,
-    strategy: RotationStrategy,
+    spec: Option<&RotationSpec>,
     ctx: &Context,
     p: &mut Progress,
 ) -> Result<SecretMeta, Error> {
-    if meta.pending_version().is_none() {
-        return Ok(meta.clone());
-    }
-    let policy = cred.spec.rotation.as_ref().map(|r| r.password.clone()).unwrap_or_default();
-    let target = db.target(None);
     let uid = cred.uid().unwrap_or_default();
-    let job = RotationJob {
-        secret_id: &meta.arn,
-        secrets: &db.scope.secrets,
-        target: &target,
-        admin,
-        plan,
-        strategy,
-        password: &policy,
-        token_seed: &uid,
-        crash_point: None,
+    let meta = if meta.pending_version().is_some() {
+        let policy = spec.map(|r| r.password.clone()).unwrap_or_default();
+        let target = db.target(None);
+        let job = RotationJob {
+            secret_id: &meta.arn,
+            secrets: &db.scope.secrets,
+            target: &target,
+            admin,
+            plan,
+            strategy: spec.map(|r| r.strategy).unwrap_or_default(),
+            password: &policy,
+            token_seed: &uid,
+            crash_point: None,
+        };
+        let outcome = rotation::resume_pending(&job).await.map_err(|e| rotation_error(e, p))?;
+        if let RotationOutcome::Completed { version_id, username } = &outcome {
+            ctx.event(cred, false, "RotationResumed", "Rotate", format!("finished an interrupted rotation: AWSCURRENT is now {version_id} ({username})")).await;
+        }
+        let fresh = db.scope.secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
+        ctx.secrets.remember(&fresh);
+        fresh
+    } else {
+        meta.clone()
     };
-    let outcome = rotation::resume_pending(&job).await.map_err(|e| rotation_error(e, p))?;
-    if let RotationOutcome::Completed { version_id, username } = &outcome {
-        ctx.event(cred, false, "RotationResumed", "Rotate", format!("finished an interrupted rotation: AWSCURRENT is now {version_id} ({username})")).await;
+    let (Some(synced), Some(current)) = (p.status.synced_version_id.clone(), meta.current_version()) else {
+        return Ok(meta);
+    };
+    let recorded = match (parse_time(p.status.last_rotation_time.as_deref()), parse_time(p.status.synced_at.as_deref())) {
+        (Some(last), Some(synced_at)) => last >= synced_at,
+        _ => false,
+    };
+    if synced != current && !recorded && rotation::made_by_rotation_from(&uid, &synced, current) {
+        let now = Timestamp::now();
+        info!(version = %current, from_version = %synced, "recording a rotation finished by an earlier controller");
+        p.status.last_rotation_time = Some(now.to_string());
+        p.status.last_rotation_request = cred.annotations().get(ROTATE_ANNOTATION).cloned().or(p.status.last_rotation_request.take());
+        ctx.metrics.record_last_rotation(&ns_of(cred), &cred.name_any(), now);
+        p.condition(ROTATING, false, "Succeeded", format!("AWSCURRENT is now {current} (an interrupted rotation, finished)"));
+        if let Some(spec) = spec {
+            schedule_next_rotation(spec, now, p)?;
+        }
     }
-    let fresh = db.scope.secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
-    ctx.secrets.remember(&fresh);
-    Ok(fresh)
+    Ok(meta)
 }
 
 fn rotation_error(e: rotation::RotationError, p: &mut Progress) -> Error {
@@ -751,14 +762,20 @@ async fn maybe_rotate(
     let Some(trigger) = rotation_trigger(cred, spec, now, p)? else {
         return Ok(None);
     };
-    if let Some(wait) = rotation_blocked(cred, spec, &p.status, now, ctx) {
-        p.condition(ROTATING, false, "Waiting", wait.clone());
-        p.requeue_within(Duration::from_secs(15));
+    if let Some(blocked) = rotation_blocked(spec, &p.status, &current.version_id, now, ctx) {
+        let already_reported = conditions::get(&p.status.conditions, ROTATING).is_some_and(|c| c.reason == blocked.reason);
+        if blocked.reason == "RolloutTimedOut" && !already_reported {
+            ctx.event(cred, true, blocked.reason, "Rotate", blocked.message.clone()).await;
+        }
+        p.condition(ROTATING, false, blocked.reason, blocked.message);
+        p.requeue_within(blocked.retry);
         return Ok(None);
     }
     let Ok(_slot) = ctx.rotation_slots.clone().try_acquire_owned() else {
         p.condition(ROTATING, false, "Queued", "waiting for a rotation slot (--max-concurrent-rotations)");
-        p.requeue_within(Duration::from_secs(10));
+        // A rotation takes about a second: look again soon, but not so often that a long
+        // queue of credentials turns into a stream of reconciles.
+        p.requeue_within(Duration::from_secs(5));
         return Ok(None);
     };
     let started = Instant::now();
@@ -774,7 +791,7 @@ async fn maybe_rotate(
         strategy: spec.strategy,
         password: &spec.password,
         token_seed: &uid,
-        crash_point: None,
+        crash_point: ctx.settings.crash_point.as_deref(),
     };
     info!(trigger = %trigger, strategy, from_version = %current.version_id, "rotating");
     match rotation::rotate(&job).await {
@@ -857,27 +874,64 @@ fn schedule_next_rotation(spec: &RotationSpec, now: Timestamp, p: &mut Progress)
     Ok(())
 }
 
-/// Why a due rotation must wait, if it must: the minimum interval between rotations, and
-/// (alternating users) dependents still rolling onto the last switch, since the next
-/// rotation re-passwords the user their old pods still use.
-fn rotation_blocked(cred: &RdsCredential, spec: &RotationSpec, status: &RdsCredentialStatus, now: Timestamp, ctx: &Context) -> Option<String> {
+/// Why a due rotation must wait, and when to look again.
+struct Blocked {
+    reason: &'static str,
+    message: String,
+    retry: Duration,
+}
+
+/// Why a due rotation must wait, if it must: AWSCURRENT not yet in the Kubernetes Secret (its
+/// workloads have not even been rolled onto it), the minimum interval between rotations, and
+/// (alternating users) dependents still rolling onto the last switch, since the next rotation
+/// re-passwords the user their old pods still use. A rollout past its timeout is reported
+/// (`RolloutTimedOut`) but still blocks: old pods may be the only ones serving, and
+/// re-passwording their user would take them down.
+fn rotation_blocked(spec: &RotationSpec, status: &RdsCredentialStatus, current_version: &str, now: Timestamp, ctx: &Context) -> Option<Blocked> {
+    if status.synced_version_id.as_deref().is_some_and(|synced| synced != current_version) {
+        return Some(Blocked {
+            reason: "Waiting",
+            message: format!("AWSCURRENT version {current_version} is not in the Kubernetes Secret yet; its workloads are rolled first"),
+            retry: Duration::from_secs(1),
+        });
+    }
     let min = spec.minimum_interval.map(Duration::from).unwrap_or(ctx.settings.default_min_rotation_interval);
     if let Some(last) = parse_time(status.last_rotation_time.as_deref()) {
         let earliest = last + jiff::SignedDuration::try_from(min).unwrap_or_default();
         if earliest > now {
-            return Some(format!("minimum interval between rotations: next allowed at {earliest}"));
+            return Some(Blocked {
+                reason: "Waiting",
+                message: format!("minimum interval between rotations: next allowed at {earliest}"),
+                retry: until(now, earliest),
+            });
         }
     }
     if spec.strategy == RotationStrategy::AlternatingUsers {
         let timeout = spec.rollout_timeout.map(Duration::from).unwrap_or(ctx.settings.default_rollout_timeout);
-        for w in status.rolled_workloads.iter().filter(|w| w.completed_at.is_none()) {
+        if let Some(w) = status.rolled_workloads.iter().find(|w| w.completed_at.is_none()) {
             let since = parse_time(Some(&w.rolled_at)).unwrap_or(now);
-            if until(since, now) < timeout {
-                return Some(format!("waiting for {:?} {} to finish rolling out before re-passwording the previous user", w.kind, w.name));
-            }
+            let waited = until(since, now);
+            return Some(if waited < timeout {
+                Blocked {
+                    reason: "Waiting",
+                    message: format!("waiting for {:?} {} to finish rolling out before re-passwording the previous user", w.kind, w.name),
+                    retry: (timeout - waited).min(Duration::from_secs(5)),
+                }
+            } else {
+                Blocked {
+                    reason: "RolloutTimedOut",
+                    message: format!(
+                        "{:?} {} has not finished rolling out {}s after the last rotation (rolloutTimeout {}s); the previous user keeps its password until it does",
+                        w.kind,
+                        w.name,
+                        waited.as_secs(),
+                        timeout.as_secs()
+                    ),
+                    retry: Duration::from_secs(30),
+                }
+            });
         }
     }
-    let _ = cred;
     None
 }
 
@@ -907,22 +961,41 @@ async fn sync_and_roll(cred: &RdsCredential, current: &Current, db: &ResolvedDat
         }
         ctx.event(cred, false, "SecretSynced", "Sync", format!("Secret {} now holds AWSCURRENT version {}", outcome.secret_name, current.version_id)).await;
     }
-    if previous.as_deref() != Some(current.version_id.as_str()) {
-        p.status.synced_version_id = Some(current.version_id.clone());
-        p.status.synced_at = Some(Timestamp::now().to_string());
-    }
-    p.condition(SYNCED, true, "Synced", format!("Secret {} holds AWSCURRENT version {}", outcome.secret_name, current.version_id));
     // Roll only when the value really changed from one the workloads already ran with: never
-    // on first creation, never on a no-op reconcile.
-    if let Some(prev) = previous
-        && prev != current.version_id
-    {
-        let rolled = propagation::rollout::roll_dependents(ctx, cred, &outcome.secret_name, &current.version_id).await?;
-        p.status.rolled_workloads = rolled;
+    // on first creation (no previous version), never on a no-op reconcile. syncedVersionId
+    // moves on only once every dependent is rolled: a rollout cut short (an error, the
+    // cluster-wide rate limit, a crash) is finished by the next reconcile, and workloads
+    // already annotated with this version are skipped, so nothing restarts twice.
+    let changed = previous.as_deref().is_some_and(|prev| prev != current.version_id);
+    let mut rollout_left = None;
+    if changed {
+        // Entries for older versions describe rollouts this one supersedes.
+        p.status.rolled_workloads.retain(|w| w.version_id == current.version_id);
+        rollout_left = propagation::rollout::roll_dependents(ctx, cred, &outcome.secret_name, &current.version_id, &mut p.status.rolled_workloads)
+            .await
+            .inspect_err(|e| p.condition(SYNCED, false, e.reason(), format!("Secret {} holds AWSCURRENT version {}, but rolling its dependents failed: {e}", outcome.secret_name, current.version_id)))?;
+    }
+    match rollout_left {
+        Some(wait) => {
+            p.condition(SYNCED, true, "RollingOut", format!(
+                "Secret {} holds AWSCURRENT version {}; more dependents roll once the cluster-wide rollout limit allows",
+                outcome.secret_name, current.version_id
+            ));
+            p.requeue_within(wait);
+        }
+        None => {
+            if previous.as_deref() != Some(current.version_id.as_str()) {
+                p.status.synced_version_id = Some(current.version_id.clone());
+                p.status.synced_at = Some(Timestamp::now().to_string());
+            }
+            p.condition(SYNCED, true, "Synced", format!("Secret {} holds AWSCURRENT version {}", outcome.secret_name, current.version_id));
+        }
     }
     let pending = propagation::rollout::observe_completion(ctx, cred, &mut p.status.rolled_workloads).await?;
     if pending {
-        p.requeue_within(Duration::from_secs(5));
+        // Rotation (alternating users) waits for completedAt; a Kubernetes GET per rolling
+        // workload is cheap, so look again soon.
+        p.requeue_within(Duration::from_secs(2));
     }
     Ok(())
 }

@@ -44,6 +44,9 @@ pub struct Settings {
     pub default_min_rotation_interval: Duration,
     /// How long a rotation waits for dependent rollouts when the spec does not say.
     pub default_rollout_timeout: Duration,
+    /// Tests only (never set from flags): every rotation this controller starts stops or
+    /// pauses right after the given step, to kill the controller there.
+    pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             rollouts_per_minute: 30,
             default_min_rotation_interval: Duration::from_secs(3600),
             default_rollout_timeout: Duration::from_secs(900),
+            crash_point: None,
         }
     }
 }

@@ -174,6 +174,12 @@ pub(crate) fn token_attempt(token_seed: &str, current_version: &str, n: u32) -> 
 /// How many token attempts one AWSCURRENT version may use (see [`token_attempt`]).
 pub(crate) const TOKEN_ATTEMPTS: u32 = 4;
 
+/// Whether `version` is one of the versions this credential's rotation from `from_version`
+/// makes: lets a restarted controller recognise a rotation it finished but never recorded.
+pub fn made_by_rotation_from(token_seed: &str, from_version: &str, version: &str) -> bool {
+    resume::is_ours(token_seed, from_version, version)
+}
+
 /// If AWSPENDING is on a version other than AWSCURRENT, finish that rotation (setSecret,
 /// testSecret, finishSecret again: each is idempotent) when it is this credential's own and still
 /// fits the plan, or roll it back otherwise (remove AWSPENDING; if it may have re-passworded

@@ -297,6 +297,23 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register("rdscred_leader", "1 while this instance holds the leader lease", leader.clone());
 
+        // Known label sets start at 0: `increase()`/`rate()` need a sample before the first
+        // event, or the first rotation failure (say) would never fire an alert.
+        for kind in ["RdsDatabase", "RdsCredential"] {
+            for result in ["ok", "error"] {
+                drop(reconciles.get_or_create(&KindResult { kind: kind.to_owned(), result }));
+            }
+        }
+        for strategy in ["alternating-users", "single-user"] {
+            for result in ["success", "failure", "rolled_back"] {
+                drop(rotations.get_or_create(&StrategyResult { strategy: strategy.to_owned(), result: result.to_owned() }));
+            }
+        }
+        for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+            drop(rollouts.get_or_create(&KindLabel { kind: kind.to_owned() }));
+        }
+        drop(secret_syncs.get_or_create(&ResultLabel { result: "written".to_owned() }));
+
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -385,8 +402,10 @@ impl Metrics {
     /// the gauge holds the latest state.
     pub fn drift(&self, namespace: &str, name: &str, drifted: bool) {
         let credential = Credential::new(namespace, name);
+        // Created at 0 by the first check, so the first detection is an increase.
+        let detected = self.inner.drift_detected.get_or_create(&credential);
         if drifted {
-            self.inner.drift_detected.get_or_create(&credential).inc();
+            detected.inc();
         }
         self.inner.drifted.get_or_create(&credential).set(i64::from(drifted));
     }
@@ -528,5 +547,18 @@ mod tests {
         let text = Metrics::new(ApiCalls::default()).encode();
         assert_eq!(plain_sample(&text, "rdscred_leader"), Some(0.0));
         assert_eq!(sample(&text, "rdscred_credentials", r#"ready="True""#), Some(0.0));
+    }
+
+    #[test]
+    fn alerted_counters_exist_at_zero_before_their_first_event() {
+        let metrics = Metrics::new(ApiCalls::default());
+        let text = metrics.encode();
+        let t = text.as_str();
+        assert_eq!(sample(t, "rdscred_rotations_total", r#"strategy="single-user",result="rolled_back""#), Some(0.0));
+        assert_eq!(sample(t, "rdscred_rotations_total", r#"strategy="alternating-users",result="failure""#), Some(0.0));
+        assert_eq!(sample(t, "rdscred_reconciles_total", r#"kind="RdsCredential",result="error""#), Some(0.0));
+        assert_eq!(sample(t, "rdscred_rollouts_total", r#"kind="StatefulSet""#), Some(0.0));
+        metrics.drift("ns", "a", false);
+        assert_eq!(sample(&metrics.encode(), "rdscred_drift_detected_total", r#"namespace="ns",name="a""#), Some(0.0));
     }
 }
