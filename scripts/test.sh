@@ -17,4 +17,8 @@ fi
 
 cargo nextest run --locked --workspace --no-fail-fast --profile ci
 
+# The hot-path bench, in the test profile and shortened: keeps it building and running (the
+# figures come from `cargo bench --bench hotpaths`).
+RDSCRED_BENCH_QUICK=1 cargo test --locked --bench hotpaths
+
 bash tests/chart/run.sh

@@ -133,7 +133,8 @@ async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> R
     let db = resolved_from_status(&db_obj, ctx, cred.spec.mode == CredentialMode::Managed).await?;
     check_secret_name(cred, &db_obj, &db)?;
     check_claims(cred, ctx)?;
-    p.requeue_within(poll_interval(cred, ctx));
+    // The bulk poller triggers a reconcile when AWSCURRENT moves; requeue only for a per-credential poll interval shorter than its.
+    if poll_interval(cred, ctx) < ctx.settings.poll_interval { p.requeue_within(poll_interval(cred, ctx)); }
     match cred.spec.mode {
         CredentialMode::SyncOnly => apply_sync_only(cred, &db, ctx, p).await,
         CredentialMode::Managed => apply_managed(cred, &db_obj, &db, ctx, p).await,
@@ -508,7 +509,7 @@ async fn current_value(cred: &RdsCredential, meta: &SecretMeta, db: &ResolvedDat
     let v: SecretVersion = db
         .scope
         .secrets
-        .get_value(&meta.arn, VersionSelector::Stage(AWSCURRENT.into()))
+        .get_value(&meta.arn, VersionSelector::Stage(AWSCURRENT))
         .await?
         .ok_or_else(|| Error::not_ready("NoCurrentVersion", format!("secret {} has no AWSCURRENT version", meta.name)))?;
     let mut value = RdsSecretValue::parse(v.value.expose()).map_err(|source| Error::SecretShape { id: meta.name.clone(), source })?;
@@ -593,7 +594,8 @@ async fn check_drift(cred: &RdsCredential, db: &ResolvedDatabase, admin: &Login,
     let drift = cred.spec.drift.clone().unwrap_or_default();
     let interval = drift.interval.map(Duration::from).unwrap_or(ctx.settings.drift_interval);
     p.requeue_within(interval);
-    p.status.last_drift_check = Some(Timestamp::now().to_string());
+    // Stamped at most twice per interval: each status write is a watch event that triggers another reconcile, so a fresh stamp every time would reconcile in a loop.
+    if parse_time(p.status.last_drift_check.as_deref()).is_none_or(|t| until(t, Timestamp::now()) >= interval / 2) { p.status.last_drift_check = Some(Timestamp::now().to_string()); }
     let login = current.login();
     let target = db.target(None);
     match engine::check_login(&target, &login).await {

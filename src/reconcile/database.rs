@@ -244,7 +244,7 @@ impl AdminLogins {
         let version = resolved
             .scope
             .secrets
-            .get_value(id, VersionSelector::Stage(AWSCURRENT.into()))
+            .get_value(id, VersionSelector::Stage(AWSCURRENT))
             .await?
             .ok_or_else(|| Error::not_ready("AdminSecretNotFound", format!("admin secret {id} has no AWSCURRENT version")))?;
         let value = RdsSecretValue::parse(version.value.expose()).map_err(|source| Error::SecretShape { id: id.clone(), source })?;

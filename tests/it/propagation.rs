@@ -142,16 +142,32 @@ async fn status_field(g: &Ground, ns: &str, name: &str, f: impl Fn(&rdscred::crd
     g.get_credential(ns, name).await?.status.as_ref().and_then(f)
 }
 
-/// Waits until a reconcile of a managed credential has run after now (each one stamps
-/// `lastDriftCheck`), by touching an annotation so the watch triggers one.
+/// Credential reconciles finished so far (the controller's own metric).
+fn credential_reconciles(g: &Ground) -> u64 {
+    let metrics = g.metrics.encode();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"rdscred_reconciles_total{kind="RdsCredential",result="ok"} "#))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Triggers a reconcile (touching an annotation: the watch sees it) and waits until it has run
+/// and the controller is quiet again (no reconcile finished for half a second).
 async fn force_reconcile(g: &Ground, ns: &str, name: &str) {
-    let before = status_field(g, ns, name, |s| s.last_drift_check.clone()).await;
+    let before = credential_reconciles(g);
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), ns);
     let touch = json!({ "metadata": { "annotations": { "test.rdscred.io/touch": unique("t") } } });
     api.patch(name, &PatchParams::default(), &Patch::Merge(touch)).await.unwrap();
-    wait_for("a reconcile after the touch", Duration::from_secs(10), || async {
-        let now = status_field(g, ns, name, |s| s.last_drift_check.clone()).await;
-        (now.is_some() && now != before).then_some(())
+    wait_for("a reconcile after the touch", Duration::from_secs(10), || async { (credential_reconciles(g) > before).then_some(()) }).await;
+    let mut last = (credential_reconciles(g), Instant::now());
+    wait_for("the controller to settle", Duration::from_secs(10), || {
+        let now = credential_reconciles(g);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        let settled = last.1.elapsed() >= Duration::from_millis(500);
+        async move { settled.then_some(()) }
     })
     .await;
 }
@@ -502,16 +518,23 @@ fn base64(bytes: &[u8]) -> String {
 /// DescribeSecret and no GetSecretValue of a credential's secret.
 #[tokio::test]
 async fn steady_state_poll_costs_n_over_100_calls() {
-    let n_env = std::env::var("RDSCRED_TEST_N").ok().and_then(|n| n.parse().ok());
-    #[allow(non_snake_case)]
-    let N: usize = n_env.unwrap_or(200);
+    const N: usize = 200;
     let server = DbServer::postgres();
     let poll = Duration::from_secs(2);
-    let drift = Duration::from_secs(5);
+    // Each drift check of a managed credential costs database logins, not AWS calls; 200 of
+    // them every 30s is what 2 shared cores sustain while the rest are being provisioned.
+    let drift = Duration::from_secs(30);
     let mut g = Ground::new().await;
-    g.start_with(settings(&g, poll, drift)).await;
+    // The database re-proves its admin login (a GetSecretValue) far less often than the window.
+    g.start_with(Settings { database_recheck_interval: Duration::from_secs(600), ..settings(&g, poll, drift) }).await;
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
+    // Credentials created before their database is Ready would sit out an error backoff.
+    wait_for("database Ready", Duration::from_secs(30), || async {
+        let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone()).get(&db).await.ok()?;
+        d.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
     let started = Instant::now();
     let run = unique("e");
     join_all((0..N).map(|i| {
@@ -524,10 +547,9 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     .await;
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
     let ready = |c: &RdsCredential| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|x| x.type_ == "Ready" && x.status == "True"));
-    wait_for(&format!("{N} credentials Ready"), Duration::from_secs(180), || async {
+    wait_for(&format!("{N} credentials Ready"), Duration::from_secs(240), || async {
         let list = api.list(&ListParams::default()).await.ok()?;
         let n = list.items.iter().filter(|c| ready(c)).count();
-        eprintln!("{:?} ready {n}", started.elapsed());
         (n == N).then_some(())
     })
     .await;
@@ -573,7 +595,7 @@ async fn steady_state_poll_costs_n_over_100_calls() {
         "N={N}: {polls} steady-state polls cost {total} Secrets Manager calls ({:.1} per poll; ceil(N/100) = {pages}); by operation {delta:?}; {reconciled} credentials reconciled (drift check) in the window",
         total as f64 / polls as f64
     );
-    assert!(reconciled >= N / 2, "the window must include steady-state reconciles: {reconciled}");
+    assert!(reconciled >= N / 10, "the window must include steady-state reconciles: {reconciled}");
     assert_eq!(delta.get("ListSecrets").copied(), Some(polls * pages), "one ListSecrets call per 100 secrets per poll");
     assert_eq!(delta.get("DescribeSecret"), None, "steady-state reconciles use the poll's metadata: {delta:?}");
     // The only value read is the database's admin login, cached for a minute per database.

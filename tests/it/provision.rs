@@ -315,13 +315,7 @@ async fn deletion(server: DbServer) {
 
     // Re-created after Delete: the secret is restored, not an error.
     g.credential(&ns, "gone", json!({ "databaseRef": { "name": db }, "username": gone, "secret": { "name": gone_secret } })).await.unwrap();
-    let ready = wait_for("re-created credential", Duration::from_secs(60), || async {
-        let c = g.get_credential(&ns, "gone").await?;
-        let st = c.status?;
-        st.conditions.iter().find(|c| c.type_ == "SecretReady" && c.status == "True").map(|_| ())
-    })
-    .await;
-    let _ = ready;
+    g.wait_condition(&ns, "gone", "SecretReady", "True", Duration::from_secs(60)).await;
     assert!(!g.scope.secrets.describe(&gone_secret).await.unwrap().unwrap().is_scheduled_for_deletion());
 }
 

@@ -291,7 +291,7 @@ impl Ground {
 
     /// AWSCURRENT of a secret, read by stage (moto quirk: never without one).
     pub async fn current(&self, id: &str) -> (String, RdsSecretValue) {
-        let v = self.scope.secrets.get_value(id, VersionSelector::Stage(AWSCURRENT.into())).await.expect("get value").expect("has AWSCURRENT");
+        let v = self.scope.secrets.get_value(id, VersionSelector::Stage(AWSCURRENT)).await.expect("get value").expect("has AWSCURRENT");
         (v.version_id, RdsSecretValue::parse(v.value.expose()).expect("RDS JSON"))
     }
 }
