@@ -9,10 +9,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use rdscred::crd::{EngineKind, PasswordSpec, RotationSchedule, TlsMode};
-use rdscred::engine::{check_login, ConnectTarget, Login, TlsSettings};
+use rdscred::engine::{ConnectTarget, Login, TlsSettings, check_login};
 use rdscred::schedule::RotationPlan;
-use rdscred::secret::{generate_password, RdsSecretValue, SecretString};
-use rdscred::template::{render, TemplateValues};
+use rdscred::secret::{RdsSecretValue, SecretString, generate_password};
+use rdscred::template::{TemplateValues, render};
 
 fn quick() -> bool {
     std::env::var_os("RDSCRED_BENCH_QUICK").is_some()
@@ -37,7 +37,13 @@ fn per_op(name: &str, mut f: impl FnMut()) {
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn cpu_paths() {
@@ -45,12 +51,23 @@ fn cpu_paths() {
     per_op("generate_password (32 chars, OS CSPRNG)", || {
         black_box(generate_password(&policy, EngineKind::Postgres).unwrap());
     });
-    let printable = PasswordSpec { length: 128, exclude_characters: None, alphanumeric_only: false };
+    let printable = PasswordSpec {
+        length: 128,
+        exclude_characters: None,
+        alphanumeric_only: false,
+    };
     per_op("generate_password (128 printable chars)", || {
         black_box(generate_password(&printable, EngineKind::Mysql).unwrap());
     });
     let password = SecretString::new((0x21u8..=0x7e).map(char::from).collect::<String>());
-    let values = TemplateValues { username: "orders_app", password: &password, host: "db.internal", port: 5432, dbname: Some("orders"), engine: "postgres" };
+    let values = TemplateValues {
+        username: "orders_app",
+        password: &password,
+        host: "db.internal",
+        port: 5432,
+        dbname: Some("orders"),
+        engine: "postgres",
+    };
     let tpl = "postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}";
     per_op("template::render DATABASE_URL", || {
         black_box(render(tpl, &values).unwrap());
@@ -59,7 +76,11 @@ fn cpu_paths() {
     per_op("RdsSecretValue::parse", || {
         black_box(RdsSecretValue::parse(json).unwrap());
     });
-    let cron = RotationSchedule { automatically_after_days: None, schedule_expression: Some("cron(0 4 ? * SUN#2 *)".into()), duration: Some("3h".into()) };
+    let cron = RotationSchedule {
+        automatically_after_days: None,
+        schedule_expression: Some("cron(0 4 ? * SUN#2 *)".into()),
+        duration: Some("3h".into()),
+    };
     per_op("RotationPlan::from_spec cron (validation)", || {
         black_box(RotationPlan::from_spec(&cron).unwrap());
     });
@@ -82,19 +103,43 @@ async fn emulator_paths() {
     let before = rss_kib();
     let t = Instant::now();
     for i in 0..n {
-        let data: BTreeMap<String, k8s_openapi::ByteString> =
-            [("password".to_string(), k8s_openapi::ByteString(vec![b'x'; 32]))].into_iter().collect();
-        let s = Secret { metadata: ObjectMeta { name: Some(format!("s{i}")), ..Default::default() }, data: Some(data), ..Default::default() };
+        let data: BTreeMap<String, k8s_openapi::ByteString> = [(
+            "password".to_string(),
+            k8s_openapi::ByteString(vec![b'x'; 32]),
+        )]
+        .into_iter()
+        .collect();
+        let s = Secret {
+            metadata: ObjectMeta {
+                name: Some(format!("s{i}")),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
         api.create(&PostParams::default(), &s).await.unwrap();
     }
     let created = t.elapsed();
     let t = Instant::now();
     let listed = api.list(&ListParams::default()).await.unwrap().items.len();
     let list = t.elapsed();
-    println!("{:<48} {:>12.2?} / object", format!("emulator create Secret (n={n})"), created / n);
-    println!("{:<48} {:>12.2?}", format!("emulator list {listed} Secrets"), list);
+    println!(
+        "{:<48} {:>12.2?} / object",
+        format!("emulator create Secret (n={n})"),
+        created / n
+    );
+    println!(
+        "{:<48} {:>12.2?}",
+        format!("emulator list {listed} Secrets"),
+        list
+    );
     if let (Some(a), Some(b)) = (before, rss_kib()) {
-        println!("{:<48} {:>12} KiB ({:.1} KiB / Secret)", "emulator RSS growth", b.saturating_sub(a), b.saturating_sub(a) as f64 / n as f64);
+        println!(
+            "{:<48} {:>12} KiB ({:.1} KiB / Secret)",
+            "emulator RSS growth",
+            b.saturating_sub(a),
+            b.saturating_sub(a) as f64 / n as f64
+        );
     }
 }
 
@@ -106,13 +151,31 @@ async fn login_paths() {
     ];
     for (engine, prefix) in engines {
         let var = |k: &str| std::env::var(format!("{prefix}_{k}")).ok();
-        let (Some(host), Some(port), Some(user), Some(pw), Some(db)) = (var("HOST"), var("PORT"), var("ADMIN_USER"), var("ADMIN_PASSWORD"), var("DB")) else {
+        let (Some(host), Some(port), Some(user), Some(pw), Some(db)) = (
+            var("HOST"),
+            var("PORT"),
+            var("ADMIN_USER"),
+            var("ADMIN_PASSWORD"),
+            var("DB"),
+        ) else {
             println!("{engine:?} login: skipped (test ground not up: source .test-env/env)");
             continue;
         };
-        let login = Login { username: user, password: SecretString::new(pw) };
+        let login = Login {
+            username: user,
+            password: SecretString::new(pw),
+        };
         for mode in [TlsMode::Prefer, TlsMode::Disable] {
-            let target = ConnectTarget { engine, host: host.clone(), port: port.parse().unwrap(), database: Some(db.clone()), tls: TlsSettings { mode, ca_bundle_pem: None } };
+            let target = ConnectTarget {
+                engine,
+                host: host.clone(),
+                port: port.parse().unwrap(),
+                database: Some(db.clone()),
+                tls: TlsSettings {
+                    mode,
+                    ca_bundle_pem: None,
+                },
+            };
             let n = if quick() { 3 } else { 30 };
             let mut samples = Vec::new();
             for _ in 0..n {
@@ -122,14 +185,28 @@ async fn login_paths() {
             }
             samples.sort();
             let name = format!("{engine:?} check_login tls={mode:?} (connect+query+close)");
-            println!("{name:<48} {:>12.2?} median, {:.2?} p90", samples[n / 2], samples[n * 9 / 10]);
+            println!(
+                "{name:<48} {:>12.2?} median, {:.2?} p90",
+                samples[n / 2],
+                samples[n * 9 / 10]
+            );
         }
     }
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    println!("rdscred hot paths ({} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "rdscred hot paths ({} build)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     cpu_paths();
     rt.block_on(emulator_paths());
     rt.block_on(login_paths());

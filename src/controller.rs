@@ -11,19 +11,19 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{self as kube_controller, Action, Config as ControllerConfig};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
-use kube::ResourceExt;
-use tokio::sync::{mpsc, Semaphore};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, warn};
 
 use crate::crd::{RdsCredential, RdsDatabase};
 use crate::propagation::poller;
 use crate::propagation::sync::MANAGED_BY_LABEL;
-use crate::reconcile::{self, object_key, Context, Error};
+use crate::reconcile::{self, Context, Error, object_key};
 
 /// Which namespaces the credential controller watches.
 #[derive(Clone, Debug, Default)]
@@ -36,7 +36,11 @@ pub struct Scope {
 
 /// Runs both controllers and the bulk poller until `shutdown` resolves, then lets in-flight
 /// reconciles finish.
-pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     run_with_readiness(ctx, scope, shutdown, || {}).await
 }
 
@@ -58,16 +62,26 @@ pub async fn run_with_readiness(
     let concurrency = scope.concurrency.max(1);
     let config = ControllerConfig::default().concurrency(concurrency);
 
-    let databases = Controller::new(Api::<RdsDatabase>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config.clone());
+    let databases = Controller::new(
+        Api::<RdsDatabase>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config.clone());
     let database_store = databases.store();
     let databases = databases
         .graceful_shutdown_on(stopped())
-        .run(reconcile::database::reconcile, error_policy_database, ctx.clone())
+        .run(
+            reconcile::database::reconcile,
+            error_policy_database,
+            ctx.clone(),
+        )
         .for_each(|r| async move { log_result("RdsDatabase", r) });
 
-    let namespaces: Vec<Option<String>> =
-        if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
+    let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+        vec![None]
+    } else {
+        scope.namespaces.iter().cloned().map(Some).collect()
+    };
     // kube's `concurrency` bounds each controller; with one controller per namespace this
     // semaphore keeps the bound for the kind as a whole.
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
@@ -76,24 +90,46 @@ pub async fn run_with_readiness(
     let mut credential_loops = Vec::new();
     for ns in namespaces {
         let (creds, secrets) = match &ns {
-            Some(ns) => (Api::<RdsCredential>::namespaced(ctx.client.clone(), ns), Api::<Secret>::namespaced(ctx.client.clone(), ns)),
-            None => (Api::<RdsCredential>::all(ctx.client.clone()), Api::<Secret>::all(ctx.client.clone())),
+            Some(ns) => (
+                Api::<RdsCredential>::namespaced(ctx.client.clone(), ns),
+                Api::<Secret>::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (
+                Api::<RdsCredential>::all(ctx.client.clone()),
+                Api::<Secret>::all(ctx.client.clone()),
+            ),
         };
-        let controller = Controller::new(creds, watcher::Config::default().any_semantic())
+        // Only changes of what the user asked for (spec via generation, annotations such as the
+        // rotate request, labels, finalizers, deletion) trigger a reconcile: our own status
+        // writes must not, or every credential would reconcile again after each of them.
+        let (reader, writer) = reflector::store();
+        let credentials = watcher(creds, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(desired_state_hash, Default::default());
+        let controller = Controller::for_stream(credentials, reader)
             .with_config(config.clone())
-            .owns(secrets, watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")));
+            .owns(
+                secrets,
+                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")),
+            );
         stores.push(controller.store());
         let store = controller.store();
         // A database change (Ready, endpoint, policy) re-evaluates every credential using it.
-        let controller = controller.watches(Api::<RdsDatabase>::all(ctx.client.clone()), watcher::Config::default(), move |db| {
-            let name = db.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|c| c.spec.database_ref.name == name)
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
-        });
+        let controller = controller.watches(
+            Api::<RdsDatabase>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |db| {
+                let name = db.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|c| c.spec.database_ref.name == name)
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
         // The bulk poller's triggers for this namespace (or all of them).
         let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<RdsCredential>>();
         triggers.add(ns.clone(), tx);
@@ -131,7 +167,13 @@ pub async fn run_with_readiness(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(databases, futures::future::join_all(credential_loops), poller, synced, shutdown);
+    tokio::join!(
+        databases,
+        futures::future::join_all(credential_loops),
+        poller,
+        synced,
+        shutdown
+    );
 }
 
 /// Resolves once every store has received its watch's initial list. A store whose writer
@@ -146,7 +188,11 @@ async fn caches_synced(databases: Store<RdsDatabase>, credentials: Vec<Store<Rds
 /// Metrics derived from the status as observed, so that a new leader (or a restarted
 /// process) exports `rdscred_seconds_since_last_rotation` before its first rotation.
 fn observe_status(cred: &RdsCredential, ctx: &Context) {
-    let last = cred.status.as_ref().and_then(|s| s.last_rotation_time.as_deref()).and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let last = cred
+        .status
+        .as_ref()
+        .and_then(|s| s.last_rotation_time.as_deref())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     if let (Some(at), Some(ns)) = (last, cred.namespace()) {
         ctx.metrics.record_last_rotation(&ns, &cred.name_any(), at);
     }
@@ -154,10 +200,33 @@ fn observe_status(cred: &RdsCredential, ctx: &Context) {
 
 /// Failed reconciles are logged by the error policy; queue errors (a watch failing, e.g.
 /// Forbidden when RBAC is missing) are only visible here, so they are warnings.
-fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(kind: &str, r: Result<T, kube_controller::Error<E, Q>>) {
+/// Hash of everything in an RdsCredential that expresses intent, status excluded.
+fn desired_state_hash(c: &RdsCredential) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.metadata.uid.hash(&mut h);
+    c.metadata.generation.hash(&mut h);
+    c.metadata.labels.hash(&mut h);
+    c.metadata.annotations.hash(&mut h);
+    c.metadata.finalizers.hash(&mut h);
+    c.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(
+    kind: &str,
+    r: Result<T, kube_controller::Error<E, Q>>,
+) {
     match r {
         Ok(obj) => debug!(kind, ?obj, "reconciled"),
-        Err(e @ (kube_controller::Error::ReconcilerFailed(..) | kube_controller::Error::ObjectNotFound(_))) => {
+        Err(
+            e @ (kube_controller::Error::ReconcilerFailed(..)
+            | kube_controller::Error::ObjectNotFound(_)),
+        ) => {
             debug!(kind, error = %e, "reconcile did not complete")
         }
         Err(e) => warn!(kind, error = %e, "controller error"),

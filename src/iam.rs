@@ -59,19 +59,38 @@ pub struct IamPolicyInput {
 
 impl IamPolicyInput {
     fn partition(&self) -> &str {
-        if self.partition.is_empty() { "aws" } else { &self.partition }
+        if self.partition.is_empty() {
+            "aws"
+        } else {
+            &self.partition
+        }
     }
     fn region(&self) -> &str {
-        self.region.as_deref().filter(|r| !r.is_empty()).unwrap_or("*")
+        self.region
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .unwrap_or("*")
     }
     fn account(&self) -> &str {
-        self.account.as_deref().filter(|a| !a.is_empty()).unwrap_or("*")
+        self.account
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .unwrap_or("*")
     }
     fn arn(&self, service: &str, resource: &str) -> String {
-        format!("arn:{}:{service}:{}:{}:{resource}", self.partition(), self.region(), self.account())
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition(),
+            self.region(),
+            self.account()
+        )
     }
     fn dns_suffix(&self) -> &'static str {
-        if self.partition().starts_with("aws-cn") { "amazonaws.com.cn" } else { "amazonaws.com" }
+        if self.partition().starts_with("aws-cn") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        }
     }
 }
 
@@ -81,7 +100,10 @@ fn is_arn(s: &str) -> bool {
 
 fn dedup(items: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    items.into_iter().filter(|s| seen.insert(s.clone())).collect()
+    items
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
 }
 
 /// Region field of an ARN (`arn:partition:service:REGION:account:resource`).
@@ -115,13 +137,22 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
         "Resource": "*",
     }));
 
-    let prefix_arns = dedup(input.secret_prefixes.iter().filter(|p| !p.is_empty()).map(|p| input.arn("secretsmanager", &format!("secret:{p}*"))));
+    let prefix_arns = dedup(
+        input
+            .secret_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| input.arn("secretsmanager", &format!("secret:{p}*"))),
+    );
     if !prefix_arns.is_empty() {
         // Reading is not tag-conditioned: the ownership check itself needs DescribeSecret on
         // secrets that may not be ours, and sync-only credentials read secrets others own.
         statements.push(statement(
             "ReadSecretsUnderPrefix",
-            &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+            &[
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+            ],
             prefix_arns.clone(),
         ));
         // CreateSecret with Tags also authorizes TagResource; both only with our tag.
@@ -154,45 +185,93 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
     // Admin logins: named secrets (ARN, or name + the 6-character suffix Secrets Manager
     // appends), or the RDS-managed master secrets.
     let admin_arns = if input.admin_secret_arns.is_empty() {
-        vec![input.arn("secretsmanager", "secret:rds!db-*"), input.arn("secretsmanager", "secret:rds!cluster-*")]
+        vec![
+            input.arn("secretsmanager", "secret:rds!db-*"),
+            input.arn("secretsmanager", "secret:rds!cluster-*"),
+        ]
     } else {
         dedup(input.admin_secret_arns.iter().map(|s| {
-            if is_arn(s) { s.clone() } else { input.arn("secretsmanager", &format!("secret:{s}-??????")) }
+            if is_arn(s) {
+                s.clone()
+            } else {
+                input.arn("secretsmanager", &format!("secret:{s}-??????"))
+            }
         }))
     };
     statements.push(statement(
         "ReadAdminSecrets",
-        &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+        &[
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:GetSecretValue",
+        ],
         admin_arns,
     ));
 
     let instance_arns = if input.db_instance_arns.is_empty() {
         vec![input.arn("rds", "db:*")]
     } else {
-        dedup(input.db_instance_arns.iter().map(|s| if is_arn(s) { s.clone() } else { input.arn("rds", &format!("db:{s}")) }))
+        dedup(input.db_instance_arns.iter().map(|s| {
+            if is_arn(s) {
+                s.clone()
+            } else {
+                input.arn("rds", &format!("db:{s}"))
+            }
+        }))
     };
-    statements.push(statement("DescribeDbInstances", &["rds:DescribeDBInstances"], instance_arns));
+    statements.push(statement(
+        "DescribeDbInstances",
+        &["rds:DescribeDBInstances"],
+        instance_arns,
+    ));
 
     let cluster_arns = if input.db_cluster_arns.is_empty() {
         vec![input.arn("rds", "cluster:*")]
     } else {
-        dedup(input.db_cluster_arns.iter().map(|s| if is_arn(s) { s.clone() } else { input.arn("rds", &format!("cluster:{s}")) }))
+        dedup(input.db_cluster_arns.iter().map(|s| {
+            if is_arn(s) {
+                s.clone()
+            } else {
+                input.arn("rds", &format!("cluster:{s}"))
+            }
+        }))
     };
-    statements.push(statement("DescribeDbClusters", &["rds:DescribeDBClusters"], cluster_arns));
+    statements.push(statement(
+        "DescribeDbClusters",
+        &["rds:DescribeDBClusters"],
+        cluster_arns,
+    ));
 
     // KMS: only through Secrets Manager, in the regions involved.
-    let kms_actions = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"];
+    let kms_actions = [
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+        "kms:DescribeKey",
+    ];
     let is_alias = |k: &str| k.starts_with("alias/") || (is_arn(k) && k.contains(":alias/"));
-    let keys: Vec<&String> = input.kms_key_arns.iter().filter(|k| !k.is_empty() && !is_alias(k)).collect();
+    let keys: Vec<&String> = input
+        .kms_key_arns
+        .iter()
+        .filter(|k| !k.is_empty() && !is_alias(k))
+        .collect();
     let aliases: Vec<&String> = input.kms_key_arns.iter().filter(|k| is_alias(k)).collect();
     if !keys.is_empty() || !aliases.is_empty() {
-        let key_arns = dedup(keys.iter().map(|k| if is_arn(k) { (*k).clone() } else { input.arn("kms", &format!("key/{k}")) }));
+        let key_arns = dedup(keys.iter().map(|k| {
+            if is_arn(k) {
+                (*k).clone()
+            } else {
+                input.arn("kms", &format!("key/{k}"))
+            }
+        }));
         let mut regions: BTreeSet<String> = BTreeSet::new();
         let mut any_region = input.region() == "*";
         if !any_region {
             regions.insert(input.region().to_string());
         }
-        for arn in key_arns.iter().chain(aliases.iter().filter(|a| is_arn(a)).copied()) {
+        for arn in key_arns
+            .iter()
+            .chain(aliases.iter().filter(|a| is_arn(a)).copied())
+        {
             match arn_region(arn) {
                 Some("*") | None => any_region = true,
                 Some(r) => {
@@ -204,11 +283,17 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
         let via = if any_region {
             json!({ "StringLike": { "kms:ViaService": format!("secretsmanager.*.{suffix}") } })
         } else {
-            let services: Vec<String> = regions.iter().map(|r| format!("secretsmanager.{r}.{suffix}")).collect();
+            let services: Vec<String> = regions
+                .iter()
+                .map(|r| format!("secretsmanager.{r}.{suffix}"))
+                .collect();
             json!({ "StringEquals": { "kms:ViaService": services } })
         };
         if !key_arns.is_empty() {
-            statements.push(with_condition(statement("UseSecretKmsKeys", &kms_actions, key_arns), via.clone()));
+            statements.push(with_condition(
+                statement("UseSecretKmsKeys", &kms_actions, key_arns),
+                via.clone(),
+            ));
         }
         if !aliases.is_empty() {
             // Crypto operations cannot name an alias as Resource; match the key by its alias.
@@ -219,17 +304,29 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
             let mut cond = via;
             cond["ForAnyValue:StringEquals"] = json!({ "kms:ResourceAliases": names });
             statements.push(with_condition(
-                statement("UseSecretKmsKeysByAlias", &kms_actions, vec![input.arn("kms", "key/*")]),
+                statement(
+                    "UseSecretKmsKeysByAlias",
+                    &kms_actions,
+                    vec![input.arn("kms", "key/*")],
+                ),
                 cond,
             ));
         }
     }
 
     let lambdas = dedup(input.lambda_arns.iter().filter(|s| !s.is_empty()).map(|s| {
-        if is_arn(s) { s.clone() } else { input.arn("lambda", &format!("function:{s}")) }
+        if is_arn(s) {
+            s.clone()
+        } else {
+            input.arn("lambda", &format!("function:{s}"))
+        }
     }));
     if !lambdas.is_empty() {
-        statements.push(statement("InvokeRotationLambdas", &["lambda:InvokeFunction"], lambdas));
+        statements.push(statement(
+            "InvokeRotationLambdas",
+            &["lambda:InvokeFunction"],
+            lambdas,
+        ));
     }
 
     let roles = dedup(input.role_arns.iter().filter(|s| !s.is_empty()).cloned());
@@ -260,7 +357,11 @@ mod tests {
     }
 
     fn stmt<'a>(doc: &'a Value, sid: &str) -> Option<&'a Value> {
-        doc["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid)
+        doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
     }
 
     fn strings(v: &Value) -> Vec<String> {
@@ -276,12 +377,18 @@ mod tests {
         let doc = policy_document(&input());
         assert_eq!(doc["Version"], "2012-10-17");
         let stmts = doc["Statement"].as_array().unwrap();
-        let sids: BTreeSet<_> = stmts.iter().map(|s| s["Sid"].as_str().unwrap().to_string()).collect();
+        let sids: BTreeSet<_> = stmts
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(sids.len(), stmts.len(), "Sids must be unique");
         for s in stmts {
             assert_eq!(s["Effect"], "Allow");
             let sid = s["Sid"].as_str().unwrap();
-            assert!(sid.chars().all(|c| c.is_ascii_alphanumeric()), "Sid {sid} must be alphanumeric");
+            assert!(
+                sid.chars().all(|c| c.is_ascii_alphanumeric()),
+                "Sid {sid} must be alphanumeric"
+            );
             for a in strings(&s["Action"]) {
                 assert!(!a.contains('*'), "wildcard action {a}");
             }
@@ -304,14 +411,31 @@ mod tests {
     fn secret_statements_are_scoped_to_the_prefix_and_tag_conditioned() {
         let doc = policy_document(&input());
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rdscred/orders-prod/*";
-        for sid in ["ReadSecretsUnderPrefix", "CreateOwnedSecrets", "ManageOwnedSecrets"] {
-            assert_eq!(strings(&stmt(&doc, sid).unwrap()["Resource"]), vec![arn], "{sid}");
+        for sid in [
+            "ReadSecretsUnderPrefix",
+            "CreateOwnedSecrets",
+            "ManageOwnedSecrets",
+        ] {
+            assert_eq!(
+                strings(&stmt(&doc, sid).unwrap()["Resource"]),
+                vec![arn],
+                "{sid}"
+            );
         }
         let create = stmt(&doc, "CreateOwnedSecrets").unwrap();
-        assert_eq!(strings(&create["Action"]), vec!["secretsmanager:CreateSecret", "secretsmanager:TagResource"]);
-        assert_eq!(create["Condition"]["StringEquals"]["aws:RequestTag/rdscred.io/managed-by"], "rdscred");
+        assert_eq!(
+            strings(&create["Action"]),
+            vec!["secretsmanager:CreateSecret", "secretsmanager:TagResource"]
+        );
+        assert_eq!(
+            create["Condition"]["StringEquals"]["aws:RequestTag/rdscred.io/managed-by"],
+            "rdscred"
+        );
         let manage = stmt(&doc, "ManageOwnedSecrets").unwrap();
-        assert_eq!(manage["Condition"]["StringEquals"]["secretsmanager:ResourceTag/rdscred.io/managed-by"], "rdscred");
+        assert_eq!(
+            manage["Condition"]["StringEquals"]["secretsmanager:ResourceTag/rdscred.io/managed-by"],
+            "rdscred"
+        );
         let actions = strings(&manage["Action"]);
         for a in [
             "PutSecretValue",
@@ -326,12 +450,25 @@ mod tests {
             "ReplicateSecretToRegions",
             "RemoveRegionsFromReplication",
         ] {
-            assert!(actions.contains(&format!("secretsmanager:{a}")), "{a} missing");
+            assert!(
+                actions.contains(&format!("secretsmanager:{a}")),
+                "{a} missing"
+            );
         }
-        assert!(!actions.iter().any(|a| a.ends_with("GetSecretValue") || a.ends_with("CreateSecret")));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| a.ends_with("GetSecretValue") || a.ends_with("CreateSecret"))
+        );
         // Reading carries no write action.
         let read = strings(&stmt(&doc, "ReadSecretsUnderPrefix").unwrap()["Action"]);
-        assert_eq!(read, vec!["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
+        assert_eq!(
+            read,
+            vec![
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue"
+            ]
+        );
     }
 
     #[test]
@@ -346,21 +483,34 @@ mod tests {
             strings(&stmt(&doc, "ReadSecretsUnderPrefix").unwrap()["Resource"]),
             vec!["arn:aws:secretsmanager:*:*:secret:rdscred/orders-prod/*"]
         );
-        assert_eq!(strings(&stmt(&doc, "DescribeDbInstances").unwrap()["Resource"]), vec!["arn:aws:rds:*:*:db:orders-prod"]);
+        assert_eq!(
+            strings(&stmt(&doc, "DescribeDbInstances").unwrap()["Resource"]),
+            vec!["arn:aws:rds:*:*:db:orders-prod"]
+        );
         let kms = stmt(&doc, "UseSecretKmsKeys").unwrap();
-        assert_eq!(strings(&kms["Resource"]), vec!["arn:aws:kms:*:*:key/1111-2222"]);
-        assert_eq!(kms["Condition"]["StringLike"]["kms:ViaService"], "secretsmanager.*.amazonaws.com");
+        assert_eq!(
+            strings(&kms["Resource"]),
+            vec!["arn:aws:kms:*:*:key/1111-2222"]
+        );
+        assert_eq!(
+            kms["Condition"]["StringLike"]["kms:ViaService"],
+            "secretsmanager.*.amazonaws.com"
+        );
     }
 
     #[test]
     fn kms_only_via_secrets_manager_in_the_regions_involved() {
         let mut i = input();
-        i.kms_key_arns.push("arn:aws:kms:us-east-1:123456789012:key/replica".into());
+        i.kms_key_arns
+            .push("arn:aws:kms:us-east-1:123456789012:key/replica".into());
         let doc = policy_document(&i);
         let kms = stmt(&doc, "UseSecretKmsKeys").unwrap();
         assert_eq!(
             strings(&kms["Condition"]["StringEquals"]["kms:ViaService"]),
-            vec!["secretsmanager.eu-west-1.amazonaws.com", "secretsmanager.us-east-1.amazonaws.com"]
+            vec![
+                "secretsmanager.eu-west-1.amazonaws.com",
+                "secretsmanager.us-east-1.amazonaws.com"
+            ]
         );
         let actions = strings(&kms["Action"]);
         for a in ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"] {
@@ -376,8 +526,14 @@ mod tests {
         let doc = policy_document(&i);
         assert!(stmt(&doc, "UseSecretKmsKeys").is_none());
         let s = stmt(&doc, "UseSecretKmsKeysByAlias").unwrap();
-        assert_eq!(strings(&s["Resource"]), vec!["arn:aws:kms:eu-west-1:123456789012:key/*"]);
-        assert_eq!(strings(&s["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"]), vec!["alias/rdscred"]);
+        assert_eq!(
+            strings(&s["Resource"]),
+            vec!["arn:aws:kms:eu-west-1:123456789012:key/*"]
+        );
+        assert_eq!(
+            strings(&s["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"]),
+            vec!["alias/rdscred"]
+        );
         assert!(s["Condition"]["StringEquals"]["kms:ViaService"].is_array());
     }
 
@@ -389,8 +545,14 @@ mod tests {
         i.kms_key_arns = vec!["k1".into()];
         let doc = policy_document(&i);
         let kms = stmt(&doc, "UseSecretKmsKeys").unwrap();
-        assert_eq!(strings(&kms["Resource"]), vec!["arn:aws-cn:kms:cn-north-1:123456789012:key/k1"]);
-        assert_eq!(strings(&kms["Condition"]["StringEquals"]["kms:ViaService"]), vec!["secretsmanager.cn-north-1.amazonaws.com.cn"]);
+        assert_eq!(
+            strings(&kms["Resource"]),
+            vec!["arn:aws-cn:kms:cn-north-1:123456789012:key/k1"]
+        );
+        assert_eq!(
+            strings(&kms["Condition"]["StringEquals"]["kms:ViaService"]),
+            vec!["secretsmanager.cn-north-1.amazonaws.com.cn"]
+        );
     }
 
     #[test]
@@ -404,7 +566,10 @@ mod tests {
             ]
         );
         let mut i = input();
-        i.admin_secret_arns = vec!["platform/orders-admin".into(), "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf".into()];
+        i.admin_secret_arns = vec![
+            "platform/orders-admin".into(),
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf".into(),
+        ];
         let doc = policy_document(&i);
         let s = stmt(&doc, "ReadAdminSecrets").unwrap();
         assert_eq!(
@@ -414,7 +579,13 @@ mod tests {
                 "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"
             ]
         );
-        assert_eq!(strings(&s["Action"]), vec!["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
+        assert_eq!(
+            strings(&s["Action"]),
+            vec![
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue"
+            ]
+        );
     }
 
     #[test]
@@ -432,8 +603,14 @@ mod tests {
         i.db_instance_arns.clear();
         i.db_cluster_arns.clear();
         let doc = policy_document(&i);
-        assert_eq!(strings(&stmt(&doc, "DescribeDbInstances").unwrap()["Resource"]), vec!["arn:aws:rds:eu-west-1:123456789012:db:*"]);
-        assert_eq!(strings(&stmt(&doc, "DescribeDbClusters").unwrap()["Resource"]), vec!["arn:aws:rds:eu-west-1:123456789012:cluster:*"]);
+        assert_eq!(
+            strings(&stmt(&doc, "DescribeDbInstances").unwrap()["Resource"]),
+            vec!["arn:aws:rds:eu-west-1:123456789012:db:*"]
+        );
+        assert_eq!(
+            strings(&stmt(&doc, "DescribeDbClusters").unwrap()["Resource"]),
+            vec!["arn:aws:rds:eu-west-1:123456789012:cluster:*"]
+        );
     }
 
     #[test]
@@ -453,7 +630,10 @@ mod tests {
         assert!(stmt(&doc, "ListSecretsForChangeDetection").is_some());
 
         let mut i = input();
-        i.lambda_arns = vec!["arn:aws:lambda:eu-west-1:123456789012:function:rotate-pg".into(), "rotate-my".into()];
+        i.lambda_arns = vec![
+            "arn:aws:lambda:eu-west-1:123456789012:function:rotate-pg".into(),
+            "rotate-my".into(),
+        ];
         let doc = policy_document(&i);
         assert_eq!(
             strings(&stmt(&doc, "InvokeRotationLambdas").unwrap()["Resource"]),
@@ -487,8 +667,19 @@ mod tests {
         let mut i = input();
         i.lambda_arns = vec!["f".into()];
         let doc = policy_document(&i);
-        let all: Vec<String> = doc["Statement"].as_array().unwrap().iter().flat_map(|s| strings(&s["Action"])).collect();
-        for banned in ["secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy", "secretsmanager:GetRandomPassword", "iam:PassRole", "kms:CreateGrant"] {
+        let all: Vec<String> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| strings(&s["Action"]))
+            .collect();
+        for banned in [
+            "secretsmanager:PutResourcePolicy",
+            "secretsmanager:DeleteResourcePolicy",
+            "secretsmanager:GetRandomPassword",
+            "iam:PassRole",
+            "kms:CreateGrant",
+        ] {
             assert!(!all.contains(&banned.to_string()), "{banned}");
         }
         // The document survives a JSON round trip (what `rdscred iam-policy` prints).

@@ -76,7 +76,10 @@ impl LeaderElector {
     /// API errors are logged and retried every `renew_period`; they never end the loop.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let cfg = &self.cfg;
-        let publisher = Publisher { tx: &self.leader, cfg };
+        let publisher = Publisher {
+            tx: &self.leader,
+            cfg,
+        };
         let renew_deadline = renew_deadline(cfg);
         tokio::pin!(shutdown);
 
@@ -105,7 +108,13 @@ impl LeaderElector {
                 }
                 Ok(Ok(Attempt::HeldByOther(holder))) => {
                     leading_until = None;
-                    publisher.set(false, &format!("lease held by {}", holder.as_deref().unwrap_or("another instance")));
+                    publisher.set(
+                        false,
+                        &format!(
+                            "lease held by {}",
+                            holder.as_deref().unwrap_or("another instance")
+                        ),
+                    );
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(lease = %cfg.name, identity = %cfg.identity, error = %error, "lease acquire/renew failed");
@@ -149,11 +158,15 @@ impl LeaderElector {
         publisher.stand_down();
         {
             match tokio::time::timeout(cfg.lease_duration, self.release()).await {
-                Ok(Ok(())) => tracing::info!(lease = %cfg.name, identity = %cfg.identity, "released leader lease"),
+                Ok(Ok(())) => {
+                    tracing::info!(lease = %cfg.name, identity = %cfg.identity, "released leader lease")
+                }
                 Ok(Err(error)) => {
                     tracing::warn!(lease = %cfg.name, error = %error, "releasing the lease failed; it will expire")
                 }
-                Err(_) => tracing::warn!(lease = %cfg.name, "releasing the lease timed out; it will expire"),
+                Err(_) => {
+                    tracing::warn!(lease = %cfg.name, "releasing the lease timed out; it will expire")
+                }
             }
         }
     }
@@ -180,22 +193,36 @@ impl LeaderElector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Holding),
                 // Another candidate created it first.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::HeldByOther(None)),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Attempt::HeldByOther(None))
+                }
                 Err(error) => Err(error),
             };
         };
 
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().filter(|holder| !holder.is_empty());
+        let holder = spec
+            .holder_identity
+            .clone()
+            .filter(|holder| !holder.is_empty());
         let ours = holder.as_deref() == Some(cfg.identity.as_str());
         if let Some(other) = holder.as_ref().filter(|_| !ours) {
             // The holder's own duration, not ours: instances may be configured differently.
-            let duration = spec.lease_duration_seconds.unwrap_or_else(|| lease_seconds(cfg.lease_duration));
-            let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+            let duration = spec
+                .lease_duration_seconds
+                .unwrap_or_else(|| lease_seconds(cfg.lease_duration));
+            let last = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .map(|t| t.0);
             // A lease with a holder but no time at all cannot be judged; treat it as
             // expired rather than deadlocking on a malformed object.
             let valid = last
-                .and_then(|last| last.checked_add(jiff::SignedDuration::from_secs(duration.into())).ok())
+                .and_then(|last| {
+                    last.checked_add(jiff::SignedDuration::from_secs(duration.into()))
+                        .ok()
+                })
                 .is_some_and(|expiry| now < expiry);
             if valid {
                 return Ok(Attempt::HeldByOther(Some(other.clone())));
@@ -213,7 +240,11 @@ impl LeaderElector {
 
         // `lease.metadata.resource_version` is the one we read: if anyone wrote since,
         // the API server rejects this with 409 and we lost the race.
-        match self.api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(Attempt::Holding),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::HeldByOther(None)),
             Err(error) => Err(error),
@@ -226,7 +257,9 @@ impl LeaderElector {
         let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
             return Ok(());
         };
-        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
         if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
             return Ok(());
         }
@@ -235,7 +268,11 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now.clone());
         spec.acquire_time = Some(now);
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             // 409: someone wrote in between, so it is not ours to release any more.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             result => result.map(|_| ()),
@@ -253,7 +290,9 @@ struct Publisher<'a> {
 impl Publisher<'_> {
     /// `why` explains the new state in the transition's log line.
     fn set(&self, leading: bool, why: &str) {
-        let changed = self.tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
+        let changed = self
+            .tx
+            .send_if_modified(|current| std::mem::replace(current, leading) != leading);
         if !changed {
             return;
         }
@@ -269,7 +308,10 @@ impl Publisher<'_> {
 impl Publisher<'_> {
     /// Stops leading because the process shuts down: expected, so logged at info.
     fn stand_down(&self) {
-        if self.tx.send_if_modified(|current| std::mem::replace(current, false)) {
+        if self
+            .tx
+            .send_if_modified(|current| std::mem::replace(current, false))
+        {
             tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, "stopped leading: shutting down");
         }
     }
@@ -277,7 +319,8 @@ impl Publisher<'_> {
 
 impl Drop for Publisher<'_> {
     fn drop(&mut self) {
-        self.tx.send_if_modified(|current| std::mem::replace(current, false));
+        self.tx
+            .send_if_modified(|current| std::mem::replace(current, false));
     }
 }
 
@@ -290,7 +333,9 @@ fn lease_seconds(duration: Duration) -> i32 {
 /// How long after starting a successful renewal the leader may keep acting:
 /// `lease_duration - renew_period`, but at least half the lease for odd configurations.
 fn renew_deadline(cfg: &LeaseConfig) -> Duration {
-    cfg.lease_duration.saturating_sub(cfg.renew_period).max(cfg.lease_duration / 2)
+    cfg.lease_duration
+        .saturating_sub(cfg.renew_period)
+        .max(cfg.lease_duration / 2)
 }
 
 #[cfg(test)]
@@ -315,6 +360,9 @@ mod tests {
         };
         assert_eq!(renew_deadline(&cfg(15_000, 2_000)), Duration::from_secs(13));
         assert_eq!(renew_deadline(&cfg(1_000, 200)), Duration::from_millis(800));
-        assert_eq!(renew_deadline(&cfg(1_000, 2_000)), Duration::from_millis(500));
+        assert_eq!(
+            renew_deadline(&cfg(1_000, 2_000)),
+            Duration::from_millis(500)
+        );
     }
 }

@@ -12,13 +12,17 @@ use tracing::{error, info, warn};
 
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
 use rdscred::controller::{self, Scope};
-use rdscred::iam::{policy_document, IamPolicyInput};
+use rdscred::iam::{IamPolicyInput, policy_document};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::reconcile::{Context, Settings};
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]
-#[command(name = "rdscred", version, about = "Database credentials on AWS, owned end to end")]
+#[command(
+    name = "rdscred",
+    version,
+    about = "Database credentials on AWS, owned end to end"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,12 @@ struct RunArgs {
     #[arg(long, env = "RDSCRED_CLUSTER_NAME", default_value = "default")]
     cluster_name: String,
     /// Namespaces to watch, comma-separated (empty: all).
-    #[arg(long, env = "RDSCRED_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "RDSCRED_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     watch_namespaces: Vec<String>,
     /// Reconciles running at once per kind.
     #[arg(long, env = "RDSCRED_CONCURRENCY", default_value_t = 8)]
@@ -123,7 +132,9 @@ struct IamArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<kube::core::Duration>().map(Duration::from).map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))
+    s.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,7 +143,8 @@ fn main() -> anyhow::Result<()> {
         Command::Crd { out_dir: None } => print!("{}", rdscred::crd::crds_yaml()),
         Command::Crd { out_dir: Some(dir) } => {
             for (name, yaml) in rdscred::crd::crd_files() {
-                std::fs::write(dir.join(name), yaml).with_context(|| format!("writing {}", dir.display()))?;
+                std::fs::write(dir.join(name), yaml)
+                    .with_context(|| format!("writing {}", dir.display()))?;
             }
         }
         Command::IamPolicy(a) => {
@@ -148,12 +160,18 @@ fn main() -> anyhow::Result<()> {
                 admin_secret_arns: a.admin_secret_arns,
                 lambda_arns: a.lambda_arns,
             };
-            println!("{}", serde_json::to_string_pretty(&policy_document(&input))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&policy_document(&input))?
+            );
         }
         Command::Run(args) => {
             // Logging first: every later failure is a log line in the chosen format.
-            telemetry::init_logging(args.log_format, &args.log_level).map_err(|e| anyhow::anyhow!("logging: {e}"))?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            telemetry::init_logging(args.log_format, &args.log_level)
+                .map_err(|e| anyhow::anyhow!("logging: {e}"))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let result = rt.block_on(run(args));
             // Do not wait for stray blocking tasks (a DNS lookup, a log write) on the way out.
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -187,7 +205,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let http_stop = Trigger::default();
-    let (_, http_task) = telemetry::serve(args.http_addr, metrics.clone(), health.clone(), http_stop.fired()).await?;
+    let (_, http_task) = telemetry::serve(
+        args.http_addr,
+        metrics.clone(),
+        health.clone(),
+        http_stop.fired(),
+    )
+    .await?;
 
     let result = run_controller(&args, identity, metrics, health.clone(), calls, &shutdown).await;
     health.set_ready(false, "shutting down");
@@ -210,13 +234,24 @@ async fn run_controller(
     shutdown: &Trigger,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !args.leader_elect || (!args.lease_renew_period.is_zero() && args.lease_renew_period < args.lease_duration),
+        !args.leader_elect
+            || (!args.lease_renew_period.is_zero()
+                && args.lease_renew_period < args.lease_duration),
         "--lease-renew-period ({:?}) must be positive and shorter than --lease-duration ({:?})",
         args.lease_renew_period,
         args.lease_duration
     );
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let aws = Aws::new(AwsSettings { endpoint_url: args.aws_endpoint_url.clone(), default_region: args.aws_region.clone() }, calls).await;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let aws = Aws::new(
+        AwsSettings {
+            endpoint_url: args.aws_endpoint_url.clone(),
+            default_region: args.aws_region.clone(),
+        },
+        calls,
+    )
+    .await;
     let settings = Settings {
         cluster_name: args.cluster_name.clone(),
         poll_interval: args.poll_interval,
@@ -226,8 +261,22 @@ async fn run_controller(
         default_min_rotation_interval: args.min_rotation_interval,
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(client.clone(), aws, metrics.clone(), settings, Some(identity.clone())));
-    let scope = Scope { namespaces: args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(), concurrency: args.concurrency };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        aws,
+        metrics.clone(),
+        settings,
+        Some(identity.clone()),
+    ));
+    let scope = Scope {
+        namespaces: args
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+        concurrency: args.concurrency,
+    };
     // Ready once the caches hold their initial lists, unless already shutting down.
     let ready_when_synced = |reason: &'static str| {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -240,7 +289,12 @@ async fn run_controller(
 
     if !args.leader_elect {
         metrics.set_leader(true);
-        let controllers = controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("running"));
+        let controllers = controller::run_with_readiness(
+            ctx,
+            scope,
+            shutdown.fired(),
+            ready_when_synced("running"),
+        );
         drain(controllers, shutdown, args.shutdown_timeout).await;
         metrics.set_leader(false);
         return Ok(());
@@ -282,7 +336,8 @@ async fn run_controller(
 
     metrics.set_leader(true);
     info!("leading: starting controllers");
-    let controllers = controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("leader"));
+    let controllers =
+        controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("leader"));
     let lost = async {
         let _ = leading.wait_for(|l| !*l).await;
     };
@@ -353,8 +408,11 @@ fn default_identity() -> String {
 fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
         Ok(async move {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         })

@@ -89,14 +89,23 @@ pub enum Due {
 impl RotationPlan {
     /// Validates a schedule with Secrets Manager's rules and fills in the default window.
     pub fn from_spec(spec: &RotationSchedule) -> Result<RotationPlan, ScheduleError> {
-        let kind = match (spec.automatically_after_days, spec.schedule_expression.as_deref()) {
+        let kind = match (
+            spec.automatically_after_days,
+            spec.schedule_expression.as_deref(),
+        ) {
             (Some(_), Some(_)) => {
-                return Err(invalid("set either automaticallyAfterDays or scheduleExpression, not both"));
+                return Err(invalid(
+                    "set either automaticallyAfterDays or scheduleExpression, not both",
+                ));
             }
-            (None, None) => return Err(invalid("set automaticallyAfterDays or scheduleExpression")),
+            (None, None) => {
+                return Err(invalid("set automaticallyAfterDays or scheduleExpression"));
+            }
             (Some(days), None) => {
                 if !(1..=1000).contains(&days) {
-                    return Err(invalid(format!("automaticallyAfterDays: {days} is outside 1–1000")));
+                    return Err(invalid(format!(
+                        "automaticallyAfterDays: {days} is outside 1–1000"
+                    )));
                 }
                 Kind::Days(i64::from(days))
             }
@@ -166,7 +175,12 @@ impl RotationPlan {
     /// The first window that opens strictly after `last`: (start, end), end exclusive.
     pub fn window_after(&self, last: Timestamp) -> (Timestamp, Timestamp) {
         let start = self.next_window_start(last);
-        (start, start.checked_add(self.window_length()).unwrap_or(Timestamp::MAX))
+        (
+            start,
+            start
+                .checked_add(self.window_length())
+                .unwrap_or(Timestamp::MAX),
+        )
     }
 
     /// Due decision: `last` = last successful rotation (or the credential's creation time when
@@ -177,12 +191,20 @@ impl RotationPlan {
         // The first window after `last` is also the first after `now` when it has not started
         // yet: no window can open between `last` and it.
         let start = self.next_window_start(last);
-        if start <= now { Due::Now } else { Due::At(start) }
+        if start <= now {
+            Due::Now
+        } else {
+            Due::At(start)
+        }
     }
 }
 
 fn ts(secs: i64) -> Timestamp {
-    Timestamp::from_second(secs).unwrap_or(if secs < 0 { Timestamp::MIN } else { Timestamp::MAX })
+    Timestamp::from_second(secs).unwrap_or(if secs < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
 }
 
 fn utc_date(t: Timestamp) -> Date {
@@ -191,7 +213,9 @@ fn utc_date(t: Timestamp) -> Date {
 
 /// Unix seconds of 00:00 UTC on `date`.
 fn date_start(date: Date) -> i64 {
-    TimeZone::UTC.to_timestamp(date.at(0, 0, 0, 0)).map_or(i64::MAX, |t| t.as_second())
+    TimeZone::UTC
+        .to_timestamp(date.at(0, 0, 0, 0))
+        .map_or(i64::MAX, |t| t.as_second())
 }
 
 /// `Nh`, 1–24: Secrets Manager's `Duration`.
@@ -202,7 +226,9 @@ fn parse_duration(raw: &str) -> Result<i64, ScheduleError> {
         .and_then(|n| n.parse::<i64>().ok());
     match hours {
         Some(h) if (1..=24).contains(&h) => Ok(h),
-        _ => Err(invalid(format!("duration {raw:?}: write whole hours from 1h to 24h, for example \"3h\""))),
+        _ => Err(invalid(format!(
+            "duration {raw:?}: write whole hours from 1h to 24h, for example \"3h\""
+        ))),
     }
 }
 
@@ -222,11 +248,17 @@ fn parse_expression(raw: &str) -> Result<Kind, ScheduleError> {
 fn parse_rate(expr: &str, inner: &str) -> Result<Kind, ScheduleError> {
     let mut parts = inner.split_whitespace();
     let (Some(value), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(invalid(format!("{expr}: write rate(N hours) or rate(N days)")));
+        return Err(invalid(format!(
+            "{expr}: write rate(N hours) or rate(N days)"
+        )));
     };
     let n: i64 = match value.parse() {
         Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) && n > 0 => n,
-        _ => return Err(invalid(format!("{expr}: {value:?} is not a positive whole number"))),
+        _ => {
+            return Err(invalid(format!(
+                "{expr}: {value:?} is not a positive whole number"
+            )));
+        }
     };
     match unit {
         "hour" | "hours" => {
@@ -240,19 +272,25 @@ fn parse_rate(expr: &str, inner: &str) -> Result<Kind, ScheduleError> {
                 } else {
                     "rate(N days) or a cron() expression".into()
                 };
-                Err(invalid(format!("{expr}: rates of 24 hours or more are written in days: use {hint}")))
+                Err(invalid(format!(
+                    "{expr}: rates of 24 hours or more are written in days: use {hint}"
+                )))
             } else {
                 Ok(Kind::Hours(n))
             }
         }
         "day" | "days" => {
             if n > 999 {
-                Err(invalid(format!("{expr}: the longest rotation period Secrets Manager allows is 999 days")))
+                Err(invalid(format!(
+                    "{expr}: the longest rotation period Secrets Manager allows is 999 days"
+                )))
             } else {
                 Ok(Kind::Days(n))
             }
         }
-        _ => Err(invalid(format!("{expr}: unit {unit:?} must be hour, hours, day or days"))),
+        _ => Err(invalid(format!(
+            "{expr}: unit {unit:?} must be hour, hours, day or days"
+        ))),
     }
 }
 
@@ -285,7 +323,9 @@ struct Cron {
     min_gap_hours: i64,
 }
 
-const MONTH_NAMES: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 impl Cron {
@@ -299,7 +339,10 @@ impl Cron {
             )));
         };
         if minutes != "0" {
-            return Err(err("the minutes field must be 0: Secrets Manager rotation windows open on the hour".into()));
+            return Err(err(
+                "the minutes field must be 0: Secrets Manager rotation windows open on the hour"
+                    .into(),
+            ));
         }
         if year != "*" {
             return Err(err(
@@ -309,7 +352,11 @@ impl Cron {
         let hours = parse_list(hours, "hours", 0, 23, &[]).map_err(err)? as u32;
         let months = parse_list(month, "month", 1, 12, &MONTH_NAMES).map_err(err)? as u16;
         let days = match (dom, dow) {
-            ("?", "?") => return Err(err("day-of-month and day-of-week cannot both be '?': set one of them".into())),
+            ("?", "?") => {
+                return Err(err(
+                    "day-of-month and day-of-week cannot both be '?': set one of them".into(),
+                ));
+            }
             ("?", dow) => parse_dow(dow).map_err(err)?,
             (dom, "?") => parse_dom(dom).map_err(err)?,
             _ => {
@@ -318,7 +365,14 @@ impl Cron {
                 ));
             }
         };
-        let mut cron = Cron { hours, months, days, first_hour: 0, last_hour: 0, min_gap_hours: 0 };
+        let mut cron = Cron {
+            hours,
+            months,
+            days,
+            first_hour: 0,
+            last_hour: 0,
+            min_gap_hours: 0,
+        };
         cron.check_frequency().map_err(err)?;
         Ok(cron)
     }
@@ -353,7 +407,10 @@ impl Cron {
             day = next;
         }
         let (Some(first), Some(last)) = (first, prev) else {
-            return Err("this expression never fires (no such date): check day-of-month against month".into());
+            return Err(
+                "this expression never fires (no such date): check day-of-month against month"
+                    .into(),
+            );
         };
         // The cycle repeats: the gap from the last firing to the first of the next cycle.
         gap(last, first + cycle_hours);
@@ -381,7 +438,11 @@ impl Cron {
         let Some(d) = requested else {
             // Secrets Manager: a schedule in hours closes after one hour, one in days at the
             // end of the UTC day.
-            return Ok(if several_a_day { 1 } else { 24 - self.last_hour });
+            return Ok(if several_a_day {
+                1
+            } else {
+                24 - self.last_hour
+            });
         };
         if self.last_hour + d > 24 {
             return Err(invalid(format!(
@@ -440,7 +501,10 @@ impl Cron {
                 return None;
             }
             if self.matches(day) {
-                let hit = hours_of(self.hours).rev().map(|h| base + h * HOUR).find(|t| *t <= secs);
+                let hit = hours_of(self.hours)
+                    .rev()
+                    .map(|h| base + h * HOUR)
+                    .find(|t| *t <= secs);
                 if let Some(t) = hit {
                     return (t >= not_before).then_some(t);
                 }
@@ -461,11 +525,9 @@ fn parse_list(field: &str, name: &str, min: u32, max: u32, names: &[&str]) -> Re
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step = s
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|s| *s >= 1)
-                    .ok_or_else(|| format!("{name} field: step {s:?} in {item:?} must be a positive number"))?;
+                let step = s.parse::<u32>().ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    format!("{name} field: step {s:?} in {item:?} must be a positive number")
+                })?;
                 (r, Some(step))
             }
             None => (item, None),
@@ -473,9 +535,14 @@ fn parse_list(field: &str, name: &str, min: u32, max: u32, names: &[&str]) -> Re
         let (lo, hi) = if range == "*" {
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            let (a, b) = (parse_value(a, name, min, max, names)?, parse_value(b, name, min, max, names)?);
+            let (a, b) = (
+                parse_value(a, name, min, max, names)?,
+                parse_value(b, name, min, max, names)?,
+            );
             if a > b {
-                return Err(format!("{name} field: range {range:?} runs backwards; write the smaller value first"));
+                return Err(format!(
+                    "{name} field: range {range:?} runs backwards; write the smaller value first"
+                ));
             }
             (a, b)
         } else {
@@ -495,10 +562,16 @@ fn parse_value(raw: &str, name: &str, min: u32, max: u32, names: &[&str]) -> Res
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(raw)) {
         return Ok(min + i as u32);
     }
-    let hint = if names.is_empty() { String::new() } else { format!(" or {}–{}", names[0], names[names.len() - 1]) };
+    let hint = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" or {}–{}", names[0], names[names.len() - 1])
+    };
     match raw.parse::<u32>() {
         Ok(v) if raw.bytes().all(|b| b.is_ascii_digit()) && (min..=max).contains(&v) => Ok(v),
-        _ => Err(format!("{name} field: {raw:?} is not a value from {min}–{max}{hint}")),
+        _ => Err(format!(
+            "{name} field: {raw:?} is not a value from {min}–{max}{hint}"
+        )),
     }
 }
 
@@ -527,21 +600,27 @@ fn parse_dow(field: &str) -> Result<DaySpec, String> {
     }
     let special = field.contains('#') || field.ends_with('L');
     if special && field.contains([',', '-', '/', '*']) {
-        return Err(format!("day-of-week field: {field:?} — 'nL' and 'n#k' must be the whole field"));
+        return Err(format!(
+            "day-of-week field: {field:?} — 'nL' and 'n#k' must be the whole field"
+        ));
     }
     if let Some((w, n)) = field.split_once('#') {
         let n = n
             .parse::<u8>()
             .ok()
             .filter(|n| (1..=5).contains(n))
-            .ok_or_else(|| format!("day-of-week field: in {field:?} the number after '#' must be 1–5"))?;
+            .ok_or_else(|| {
+                format!("day-of-week field: in {field:?} the number after '#' must be 1–5")
+            })?;
         return Ok(DaySpec::NthWeekday(weekday(w)?, n));
     }
     if let Some(w) = field.strip_suffix('L').filter(|w| !w.is_empty()) {
         return Ok(DaySpec::LastWeekday(weekday(w)?));
     }
     if field.contains('L') || field.contains('#') {
-        return Err(format!("day-of-week field: {field:?} — 'nL' and 'n#k' must be the whole field"));
+        return Err(format!(
+            "day-of-week field: {field:?} — 'nL' and 'n#k' must be the whole field"
+        ));
     }
     parse_list(field, "day-of-week", 1, 7, &DAY_NAMES).map(|m| DaySpec::WeekDays(m as u8))
 }
@@ -653,10 +732,19 @@ mod tests {
             let e = days(1, Some(bad)).unwrap_err().to_string();
             assert!(e.contains("1h to 24h"), "{bad}: {e}");
         }
-        assert_eq!(days(1, Some("24h")).unwrap().window_length(), SignedDuration::from_hours(24));
-        assert_eq!(days(1, None).unwrap().window_length(), SignedDuration::from_hours(24));
+        assert_eq!(
+            days(1, Some("24h")).unwrap().window_length(),
+            SignedDuration::from_hours(24)
+        );
+        assert_eq!(
+            days(1, None).unwrap().window_length(),
+            SignedDuration::from_hours(24)
+        );
         // Hour rates: default 1h, at most the rate.
-        assert_eq!(ok("rate(6 hours)").window_length(), SignedDuration::from_hours(1));
+        assert_eq!(
+            ok("rate(6 hours)").window_length(),
+            SignedDuration::from_hours(1)
+        );
         assert!(plan("rate(6 hours)", Some("6h")).is_ok());
         assert!(err("rate(6 hours)", Some("7h")).contains("next one"));
     }
@@ -721,7 +809,10 @@ mod tests {
         for (expr, want) in cases {
             let e = err(expr, None);
             assert!(e.contains(want), "{expr}: {e:?} should mention {want:?}");
-            assert!(e.starts_with(expr.trim()) || e.contains("scheduleExpression"), "{e}");
+            assert!(
+                e.starts_with(expr.trim()) || e.contains("scheduleExpression"),
+                "{e}"
+            );
         }
         // 4 hours apart across midnight is the limit and allowed.
         ok("cron(0 0,20 * * ? *)");
@@ -732,10 +823,19 @@ mod tests {
     #[test]
     fn cron_windows_and_defaults() {
         // One firing a day: the window runs to the end of the UTC day.
-        assert_eq!(ok("cron(0 16 * * ? *)").window_length(), SignedDuration::from_hours(8));
-        assert_eq!(ok("cron(0 0 ? * MON *)").window_length(), SignedDuration::from_hours(24));
+        assert_eq!(
+            ok("cron(0 16 * * ? *)").window_length(),
+            SignedDuration::from_hours(8)
+        );
+        assert_eq!(
+            ok("cron(0 0 ? * MON *)").window_length(),
+            SignedDuration::from_hours(24)
+        );
         // Several a day: one hour.
-        assert_eq!(ok("cron(0 4/12 * * ? *)").window_length(), SignedDuration::from_hours(1));
+        assert_eq!(
+            ok("cron(0 4/12 * * ? *)").window_length(),
+            SignedDuration::from_hours(1)
+        );
         assert!(plan("cron(0 16 * * ? *)", Some("8h")).is_ok());
         assert!(err("cron(0 16 * * ? *)", Some("9h")).contains("next UTC day"));
         assert!(plan("cron(0 4/12 * * ? *)", Some("8h")).is_ok());
@@ -749,56 +849,100 @@ mod tests {
         let p = ok("cron(0 4/12 * * ? *)");
         assert_eq!(
             starts(&p, "2024-03-01T05:00:00Z", 3),
-            ["2024-03-01T16:00:00Z", "2024-03-02T04:00:00Z", "2024-03-02T16:00:00Z"]
+            [
+                "2024-03-01T16:00:00Z",
+                "2024-03-02T04:00:00Z",
+                "2024-03-02T16:00:00Z"
+            ]
         );
         // Strictly after: exactly at a firing gives the next one.
-        assert_eq!(p.next_window_start(t("2024-03-01T04:00:00Z")), t("2024-03-01T16:00:00Z"));
+        assert_eq!(
+            p.next_window_start(t("2024-03-01T04:00:00Z")),
+            t("2024-03-01T16:00:00Z")
+        );
 
         // Last day of the month across a leap February and a year end.
         let last = ok("cron(0 16 L * ? *)");
         assert_eq!(
             starts(&last, "2024-01-31T17:00:00Z", 3),
-            ["2024-02-29T16:00:00Z", "2024-03-31T16:00:00Z", "2024-04-30T16:00:00Z"]
+            [
+                "2024-02-29T16:00:00Z",
+                "2024-03-31T16:00:00Z",
+                "2024-04-30T16:00:00Z"
+            ]
         );
-        assert_eq!(last.next_window_start(t("2023-02-01T00:00:00Z")), t("2023-02-28T16:00:00Z"));
-        assert_eq!(starts(&last, "2023-12-31T16:00:00Z", 1), ["2024-01-31T16:00:00Z"]);
+        assert_eq!(
+            last.next_window_start(t("2023-02-01T00:00:00Z")),
+            t("2023-02-28T16:00:00Z")
+        );
+        assert_eq!(
+            starts(&last, "2023-12-31T16:00:00Z", 1),
+            ["2024-01-31T16:00:00Z"]
+        );
 
         // Day 31 skips short months.
         let d31 = ok("cron(0 0 31 * ? *)");
         assert_eq!(
             starts(&d31, "2024-01-31T00:00:00Z", 3),
-            ["2024-03-31T00:00:00Z", "2024-05-31T00:00:00Z", "2024-07-31T00:00:00Z"]
+            [
+                "2024-03-31T00:00:00Z",
+                "2024-05-31T00:00:00Z",
+                "2024-07-31T00:00:00Z"
+            ]
         );
 
         // First Sunday of the month; second Tuesday.
         let sun1 = ok("cron(0 0 ? * SUN#1 *)");
         assert_eq!(
             starts(&sun1, "2024-01-01T00:00:00Z", 3),
-            ["2024-01-07T00:00:00Z", "2024-02-04T00:00:00Z", "2024-03-03T00:00:00Z"]
+            [
+                "2024-01-07T00:00:00Z",
+                "2024-02-04T00:00:00Z",
+                "2024-03-03T00:00:00Z"
+            ]
         );
         let tue2 = ok("cron(0 9 ? * 3#2 *)");
-        assert_eq!(starts(&tue2, "2024-12-31T00:00:00Z", 2), ["2025-01-14T09:00:00Z", "2025-02-11T09:00:00Z"]);
+        assert_eq!(
+            starts(&tue2, "2024-12-31T00:00:00Z", 2),
+            ["2025-01-14T09:00:00Z", "2025-02-11T09:00:00Z"]
+        );
 
         // Fifth Friday (only some months have one).
         let fri5 = ok("cron(0 0 ? * FRI#5 *)");
         assert_eq!(
             starts(&fri5, "2024-01-01T00:00:00Z", 3),
-            ["2024-03-29T00:00:00Z", "2024-05-31T00:00:00Z", "2024-08-30T00:00:00Z"]
+            [
+                "2024-03-29T00:00:00Z",
+                "2024-05-31T00:00:00Z",
+                "2024-08-30T00:00:00Z"
+            ]
         );
 
         // Last Friday of the month, including leap February 2024 (29th is a Thursday).
         let lastfri = ok("cron(0 12 ? * 6L *)");
-        assert_eq!(starts(&lastfri, "2024-01-27T00:00:00Z", 2), ["2024-02-23T12:00:00Z", "2024-03-29T12:00:00Z"]);
+        assert_eq!(
+            starts(&lastfri, "2024-01-27T00:00:00Z", 2),
+            ["2024-02-23T12:00:00Z", "2024-03-29T12:00:00Z"]
+        );
 
         // Weekdays and month lists.
         let wk = ok("cron(0 10 ? * MON-FRI *)");
         // 2024-03-01 is a Friday.
-        assert_eq!(starts(&wk, "2024-03-01T10:00:00Z", 2), ["2024-03-04T10:00:00Z", "2024-03-05T10:00:00Z"]);
+        assert_eq!(
+            starts(&wk, "2024-03-01T10:00:00Z", 2),
+            ["2024-03-04T10:00:00Z", "2024-03-05T10:00:00Z"]
+        );
         let q = ok("cron(0 0 1 JAN,APR,JUL,OCT ? *)");
-        assert_eq!(starts(&q, "2024-10-01T00:00:00Z", 2), ["2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z"]);
+        assert_eq!(
+            starts(&q, "2024-10-01T00:00:00Z", 2),
+            ["2025-01-01T00:00:00Z", "2025-04-01T00:00:00Z"]
+        );
         // Day-of-month step: 1, 8, 15, 22, 29.
         let every7 = ok("cron(0 8 1/7 * ? *)");
-        assert_eq!(starts(&every7, "2024-02-22T08:00:00Z", 2), ["2024-02-29T08:00:00Z", "2024-03-01T08:00:00Z"]);
+        assert_eq!(
+            starts(&every7, "2024-02-22T08:00:00Z", 2),
+            ["2024-02-29T08:00:00Z", "2024-03-01T08:00:00Z"]
+        );
     }
 
     #[test]
@@ -810,7 +954,10 @@ mod tests {
         );
         assert_eq!(p.window_containing(t("2024-03-01T06:00:00Z")), None);
         assert_eq!(p.window_containing(t("2024-03-01T03:59:59Z")), None);
-        assert_eq!(p.window_containing(t("2024-03-01T16:00:00Z")).unwrap().0, t("2024-03-01T16:00:00Z"));
+        assert_eq!(
+            p.window_containing(t("2024-03-01T16:00:00Z")).unwrap().0,
+            t("2024-03-01T16:00:00Z")
+        );
         // Default window of a daily schedule runs to midnight.
         let daily = ok("cron(0 20 L * ? *)");
         assert_eq!(
@@ -827,7 +974,11 @@ mod tests {
         assert!(!p.is_relative());
         assert_eq!(
             starts(&p, "2024-02-28T19:30:00Z", 3),
-            ["2024-02-29T00:00:00Z", "2024-02-29T06:00:00Z", "2024-02-29T12:00:00Z"]
+            [
+                "2024-02-29T00:00:00Z",
+                "2024-02-29T06:00:00Z",
+                "2024-02-29T12:00:00Z"
+            ]
         );
         assert_eq!(
             p.window_containing(t("2024-02-29T06:59:00Z")),
@@ -836,8 +987,14 @@ mod tests {
         assert_eq!(p.window_containing(t("2024-02-29T07:00:00Z")), None);
         // Not dividing 24: always exactly 7 hours apart.
         let p7 = ok("rate(7 hours)");
-        let s: Vec<Timestamp> = starts(&p7, "2024-01-01T00:00:00Z", 6).iter().map(|s| t(s)).collect();
-        assert!(s.windows(2).all(|w| w[1].as_second() - w[0].as_second() == 7 * HOUR));
+        let s: Vec<Timestamp> = starts(&p7, "2024-01-01T00:00:00Z", 6)
+            .iter()
+            .map(|s| t(s))
+            .collect();
+        assert!(
+            s.windows(2)
+                .all(|w| w[1].as_second() - w[0].as_second() == 7 * HOUR)
+        );
     }
 
     #[test]
@@ -846,45 +1003,87 @@ mod tests {
         assert!(p.is_relative());
         assert_eq!(p, days(10, None).unwrap());
         // Window opens at midnight UTC of the day N days later and closes at its end.
-        assert_eq!(p.window_after(t("2024-02-25T17:45:00Z")), (t("2024-03-06T00:00:00Z"), t("2024-03-07T00:00:00Z")));
+        assert_eq!(
+            p.window_after(t("2024-02-25T17:45:00Z")),
+            (t("2024-03-06T00:00:00Z"), t("2024-03-07T00:00:00Z"))
+        );
         assert_eq!(p.window_containing(t("2024-03-06T01:00:00Z")), None);
         // Across a leap day and a year end.
         let one = days(1, Some("3h")).unwrap();
-        assert_eq!(one.window_after(t("2024-02-28T23:00:00Z")), (t("2024-02-29T00:00:00Z"), t("2024-02-29T03:00:00Z")));
-        assert_eq!(one.next_window_start(t("2024-12-31T12:00:00Z")), t("2025-01-01T00:00:00Z"));
+        assert_eq!(
+            one.window_after(t("2024-02-28T23:00:00Z")),
+            (t("2024-02-29T00:00:00Z"), t("2024-02-29T03:00:00Z"))
+        );
+        assert_eq!(
+            one.next_window_start(t("2024-12-31T12:00:00Z")),
+            t("2025-01-01T00:00:00Z")
+        );
         let long = days(1000, None).unwrap();
-        assert_eq!(long.next_window_start(t("2024-01-01T10:00:00Z")), t("2026-09-27T00:00:00Z"));
+        assert_eq!(
+            long.next_window_start(t("2024-01-01T10:00:00Z")),
+            t("2026-09-27T00:00:00Z")
+        );
     }
 
     #[test]
     fn due_decisions() {
         let p = days(30, None).unwrap();
         let last = t("2024-01-15T10:00:00Z");
-        assert_eq!(p.due(last, t("2024-02-01T00:00:00Z")), Due::At(t("2024-02-14T00:00:00Z")));
+        assert_eq!(
+            p.due(last, t("2024-02-01T00:00:00Z")),
+            Due::At(t("2024-02-14T00:00:00Z"))
+        );
         assert_eq!(p.due(last, t("2024-02-14T00:00:00Z")), Due::Now);
         // Missed by weeks (controller down): due now, not at some later window.
         assert_eq!(p.due(last, t("2024-03-30T00:00:00Z")), Due::Now);
         // After the rotation the next one is 30 days on.
-        assert_eq!(p.due(t("2024-03-30T00:05:00Z"), t("2024-03-30T00:06:00Z")), Due::At(t("2024-04-29T00:00:00Z")));
+        assert_eq!(
+            p.due(t("2024-03-30T00:05:00Z"), t("2024-03-30T00:06:00Z")),
+            Due::At(t("2024-04-29T00:00:00Z"))
+        );
 
         let c = ok("cron(0 4/12 * * ? *)");
         // Rotated inside the 04:00 window: next is 16:00.
-        assert_eq!(c.due(t("2024-03-01T04:10:00Z"), t("2024-03-01T05:00:00Z")), Due::At(t("2024-03-01T16:00:00Z")));
+        assert_eq!(
+            c.due(t("2024-03-01T04:10:00Z"), t("2024-03-01T05:00:00Z")),
+            Due::At(t("2024-03-01T16:00:00Z"))
+        );
         // The 16:00 window was missed (controller down until next morning): due now.
-        assert_eq!(c.due(t("2024-03-01T04:10:00Z"), t("2024-03-02T02:00:00Z")), Due::Now);
+        assert_eq!(
+            c.due(t("2024-03-01T04:10:00Z"), t("2024-03-02T02:00:00Z")),
+            Due::Now
+        );
         // At the exact start of a window.
-        assert_eq!(c.due(t("2024-03-01T04:10:00Z"), t("2024-03-01T16:00:00Z")), Due::Now);
+        assert_eq!(
+            c.due(t("2024-03-01T04:10:00Z"), t("2024-03-01T16:00:00Z")),
+            Due::Now
+        );
         // Rotated exactly at a window start: that window counts as done.
-        assert_eq!(c.due(t("2024-03-01T16:00:00Z"), t("2024-03-01T16:30:00Z")), Due::At(t("2024-03-02T04:00:00Z")));
+        assert_eq!(
+            c.due(t("2024-03-01T16:00:00Z"), t("2024-03-01T16:30:00Z")),
+            Due::At(t("2024-03-02T04:00:00Z"))
+        );
         // Clock skew: `last` after `now` waits for the window after `last`.
-        assert_eq!(c.due(t("2024-03-01T17:00:00Z"), t("2024-03-01T15:00:00Z")), Due::At(t("2024-03-02T04:00:00Z")));
+        assert_eq!(
+            c.due(t("2024-03-01T17:00:00Z"), t("2024-03-01T15:00:00Z")),
+            Due::At(t("2024-03-02T04:00:00Z"))
+        );
         // A new credential (last = creation) waits for the first window.
         let w = ok("cron(0 0 ? * SUN#1 *)");
-        assert_eq!(w.due(t("2024-01-10T00:00:00Z"), t("2024-01-10T00:00:01Z")), Due::At(t("2024-02-04T00:00:00Z")));
+        assert_eq!(
+            w.due(t("2024-01-10T00:00:00Z"), t("2024-01-10T00:00:01Z")),
+            Due::At(t("2024-02-04T00:00:00Z"))
+        );
 
         let h = ok("rate(4 hours)");
-        assert_eq!(h.due(t("2024-03-01T01:00:00Z"), t("2024-03-01T03:59:59Z")), Due::At(t("2024-03-01T04:00:00Z")));
-        assert_eq!(h.due(t("2024-03-01T01:00:00Z"), t("2024-03-01T09:00:00Z")), Due::Now);
+        assert_eq!(
+            h.due(t("2024-03-01T01:00:00Z"), t("2024-03-01T03:59:59Z")),
+            Due::At(t("2024-03-01T04:00:00Z"))
+        );
+        assert_eq!(
+            h.due(t("2024-03-01T01:00:00Z"), t("2024-03-01T09:00:00Z")),
+            Due::Now
+        );
     }
 
     #[test]

@@ -103,12 +103,20 @@ impl RdsSecretValue {
         }
         // serde_json's error text can quote input; report only its category and position.
         let loose: Loose = serde_json::from_str(raw).map_err(|e| {
-            SecretParseError::Shape(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))
+            SecretParseError::Shape(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
         })?;
         let port = match loose.port {
             None => 0,
             Some(Port::Num(p)) => p,
-            Some(Port::Str(s)) => s.trim().parse().map_err(|_| SecretParseError::Shape("port is not a number".into()))?,
+            Some(Port::Str(s)) => s
+                .trim()
+                .parse()
+                .map_err(|_| SecretParseError::Shape("port is not a number".into()))?,
         };
         Ok(RdsSecretValue {
             engine: loose.engine.unwrap_or_default(),
@@ -151,7 +159,10 @@ pub fn password_alphabet(policy: &PasswordSpec) -> Vec<char> {
 /// A new password from the OS CSPRNG, uniform over the policy's alphabet (rejection sampling,
 /// no modulo bias). Any printable ASCII character may appear when the policy allows it: the
 /// engines bind or quote passwords, never paste them into SQL.
-pub fn generate_password(policy: &PasswordSpec, _engine: EngineKind) -> Result<SecretString, PasswordError> {
+pub fn generate_password(
+    policy: &PasswordSpec,
+    _engine: EngineKind,
+) -> Result<SecretString, PasswordError> {
     let alphabet = password_alphabet(policy);
     if alphabet.len() < 10 {
         return Err(PasswordError::AlphabetTooSmall);
@@ -199,7 +210,9 @@ mod tests {
 
     #[test]
     fn parse_accepts_string_port_and_master_secret_shape() {
-        let v = RdsSecretValue::parse(r#"{"username":"a","password":"p","port":"5432","host":"h"}"#).unwrap();
+        let v =
+            RdsSecretValue::parse(r#"{"username":"a","password":"p","port":"5432","host":"h"}"#)
+                .unwrap();
         assert_eq!(v.port, 5432);
         let m = RdsSecretValue::parse(r#"{"username":"postgres","password":"x"}"#).unwrap();
         assert_eq!(m.host, "");
@@ -207,13 +220,18 @@ mod tests {
 
     #[test]
     fn parse_error_does_not_echo_input() {
-        let err = RdsSecretValue::parse(r#"{"username":"a","password":"topsecret", nope}"#).unwrap_err();
+        let err =
+            RdsSecretValue::parse(r#"{"username":"a","password":"topsecret", nope}"#).unwrap_err();
         assert!(!err.to_string().contains("topsecret"));
     }
 
     #[test]
     fn generated_passwords_follow_policy() {
-        let policy = PasswordSpec { length: 64, exclude_characters: Some("abc".into()), alphanumeric_only: false };
+        let policy = PasswordSpec {
+            length: 64,
+            exclude_characters: Some("abc".into()),
+            alphanumeric_only: false,
+        };
         for _ in 0..50 {
             let p = generate_password(&policy, EngineKind::Postgres).unwrap();
             assert_eq!(p.expose().len(), 64);
@@ -229,9 +247,14 @@ mod tests {
     fn tiny_alphabet_is_refused() {
         let policy = PasswordSpec {
             length: 16,
-            exclude_characters: Some("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123".into()),
+            exclude_characters: Some(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123".into(),
+            ),
             alphanumeric_only: true,
         };
-        assert!(matches!(generate_password(&policy, EngineKind::Postgres), Err(PasswordError::AlphabetTooSmall)));
+        assert!(matches!(
+            generate_password(&policy, EngineKind::Postgres),
+            Err(PasswordError::AlphabetTooSmall)
+        ));
     }
 }

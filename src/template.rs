@@ -17,7 +17,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::secret::SecretString;
 
 /// Everything except the RFC 3986 unreserved set.
-const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 const KEYS: [&str; 6] = ["username", "password", "host", "port", "dbname", "engine"];
 const FILTERS: [&str; 1] = ["urlencode"];
@@ -40,15 +44,25 @@ pub enum TemplateError {
     #[error("empty placeholder at offset {offset}: write {{{{ key }}}} with one of {}", KEYS.join(", "))]
     Empty { offset: usize },
     #[error("unknown key {key:?} at offset {offset}{}; known keys: {}", hint(suggestion), KEYS.join(", "))]
-    UnknownKey { key: String, offset: usize, suggestion: Option<&'static str> },
+    UnknownKey {
+        key: String,
+        offset: usize,
+        suggestion: Option<&'static str>,
+    },
     #[error("unknown filter {filter:?} at offset {offset}{}; known filters: {}", hint(suggestion), FILTERS.join(", "))]
-    UnknownFilter { filter: String, offset: usize, suggestion: Option<&'static str> },
+    UnknownFilter {
+        filter: String,
+        offset: usize,
+        suggestion: Option<&'static str>,
+    },
     #[error("placeholder at offset {offset}: {detail}")]
     Syntax { offset: usize, detail: &'static str },
 }
 
 fn hint(suggestion: &Option<&'static str>) -> String {
-    suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
+    suggestion
+        .map(|s| format!(" (did you mean {s:?}?)"))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Copy)]
@@ -82,10 +96,17 @@ pub fn render(template: &str, values: &TemplateValues<'_>) -> Result<SecretStrin
     let port = values.port.to_string();
     // Sized up front (worst case: every value percent-encoded) so the buffer holding the
     // password is not reallocated, which would leave copies behind in freed memory.
-    let values_len =
-        values.username.len() + values.password.expose().len() + values.host.len() + values.dbname.map_or(0, str::len);
-    let fields = segments.iter().filter(|s| matches!(s, Segment::Field { .. })).count();
-    let mut out = String::with_capacity(template.len() + fields * (3 * values_len + 3 * values.engine.len() + 5));
+    let values_len = values.username.len()
+        + values.password.expose().len()
+        + values.host.len()
+        + values.dbname.map_or(0, str::len);
+    let fields = segments
+        .iter()
+        .filter(|s| matches!(s, Segment::Field { .. }))
+        .count();
+    let mut out = String::with_capacity(
+        template.len() + fields * (3 * values_len + 3 * values.engine.len() + 5),
+    );
     for segment in &segments {
         match segment {
             Segment::Text(text) => out.push_str(text),
@@ -107,9 +128,9 @@ pub fn render(template: &str, values: &TemplateValues<'_>) -> Result<SecretStrin
                         let mut value = SecretString::new(raw);
                         for filter in filters {
                             value = match filter {
-                                Filter::UrlEncode => {
-                                    SecretString::new(utf8_percent_encode(value.expose(), URL_COMPONENT).to_string())
-                                }
+                                Filter::UrlEncode => SecretString::new(
+                                    utf8_percent_encode(value.expose(), URL_COMPONENT).to_string(),
+                                ),
                             };
                         }
                         out.push_str(value.expose());
@@ -162,19 +183,36 @@ fn parse_field(inner: &str, offset: usize) -> Result<Segment<'static>, TemplateE
         "port" => Key::Port,
         "dbname" => Key::Dbname,
         "engine" => Key::Engine,
-        "" => return Err(TemplateError::Syntax { offset, detail: "a filter needs a key before '|'" }),
+        "" => {
+            return Err(TemplateError::Syntax {
+                offset,
+                detail: "a filter needs a key before '|'",
+            });
+        }
         other if other.contains(char::is_whitespace) => {
-            return Err(TemplateError::Syntax { offset, detail: "one key per placeholder; separate filters with '|'" });
+            return Err(TemplateError::Syntax {
+                offset,
+                detail: "one key per placeholder; separate filters with '|'",
+            });
         }
         other => {
-            return Err(TemplateError::UnknownKey { key: shorten(other), offset, suggestion: closest(other, &KEYS) });
+            return Err(TemplateError::UnknownKey {
+                key: shorten(other),
+                offset,
+                suggestion: closest(other, &KEYS),
+            });
         }
     };
     let mut filters = Vec::new();
     for name in parts {
         filters.push(match name {
             "urlencode" => Filter::UrlEncode,
-            "" => return Err(TemplateError::Syntax { offset, detail: "empty filter after '|'" }),
+            "" => {
+                return Err(TemplateError::Syntax {
+                    offset,
+                    detail: "empty filter after '|'",
+                });
+            }
             other => {
                 return Err(TemplateError::UnknownFilter {
                     filter: shorten(other),
@@ -200,7 +238,12 @@ fn shorten(name: &str) -> String {
 /// The known name within edit distance 2 (case-insensitive), if one is unambiguous enough.
 fn closest(name: &str, known: &[&'static str]) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
-    known.iter().map(|k| (levenshtein(&lower, k), *k)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, k)| k)
+    known
+        .iter()
+        .map(|k| (levenshtein(&lower, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -209,7 +252,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -220,8 +265,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    const URL: &str =
-        "postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}";
+    const URL: &str = "postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}";
 
     fn values<'a>(password: &'a SecretString, dbname: Option<&'a str>) -> TemplateValues<'a> {
         TemplateValues {
@@ -246,13 +290,27 @@ mod tests {
             &values(&pw, Some("orders")),
         )
         .unwrap();
-        assert_eq!(out.expose(), "app_user s3cret db.example.internal 5432 orders postgres");
+        assert_eq!(
+            out.expose(),
+            "app_user s3cret db.example.internal 5432 orders postgres"
+        );
         let out = render(URL, &values(&pw, Some("orders"))).unwrap();
-        assert_eq!(out.expose(), "postgres://app_user:s3cret@db.example.internal:5432/orders");
+        assert_eq!(
+            out.expose(),
+            "postgres://app_user:s3cret@db.example.internal:5432/orders"
+        );
         // No dbname: empty, like the Secret's default `dbname` key.
-        assert_eq!(render("/{{ dbname }}", &values(&pw, None)).unwrap().expose(), "/");
+        assert_eq!(
+            render("/{{ dbname }}", &values(&pw, None))
+                .unwrap()
+                .expose(),
+            "/"
+        );
         // No placeholders; a lone closing pair and single braces are text.
-        assert_eq!(render("a } b }} {c}", &values(&pw, None)).unwrap().expose(), "a } b }} {c}");
+        assert_eq!(
+            render("a } b }} {c}", &values(&pw, None)).unwrap().expose(),
+            "a } b }} {c}"
+        );
         assert_eq!(render("", &values(&pw, None)).unwrap().expose(), "");
     }
 
@@ -272,10 +330,20 @@ mod tests {
         assert_eq!(out.expose(), expected);
         // Non-ASCII is encoded as UTF-8 bytes.
         let pw = SecretString::new("é");
-        assert_eq!(render("{{password|urlencode}}", &values(&pw, None)).unwrap().expose(), "%C3%A9");
+        assert_eq!(
+            render("{{password|urlencode}}", &values(&pw, None))
+                .unwrap()
+                .expose(),
+            "%C3%A9"
+        );
         // Filters chain.
         let pw = SecretString::new("a b");
-        assert_eq!(render("{{ password | urlencode | urlencode }}", &values(&pw, None)).unwrap().expose(), "a%2520b");
+        assert_eq!(
+            render("{{ password | urlencode | urlencode }}", &values(&pw, None))
+                .unwrap()
+                .expose(),
+            "a%2520b"
+        );
     }
 
     /// A DATABASE_URL whose password holds every printable ASCII character parses as a URL
@@ -284,7 +352,11 @@ mod tests {
     fn database_url_round_trips_every_printable_character() {
         let printable = all_printable();
         // Also a password made only of the characters that break URLs.
-        for password in [printable.clone(), "@:/?#[]%".into(), format!("{printable}{printable}")] {
+        for password in [
+            printable.clone(),
+            "@:/?#[]%".into(),
+            format!("{printable}{printable}"),
+        ] {
             let pw = SecretString::new(password.clone());
             let vals = TemplateValues {
                 username: "user@corp:x/y",
@@ -300,7 +372,12 @@ mod tests {
             assert_eq!(url.host_str(), Some("db.example.internal"));
             assert_eq!(url.port(), Some(3306));
             assert_eq!(url.path(), "/app");
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().unwrap().into_owned();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            };
             assert_eq!(decode(url.username()), "user@corp:x/y");
             assert_eq!(decode(url.password().expect("has a password")), password);
         }
@@ -323,35 +400,97 @@ mod tests {
     #[test]
     fn errors_are_actionable() {
         let e = validate("{{ pasword }}").unwrap_err();
-        assert_eq!(e, TemplateError::UnknownKey { key: "pasword".into(), offset: 0, suggestion: Some("password") });
+        assert_eq!(
+            e,
+            TemplateError::UnknownKey {
+                key: "pasword".into(),
+                offset: 0,
+                suggestion: Some("password")
+            }
+        );
         assert!(e.to_string().contains("did you mean \"password\""), "{e}");
         let e = validate("x {{ Username }}").unwrap_err();
-        assert!(matches!(e, TemplateError::UnknownKey { offset: 2, suggestion: Some("username"), .. }), "{e:?}");
-        assert!(matches!(validate("{{ db_name }}"), Err(TemplateError::UnknownKey { suggestion: Some("dbname"), .. })));
-        assert!(matches!(validate("{{ certificate }}"), Err(TemplateError::UnknownKey { suggestion: None, .. })));
+        assert!(
+            matches!(
+                e,
+                TemplateError::UnknownKey {
+                    offset: 2,
+                    suggestion: Some("username"),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            validate("{{ db_name }}"),
+            Err(TemplateError::UnknownKey {
+                suggestion: Some("dbname"),
+                ..
+            })
+        ));
+        assert!(matches!(
+            validate("{{ certificate }}"),
+            Err(TemplateError::UnknownKey {
+                suggestion: None,
+                ..
+            })
+        ));
         let e = validate("{{ password | urlencoded }}").unwrap_err();
-        assert!(matches!(e, TemplateError::UnknownFilter { suggestion: Some("urlencode"), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                TemplateError::UnknownFilter {
+                    suggestion: Some("urlencode"),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("known filters: urlencode"), "{e}");
         assert!(matches!(
             validate("{{ password | base64 }}"),
-            Err(TemplateError::UnknownFilter { suggestion: None, .. })
+            Err(TemplateError::UnknownFilter {
+                suggestion: None,
+                ..
+            })
         ));
-        assert_eq!(validate("abc {{ password "), Err(TemplateError::Unclosed { offset: 4 }));
-        assert_eq!(validate("{{ password {{ host }}"), Err(TemplateError::Unclosed { offset: 0 }));
+        assert_eq!(
+            validate("abc {{ password "),
+            Err(TemplateError::Unclosed { offset: 4 })
+        );
+        assert_eq!(
+            validate("{{ password {{ host }}"),
+            Err(TemplateError::Unclosed { offset: 0 })
+        );
         assert_eq!(validate("{{}}"), Err(TemplateError::Empty { offset: 0 }));
         assert_eq!(validate("{{   }}"), Err(TemplateError::Empty { offset: 0 }));
-        assert!(matches!(validate("{{ | urlencode }}"), Err(TemplateError::Syntax { .. })));
-        assert!(matches!(validate("{{ password | }}"), Err(TemplateError::Syntax { .. })));
-        assert!(matches!(validate("{{ password host }}"), Err(TemplateError::Syntax { .. })));
+        assert!(matches!(
+            validate("{{ | urlencode }}"),
+            Err(TemplateError::Syntax { .. })
+        ));
+        assert!(matches!(
+            validate("{{ password | }}"),
+            Err(TemplateError::Syntax { .. })
+        ));
+        assert!(matches!(
+            validate("{{ password host }}"),
+            Err(TemplateError::Syntax { .. })
+        ));
         // Offsets are byte offsets into the template.
-        assert!(matches!(validate("ab{{ port }}cd{{ nope }}"), Err(TemplateError::UnknownKey { offset: 14, .. })));
+        assert!(matches!(
+            validate("ab{{ port }}cd{{ nope }}"),
+            Err(TemplateError::UnknownKey { offset: 14, .. })
+        ));
     }
 
     #[test]
     fn errors_never_carry_values() {
         let pw = SecretString::new("hunter2-very-secret");
-        let bad =
-            ["{{ password }}{{ pasword }}", "{{ password | urlencode }} {{ password | nope }}", "{{ password }} {{"];
+        let bad = [
+            "{{ password }}{{ pasword }}",
+            "{{ password | urlencode }} {{ password | nope }}",
+            "{{ password }} {{",
+        ];
         for t in bad {
             let e = render(t, &values(&pw, Some("db"))).unwrap_err();
             assert!(!e.to_string().contains("hunter2"), "{e}");

@@ -26,19 +26,26 @@ impl ApiCalls {
     /// Every counter, sorted by (service, operation, outcome).
     pub fn snapshot(&self) -> Vec<((String, String, String), u64)> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|((s, o, r), n)| ((s.to_string(), o.to_string(), r.to_string()), *n)).collect()
+        map.iter()
+            .map(|((s, o, r), n)| ((s.to_string(), o.to_string(), r.to_string()), *n))
+            .collect()
     }
 
     /// Calls of `operation` (e.g. `"ListSecrets"`), all services and outcomes together.
     pub fn total(&self, operation: &str) -> u64 {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().filter(|((_, o, _), _)| *o == operation).map(|(_, n)| n).sum()
+        map.iter()
+            .filter(|((_, o, _), _)| *o == operation)
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
 impl std::fmt::Debug for ApiCalls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiCalls").field("counters", &self.snapshot().len()).finish()
+        f.debug_struct("ApiCalls")
+            .field("counters", &self.snapshot().len())
+            .finish()
     }
 }
 
@@ -59,6 +66,9 @@ mod tests {
         assert_eq!(calls.total("GetSecretValue"), 0);
         let snap = calls.snapshot();
         assert_eq!(snap.len(), 3);
-        assert!(snap.contains(&(("secretsmanager".into(), "ListSecrets".into(), "ok".into()), 2)));
+        assert!(snap.contains(&(
+            ("secretsmanager".into(), "ListSecrets".into(), "ok".into()),
+            2
+        )));
     }
 }

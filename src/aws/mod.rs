@@ -34,7 +34,10 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 pub use calls::ApiCalls;
 pub use rds::{DbEndpointInfo, Rds};
-pub use secrets::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, NewSecret, RotationRules, SecretMeta, SecretVersion, Secrets, VersionSelector};
+pub use secrets::{
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, NewSecret, RotationRules, SecretMeta, SecretVersion,
+    Secrets, VersionSelector,
+};
 
 /// Session name of every AssumeRole rdscred makes (visible in CloudTrail).
 pub const SESSION_NAME: &str = "rdscred";
@@ -76,7 +79,9 @@ pub struct AwsScope {
 
 impl std::fmt::Debug for AwsScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsScope").field("region", &self.region).finish_non_exhaustive()
+        f.debug_struct("AwsScope")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +90,9 @@ impl Aws {
     /// credentials, profile, IMDS). Credentials are resolved lazily, on the first call.
     pub async fn new(settings: AwsSettings, calls: ApiCalls) -> Aws {
         let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .build_https();
         let retry = RetryConfig::standard()
             .with_max_attempts(MAX_ATTEMPTS)
@@ -96,20 +103,36 @@ impl Aws {
             .operation_attempt_timeout(Duration::from_secs(20))
             .operation_timeout(Duration::from_secs(60))
             .build();
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).http_client(http_client).retry_config(retry).timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if !settings.default_region.is_empty() {
             loader = loader.region(Region::new(settings.default_region.clone()));
         }
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url.clone());
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                loader = loader.credentials_provider(Credentials::new("testing", "testing", None, None, "rdscred-emulator"));
+                loader = loader.credentials_provider(Credentials::new(
+                    "testing",
+                    "testing",
+                    None,
+                    None,
+                    "rdscred-emulator",
+                ));
             }
         }
         let base = loader.load().await;
-        let default_region = base.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_string());
-        Aws { base, default_region, calls, scopes: Arc::default() }
+        let default_region = base
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Aws {
+            base,
+            default_region,
+            calls,
+            scopes: Arc::default(),
+        }
     }
 
     /// The API call counters every scope records into.
@@ -130,16 +153,31 @@ impl Aws {
     /// Clients for `region` (default region if `None`) acting as `role_arn` (AssumeRole with
     /// session name `rdscred`, credentials cached and refreshed by the SDK) or as the
     /// controller itself. Cached per (region, role): cheap after the first call.
-    pub async fn scoped(&self, region: Option<&str>, role_arn: Option<&str>) -> Result<AwsScope, AwsError> {
-        let region = region.filter(|r| !r.is_empty()).unwrap_or(&self.default_region).to_string();
+    pub async fn scoped(
+        &self,
+        region: Option<&str>,
+        role_arn: Option<&str>,
+    ) -> Result<AwsScope, AwsError> {
+        let region = region
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&self.default_region)
+            .to_string();
         let role = role_arn.filter(|r| !r.is_empty()).map(str::to_string);
         if let Some(role) = &role
             && !role.starts_with("arn:")
         {
-            return Err(AwsError::InvalidRequest { operation: "AssumeRole", detail: format!("{role:?} is not a role ARN") });
+            return Err(AwsError::InvalidRequest {
+                operation: "AssumeRole",
+                detail: format!("{role:?} is not a role ARN"),
+            });
         }
         let key = (region.clone(), role.clone());
-        if let Some(scope) = self.scopes.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(scope) = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(scope.clone());
         }
         let mut builder = self.base.to_builder();
@@ -155,7 +193,10 @@ impl Aws {
         }
         let config = builder.build();
         let scope = AwsScope {
-            secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(&config), self.calls.clone()),
+            secrets: Secrets::new(
+                aws_sdk_secretsmanager::Client::new(&config),
+                self.calls.clone(),
+            ),
             rds: Rds::new(aws_sdk_rds::Client::new(&config), self.calls.clone()),
             region,
         };
@@ -170,27 +211,42 @@ pub enum AwsError {
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{operation}: access denied: {detail}")]
-    AccessDenied { operation: &'static str, detail: String },
+    AccessDenied {
+        operation: &'static str,
+        detail: String,
+    },
     #[error("{operation}: throttled by AWS (retries exhausted)")]
     Throttled { operation: &'static str },
     #[error("KMS: {detail}")]
     Kms { detail: String },
     #[error("{operation}: invalid request: {detail}")]
-    InvalidRequest { operation: &'static str, detail: String },
+    InvalidRequest {
+        operation: &'static str,
+        detail: String,
+    },
     #[error("secret {id} is scheduled for deletion")]
     ScheduledForDeletion { id: String },
     #[error("{id} already exists")]
     AlreadyExists { id: String },
     #[error("{operation}: AWS unavailable: {detail}")]
-    Transient { operation: &'static str, detail: String },
+    Transient {
+        operation: &'static str,
+        detail: String,
+    },
     #[error("{operation}: {detail}")]
-    Other { operation: &'static str, detail: String },
+    Other {
+        operation: &'static str,
+        detail: String,
+    },
 }
 
 impl AwsError {
     /// Worth retrying soon without a change anywhere else.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, AwsError::Throttled { .. } | AwsError::Transient { .. } | AwsError::Other { .. })
+        matches!(
+            self,
+            AwsError::Throttled { .. } | AwsError::Transient { .. } | AwsError::Other { .. }
+        )
     }
 
     /// CamelCase reason for conditions, Events and metrics.
@@ -245,7 +301,12 @@ where
     }
 }
 
-fn classify<E>(err: &SdkError<E, HttpResponse>, service: &'static str, operation: &'static str, subject: &str) -> AwsError
+fn classify<E>(
+    err: &SdkError<E, HttpResponse>,
+    service: &'static str,
+    operation: &'static str,
+    subject: &str,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -256,22 +317,44 @@ where
             let message = err.message().unwrap_or_default();
             from_code(code, message, status, service, operation, subject)
         }
-        SdkError::TimeoutError(_) => AwsError::Transient { operation, detail: "request timed out".into() },
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            AwsError::Transient { operation, detail: DisplayErrorContext(err).to_string() }
-        }
-        _ => AwsError::Other { operation, detail: DisplayErrorContext(err).to_string() },
+        SdkError::TimeoutError(_) => AwsError::Transient {
+            operation,
+            detail: "request timed out".into(),
+        },
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => AwsError::Transient {
+            operation,
+            detail: DisplayErrorContext(err).to_string(),
+        },
+        _ => AwsError::Other {
+            operation,
+            detail: DisplayErrorContext(err).to_string(),
+        },
     }
 }
 
 /// Maps a service error code (Secrets Manager, RDS, STS) to an [`AwsError`].
-fn from_code(code: &str, message: &str, status: u16, service: &str, operation: &'static str, subject: &str) -> AwsError {
-    let detail = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+fn from_code(
+    code: &str,
+    message: &str,
+    status: u16,
+    service: &str,
+    operation: &'static str,
+    subject: &str,
+) -> AwsError {
+    let detail = if message.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}: {message}")
+    };
     let lower = message.to_ascii_lowercase();
     match code {
-        "ResourceNotFoundException" | "DBInstanceNotFound" | "DBInstanceNotFoundFault" | "DBClusterNotFoundFault" | "DBClusterNotFound" => {
-            AwsError::NotFound { what: format!("{} {subject}", noun(service, operation)) }
-        }
+        "ResourceNotFoundException"
+        | "DBInstanceNotFound"
+        | "DBInstanceNotFoundFault"
+        | "DBClusterNotFoundFault"
+        | "DBClusterNotFound" => AwsError::NotFound {
+            what: format!("{} {subject}", noun(service, operation)),
+        },
         "AccessDeniedException"
         | "AccessDenied"
         | "UnauthorizedOperation"
@@ -302,11 +385,17 @@ fn from_code(code: &str, message: &str, status: u16, service: &str, operation: &
         | "KMSKeyNotAccessibleFault"
         | "KMSKeyNotAccessible"
         | "InvalidKMSKeyFault" => AwsError::Kms { detail },
-        "ResourceExistsException" => AwsError::AlreadyExists { id: subject.to_string() },
+        "ResourceExistsException" => AwsError::AlreadyExists {
+            id: subject.to_string(),
+        },
         "InvalidRequestException"
-            if lower.contains("marked for deletion") || lower.contains("scheduled for deletion") || lower.contains("marked deleted") =>
+            if lower.contains("marked for deletion")
+                || lower.contains("scheduled for deletion")
+                || lower.contains("marked deleted") =>
         {
-            AwsError::ScheduledForDeletion { id: subject.to_string() }
+            AwsError::ScheduledForDeletion {
+                id: subject.to_string(),
+            }
         }
         "InvalidRequestException"
         | "InvalidParameterException"
@@ -317,9 +406,11 @@ fn from_code(code: &str, message: &str, status: u16, service: &str, operation: &
         | "PreconditionNotMetException"
         | "LimitExceededException"
         | "InvalidNextTokenException" => AwsError::InvalidRequest { operation, detail },
-        "InternalServiceError" | "InternalFailure" | "InternalError" | "ServiceUnavailable" | "ServiceUnavailableException" => {
-            AwsError::Transient { operation, detail }
-        }
+        "InternalServiceError"
+        | "InternalFailure"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException" => AwsError::Transient { operation, detail },
         _ if status >= 500 => AwsError::Transient { operation, detail },
         _ => AwsError::Other { operation, detail },
     }
@@ -346,41 +437,109 @@ mod tests {
 
     #[test]
     fn error_codes_map_to_kinds() {
-        let m = |code: &str, msg: &str| from_code(code, msg, 400, "secretsmanager", "Op", "my-secret");
-        assert!(matches!(m("ResourceNotFoundException", ""), AwsError::NotFound { what } if what == "secret my-secret"));
+        let m =
+            |code: &str, msg: &str| from_code(code, msg, 400, "secretsmanager", "Op", "my-secret");
+        assert!(
+            matches!(m("ResourceNotFoundException", ""), AwsError::NotFound { what } if what == "secret my-secret")
+        );
         assert!(matches!(
             from_code("DBInstanceNotFound", "", 404, "rds", "DescribeDBInstances", "db1"),
             AwsError::NotFound { what } if what == "DB instance db1"
         ));
-        assert!(matches!(m("AccessDeniedException", "no"), AwsError::AccessDenied { .. }));
-        assert!(matches!(m("ThrottlingException", ""), AwsError::Throttled { .. }));
+        assert!(matches!(
+            m("AccessDeniedException", "no"),
+            AwsError::AccessDenied { .. }
+        ));
+        assert!(matches!(
+            m("ThrottlingException", ""),
+            AwsError::Throttled { .. }
+        ));
         assert!(matches!(m("Throttling", ""), AwsError::Throttled { .. }));
-        assert!(matches!(m("RequestLimitExceeded", ""), AwsError::Throttled { .. }));
-        assert!(matches!(m("DecryptionFailure", "key disabled"), AwsError::Kms { .. }));
-        assert!(matches!(m("KMSInvalidStateException", ""), AwsError::Kms { .. }));
         assert!(matches!(
-            m("InvalidRequestException", "You can't create this secret because a secret with this name is already scheduled for deletion."),
+            m("RequestLimitExceeded", ""),
+            AwsError::Throttled { .. }
+        ));
+        assert!(matches!(
+            m("DecryptionFailure", "key disabled"),
+            AwsError::Kms { .. }
+        ));
+        assert!(matches!(
+            m("KMSInvalidStateException", ""),
+            AwsError::Kms { .. }
+        ));
+        assert!(matches!(
+            m(
+                "InvalidRequestException",
+                "You can't create this secret because a secret with this name is already scheduled for deletion."
+            ),
             AwsError::ScheduledForDeletion { .. }
         ));
         assert!(matches!(
-            m("InvalidRequestException", "You can't perform this operation on the secret because it was marked for deletion."),
+            m(
+                "InvalidRequestException",
+                "You can't perform this operation on the secret because it was marked for deletion."
+            ),
             AwsError::ScheduledForDeletion { .. }
         ));
-        assert!(matches!(m("InvalidRequestException", "rotation in progress"), AwsError::InvalidRequest { .. }));
-        assert!(matches!(m("InvalidParameterException", ""), AwsError::InvalidRequest { .. }));
-        assert!(matches!(m("LimitExceededException", ""), AwsError::InvalidRequest { .. }));
-        assert!(matches!(m("ResourceExistsException", ""), AwsError::AlreadyExists { .. }));
-        assert!(matches!(from_code("Weird", "", 503, "rds", "Op", "x"), AwsError::Transient { .. }));
-        assert!(matches!(from_code("Weird", "", 400, "rds", "Op", "x"), AwsError::Other { .. }));
+        assert!(matches!(
+            m("InvalidRequestException", "rotation in progress"),
+            AwsError::InvalidRequest { .. }
+        ));
+        assert!(matches!(
+            m("InvalidParameterException", ""),
+            AwsError::InvalidRequest { .. }
+        ));
+        assert!(matches!(
+            m("LimitExceededException", ""),
+            AwsError::InvalidRequest { .. }
+        ));
+        assert!(matches!(
+            m("ResourceExistsException", ""),
+            AwsError::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            from_code("Weird", "", 503, "rds", "Op", "x"),
+            AwsError::Transient { .. }
+        ));
+        assert!(matches!(
+            from_code("Weird", "", 400, "rds", "Op", "x"),
+            AwsError::Other { .. }
+        ));
     }
 
     #[test]
     fn retryable_and_reasons() {
-        assert!(AwsError::Throttled { operation: "ListSecrets" }.is_retryable());
-        assert!(AwsError::Transient { operation: "X", detail: String::new() }.is_retryable());
-        assert!(!AwsError::AccessDenied { operation: "X", detail: String::new() }.is_retryable());
+        assert!(
+            AwsError::Throttled {
+                operation: "ListSecrets"
+            }
+            .is_retryable()
+        );
+        assert!(
+            AwsError::Transient {
+                operation: "X",
+                detail: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !AwsError::AccessDenied {
+                operation: "X",
+                detail: String::new()
+            }
+            .is_retryable()
+        );
         assert!(!AwsError::ScheduledForDeletion { id: "s".into() }.is_retryable());
-        assert_eq!(AwsError::Kms { detail: String::new() }.reason(), "KmsError");
-        assert_eq!(AwsError::NotFound { what: "s".into() }.outcome(), "not_found");
+        assert_eq!(
+            AwsError::Kms {
+                detail: String::new()
+            }
+            .reason(),
+            "KmsError"
+        );
+        assert_eq!(
+            AwsError::NotFound { what: "s".into() }.outcome(),
+            "not_found"
+        );
     }
 }

@@ -40,7 +40,12 @@ impl Owner {
             return None;
         }
         let get = |key: &str| tags.get(key).filter(|v| !v.is_empty()).cloned();
-        Some(Owner { cluster: get(CLUSTER_TAG)?, namespace: get(NAMESPACE_TAG)?, name: get(NAME_TAG)?, uid: get(UID_TAG)? })
+        Some(Owner {
+            cluster: get(CLUSTER_TAG)?,
+            namespace: get(NAMESPACE_TAG)?,
+            name: get(NAME_TAG)?,
+            uid: get(UID_TAG)?,
+        })
     }
 
     /// Same credential object: cluster, namespace, name and uid all equal.
@@ -54,7 +59,12 @@ mod tests {
     use super::*;
 
     fn owner() -> Owner {
-        Owner { cluster: "prod".into(), namespace: "shop".into(), name: "orders".into(), uid: "0b3c-uid".into() }
+        Owner {
+            cluster: "prod".into(),
+            namespace: "shop".into(),
+            name: "orders".into(),
+            uid: "0b3c-uid".into(),
+        }
     }
 
     #[test]
@@ -81,9 +91,15 @@ mod tests {
     fn same_credential_needs_all_four() {
         let a = owner();
         assert!(a.same_credential(&owner()));
-        let other_uid = Owner { uid: "new".into(), ..owner() };
+        let other_uid = Owner {
+            uid: "new".into(),
+            ..owner()
+        };
         assert!(!a.same_credential(&other_uid));
-        let other_cluster = Owner { cluster: "staging".into(), ..owner() };
+        let other_cluster = Owner {
+            cluster: "staging".into(),
+            ..owner()
+        };
         assert!(!a.same_credential(&other_cluster));
     }
 }

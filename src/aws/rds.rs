@@ -40,7 +40,11 @@ impl Rds {
 
     /// DescribeDBInstances for one instance identifier; `None` if it does not exist.
     pub async fn describe_instance(&self, id: &str) -> Result<Option<DbEndpointInfo>, AwsError> {
-        let request = self.client.describe_db_instances().db_instance_identifier(id).send();
+        let request = self
+            .client
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send();
         match call(&self.calls, SERVICE, "DescribeDBInstances", id, request).await {
             Ok(out) => Ok(out.db_instances().first().map(instance_info)),
             Err(AwsError::NotFound { .. }) => Ok(None),
@@ -50,7 +54,11 @@ impl Rds {
 
     /// DescribeDBClusters for one cluster identifier; `None` if it does not exist.
     pub async fn describe_cluster(&self, id: &str) -> Result<Option<DbEndpointInfo>, AwsError> {
-        let request = self.client.describe_db_clusters().db_cluster_identifier(id).send();
+        let request = self
+            .client
+            .describe_db_clusters()
+            .db_cluster_identifier(id)
+            .send();
         match call(&self.calls, SERVICE, "DescribeDBClusters", id, request).await {
             Ok(out) => Ok(out.db_clusters().first().map(cluster_info)),
             Err(AwsError::NotFound { .. }) => Ok(None),
@@ -62,12 +70,20 @@ impl Rds {
 fn instance_info(i: &DbInstance) -> DbEndpointInfo {
     let engine = i.engine().unwrap_or_default().to_string();
     let endpoint = i.endpoint();
-    let port = endpoint.and_then(|e| e.port()).or(i.db_instance_port().filter(|p| *p > 0));
+    let port = endpoint
+        .and_then(|e| e.port())
+        .or(i.db_instance_port().filter(|p| *p > 0));
     DbEndpointInfo {
-        host: endpoint.and_then(|e| e.address()).unwrap_or_default().to_string(),
+        host: endpoint
+            .and_then(|e| e.address())
+            .unwrap_or_default()
+            .to_string(),
         port: port_or_default(port, &engine),
         master_username: i.master_username().map(str::to_string),
-        master_user_secret_arn: i.master_user_secret().and_then(|s| s.secret_arn()).map(str::to_string),
+        master_user_secret_arn: i
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .map(str::to_string),
         database_name: i.db_name().map(str::to_string),
         arn: i.db_instance_arn().unwrap_or_default().to_string(),
         status: i.db_instance_status().unwrap_or_default().to_string(),
@@ -81,7 +97,10 @@ fn cluster_info(c: &DbCluster) -> DbEndpointInfo {
         host: c.endpoint().unwrap_or_default().to_string(),
         port: port_or_default(c.port(), &engine),
         master_username: c.master_username().map(str::to_string),
-        master_user_secret_arn: c.master_user_secret().and_then(|s| s.secret_arn()).map(str::to_string),
+        master_user_secret_arn: c
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .map(str::to_string),
         database_name: c.database_name().map(str::to_string),
         arn: c.db_cluster_arn().unwrap_or_default().to_string(),
         status: c.status().unwrap_or_default().to_string(),
@@ -90,7 +109,13 @@ fn cluster_info(c: &DbCluster) -> DbEndpointInfo {
 }
 
 fn port_or_default(port: Option<i32>, engine: &str) -> u16 {
-    port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0).unwrap_or(if engine.contains("postgres") { 5432 } else { 3306 })
+    port.and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(if engine.contains("postgres") {
+            5432
+        } else {
+            3306
+        })
 }
 
 #[cfg(test)]
@@ -106,18 +131,36 @@ mod tests {
             .master_username("postgres")
             .db_name("app")
             .db_instance_arn("arn:aws:rds:us-east-1:1:db:d")
-            .endpoint(Endpoint::builder().address("d.x.rds.amazonaws.com").port(5433).build())
-            .master_user_secret(MasterUserSecret::builder().secret_arn("arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1").build())
+            .endpoint(
+                Endpoint::builder()
+                    .address("d.x.rds.amazonaws.com")
+                    .port(5433)
+                    .build(),
+            )
+            .master_user_secret(
+                MasterUserSecret::builder()
+                    .secret_arn("arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1")
+                    .build(),
+            )
             .build();
         let info = instance_info(&i);
-        assert_eq!((info.host.as_str(), info.port), ("d.x.rds.amazonaws.com", 5433));
-        assert_eq!(info.master_user_secret_arn.as_deref(), Some("arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1"));
+        assert_eq!(
+            (info.host.as_str(), info.port),
+            ("d.x.rds.amazonaws.com", 5433)
+        );
+        assert_eq!(
+            info.master_user_secret_arn.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1")
+        );
         assert_eq!(info.database_name.as_deref(), Some("app"));
     }
 
     #[test]
     fn missing_endpoint_gets_engine_default_port() {
-        let c = DbCluster::builder().engine("aurora-mysql").status("creating").build();
+        let c = DbCluster::builder()
+            .engine("aurora-mysql")
+            .status("creating")
+            .build();
         let info = cluster_info(&c);
         assert_eq!((info.host.as_str(), info.port), ("", 3306));
         let c = DbCluster::builder().engine("aurora-postgresql").build();

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, ReplicaRegionType, RotationRulesType, SecretListEntry, Tag};
+use aws_sdk_secretsmanager::types::{
+    Filter, FilterNameStringType, ReplicaRegionType, RotationRulesType, SecretListEntry, Tag,
+};
 
 use super::ownership::{CLUSTER_TAG, Owner, TAG_PREFIX};
 use super::{ApiCalls, AwsError, call, timestamp};
@@ -32,10 +34,16 @@ impl RotationRules {
     fn from_sdk(r: &RotationRulesType) -> Option<RotationRules> {
         let rules = RotationRules {
             automatically_after_days: r.automatically_after_days().filter(|d| *d > 0),
-            schedule_expression: r.schedule_expression().filter(|s| !s.is_empty()).map(str::to_string),
+            schedule_expression: r
+                .schedule_expression()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             duration: r.duration().filter(|s| !s.is_empty()).map(str::to_string),
         };
-        (rules.automatically_after_days.is_some() || rules.schedule_expression.is_some() || rules.duration.is_some()).then_some(rules)
+        (rules.automatically_after_days.is_some()
+            || rules.schedule_expression.is_some()
+            || rules.duration.is_some())
+        .then_some(rules)
     }
 
     fn to_sdk(&self) -> RotationRulesType {
@@ -78,7 +86,10 @@ impl SecretMeta {
 
     /// The version carrying staging label `stage`.
     pub fn version_with_stage(&self, stage: &str) -> Option<&str> {
-        self.versions.iter().find(|(_, stages)| stages.iter().any(|s| s == stage)).map(|(id, _)| id.as_str())
+        self.versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(id, _)| id.as_str())
     }
 
     pub fn current_version(&self) -> Option<&str> {
@@ -109,7 +120,11 @@ impl SecretMeta {
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
             rotation_lambda_arn: non_empty(out.rotation_lambda_arn()),
             rotation_rules: out.rotation_rules().and_then(RotationRules::from_sdk),
-            replica_regions: out.replication_status().iter().filter_map(|r| r.region().map(str::to_string)).collect(),
+            replica_regions: out
+                .replication_status()
+                .iter()
+                .filter_map(|r| r.region().map(str::to_string))
+                .collect(),
             replicas_known: true,
         }
     }
@@ -137,19 +152,39 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
 }
 
-fn versions(map: Option<&std::collections::HashMap<String, Vec<String>>>) -> BTreeMap<String, Vec<String>> {
-    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+fn versions(
+    map: Option<&std::collections::HashMap<String, Vec<String>>>,
+) -> BTreeMap<String, Vec<String>> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 fn sdk_tags<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<Tag> {
-    tags.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    tags.into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 fn replica_types(replicas: &[(String, Option<String>)]) -> Vec<ReplicaRegionType> {
-    replicas.iter().map(|(region, kms)| ReplicaRegionType::builder().region(region).set_kms_key_id(kms.clone()).build()).collect()
+    replicas
+        .iter()
+        .map(|(region, kms)| {
+            ReplicaRegionType::builder()
+                .region(region)
+                .set_kms_key_id(kms.clone())
+                .build()
+        })
+        .collect()
 }
 
 /// Which version GetSecretValue reads. Always name one: moto 5.2.5 may return a stale version
@@ -206,7 +241,14 @@ impl Secrets {
     /// DescribeSecret by name or ARN; `None` if it does not exist. A secret scheduled for
     /// deletion is returned, with `deleted_date` set.
     pub async fn describe(&self, id: &str) -> Result<Option<SecretMeta>, AwsError> {
-        let out = call(&self.calls, SERVICE, "DescribeSecret", id, self.client.describe_secret().secret_id(id).send()).await;
+        let out = call(
+            &self.calls,
+            SERVICE,
+            "DescribeSecret",
+            id,
+            self.client.describe_secret().secret_id(id).send(),
+        )
+        .await;
         match out {
             Ok(out) => Ok(Some(SecretMeta::from_describe(&out, id))),
             Err(AwsError::NotFound { .. }) => Ok(None),
@@ -228,7 +270,9 @@ impl Secrets {
             .set_description(new.description.map(str::to_string))
             .set_kms_key_id(new.kms_key_id.map(str::to_string))
             .set_tags(Some(sdk_tags(new.tags)).filter(|t| !t.is_empty()))
-            .set_add_replica_regions(Some(replica_types(new.replica_regions)).filter(|r| !r.is_empty()))
+            .set_add_replica_regions(
+                Some(replica_types(new.replica_regions)).filter(|r| !r.is_empty()),
+            )
             .client_request_token(new.client_request_token)
             .send();
         let created = call(&self.calls, SERVICE, "CreateSecret", new.name, request).await;
@@ -236,18 +280,28 @@ impl Secrets {
             Ok(out) => out.arn().unwrap_or(new.name).to_string(),
             Err(AwsError::AlreadyExists { id }) => {
                 return match self.describe(new.name).await? {
-                    Some(meta) if meta.is_scheduled_for_deletion() => Err(AwsError::ScheduledForDeletion { id }),
+                    Some(meta) if meta.is_scheduled_for_deletion() => {
+                        Err(AwsError::ScheduledForDeletion { id })
+                    }
                     _ => Err(AwsError::AlreadyExists { id }),
                 };
             }
             Err(e) => return Err(e),
         };
-        self.describe(&arn).await?.ok_or_else(|| AwsError::NotFound { what: format!("secret {} (just created)", new.name) })
+        self.describe(&arn)
+            .await?
+            .ok_or_else(|| AwsError::NotFound {
+                what: format!("secret {} (just created)", new.name),
+            })
     }
 
     /// GetSecretValue of one version, by staging label or version id. `None` if the secret,
     /// the label or the version does not exist.
-    pub async fn get_value(&self, id: &str, by: VersionSelector<'_>) -> Result<Option<SecretVersion>, AwsError> {
+    pub async fn get_value(
+        &self,
+        id: &str,
+        by: VersionSelector<'_>,
+    ) -> Result<Option<SecretVersion>, AwsError> {
         let request = self.client.get_secret_value().secret_id(id);
         let request = match by {
             VersionSelector::Stage(stage) => request.version_stage(stage),
@@ -259,7 +313,10 @@ impl Secrets {
             Err(e) => return Err(e),
         };
         let Some(value) = out.secret_string() else {
-            return Err(AwsError::Other { operation: "GetSecretValue", detail: format!("secret {id} holds a binary value, not a string") });
+            return Err(AwsError::Other {
+                operation: "GetSecretValue",
+                detail: format!("secret {id} holds a binary value, not a string"),
+            });
         };
         Ok(Some(SecretVersion {
             version_id: out.version_id().unwrap_or_default().to_string(),
@@ -271,7 +328,12 @@ impl Secrets {
     /// PutSecretValue with staging label AWSPENDING only (AWSCURRENT does not move). The token
     /// becomes the version id; repeating the call with the same token and value succeeds, the
     /// same token with another value yields `AlreadyExists`.
-    pub async fn put_pending(&self, id: &str, client_request_token: &str, value: &SecretString) -> Result<(), AwsError> {
+    pub async fn put_pending(
+        &self,
+        id: &str,
+        client_request_token: &str,
+        value: &SecretString,
+    ) -> Result<(), AwsError> {
         let request = self
             .client
             .put_secret_value()
@@ -280,13 +342,21 @@ impl Secrets {
             .secret_string(value.expose())
             .version_stages(AWSPENDING)
             .send();
-        call(&self.calls, SERVICE, "PutSecretValue", id, request).await.map(drop)
+        call(&self.calls, SERVICE, "PutSecretValue", id, request)
+            .await
+            .map(drop)
     }
 
     /// UpdateSecretVersionStage: attach `stage` to `to_version`, detaching it from
     /// `from_version` (required by AWS when the label is attached elsewhere). Moving AWSCURRENT
     /// makes AWS attach AWSPREVIOUS to the version it left.
-    pub async fn move_stage(&self, id: &str, stage: &str, to_version: &str, from_version: Option<&str>) -> Result<(), AwsError> {
+    pub async fn move_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        to_version: &str,
+        from_version: Option<&str>,
+    ) -> Result<(), AwsError> {
         let request = self
             .client
             .update_secret_version_stage()
@@ -295,19 +365,50 @@ impl Secrets {
             .move_to_version_id(to_version)
             .set_remove_from_version_id(from_version.map(str::to_string))
             .send();
-        call(&self.calls, SERVICE, "UpdateSecretVersionStage", id, request).await.map(drop)
+        call(
+            &self.calls,
+            SERVICE,
+            "UpdateSecretVersionStage",
+            id,
+            request,
+        )
+        .await
+        .map(drop)
     }
 
     /// UpdateSecretVersionStage: detach `stage` from `from_version`.
-    pub async fn remove_stage(&self, id: &str, stage: &str, from_version: &str) -> Result<(), AwsError> {
-        let request =
-            self.client.update_secret_version_stage().secret_id(id).version_stage(stage).remove_from_version_id(from_version).send();
-        call(&self.calls, SERVICE, "UpdateSecretVersionStage", id, request).await.map(drop)
+    pub async fn remove_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        from_version: &str,
+    ) -> Result<(), AwsError> {
+        let request = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(id)
+            .version_stage(stage)
+            .remove_from_version_id(from_version)
+            .send();
+        call(
+            &self.calls,
+            SERVICE,
+            "UpdateSecretVersionStage",
+            id,
+            request,
+        )
+        .await
+        .map(drop)
     }
 
     /// UpdateSecret without a value (no new version). `description: None` clears it;
     /// `kms_key_id: None` leaves the key as it is.
-    pub async fn update_description_and_kms(&self, id: &str, description: Option<&str>, kms_key_id: Option<&str>) -> Result<(), AwsError> {
+    pub async fn update_description_and_kms(
+        &self,
+        id: &str,
+        description: Option<&str>,
+        kms_key_id: Option<&str>,
+    ) -> Result<(), AwsError> {
         let request = self
             .client
             .update_secret()
@@ -315,7 +416,9 @@ impl Secrets {
             .description(description.unwrap_or_default())
             .set_kms_key_id(kms_key_id.map(str::to_string))
             .send();
-        call(&self.calls, SERVICE, "UpdateSecret", id, request).await.map(drop)
+        call(&self.calls, SERVICE, "UpdateSecret", id, request)
+            .await
+            .map(drop)
     }
 
     /// Brings the tags to `want`: TagResource for missing or different values, UntagResource
@@ -323,35 +426,73 @@ impl Secrets {
     /// (cost allocation, tags added by people or AWS Config) are never removed, so a user tag
     /// dropped from the spec stays on the secret until removed by hand. `aws:` tags are
     /// read-only and ignored. Returns whether anything changed.
-    pub async fn sync_tags(&self, meta: &SecretMeta, want: &BTreeMap<String, String>) -> Result<bool, AwsError> {
-        let add: Vec<Tag> = sdk_tags(want.iter().filter(|(k, v)| !k.starts_with("aws:") && meta.tags.get(*k) != Some(*v)));
-        let remove: Vec<String> = meta.tags.keys().filter(|k| k.starts_with(TAG_PREFIX) && !want.contains_key(*k)).cloned().collect();
+    pub async fn sync_tags(
+        &self,
+        meta: &SecretMeta,
+        want: &BTreeMap<String, String>,
+    ) -> Result<bool, AwsError> {
+        let add: Vec<Tag> = sdk_tags(
+            want.iter()
+                .filter(|(k, v)| !k.starts_with("aws:") && meta.tags.get(*k) != Some(*v)),
+        );
+        let remove: Vec<String> = meta
+            .tags
+            .keys()
+            .filter(|k| k.starts_with(TAG_PREFIX) && !want.contains_key(*k))
+            .cloned()
+            .collect();
         if !add.is_empty() {
-            let request = self.client.tag_resource().secret_id(&meta.arn).set_tags(Some(add)).send();
+            let request = self
+                .client
+                .tag_resource()
+                .secret_id(&meta.arn)
+                .set_tags(Some(add))
+                .send();
             call(&self.calls, SERVICE, "TagResource", &meta.arn, request).await?;
         }
         if !remove.is_empty() {
-            let request = self.client.untag_resource().secret_id(&meta.arn).set_tag_keys(Some(remove.clone())).send();
+            let request = self
+                .client
+                .untag_resource()
+                .secret_id(&meta.arn)
+                .set_tag_keys(Some(remove.clone()))
+                .send();
             call(&self.calls, SERVICE, "UntagResource", &meta.arn, request).await?;
         }
-        Ok(!remove.is_empty() || want.iter().any(|(k, v)| !k.starts_with("aws:") && meta.tags.get(k) != Some(v)))
+        Ok(!remove.is_empty()
+            || want
+                .iter()
+                .any(|(k, v)| !k.starts_with("aws:") && meta.tags.get(k) != Some(v)))
     }
 
     /// Brings the replica regions to `want` (region, KMS key): ReplicateSecretToRegions for
     /// missing ones, RemoveRegionsFromReplication for extra ones. The KMS key of an existing
     /// replica is not changed (that takes removing and re-adding the replica). Metadata from
     /// ListSecrets carries no replication status: the secret is described first.
-    pub async fn sync_replicas(&self, meta: &SecretMeta, want: &[(String, Option<String>)]) -> Result<bool, AwsError> {
+    pub async fn sync_replicas(
+        &self,
+        meta: &SecretMeta,
+        want: &[(String, Option<String>)],
+    ) -> Result<bool, AwsError> {
         let fresh;
         let meta = if meta.replicas_known {
             meta
         } else {
-            fresh = self.describe(&meta.arn).await?.ok_or_else(|| AwsError::NotFound { what: format!("secret {}", meta.name) })?;
+            fresh = self
+                .describe(&meta.arn)
+                .await?
+                .ok_or_else(|| AwsError::NotFound {
+                    what: format!("secret {}", meta.name),
+                })?;
             &fresh
         };
         let have: BTreeSet<&str> = meta.replica_regions.iter().map(String::as_str).collect();
         let wanted: BTreeSet<&str> = want.iter().map(|(r, _)| r.as_str()).collect();
-        let add: Vec<(String, Option<String>)> = want.iter().filter(|(r, _)| !have.contains(r.as_str())).cloned().collect();
+        let add: Vec<(String, Option<String>)> = want
+            .iter()
+            .filter(|(r, _)| !have.contains(r.as_str()))
+            .cloned()
+            .collect();
         let remove: Vec<String> = have.difference(&wanted).map(|r| r.to_string()).collect();
         if !add.is_empty() {
             let request = self
@@ -361,12 +502,30 @@ impl Secrets {
                 .set_add_replica_regions(Some(replica_types(&add)))
                 .force_overwrite_replica_secret(false)
                 .send();
-            call(&self.calls, SERVICE, "ReplicateSecretToRegions", &meta.arn, request).await?;
+            call(
+                &self.calls,
+                SERVICE,
+                "ReplicateSecretToRegions",
+                &meta.arn,
+                request,
+            )
+            .await?;
         }
         if !remove.is_empty() {
-            let request =
-                self.client.remove_regions_from_replication().secret_id(&meta.arn).set_remove_replica_regions(Some(remove.clone())).send();
-            call(&self.calls, SERVICE, "RemoveRegionsFromReplication", &meta.arn, request).await?;
+            let request = self
+                .client
+                .remove_regions_from_replication()
+                .secret_id(&meta.arn)
+                .set_remove_replica_regions(Some(remove.clone()))
+                .send();
+            call(
+                &self.calls,
+                SERVICE,
+                "RemoveRegionsFromReplication",
+                &meta.arn,
+                request,
+            )
+            .await?;
         }
         Ok(!add.is_empty() || !remove.is_empty())
     }
@@ -374,19 +533,27 @@ impl Secrets {
     /// RestoreSecret: cancels a scheduled deletion.
     pub async fn restore(&self, id: &str) -> Result<(), AwsError> {
         let request = self.client.restore_secret().secret_id(id).send();
-        call(&self.calls, SERVICE, "RestoreSecret", id, request).await.map(drop)
+        call(&self.calls, SERVICE, "RestoreSecret", id, request)
+            .await
+            .map(drop)
     }
 
     /// DeleteSecret with a recovery window (AWS accepts 7–30 days). `0` deletes at once,
     /// without recovery (ForceDeleteWithoutRecovery).
-    pub async fn schedule_deletion(&self, id: &str, recovery_window_days: i64) -> Result<(), AwsError> {
+    pub async fn schedule_deletion(
+        &self,
+        id: &str,
+        recovery_window_days: i64,
+    ) -> Result<(), AwsError> {
         let request = self.client.delete_secret().secret_id(id);
         let request = if recovery_window_days == 0 {
             request.force_delete_without_recovery(true)
         } else {
             request.recovery_window_in_days(recovery_window_days)
         };
-        call(&self.calls, SERVICE, "DeleteSecret", id, request.send()).await.map(drop)
+        call(&self.calls, SERVICE, "DeleteSecret", id, request.send())
+            .await
+            .map(drop)
     }
 
     /// RotateSecret: native rotation by `lambda_arn` with `rules`. With `rotate_immediately`
@@ -409,7 +576,9 @@ impl Secrets {
             .send();
         match call(&self.calls, SERVICE, "RotateSecret", id, request).await {
             Ok(_) => Ok(()),
-            Err(AwsError::NotFound { .. }) => Err(AwsError::NotFound { what: format!("secret {id} or rotation Lambda {lambda_arn}") }),
+            Err(AwsError::NotFound { .. }) => Err(AwsError::NotFound {
+                what: format!("secret {id} or rotation Lambda {lambda_arn}"),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -417,7 +586,9 @@ impl Secrets {
     /// CancelRotateSecret: turns native rotation off (and cancels one in progress).
     pub async fn disable_rotation(&self, id: &str) -> Result<(), AwsError> {
         let request = self.client.cancel_rotate_secret().secret_id(id).send();
-        call(&self.calls, SERVICE, "CancelRotateSecret", id, request).await.map(drop)
+        call(&self.calls, SERVICE, "CancelRotateSecret", id, request)
+            .await
+            .map(drop)
     }
 
     /// Bulk change detection: every secret tagged `rdscred.io/cluster=<cluster>`, including
@@ -426,8 +597,14 @@ impl Secrets {
     /// independently and by prefix, so the exact tag is checked here too.
     pub async fn list_owned(&self, cluster: &str) -> Result<Vec<SecretMeta>, AwsError> {
         let filters = vec![
-            Filter::builder().key(FilterNameStringType::TagKey).values(CLUSTER_TAG).build(),
-            Filter::builder().key(FilterNameStringType::TagValue).values(cluster).build(),
+            Filter::builder()
+                .key(FilterNameStringType::TagKey)
+                .values(CLUSTER_TAG)
+                .build(),
+            Filter::builder()
+                .key(FilterNameStringType::TagValue)
+                .values(cluster)
+                .build(),
         ];
         let mut out = Vec::new();
         let mut next_token: Option<String> = None;
@@ -467,7 +644,10 @@ mod tests {
             description: None,
             kms_key_id: None,
             tags: BTreeMap::new(),
-            versions: versions.iter().map(|(v, s)| (v.to_string(), s.iter().map(|s| s.to_string()).collect())).collect(),
+            versions: versions
+                .iter()
+                .map(|(v, s)| (v.to_string(), s.iter().map(|s| s.to_string()).collect()))
+                .collect(),
             deleted_date: None,
             rotation_enabled: false,
             rotation_lambda_arn: None,
@@ -479,7 +659,12 @@ mod tests {
 
     #[test]
     fn stages_are_found_by_label() {
-        let m = meta(&[("v1", &[AWSPREVIOUS]), ("v2", &[AWSCURRENT]), ("v3", &[AWSPENDING]), ("v0", &[])]);
+        let m = meta(&[
+            ("v1", &[AWSPREVIOUS]),
+            ("v2", &[AWSCURRENT]),
+            ("v3", &[AWSPENDING]),
+            ("v0", &[]),
+        ]);
         assert_eq!(m.current_version(), Some("v2"));
         assert_eq!(m.pending_version(), Some("v3"));
         assert_eq!(m.previous_version(), Some("v1"));
@@ -489,19 +674,38 @@ mod tests {
 
     #[test]
     fn rotation_rules_normalise_zero_days() {
-        let none = RotationRulesType::builder().automatically_after_days(0).build();
+        let none = RotationRulesType::builder()
+            .automatically_after_days(0)
+            .build();
         assert_eq!(RotationRules::from_sdk(&none), None);
-        let days = RotationRulesType::builder().automatically_after_days(30).build();
-        assert_eq!(RotationRules::from_sdk(&days).unwrap().automatically_after_days, Some(30));
-        let cron = RotationRulesType::builder().schedule_expression("cron(0 4 ? * SUN *)").duration("2h").build();
+        let days = RotationRulesType::builder()
+            .automatically_after_days(30)
+            .build();
+        assert_eq!(
+            RotationRules::from_sdk(&days)
+                .unwrap()
+                .automatically_after_days,
+            Some(30)
+        );
+        let cron = RotationRulesType::builder()
+            .schedule_expression("cron(0 4 ? * SUN *)")
+            .duration("2h")
+            .build();
         let r = RotationRules::from_sdk(&cron).unwrap();
-        assert_eq!(r.schedule_expression.as_deref(), Some("cron(0 4 ? * SUN *)"));
+        assert_eq!(
+            r.schedule_expression.as_deref(),
+            Some("cron(0 4 ? * SUN *)")
+        );
         assert_eq!(r.duration.as_deref(), Some("2h"));
     }
 
     #[test]
     fn secret_version_debug_is_redacted() {
-        let v = SecretVersion { version_id: "v1".into(), stages: vec![AWSCURRENT.into()], value: SecretString::new("hunter2") };
+        let v = SecretVersion {
+            version_id: "v1".into(),
+            stages: vec![AWSCURRENT.into()],
+            value: SecretString::new("hunter2"),
+        };
         assert!(!format!("{v:?}").contains("hunter2"));
     }
 }

@@ -25,7 +25,9 @@ impl EngineKind {
     pub fn family(self) -> EngineFamily {
         match self {
             EngineKind::Postgres | EngineKind::AuroraPostgresql => EngineFamily::Postgres,
-            EngineKind::Mysql | EngineKind::Mariadb | EngineKind::AuroraMysql => EngineFamily::Mysql,
+            EngineKind::Mysql | EngineKind::Mariadb | EngineKind::AuroraMysql => {
+                EngineFamily::Mysql
+            }
         }
     }
 
@@ -65,7 +67,19 @@ impl EngineKind {
 
 /// Privileges from a fixed allowlist. Which ones apply where depends on the grant's scope
 /// (database-wide or one schema) and the engine; the engine module rejects misplaced ones.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Privilege {
     /// Every privilege the scope has.
@@ -104,11 +118,17 @@ pub enum Privilege {
 #[serde(rename_all = "camelCase")]
 pub struct PrivilegeGrant {
     /// Database name (schema on MySQL/MariaDB).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$-]*$")
+    )]
     pub database: String,
     /// PostgreSQL schema: privileges apply to the schema and to all tables in it (current and
     /// future). Absent: database-level privileges.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$]*$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     #[schemars(length(min = 1))]
@@ -117,7 +137,9 @@ pub struct PrivilegeGrant {
 }
 
 /// Rotation strategy, named like the Secrets Manager rotation templates.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RotationStrategy {
     /// Two users (`name` and `name_clone`); each rotation re-passwords the one not current.
@@ -128,7 +150,9 @@ pub enum RotationStrategy {
 }
 
 /// Who performs rotations.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rotator {
     /// rdscred itself (no Lambda, no VPC endpoint).
@@ -184,7 +208,11 @@ fn default_true() -> bool {
 
 impl Default for PasswordSpec {
     fn default() -> Self {
-        PasswordSpec { length: default_password_length(), exclude_characters: None, alphanumeric_only: true }
+        PasswordSpec {
+            length: default_password_length(),
+            exclude_characters: None,
+            alphanumeric_only: true,
+        }
     }
 }
 
@@ -205,7 +233,9 @@ pub struct RotationSpec {
     pub rotate_immediately: bool,
     #[serde(default)]
     pub rotator: Rotator,
-    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"))]
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"
+    ))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_arn: Option<String>,
     #[serde(default)]
@@ -221,7 +251,9 @@ pub struct RotationSpec {
 }
 
 /// What to do when AWSCURRENT no longer logs in.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriftPolicy {
     /// Condition `Drifted`, Event, metric.

@@ -95,7 +95,9 @@ pub struct DatabaseRef {
     pub name: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialMode {
     #[default]
@@ -111,7 +113,10 @@ pub enum CredentialMode {
 pub struct SecretSpec {
     /// Secret name (or, for sync-only, name or ARN). Managed secrets must start with the
     /// database's `secretNamePrefix`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^[A-Za-z0-9/_+=.@!:-]+$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^[A-Za-z0-9/_+=.@!:-]+$")
+    )]
     pub name: String,
     #[schemars(length(max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +145,9 @@ pub struct ReplicaRegion {
     pub kms_key_id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Leave the AWS secret and the database user (default).
     #[default]
@@ -154,7 +161,10 @@ pub enum DeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// Secret name (default: the RdsCredential's name).
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -181,7 +191,9 @@ pub struct WorkloadsSpec {
     pub refs: Vec<WorkloadRef>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RolloutPolicy {
     /// Deployments, StatefulSets and DaemonSets whose pod template references the Secret.

@@ -53,7 +53,10 @@ pub struct RdsDatabaseSpec {
     pub engine: Option<EngineKind>,
 
     /// Database (schema, on MySQL) written as `dbname` into every credential's secret.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_$-]*$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
 
@@ -147,7 +150,9 @@ pub struct TlsSpec {
 }
 
 /// TLS mode, named like libpq's `sslmode`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     Disable,

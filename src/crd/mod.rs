@@ -26,8 +26,14 @@ pub fn crds_yaml() -> String {
 /// File names under `crds/` and their contents.
 pub fn crd_files() -> Vec<(&'static str, String)> {
     vec![
-        ("rdsdatabases.rdscred.io.yaml", serde_yaml::to_string(&RdsDatabase::crd()).expect("CRD serializes")),
-        ("rdscredentials.rdscred.io.yaml", serde_yaml::to_string(&RdsCredential::crd()).expect("CRD serializes")),
+        (
+            "rdsdatabases.rdscred.io.yaml",
+            serde_yaml::to_string(&RdsDatabase::crd()).expect("CRD serializes"),
+        ),
+        (
+            "rdscredentials.rdscred.io.yaml",
+            serde_yaml::to_string(&RdsCredential::crd()).expect("CRD serializes"),
+        ),
     ]
 }
 
@@ -42,7 +48,10 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         for (name, yaml) in crd_files() {
             let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            assert!(on_disk == yaml, "crds/{name} is out of date: run `cargo run -q -- crd --out-dir crds`");
+            assert!(
+                on_disk == yaml,
+                "crds/{name} is out of date: run `cargo run -q -- crd --out-dir crds`"
+            );
         }
     }
 }

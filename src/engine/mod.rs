@@ -74,7 +74,10 @@ impl DbError {
     /// Whether retrying soon may help (outages, timeouts, unexpected errors), as opposed to
     /// problems that need a change of spec, password or database state.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DbError::Unreachable { .. } | DbError::Timeout | DbError::Other { .. })
+        matches!(
+            self,
+            DbError::Unreachable { .. } | DbError::Timeout | DbError::Other { .. }
+        )
     }
 
     /// CamelCase reason for conditions, Events and metrics.
@@ -157,26 +160,41 @@ impl UserPlan {
         for user in &self.login_users {
             quote::check_user_name(user, max)?;
             if *user != self.username && *user != Self::clone_username(&self.username) {
-                return Err(DbError::InvalidName { name: user.clone(), reason: format!("a login user of {} must be it or its clone", self.username) });
+                return Err(DbError::InvalidName {
+                    name: user.clone(),
+                    reason: format!("a login user of {} must be it or its clone", self.username),
+                });
             }
         }
         self.validate_roles(engine)?;
-        self.grants.iter().try_for_each(|g| validate_grant(g, engine))
+        self.grants
+            .iter()
+            .try_for_each(|g| validate_grant(g, engine))
     }
 
     fn validate_roles(&self, engine: EngineKind) -> Result<(), DbError> {
         for role in &self.roles {
             quote::check_user_name(role, engine.max_username_len())?;
             if FORBIDDEN_ROLES.contains(&role.as_str()) {
-                return Err(DbError::InvalidGrant { detail: format!("role {role} grants control of the server, not of data; it cannot be requested") });
+                return Err(DbError::InvalidGrant {
+                    detail: format!(
+                        "role {role} grants control of the server, not of data; it cannot be requested"
+                    ),
+                });
             }
             // Another credential's users and owner role: membership would hand out its data.
             if role.ends_with("_owner") || role.ends_with("_clone") || *role == self.username {
-                return Err(DbError::InvalidGrant { detail: format!("role {role}: names ending in _owner or _clone are reserved for rdscred's own users") });
+                return Err(DbError::InvalidGrant {
+                    detail: format!(
+                        "role {role}: names ending in _owner or _clone are reserved for rdscred's own users"
+                    ),
+                });
             }
         }
         if engine == EngineKind::Mariadb && self.roles.len() > 1 {
-            return Err(DbError::InvalidGrant { detail: "MariaDB has one default role per user: request at most one role".into() });
+            return Err(DbError::InvalidGrant {
+                detail: "MariaDB has one default role per user: request at most one role".into(),
+            });
         }
         Ok(())
     }
@@ -190,24 +208,41 @@ fn validate_grant(grant: &PrivilegeGrant, engine: EngineKind) -> Result<(), DbEr
     quote::check_database_name(&grant.database, max_db)?;
     if let Some(schema) = &grant.schema {
         if engine.family() == EngineFamily::Mysql {
-            return Err(DbError::InvalidGrant { detail: format!("schema {schema}: MySQL/MariaDB have no schemas inside a database; grant on the database") });
+            return Err(DbError::InvalidGrant {
+                detail: format!(
+                    "schema {schema}: MySQL/MariaDB have no schemas inside a database; grant on the database"
+                ),
+            });
         }
         quote::check_schema_name(schema, 63)?;
     }
     if grant.privileges.is_empty() {
-        return Err(DbError::InvalidGrant { detail: format!("no privileges listed for {}", grant_scope(grant)) });
+        return Err(DbError::InvalidGrant {
+            detail: format!("no privileges listed for {}", grant_scope(grant)),
+        });
     }
     if grant.privileges.len() > 1 && grant.privileges.contains(&Privilege::All) {
-        return Err(DbError::InvalidGrant { detail: format!("ALL cannot be combined with other privileges ({})", grant_scope(grant)) });
+        return Err(DbError::InvalidGrant {
+            detail: format!(
+                "ALL cannot be combined with other privileges ({})",
+                grant_scope(grant)
+            ),
+        });
     }
     for privilege in &grant.privileges {
         let valid = match engine.family() {
-            EngineFamily::Postgres => postgres::privilege_applies(*privilege, grant.schema.is_some()),
+            EngineFamily::Postgres => {
+                postgres::privilege_applies(*privilege, grant.schema.is_some())
+            }
             EngineFamily::Mysql => mysql::privilege_name(*privilege).is_some(),
         };
         if !valid {
             return Err(DbError::InvalidGrant {
-                detail: format!("{privilege:?} does not apply to {} on {}", grant_scope(grant), engine.as_str()),
+                detail: format!(
+                    "{privilege:?} does not apply to {} on {}",
+                    grant_scope(grant),
+                    engine.as_str()
+                ),
             });
         }
     }
@@ -249,7 +284,9 @@ enum AdminInner {
 impl Admin {
     pub async fn connect(target: &ConnectTarget, admin: &Login) -> Result<Admin, DbError> {
         let inner = match target.engine.family() {
-            EngineFamily::Postgres => AdminInner::Postgres(postgres::PgAdmin::connect(target, admin).await?),
+            EngineFamily::Postgres => {
+                AdminInner::Postgres(postgres::PgAdmin::connect(target, admin).await?)
+            }
             EngineFamily::Mysql => AdminInner::Mysql(mysql::MyAdmin::connect(target, admin).await?),
         };
         Ok(Admin { inner })
@@ -267,9 +304,17 @@ impl Admin {
 
     /// Create the login user if absent with `password` (fully configured: privileges and
     /// memberships of the plan); if present leave its password alone. Returns true if created.
-    pub async fn ensure_login_user(&mut self, plan: &UserPlan, username: &str, password: &SecretString) -> Result<bool, DbError> {
+    pub async fn ensure_login_user(
+        &mut self,
+        plan: &UserPlan,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<bool, DbError> {
         if !plan.login_users.iter().any(|u| u == username) {
-            return Err(DbError::InvalidName { name: username.to_owned(), reason: format!("not a login user of the plan for {}", plan.username) });
+            return Err(DbError::InvalidName {
+                name: username.to_owned(),
+                reason: format!("not a login user of the plan for {}", plan.username),
+            });
         }
         bounded(async {
             match &mut self.inner {
@@ -280,7 +325,11 @@ impl Admin {
         .await
     }
 
-    pub async fn set_password(&mut self, username: &str, password: &SecretString) -> Result<(), DbError> {
+    pub async fn set_password(
+        &mut self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<(), DbError> {
         bounded(async {
             match &mut self.inner {
                 AdminInner::Postgres(a) => a.set_password(username, password).await,
@@ -323,25 +372,42 @@ impl Admin {
 }
 
 async fn bounded<T>(operation: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
-    tokio::time::timeout(OPERATION_TIMEOUT, operation).await.map_err(|_| DbError::Timeout)?
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .map_err(|_| DbError::Timeout)?
 }
 
 /// Connects with [`CONNECT_TIMEOUT`].
-async fn connect_bounded<C>(connect: impl Future<Output = Result<C, DbError>>) -> Result<C, DbError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| DbError::Timeout)?
+async fn connect_bounded<C>(
+    connect: impl Future<Output = Result<C, DbError>>,
+) -> Result<C, DbError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| DbError::Timeout)?
 }
 
 /// Maps driver errors that are not the server's own (I/O, TLS, protocol).
 fn map_transport_error(error: sqlx::Error) -> DbError {
     match error {
         // rustls reports handshake failures (untrusted or misnamed certificate) as InvalidData.
-        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData || e.to_string().contains("certificate") => {
-            DbError::Tls { detail: e.to_string() }
+        sqlx::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::InvalidData
+                || e.to_string().contains("certificate") =>
+        {
+            DbError::Tls {
+                detail: e.to_string(),
+            }
         }
-        sqlx::Error::Io(e) => DbError::Unreachable { detail: e.to_string() },
-        sqlx::Error::Tls(e) => DbError::Tls { detail: e.to_string() },
+        sqlx::Error::Io(e) => DbError::Unreachable {
+            detail: e.to_string(),
+        },
+        sqlx::Error::Tls(e) => DbError::Tls {
+            detail: e.to_string(),
+        },
         sqlx::Error::PoolTimedOut => DbError::Timeout,
-        other => DbError::Other { detail: other.to_string() },
+        other => DbError::Other {
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -374,57 +440,147 @@ mod tests {
     }
 
     fn grant(database: &str, schema: Option<&str>, privileges: &[Privilege]) -> PrivilegeGrant {
-        PrivilegeGrant { database: database.into(), schema: schema.map(Into::into), privileges: privileges.to_vec() }
+        PrivilegeGrant {
+            database: database.into(),
+            schema: schema.map(Into::into),
+            privileges: privileges.to_vec(),
+        }
     }
 
     #[test]
     fn derived_names_must_fit_the_engine() {
         // 26 + "_clone" = 32: fits MySQL exactly.
         assert!(plan(&"a".repeat(26)).validate(EngineKind::Mysql).is_ok());
-        assert!(matches!(plan(&"a".repeat(27)).validate(EngineKind::Mariadb), Err(DbError::InvalidName { .. })));
+        assert!(matches!(
+            plan(&"a".repeat(27)).validate(EngineKind::Mariadb),
+            Err(DbError::InvalidName { .. })
+        ));
         // 57 + "_owner" = 63: fits PostgreSQL exactly.
         assert!(plan(&"a".repeat(57)).validate(EngineKind::Postgres).is_ok());
-        assert!(plan(&"a".repeat(58)).validate(EngineKind::AuroraPostgresql).is_err());
+        assert!(
+            plan(&"a".repeat(58))
+                .validate(EngineKind::AuroraPostgresql)
+                .is_err()
+        );
         assert!(plan("Bad").validate(EngineKind::Postgres).is_err());
         assert!(plan("select").validate(EngineKind::Postgres).is_ok());
     }
 
     #[test]
     fn privileges_must_fit_scope_and_engine() {
-        let with = |g: PrivilegeGrant| UserPlan { grants: vec![g], ..plan("app") };
-        assert!(with(grant("app", None, &[Privilege::Connect, Privilege::Create])).validate(EngineKind::Postgres).is_ok());
-        assert!(with(grant("app", None, &[Privilege::Select])).validate(EngineKind::Postgres).is_err());
-        assert!(with(grant("app", Some("public"), &[Privilege::Select, Privilege::Usage])).validate(EngineKind::Postgres).is_ok());
-        assert!(with(grant("app", Some("public"), &[Privilege::Connect])).validate(EngineKind::Postgres).is_err());
-        assert!(with(grant("app", Some("public"), &[Privilege::Select])).validate(EngineKind::Mysql).is_err());
-        assert!(with(grant("app", None, &[Privilege::Select, Privilege::CreateView])).validate(EngineKind::Mysql).is_ok());
-        assert!(with(grant("app", None, &[Privilege::Connect])).validate(EngineKind::Mysql).is_err());
-        assert!(with(grant("app", None, &[Privilege::All, Privilege::Select])).validate(EngineKind::Mysql).is_err());
-        assert!(with(grant("1app", None, &[Privilege::All])).validate(EngineKind::Mysql).is_err());
+        let with = |g: PrivilegeGrant| UserPlan {
+            grants: vec![g],
+            ..plan("app")
+        };
+        assert!(
+            with(grant("app", None, &[Privilege::Connect, Privilege::Create]))
+                .validate(EngineKind::Postgres)
+                .is_ok()
+        );
+        assert!(
+            with(grant("app", None, &[Privilege::Select]))
+                .validate(EngineKind::Postgres)
+                .is_err()
+        );
+        assert!(
+            with(grant(
+                "app",
+                Some("public"),
+                &[Privilege::Select, Privilege::Usage]
+            ))
+            .validate(EngineKind::Postgres)
+            .is_ok()
+        );
+        assert!(
+            with(grant("app", Some("public"), &[Privilege::Connect]))
+                .validate(EngineKind::Postgres)
+                .is_err()
+        );
+        assert!(
+            with(grant("app", Some("public"), &[Privilege::Select]))
+                .validate(EngineKind::Mysql)
+                .is_err()
+        );
+        assert!(
+            with(grant(
+                "app",
+                None,
+                &[Privilege::Select, Privilege::CreateView]
+            ))
+            .validate(EngineKind::Mysql)
+            .is_ok()
+        );
+        assert!(
+            with(grant("app", None, &[Privilege::Connect]))
+                .validate(EngineKind::Mysql)
+                .is_err()
+        );
+        assert!(
+            with(grant("app", None, &[Privilege::All, Privilege::Select]))
+                .validate(EngineKind::Mysql)
+                .is_err()
+        );
+        assert!(
+            with(grant("1app", None, &[Privilege::All]))
+                .validate(EngineKind::Mysql)
+                .is_err()
+        );
     }
 
     #[test]
     fn dangerous_and_reserved_roles_are_refused() {
-        let with = |roles: &[&str]| UserPlan { roles: roles.iter().map(|r| r.to_string()).collect(), ..plan("app") };
+        let with = |roles: &[&str]| UserPlan {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..plan("app")
+        };
         assert!(with(&["readers"]).validate(EngineKind::Postgres).is_ok());
-        assert!(with(&["pg_write_server_files"]).validate(EngineKind::Postgres).is_err());
-        assert!(with(&["rds_superuser"]).validate(EngineKind::Postgres).is_err());
-        assert!(with(&["other_owner"]).validate(EngineKind::Postgres).is_err());
+        assert!(
+            with(&["pg_write_server_files"])
+                .validate(EngineKind::Postgres)
+                .is_err()
+        );
+        assert!(
+            with(&["rds_superuser"])
+                .validate(EngineKind::Postgres)
+                .is_err()
+        );
+        assert!(
+            with(&["other_owner"])
+                .validate(EngineKind::Postgres)
+                .is_err()
+        );
         assert!(with(&["a", "b"]).validate(EngineKind::Mariadb).is_err());
         assert!(with(&["a", "b"]).validate(EngineKind::Mysql).is_ok());
     }
 
     #[test]
     fn error_reasons_and_retryability() {
-        assert_eq!(DbError::AuthFailed { username: "u".into() }.reason(), "AuthenticationFailed");
+        assert_eq!(
+            DbError::AuthFailed {
+                username: "u".into()
+            }
+            .reason(),
+            "AuthenticationFailed"
+        );
         assert!(DbError::Timeout.is_retryable());
-        assert!(!DbError::PermissionDenied { detail: String::new() }.is_retryable());
+        assert!(
+            !DbError::PermissionDenied {
+                detail: String::new()
+            }
+            .is_retryable()
+        );
     }
 
     #[test]
     fn scrub_removes_secrets_and_echoed_statements() {
-        let m = scrub("syntax error near 'IDENTIFIED BY 'hunter2'' at line 1", &["hunter2"]);
+        let m = scrub(
+            "syntax error near 'IDENTIFIED BY 'hunter2'' at line 1",
+            &["hunter2"],
+        );
         assert!(!m.contains("hunter2"));
-        assert_eq!(scrub("bad hunter2 thing", &["hunter2"]), "bad <redacted> thing");
+        assert_eq!(
+            scrub("bad hunter2 thing", &["hunter2"]),
+            "bad <redacted> thing"
+        );
     }
 }

@@ -17,7 +17,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySq
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use super::quote::{my_account, my_db_pattern, my_ident, my_literal};
-use super::{ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded, map_transport_error, scrub};
+use super::{
+    ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded,
+    map_transport_error, scrub,
+};
 use crate::crd::{EngineKind, Privilege, TlsMode};
 use crate::secret::SecretString;
 
@@ -79,15 +82,27 @@ async fn connect(target: &ConnectTarget, login: &Login) -> Result<MySqlConnectio
     if let Some(pem) = &target.tls.ca_bundle_pem {
         options = options.ssl_ca_from_pem(pem.as_bytes().to_vec());
     }
-    connect_bounded(async { MySqlConnection::connect_with(&options).await.map_err(|e| map_error(e, &login.username, &[])) }).await
+    connect_bounded(async {
+        MySqlConnection::connect_with(&options)
+            .await
+            .map_err(|e| map_error(e, &login.username, &[]))
+    })
+    .await
 }
 
 /// Authentication is per server: the check selects no database, so a user without access
 /// to the target's database still proves its password.
 pub(crate) async fn check_login(target: &ConnectTarget, login: &Login) -> Result<(), DbError> {
-    let target = ConnectTarget { database: None, ..target.clone() };
+    let target = ConnectTarget {
+        database: None,
+        ..target.clone()
+    };
     let mut conn = connect(&target, login).await?;
-    let result = conn.execute("SELECT 1").await.map(|_| ()).map_err(|e| map_error(e, &login.username, &[]));
+    let result = conn
+        .execute("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| map_error(e, &login.username, &[]));
     let _ = conn.close().await;
     result
 }
@@ -97,10 +112,15 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
     let sqlx::Error::Database(db) = &error else {
         return map_transport_error(error);
     };
-    let number = db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number).unwrap_or(0);
+    let number = db
+        .try_downcast_ref::<MySqlDatabaseError>()
+        .map(MySqlDatabaseError::number)
+        .unwrap_or(0);
     let detail = scrub(&format!("{} (error {number})", db.message()), secrets);
     match number {
-        1045 => DbError::AuthFailed { username: username.to_owned() },
+        1045 => DbError::AuthFailed {
+            username: username.to_owned(),
+        },
         1044 | 1142 | 1227 | 1410 => DbError::PermissionDenied { detail },
         1205 | 1969 | 3024 => DbError::Timeout,
         1040 | 1053 | 2002 | 2003 | 2006 | 2013 => DbError::Unreachable { detail },
@@ -125,16 +145,25 @@ struct Grants {
 
 fn parse_grants(lines: &[String]) -> Grants {
     let mut grants = Grants::default();
-    lines.iter().filter_map(|l| l.strip_prefix("GRANT ")).for_each(|l| parse_grant_line(l, &mut grants));
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("GRANT "))
+        .for_each(|l| parse_grant_line(l, &mut grants));
     grants
 }
 
 fn parse_grant_line(line: &str, grants: &mut Grants) {
-    let Some(to) = find_unquoted(line, " TO ") else { return };
+    let Some(to) = find_unquoted(line, " TO ") else {
+        return;
+    };
     let (what, grantee) = (&line[..to], &line[to..]);
     let Some(on) = find_unquoted(what, " ON ") else {
         // `GRANT role[, role] TO account`.
-        grants.roles.extend(split_top_level(what).iter().filter_map(|r| first_identifier(r)));
+        grants.roles.extend(
+            split_top_level(what)
+                .iter()
+                .filter_map(|r| first_identifier(r)),
+        );
         return;
     };
     let privileges = split_top_level(&what[..on]);
@@ -170,8 +199,15 @@ fn parse_target(target: &str) -> Option<Target> {
 /// How a grant target is shown in change summaries: `db.*` when the pattern means exactly
 /// one database, else the wildcard pattern as granted.
 fn pattern_label(pattern: &str) -> String {
-    let name = pattern.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\");
-    if my_db_pattern(&name) == pattern { format!("{name}.*") } else { format!("`{pattern}`.* (wildcard pattern)") }
+    let name = pattern
+        .replace("\\_", "_")
+        .replace("\\%", "%")
+        .replace("\\\\", "\\");
+    if my_db_pattern(&name) == pattern {
+        format!("{name}.*")
+    } else {
+        format!("`{pattern}`.* (wildcard pattern)")
+    }
 }
 
 /// `` `name` `` at the start of `s` (doubled backticks inside), and what follows it.
@@ -199,7 +235,11 @@ fn first_identifier(s: &str) -> Option<String> {
     let s = s.trim();
     match read_backticked(s) {
         Some((name, _)) => Some(name),
-        None => s.split('@').next().map(|n| n.trim_matches('\'').to_owned()).filter(|n| !n.is_empty()),
+        None => s
+            .split('@')
+            .next()
+            .map(|n| n.trim_matches('\'').to_owned())
+            .filter(|n| !n.is_empty()),
     }
 }
 
@@ -220,7 +260,8 @@ fn find_unquoted(s: &str, pattern: &str) -> Option<usize> {
 
 /// Splits on commas outside parentheses and quotes; trims each part.
 fn split_top_level(s: &str) -> Vec<String> {
-    let (mut parts, mut current, mut depth, mut quote) = (Vec::new(), String::new(), 0i32, None::<char>);
+    let (mut parts, mut current, mut depth, mut quote) =
+        (Vec::new(), String::new(), 0i32, None::<char>);
     for c in s.chars() {
         match (quote, c) {
             (Some(q), _) if c == q => quote = None,
@@ -283,15 +324,30 @@ fn wanted_grants(plan: &UserPlan) -> BTreeMap<String, BTreeSet<&'static str>> {
 impl MyAdmin {
     pub(crate) async fn connect(target: &ConnectTarget, admin: &Login) -> Result<MyAdmin, DbError> {
         let mut conn = connect(target, admin).await?;
-        let (version, sql_mode): (String, String) = sqlx::query_as("SELECT VERSION(), CAST(@@SESSION.sql_mode AS CHAR)")
-            .fetch_one(&mut conn)
+        let (version, sql_mode): (String, String) =
+            sqlx::query_as("SELECT VERSION(), CAST(@@SESSION.sql_mode AS CHAR)")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| map_error(e, &admin.username, &[]))?;
+        // DDL must not wait forever behind an application's metadata lock.
+        conn.execute("SET SESSION lock_wait_timeout = 10")
             .await
             .map_err(|e| map_error(e, &admin.username, &[]))?;
-        // DDL must not wait forever behind an application's metadata lock.
-        conn.execute("SET SESSION lock_wait_timeout = 10").await.map_err(|e| map_error(e, &admin.username, &[]))?;
-        let flavour = if version.to_ascii_lowercase().contains("mariadb") { Flavour::MariaDb } else { Flavour::MySql };
-        let no_backslash_escapes = sql_mode.to_ascii_uppercase().split(',').any(|m| m == "NO_BACKSLASH_ESCAPES");
-        Ok(MyAdmin { conn, engine: target.engine, flavour, no_backslash_escapes })
+        let flavour = if version.to_ascii_lowercase().contains("mariadb") {
+            Flavour::MariaDb
+        } else {
+            Flavour::MySql
+        };
+        let no_backslash_escapes = sql_mode
+            .to_ascii_uppercase()
+            .split(',')
+            .any(|m| m == "NO_BACKSLASH_ESCAPES");
+        Ok(MyAdmin {
+            conn,
+            engine: target.engine,
+            flavour,
+            no_backslash_escapes,
+        })
     }
 
     pub(crate) async fn close(self) {
@@ -304,15 +360,20 @@ impl MyAdmin {
     }
 
     async fn exec(&mut self, sql: String) -> Result<(), DbError> {
-        self.conn.execute(AssertSqlSafe(sql)).await.map(|_| ()).map_err(|e| map_error(e, "", &[]))
+        self.conn
+            .execute(AssertSqlSafe(sql))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(e, "", &[]))
     }
 
     pub(crate) async fn user_exists(&mut self, username: &str) -> Result<bool, DbError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = '%'")
-            .bind(username)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| map_error(e, "", &[]))?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = '%'")
+                .bind(username)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| map_error(e, "", &[]))?;
         Ok(count > 0)
     }
 
@@ -326,13 +387,21 @@ impl MyAdmin {
         Ok(existing)
     }
 
-    pub(crate) async fn ensure_login_user(&mut self, plan: &UserPlan, username: &str, password: &SecretString) -> Result<bool, DbError> {
+    pub(crate) async fn ensure_login_user(
+        &mut self,
+        plan: &UserPlan,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<bool, DbError> {
         plan.validate(self.engine)?;
         if self.user_exists(username).await? {
             return Ok(false);
         }
         let literal = my_literal(password.expose(), self.no_backslash_escapes)?;
-        let sql = format!("CREATE USER {} IDENTIFIED BY {literal}", self.account(username)?);
+        let sql = format!(
+            "CREATE USER {} IDENTIFIED BY {literal}",
+            self.account(username)?
+        );
         self.conn
             .execute(AssertSqlSafe(sql))
             .await
@@ -340,14 +409,23 @@ impl MyAdmin {
         // A user that exists is a configured user: grants, roles and TLS of the plan now,
         // not only at the next sync.
         let mut changes = PrivilegeChanges::default();
-        self.sync_user(plan, username, &wanted_grants(plan), &mut changes).await?;
-        self.copy_tls_requirement(&plan.username, username, &mut changes).await?;
+        self.sync_user(plan, username, &wanted_grants(plan), &mut changes)
+            .await?;
+        self.copy_tls_requirement(&plan.username, username, &mut changes)
+            .await?;
         Ok(true)
     }
 
-    pub(crate) async fn set_password(&mut self, username: &str, password: &SecretString) -> Result<(), DbError> {
+    pub(crate) async fn set_password(
+        &mut self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<(), DbError> {
         let literal = my_literal(password.expose(), self.no_backslash_escapes)?;
-        let sql = format!("ALTER USER {} IDENTIFIED BY {literal}", self.account(username)?);
+        let sql = format!(
+            "ALTER USER {} IDENTIFIED BY {literal}",
+            self.account(username)?
+        );
         self.conn
             .execute(AssertSqlSafe(sql))
             .await
@@ -355,13 +433,17 @@ impl MyAdmin {
             .map_err(|e| map_error(e, username, &[password.expose(), literal.as_str()]))
     }
 
-    pub(crate) async fn sync_privileges(&mut self, plan: &UserPlan) -> Result<PrivilegeChanges, DbError> {
+    pub(crate) async fn sync_privileges(
+        &mut self,
+        plan: &UserPlan,
+    ) -> Result<PrivilegeChanges, DbError> {
         plan.validate(self.engine)?;
         let wanted = wanted_grants(plan);
         let mut changes = PrivilegeChanges::default();
         for user in self.existing_users(&plan.login_users).await? {
             self.sync_user(plan, &user, &wanted, &mut changes).await?;
-            self.copy_tls_requirement(&plan.username, &user, &mut changes).await?;
+            self.copy_tls_requirement(&plan.username, &user, &mut changes)
+                .await?;
         }
         Ok(changes)
     }
@@ -376,10 +458,17 @@ impl MyAdmin {
             owned.extend(self.definer_counts(user).await?);
         }
         if !owned.is_empty() {
-            return Err(DbError::OwnsObjects { username: plan.username.clone(), detail: owned.join("; ") });
+            return Err(DbError::OwnsObjects {
+                username: plan.username.clone(),
+                detail: owned.join("; "),
+            });
         }
-        let accounts: Vec<String> = existing.iter().map(|u| self.account(u)).collect::<Result<_, _>>()?;
-        self.exec(format!("DROP USER IF EXISTS {}", accounts.join(", "))).await
+        let accounts: Vec<String> = existing
+            .iter()
+            .map(|u| self.account(u))
+            .collect::<Result<_, _>>()?;
+        self.exec(format!("DROP USER IF EXISTS {}", accounts.join(", ")))
+            .await
     }
 
     /// Stored objects that run as `user` (MySQL's only notion of ownership): a dropped
@@ -399,14 +488,21 @@ impl MyAdmin {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| map_error(e, "", &[]))?;
-        Ok(rows.into_iter().filter(|(_, n)| *n > 0).map(|(kind, n)| format!("{user} is the definer of {n} {kind}")).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, n)| format!("{user} is the definer of {n} {kind}"))
+            .collect())
     }
 
     // -------------------------------------------------------------- grants
 
     async fn current_grants(&mut self, user: &str) -> Result<Grants, DbError> {
         let sql = format!("SHOW GRANTS FOR {}", self.account(user)?);
-        let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&mut self.conn).await.map_err(|e| map_error(e, "", &[]))?;
+        let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| map_error(e, "", &[]))?;
         Ok(parse_grants(&lines))
     }
 
@@ -421,18 +517,31 @@ impl MyAdmin {
     ) -> Result<(), DbError> {
         let current = self.current_grants(user).await?;
         let account = self.account(user)?;
-        let global_extra: Vec<&str> = current.global.iter().map(String::as_str).filter(|p| *p != "USAGE").collect();
+        let global_extra: Vec<&str> = current
+            .global
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "USAGE")
+            .collect();
         if !global_extra.is_empty() {
-            self.exec(format!("REVOKE {} ON *.* FROM {account}", global_extra.join(", "))).await?;
-            changes.revoked.push(format!("{} ON *.* FROM {user}", global_extra.join(", ")));
+            self.exec(format!(
+                "REVOKE {} ON *.* FROM {account}",
+                global_extra.join(", ")
+            ))
+            .await?;
+            changes
+                .revoked
+                .push(format!("{} ON *.* FROM {user}", global_extra.join(", ")));
         }
         let none = BTreeSet::new();
         let databases: BTreeSet<&String> = current.databases.keys().chain(wanted.keys()).collect();
         for db in databases {
             let held = current.databases.get(db).cloned().unwrap_or_default();
-            self.sync_database(user, db, held, wanted.get(db).unwrap_or(&none), changes).await?;
+            self.sync_database(user, db, held, wanted.get(db).unwrap_or(&none), changes)
+                .await?;
         }
-        self.sync_roles(user, &current.roles, &plan.roles, changes).await?;
+        self.sync_roles(user, &current.roles, &plan.roles, changes)
+            .await?;
         self.sync_default_role(user, &plan.roles).await
     }
 
@@ -450,36 +559,60 @@ impl MyAdmin {
         let target = pattern_label(pattern);
         if held.contains(ALL) && !want.contains(ALL) {
             // ALL cannot be partly revoked by name: revoke it, then grant what is wanted.
-            self.exec(format!("REVOKE ALL PRIVILEGES {on} FROM {account}")).await?;
-            changes.revoked.push(format!("{ALL} ON {target} FROM {user}"));
+            self.exec(format!("REVOKE ALL PRIVILEGES {on} FROM {account}"))
+                .await?;
+            changes
+                .revoked
+                .push(format!("{ALL} ON {target} FROM {user}"));
             held.remove(ALL);
         }
         // With ALL wanted, the individual privileges it includes are not extras.
-        let missing: Vec<&str> = want.iter().copied().filter(|p| !held.contains(*p)).collect();
-        let extra: Vec<&str> =
-            held.iter().map(String::as_str).filter(|p| !want.contains(p) && (!want.contains(ALL) || *p == GRANT_OPTION)).collect();
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|p| !held.contains(*p))
+            .collect();
+        let extra: Vec<&str> = held
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !want.contains(p) && (!want.contains(ALL) || *p == GRANT_OPTION))
+            .collect();
         if !missing.is_empty() {
-            self.exec(format!("GRANT {} {on} TO {account}", missing.join(", "))).await?;
-            changes.granted.push(format!("{} ON {target} TO {user}", missing.join(", ")));
+            self.exec(format!("GRANT {} {on} TO {account}", missing.join(", ")))
+                .await?;
+            changes
+                .granted
+                .push(format!("{} ON {target} TO {user}", missing.join(", ")));
         }
         if !extra.is_empty() {
-            self.exec(format!("REVOKE {} {on} FROM {account}", extra.join(", "))).await?;
-            changes.revoked.push(format!("{} ON {target} FROM {user}", extra.join(", ")));
+            self.exec(format!("REVOKE {} {on} FROM {account}", extra.join(", ")))
+                .await?;
+            changes
+                .revoked
+                .push(format!("{} ON {target} FROM {user}", extra.join(", ")));
         }
         Ok(())
     }
 
     // -------------------------------------------------------------- roles
 
-    async fn sync_roles(&mut self, user: &str, held: &BTreeSet<String>, wanted: &[String], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_roles(
+        &mut self,
+        user: &str,
+        held: &BTreeSet<String>,
+        wanted: &[String],
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         let account = self.account(user)?;
         for role in wanted.iter().filter(|r| !held.contains(*r)) {
             self.check_is_role(role).await?;
-            self.exec(format!("GRANT {} TO {account}", my_ident(role))).await?;
+            self.exec(format!("GRANT {} TO {account}", my_ident(role)))
+                .await?;
             changes.granted.push(format!("ROLE {role} TO {user}"));
         }
         for role in held.iter().filter(|r| !wanted.contains(r)) {
-            self.exec(format!("REVOKE {} FROM {account}", my_ident(role))).await?;
+            self.exec(format!("REVOKE {} FROM {account}", my_ident(role)))
+                .await?;
             changes.revoked.push(format!("ROLE {role} FROM {user}"));
         }
         Ok(())
@@ -490,15 +623,26 @@ impl MyAdmin {
     /// (`is_role`); MySQL roles are locked accounts (`CREATE ROLE` makes them so).
     async fn check_is_role(&mut self, role: &str) -> Result<(), DbError> {
         let sql = match self.flavour {
-            Flavour::MariaDb => "SELECT CAST(is_role AS CHAR) FROM mysql.user WHERE User = ? AND Host = ''",
-            Flavour::MySql => "SELECT CAST(account_locked AS CHAR) FROM mysql.user WHERE User = ? AND Host = '%'",
+            Flavour::MariaDb => {
+                "SELECT CAST(is_role AS CHAR) FROM mysql.user WHERE User = ? AND Host = ''"
+            }
+            Flavour::MySql => {
+                "SELECT CAST(account_locked AS CHAR) FROM mysql.user WHERE User = ? AND Host = '%'"
+            }
         };
-        let flag: Option<String> =
-            sqlx::query_scalar(sql).bind(role).fetch_optional(&mut self.conn).await.map_err(|e| map_error(e, "", &[]))?;
+        let flag: Option<String> = sqlx::query_scalar(sql)
+            .bind(role)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| map_error(e, "", &[]))?;
         match flag.as_deref() {
-            None => Err(DbError::InvalidGrant { detail: format!("role {role} does not exist") }),
+            None => Err(DbError::InvalidGrant {
+                detail: format!("role {role} does not exist"),
+            }),
             Some("Y") => Ok(()),
-            Some(_) => Err(DbError::InvalidGrant { detail: format!("{role} is a user account, not a role; only roles can be granted") }),
+            Some(_) => Err(DbError::InvalidGrant {
+                detail: format!("{role} is a user account, not a role; only roles can be granted"),
+            }),
         }
     }
 
@@ -516,8 +660,13 @@ impl MyAdmin {
                         .map_err(|e| map_error(e, "", &[]))?;
                 let wanted = roles.first().cloned().unwrap_or_default();
                 if current.unwrap_or_default() != wanted {
-                    let role = if wanted.is_empty() { "NONE".to_owned() } else { my_ident(&wanted) };
-                    self.exec(format!("SET DEFAULT ROLE {role} FOR {account}")).await?;
+                    let role = if wanted.is_empty() {
+                        "NONE".to_owned()
+                    } else {
+                        my_ident(&wanted)
+                    };
+                    self.exec(format!("SET DEFAULT ROLE {role} FOR {account}"))
+                        .await?;
                 }
             }
             Flavour::MySql => {
@@ -531,7 +680,8 @@ impl MyAdmin {
                         .collect();
                 if current != roles.iter().cloned().collect() {
                     let which = if roles.is_empty() { "NONE" } else { "ALL" };
-                    self.exec(format!("SET DEFAULT ROLE {which} TO {account}")).await?;
+                    self.exec(format!("SET DEFAULT ROLE {which} TO {account}"))
+                        .await?;
                 }
             }
         }
@@ -541,7 +691,12 @@ impl MyAdmin {
     // -------------------------------------------------------------- TLS
 
     async fn tls_requirement(&mut self, user: &str) -> Result<Option<TlsRequirement>, DbError> {
-        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let row: Option<Row> = sqlx::query_as(
             "SELECT CAST(ssl_type AS CHAR), CAST(ssl_cipher AS CHAR), CAST(x509_issuer AS CHAR), CAST(x509_subject AS CHAR) \
              FROM mysql.user WHERE User = ? AND Host = '%'",
@@ -550,28 +705,41 @@ impl MyAdmin {
         .fetch_optional(&mut self.conn)
         .await
         .map_err(|e| map_error(e, "", &[]))?;
-        Ok(row.map(|(ssl_type, cipher, issuer, subject)| TlsRequirement {
-            ssl_type: ssl_type.unwrap_or_default(),
-            cipher: cipher.unwrap_or_default(),
-            issuer: issuer.unwrap_or_default(),
-            subject: subject.unwrap_or_default(),
-        }))
+        Ok(
+            row.map(|(ssl_type, cipher, issuer, subject)| TlsRequirement {
+                ssl_type: ssl_type.unwrap_or_default(),
+                cipher: cipher.unwrap_or_default(),
+                issuer: issuer.unwrap_or_default(),
+                subject: subject.unwrap_or_default(),
+            }),
+        )
     }
 
     /// The clone requires exactly what the primary requires (SSL, X509, issuer/subject/cipher).
-    async fn copy_tls_requirement(&mut self, primary: &str, user: &str, changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn copy_tls_requirement(
+        &mut self,
+        primary: &str,
+        user: &str,
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         if user == primary {
             return Ok(());
         }
-        let (Some(source), Some(current)) = (self.tls_requirement(primary).await?, self.tls_requirement(user).await?) else {
+        let (Some(source), Some(current)) = (
+            self.tls_requirement(primary).await?,
+            self.tls_requirement(user).await?,
+        ) else {
             return Ok(());
         };
         if source == current {
             return Ok(());
         }
         let clause = self.require_clause(&source)?;
-        self.exec(format!("ALTER USER {} {clause}", self.account(user)?)).await?;
-        changes.granted.push(format!("{clause} TO {user} (as {primary})"));
+        self.exec(format!("ALTER USER {} {clause}", self.account(user)?))
+            .await?;
+        changes
+            .granted
+            .push(format!("{clause} TO {user} (as {primary})"));
         Ok(())
     }
 
@@ -581,12 +749,23 @@ impl MyAdmin {
             "X509" => "REQUIRE X509".into(),
             "SPECIFIED" => {
                 let mut parts = Vec::new();
-                for (keyword, value) in [("ISSUER", &tls.issuer), ("SUBJECT", &tls.subject), ("CIPHER", &tls.cipher)] {
+                for (keyword, value) in [
+                    ("ISSUER", &tls.issuer),
+                    ("SUBJECT", &tls.subject),
+                    ("CIPHER", &tls.cipher),
+                ] {
                     if !value.is_empty() {
-                        parts.push(format!("{keyword} {}", my_literal(value, self.no_backslash_escapes)?));
+                        parts.push(format!(
+                            "{keyword} {}",
+                            my_literal(value, self.no_backslash_escapes)?
+                        ));
                     }
                 }
-                if parts.is_empty() { "REQUIRE SSL".into() } else { format!("REQUIRE {}", parts.join(" AND ")) }
+                if parts.is_empty() {
+                    "REQUIRE SSL".into()
+                } else {
+                    format!("REQUIRE {}", parts.join(" AND "))
+                }
             }
             _ => "REQUIRE NONE".into(),
         })
@@ -613,8 +792,14 @@ mod tests {
             "SET DEFAULT ROLE `readers` FOR `app`@`%`",
         ]));
         assert_eq!(g.global, BTreeSet::from(["USAGE".to_string()]));
-        assert_eq!(g.databases["rdscred\\_test"], BTreeSet::from(["SELECT".to_string(), "INSERT".to_string()]));
-        assert_eq!(g.databases["other"], BTreeSet::from([ALL.to_string(), GRANT_OPTION.to_string()]));
+        assert_eq!(
+            g.databases["rdscred\\_test"],
+            BTreeSet::from(["SELECT".to_string(), "INSERT".to_string()])
+        );
+        assert_eq!(
+            g.databases["other"],
+            BTreeSet::from([ALL.to_string(), GRANT_OPTION.to_string()])
+        );
         assert_eq!(g.databases.len(), 2);
         assert_eq!(g.roles, BTreeSet::from(["readers".to_string()]));
     }
@@ -628,8 +813,17 @@ mod tests {
             "GRANT `r1`@`%`,`r2`@`%` TO `app`@`%`",
         ]));
         assert!(g.global.contains("BACKUP_ADMIN") && g.global.contains("XA_RECOVER_ADMIN"));
-        assert_eq!(g.databases["we`ird"], BTreeSet::from(["CREATE TEMPORARY TABLES".to_string(), "LOCK TABLES".to_string()]));
-        assert_eq!(g.roles, BTreeSet::from(["r1".to_string(), "r2".to_string()]));
+        assert_eq!(
+            g.databases["we`ird"],
+            BTreeSet::from([
+                "CREATE TEMPORARY TABLES".to_string(),
+                "LOCK TABLES".to_string()
+            ])
+        );
+        assert_eq!(
+            g.roles,
+            BTreeSet::from(["r1".to_string(), "r2".to_string()])
+        );
     }
 
     #[test]
@@ -650,9 +844,21 @@ mod tests {
             username: "app".into(),
             login_users: vec!["app".into()],
             grants: vec![
-                crate::crd::PrivilegeGrant { database: "a".into(), schema: None, privileges: vec![Privilege::All] },
-                crate::crd::PrivilegeGrant { database: "a".into(), schema: None, privileges: vec![Privilege::Select] },
-                crate::crd::PrivilegeGrant { database: "b".into(), schema: None, privileges: vec![Privilege::Temporary] },
+                crate::crd::PrivilegeGrant {
+                    database: "a".into(),
+                    schema: None,
+                    privileges: vec![Privilege::All],
+                },
+                crate::crd::PrivilegeGrant {
+                    database: "a".into(),
+                    schema: None,
+                    privileges: vec![Privilege::Select],
+                },
+                crate::crd::PrivilegeGrant {
+                    database: "b".into(),
+                    schema: None,
+                    privileges: vec![Privilege::Temporary],
+                },
             ],
             roles: vec![],
         };

@@ -18,7 +18,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSslMode}
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use super::quote::{pg_ident, pg_literal};
-use super::{ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded, map_transport_error, scram, scrub};
+use super::{
+    ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded,
+    map_transport_error, scram, scrub,
+};
 use crate::crd::{Privilege, TlsMode};
 use crate::secret::SecretString;
 
@@ -26,7 +29,15 @@ use crate::secret::SecretString;
 const DEFAULT_DATABASE: &str = "postgres";
 const DATABASE_PRIVILEGES: [&str; 3] = ["CONNECT", "CREATE", "TEMPORARY"];
 const SCHEMA_PRIVILEGES: [&str; 2] = ["USAGE", "CREATE"];
-const TABLE_PRIVILEGES: [&str; 7] = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"];
+const TABLE_PRIVILEGES: [&str; 7] = [
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+];
 /// Relation kinds `ON ALL TABLES IN SCHEMA` covers: tables, partitioned tables, views,
 /// materialized views, foreign tables.
 const TABLE_KINDS: &str = "('r','p','v','m','f')";
@@ -72,21 +83,44 @@ fn connect_options(target: &ConnectTarget, login: &Login, database: &str) -> PgC
     options
 }
 
-async fn connect(target: &ConnectTarget, login: &Login, database: &str) -> Result<PgConnection, DbError> {
+async fn connect(
+    target: &ConnectTarget,
+    login: &Login,
+    database: &str,
+) -> Result<PgConnection, DbError> {
     let options = connect_options(target, login, database);
-    connect_bounded(async { PgConnection::connect_with(&options).await.map_err(|e| map_error(e, &login.username, &[])) }).await
+    connect_bounded(async {
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| map_error(e, &login.username, &[]))
+    })
+    .await
 }
 
 /// An admin connection: DDL must not wait forever behind an application's lock.
-async fn connect_admin(target: &ConnectTarget, login: &Login, database: &str) -> Result<PgConnection, DbError> {
-    let options = connect_options(target, login, database).options([("lock_timeout", "10s"), ("statement_timeout", "60s")]);
-    connect_bounded(async { PgConnection::connect_with(&options).await.map_err(|e| map_error(e, &login.username, &[])) }).await
+async fn connect_admin(
+    target: &ConnectTarget,
+    login: &Login,
+    database: &str,
+) -> Result<PgConnection, DbError> {
+    let options = connect_options(target, login, database)
+        .options([("lock_timeout", "10s"), ("statement_timeout", "60s")]);
+    connect_bounded(async {
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| map_error(e, &login.username, &[]))
+    })
+    .await
 }
 
 pub(crate) async fn check_login(target: &ConnectTarget, login: &Login) -> Result<(), DbError> {
     let database = target.database.as_deref().unwrap_or(DEFAULT_DATABASE);
     let mut conn = connect(target, login, database).await?;
-    let result = conn.execute("SELECT 1").await.map(|_| ()).map_err(|e| map_error(e, &login.username, &[]));
+    let result = conn
+        .execute("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| map_error(e, &login.username, &[]));
     let _ = conn.close().await;
     result
 }
@@ -97,12 +131,24 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
         return map_transport_error(error);
     };
     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    let extra = db.try_downcast_ref::<PgDatabaseError>().and_then(PgDatabaseError::detail).map(|d| format!(": {d}")).unwrap_or_default();
-    let detail = scrub(&format!("{}{extra} (SQLSTATE {code})", db.message()), secrets);
+    let extra = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(PgDatabaseError::detail)
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    let detail = scrub(
+        &format!("{}{extra} (SQLSTATE {code})", db.message()),
+        secrets,
+    );
     match code.as_str() {
-        "28P01" | "28000" => DbError::AuthFailed { username: username.to_owned() },
+        "28P01" | "28000" => DbError::AuthFailed {
+            username: username.to_owned(),
+        },
         "42501" => DbError::PermissionDenied { detail },
-        "2BP01" => DbError::OwnsObjects { username: username.to_owned(), detail },
+        "2BP01" => DbError::OwnsObjects {
+            username: username.to_owned(),
+            detail,
+        },
         "57014" | "55P03" => DbError::Timeout,
         c if c.starts_with("08") || c.starts_with("57P") => DbError::Unreachable { detail },
         _ => DbError::Other { detail },
@@ -110,11 +156,22 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
 }
 
 async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), DbError> {
-    conn.execute(AssertSqlSafe(sql)).await.map(|_| ()).map_err(|e| map_error(e, "", &[]))
+    conn.execute(AssertSqlSafe(sql))
+        .await
+        .map(|_| ())
+        .map_err(|e| map_error(e, "", &[]))
 }
 
-async fn fetch_pairs(conn: &mut PgConnection, sql: &'static str, role: &str) -> Result<Vec<(String, String)>, DbError> {
-    sqlx::query_as(sql).bind(role).fetch_all(conn).await.map_err(|e| map_error(e, "", &[]))
+async fn fetch_pairs(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    role: &str,
+) -> Result<Vec<(String, String)>, DbError> {
+    sqlx::query_as(sql)
+        .bind(role)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| map_error(e, "", &[]))
 }
 
 /// The literal `ALTER ROLE ... PASSWORD` gets: a SCRAM verifier computed here, or, for a
@@ -122,7 +179,11 @@ async fn fetch_pairs(conn: &mut PgConnection, sql: &'static str, role: &str) -> 
 /// for the server to hash the way clients will.
 fn password_literal(password: &SecretString) -> Result<String, DbError> {
     let password = password.expose();
-    if scram::saslprep_is_identity(password) { pg_literal(&scram::verifier(password)?) } else { pg_literal(password) }
+    if scram::saslprep_is_identity(password) {
+        pg_literal(&scram::verifier(password)?)
+    } else {
+        pg_literal(password)
+    }
 }
 
 // ------------------------------------------------------------------ desired state
@@ -150,11 +211,22 @@ impl Desired {
             match &grant.schema {
                 None => {
                     let set = desired.databases.entry(grant.database.clone()).or_default();
-                    grant.privileges.iter().for_each(|p| set.extend(database_privilege(*p)));
+                    grant
+                        .privileges
+                        .iter()
+                        .for_each(|p| set.extend(database_privilege(*p)));
                 }
                 Some(schema) => {
-                    let want = desired.schemas.entry(grant.database.clone()).or_default().entry(schema.clone()).or_default();
-                    grant.privileges.iter().for_each(|p| add_schema_privilege(want, *p));
+                    let want = desired
+                        .schemas
+                        .entry(grant.database.clone())
+                        .or_default()
+                        .entry(schema.clone())
+                        .or_default();
+                    grant
+                        .privileges
+                        .iter()
+                        .for_each(|p| add_schema_privilege(want, *p));
                     // Table privileges are useless without USAGE on their schema.
                     if !want.tables.is_empty() {
                         want.schema.insert("USAGE");
@@ -201,11 +273,22 @@ fn add_schema_privilege(want: &mut SchemaWant, privilege: Privilege) {
 }
 
 /// (`wanted` minus `current`, `current` minus `wanted`): what to grant and what to revoke.
-fn diff(current: Option<&BTreeSet<String>>, wanted: &BTreeSet<&'static str>) -> (Vec<String>, Vec<String>) {
+fn diff(
+    current: Option<&BTreeSet<String>>,
+    wanted: &BTreeSet<&'static str>,
+) -> (Vec<String>, Vec<String>) {
     let empty = BTreeSet::new();
     let current = current.unwrap_or(&empty);
-    let missing = wanted.iter().filter(|p| !current.contains(**p)).map(|p| p.to_string()).collect();
-    let extra = current.iter().filter(|p| !wanted.contains(p.as_str())).cloned().collect();
+    let missing = wanted
+        .iter()
+        .filter(|p| !current.contains(**p))
+        .map(|p| p.to_string())
+        .collect();
+    let extra = current
+        .iter()
+        .filter(|p| !wanted.contains(p.as_str()))
+        .cloned()
+        .collect();
     (missing, extra)
 }
 
@@ -229,9 +312,17 @@ pub(crate) struct PgAdmin {
 
 impl PgAdmin {
     pub(crate) async fn connect(target: &ConnectTarget, admin: &Login) -> Result<PgAdmin, DbError> {
-        let database = target.database.clone().unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        let database = target
+            .database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
         let conn = connect_admin(target, admin, &database).await?;
-        Ok(PgAdmin { conn, target: target.clone(), admin: admin.clone(), database })
+        Ok(PgAdmin {
+            conn,
+            target: target.clone(),
+            admin: admin.clone(),
+            database,
+        })
     }
 
     pub(crate) async fn close(self) {
@@ -239,20 +330,33 @@ impl PgAdmin {
     }
 
     pub(crate) async fn user_exists(&mut self, username: &str) -> Result<bool, DbError> {
-        Ok(!self.existing_roles(&[username.to_owned()]).await?.is_empty())
+        Ok(!self
+            .existing_roles(&[username.to_owned()])
+            .await?
+            .is_empty())
     }
 
     async fn existing_roles(&mut self, names: &[String]) -> Result<Vec<String>, DbError> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1")
-            .bind(names)
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| map_error(e, "", &[]))?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1")
+                .bind(names)
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| map_error(e, "", &[]))?;
         // Keep the caller's order (login users before the owner role).
-        Ok(names.iter().filter(|n| rows.iter().any(|(r,)| r == *n)).cloned().collect())
+        Ok(names
+            .iter()
+            .filter(|n| rows.iter().any(|(r,)| r == *n))
+            .cloned()
+            .collect())
     }
 
-    pub(crate) async fn ensure_login_user(&mut self, plan: &UserPlan, username: &str, password: &SecretString) -> Result<bool, DbError> {
+    pub(crate) async fn ensure_login_user(
+        &mut self,
+        plan: &UserPlan,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<bool, DbError> {
         plan.validate(self.target.engine)?;
         if self.user_exists(username).await? {
             return Ok(false);
@@ -263,19 +367,36 @@ impl PgAdmin {
         // One transaction: a crash never leaves a login user that is not yet acting as owner.
         let mut tx = self.conn.begin().await.map_err(|e| map_error(e, "", &[]))?;
         let statements = [
-            format!("DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} NOLOGIN; END IF; END$$", pg_literal(&owner)?, pg_ident(&owner)),
-            format!("CREATE ROLE {} WITH LOGIN INHERIT PASSWORD {literal}", pg_ident(username)),
+            format!(
+                "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {} NOLOGIN; END IF; END$$",
+                pg_literal(&owner)?,
+                pg_ident(&owner)
+            ),
+            format!(
+                "CREATE ROLE {} WITH LOGIN INHERIT PASSWORD {literal}",
+                pg_ident(username)
+            ),
             format!("GRANT {} TO {}", pg_ident(&owner), pg_ident(username)),
-            format!("ALTER ROLE {} SET role = {}", pg_ident(username), pg_literal(&owner)?),
+            format!(
+                "ALTER ROLE {} SET role = {}",
+                pg_ident(username),
+                pg_literal(&owner)?
+            ),
         ];
         for sql in statements {
-            tx.execute(AssertSqlSafe(sql)).await.map_err(|e| map_error(e, username, &secrets))?;
+            tx.execute(AssertSqlSafe(sql))
+                .await
+                .map_err(|e| map_error(e, username, &secrets))?;
         }
         tx.commit().await.map_err(|e| map_error(e, username, &[]))?;
         Ok(true)
     }
 
-    pub(crate) async fn set_password(&mut self, username: &str, password: &SecretString) -> Result<(), DbError> {
+    pub(crate) async fn set_password(
+        &mut self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<(), DbError> {
         super::quote::check_user_name(username, self.target.engine.max_username_len())?;
         let literal = password_literal(password)?;
         let sql = format!("ALTER ROLE {} WITH PASSWORD {literal}", pg_ident(username));
@@ -286,7 +407,10 @@ impl PgAdmin {
             .map_err(|e| map_error(e, username, &[password.expose(), literal.as_str()]))
     }
 
-    pub(crate) async fn sync_privileges(&mut self, plan: &UserPlan) -> Result<PrivilegeChanges, DbError> {
+    pub(crate) async fn sync_privileges(
+        &mut self,
+        plan: &UserPlan,
+    ) -> Result<PrivilegeChanges, DbError> {
         plan.validate(self.target.engine)?;
         let mut changes = PrivilegeChanges::default();
         let owner = UserPlan::owner_role(&plan.username);
@@ -295,10 +419,12 @@ impl PgAdmin {
         for login in &logins {
             self.sync_login_user(login, &owner, &mut changes).await?;
         }
-        self.sync_role_memberships(&owner, &plan.roles, &mut changes).await?;
+        self.sync_role_memberships(&owner, &plan.roles, &mut changes)
+            .await?;
 
         let desired = Desired::from_plan(plan);
-        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys())).await?;
+        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys()))
+            .await?;
         // The owner holds the plan; login users hold nothing directly.
         let empty = Desired::default();
         let mut grantees: Vec<(&str, &Desired)> = vec![(owner.as_str(), &desired)];
@@ -309,7 +435,9 @@ impl PgAdmin {
 
     pub(crate) async fn drop_users(&mut self, plan: &UserPlan) -> Result<(), DbError> {
         let max = self.target.engine.max_username_len();
-        plan.login_users.iter().try_for_each(|u| super::quote::check_user_name(u, max))?;
+        plan.login_users
+            .iter()
+            .try_for_each(|u| super::quote::check_user_name(u, max))?;
         let owner = UserPlan::owner_role(&plan.username);
         super::quote::check_user_name(&owner, max)?;
         let mut names = plan.login_users.clone();
@@ -320,41 +448,74 @@ impl PgAdmin {
         }
         let owned = self.owned_object_counts(&existing).await?;
         if !owned.is_empty() {
-            return Err(DbError::OwnsObjects { username: plan.username.clone(), detail: owned.join("; ") });
+            return Err(DbError::OwnsObjects {
+                username: plan.username.clone(),
+                detail: owned.join("; "),
+            });
         }
         // Privileges mention the roles too and block DROP ROLE: revoke them all first.
         let empty = Desired::default();
-        let grantees: Vec<(&str, &Desired)> = existing.iter().map(|r| (r.as_str(), &empty)).collect();
-        self.sync_acls(&grantees, &mut PrivilegeChanges::default()).await?;
+        let grantees: Vec<(&str, &Desired)> =
+            existing.iter().map(|r| (r.as_str(), &empty)).collect();
+        self.sync_acls(&grantees, &mut PrivilegeChanges::default())
+            .await?;
         let mut tx = self.conn.begin().await.map_err(|e| map_error(e, "", &[]))?;
         for role in &existing {
-            tx.execute(AssertSqlSafe(format!("DROP ROLE IF EXISTS {}", pg_ident(role)))).await.map_err(|e| map_error(e, &plan.username, &[]))?;
+            tx.execute(AssertSqlSafe(format!(
+                "DROP ROLE IF EXISTS {}",
+                pg_ident(role)
+            )))
+            .await
+            .map_err(|e| map_error(e, &plan.username, &[]))?;
         }
-        tx.commit().await.map_err(|e| map_error(e, &plan.username, &[]))
+        tx.commit()
+            .await
+            .map_err(|e| map_error(e, &plan.username, &[]))
     }
 
     // -------------------------------------------------------------- roles
 
-    async fn ensure_owner_role(&mut self, owner: &str, changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn ensure_owner_role(
+        &mut self,
+        owner: &str,
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         if !self.user_exists(owner).await? {
-            exec(&mut self.conn, format!("CREATE ROLE {} NOLOGIN", pg_ident(owner))).await?;
-            changes.granted.push(format!("ROLE {owner} (created, NOLOGIN)"));
+            exec(
+                &mut self.conn,
+                format!("CREATE ROLE {} NOLOGIN", pg_ident(owner)),
+            )
+            .await?;
+            changes
+                .granted
+                .push(format!("ROLE {owner} (created, NOLOGIN)"));
         }
         Ok(())
     }
 
     /// A login user: LOGIN INHERIT, member of exactly the owner role, acting as it.
-    async fn sync_login_user(&mut self, login: &str, owner: &str, changes: &mut PrivilegeChanges) -> Result<(), DbError> {
-        let (can_login, inherits): (bool, bool) = sqlx::query_as("SELECT rolcanlogin, rolinherit FROM pg_roles WHERE rolname = $1")
-            .bind(login)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| map_error(e, "", &[]))?;
+    async fn sync_login_user(
+        &mut self,
+        login: &str,
+        owner: &str,
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
+        let (can_login, inherits): (bool, bool) =
+            sqlx::query_as("SELECT rolcanlogin, rolinherit FROM pg_roles WHERE rolname = $1")
+                .bind(login)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| map_error(e, "", &[]))?;
         if !(can_login && inherits) {
-            exec(&mut self.conn, format!("ALTER ROLE {} WITH LOGIN INHERIT", pg_ident(login))).await?;
+            exec(
+                &mut self.conn,
+                format!("ALTER ROLE {} WITH LOGIN INHERIT", pg_ident(login)),
+            )
+            .await?;
             changes.granted.push(format!("LOGIN INHERIT TO {login}"));
         }
-        self.sync_memberships(login, &[owner.to_owned()], changes).await?;
+        self.sync_memberships(login, &[owner.to_owned()], changes)
+            .await?;
         let acts_as_owner: bool = sqlx::query_scalar(
             "SELECT coalesce((SELECT ('role=' || $2) = ANY(setconfig) FROM pg_db_role_setting \
              WHERE setdatabase = 0 AND setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)), false)",
@@ -365,15 +526,30 @@ impl PgAdmin {
         .await
         .map_err(|e| map_error(e, "", &[]))?;
         if !acts_as_owner {
-            exec(&mut self.conn, format!("ALTER ROLE {} SET role = {}", pg_ident(login), pg_literal(owner)?)).await?;
-            changes.granted.push(format!("SET role = {owner} FOR {login}"));
+            exec(
+                &mut self.conn,
+                format!(
+                    "ALTER ROLE {} SET role = {}",
+                    pg_ident(login),
+                    pg_literal(owner)?
+                ),
+            )
+            .await?;
+            changes
+                .granted
+                .push(format!("SET role = {owner} FOR {login}"));
         }
         Ok(())
     }
 
     /// The owner role is a member of exactly the plan's roles, each of which must be a plain
     /// NOLOGIN group without administrative attributes.
-    async fn sync_role_memberships(&mut self, owner: &str, roles: &[String], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_role_memberships(
+        &mut self,
+        owner: &str,
+        roles: &[String],
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         for role in roles {
             self.check_grantable_role(role).await?;
         }
@@ -389,15 +565,24 @@ impl PgAdmin {
         .await
         .map_err(|e| map_error(e, "", &[]))?;
         match flags {
-            None => Err(DbError::InvalidGrant { detail: format!("role {role} does not exist") }),
+            None => Err(DbError::InvalidGrant {
+                detail: format!("role {role} does not exist"),
+            }),
             Some((true,)) => Err(DbError::InvalidGrant {
-                detail: format!("role {role} can log in or has administrative attributes; only NOLOGIN group roles can be granted"),
+                detail: format!(
+                    "role {role} can log in or has administrative attributes; only NOLOGIN group roles can be granted"
+                ),
             }),
             Some((false,)) => Ok(()),
         }
     }
 
-    async fn sync_memberships(&mut self, member: &str, wanted: &[String], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_memberships(
+        &mut self,
+        member: &str,
+        wanted: &[String],
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         let current: BTreeSet<String> = sqlx::query_scalar(
             "SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
              WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
@@ -409,11 +594,19 @@ impl PgAdmin {
         .into_iter()
         .collect();
         for role in wanted.iter().filter(|r| !current.contains(*r)) {
-            exec(&mut self.conn, format!("GRANT {} TO {}", pg_ident(role), pg_ident(member))).await?;
+            exec(
+                &mut self.conn,
+                format!("GRANT {} TO {}", pg_ident(role), pg_ident(member)),
+            )
+            .await?;
             changes.granted.push(format!("ROLE {role} TO {member}"));
         }
         for role in current.iter().filter(|r| !wanted.contains(r)) {
-            exec(&mut self.conn, format!("REVOKE {} FROM {}", pg_ident(role), pg_ident(member))).await?;
+            exec(
+                &mut self.conn,
+                format!("REVOKE {} FROM {}", pg_ident(role), pg_ident(member)),
+            )
+            .await?;
             changes.revoked.push(format!("ROLE {role} FROM {member}"));
         }
         Ok(())
@@ -421,35 +614,56 @@ impl PgAdmin {
 
     // -------------------------------------------------------------- privileges
 
-    async fn check_databases_exist<'a>(&mut self, names: impl Iterator<Item = &'a String>) -> Result<(), DbError> {
-        let names: Vec<String> = names.cloned().collect::<BTreeSet<_>>().into_iter().collect();
-        let found: Vec<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1)")
-            .bind(&names)
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| map_error(e, "", &[]))?;
+    async fn check_databases_exist<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<(), DbError> {
+        let names: Vec<String> = names
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1)")
+                .bind(&names)
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| map_error(e, "", &[]))?;
         match names.iter().find(|n| !found.contains(n)) {
-            Some(missing) => Err(DbError::InvalidGrant { detail: format!("database {missing} does not exist") }),
+            Some(missing) => Err(DbError::InvalidGrant {
+                detail: format!("database {missing} does not exist"),
+            }),
             None => Ok(()),
         }
     }
 
     /// Database ACLs (a cluster-wide catalog, readable from here) and, per database that the
     /// plan names or that mentions a grantee, schema, table and default privileges.
-    async fn sync_acls(&mut self, grantees: &[(&str, &Desired)], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_acls(
+        &mut self,
+        grantees: &[(&str, &Desired)],
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         for (grantee, desired) in grantees {
             self.sync_database_acl(grantee, desired, changes).await?;
         }
         let names: Vec<String> = grantees.iter().map(|(g, _)| g.to_string()).collect();
         let mut databases: BTreeSet<String> = self.databases_mentioning(&names).await?;
-        grantees.iter().for_each(|(_, d)| databases.extend(d.schemas.keys().cloned()));
+        grantees
+            .iter()
+            .for_each(|(_, d)| databases.extend(d.schemas.keys().cloned()));
         for database in databases {
             self.sync_in_database(&database, grantees, changes).await?;
         }
         Ok(())
     }
 
-    async fn sync_database_acl(&mut self, grantee: &str, desired: &Desired, changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_database_acl(
+        &mut self,
+        grantee: &str,
+        desired: &Desired,
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         let current = group(
             fetch_pairs(
                 &mut self.conn,
@@ -462,14 +676,29 @@ impl PgAdmin {
         let none = BTreeSet::new();
         let databases: BTreeSet<&String> = current.keys().chain(desired.databases.keys()).collect();
         for database in databases {
-            let (missing, extra) = diff(current.get(database), desired.databases.get(database).unwrap_or(&none));
+            let (missing, extra) = diff(
+                current.get(database),
+                desired.databases.get(database).unwrap_or(&none),
+            );
             let on = format!("ON DATABASE {}", pg_ident(database));
-            grant_revoke(&mut self.conn, &missing, &extra, &on, grantee, &format!("ON DATABASE {database}"), changes).await?;
+            grant_revoke(
+                &mut self.conn,
+                &missing,
+                &extra,
+                &on,
+                grantee,
+                &format!("ON DATABASE {database}"),
+                changes,
+            )
+            .await?;
         }
         Ok(())
     }
 
-    async fn databases_mentioning(&mut self, roles: &[String]) -> Result<BTreeSet<String>, DbError> {
+    async fn databases_mentioning(
+        &mut self,
+        roles: &[String],
+    ) -> Result<BTreeSet<String>, DbError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT d.datname::text FROM pg_shdepend s JOIN pg_roles r ON r.oid = s.refobjid \
              JOIN pg_database d ON d.oid = s.dbid \
@@ -484,7 +713,12 @@ impl PgAdmin {
 
     /// Runs the per-database sync on this connection or, for another database, on a
     /// short-lived connection with the same admin login.
-    async fn sync_in_database(&mut self, database: &str, grantees: &[(&str, &Desired)], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+    async fn sync_in_database(
+        &mut self,
+        database: &str,
+        grantees: &[(&str, &Desired)],
+        changes: &mut PrivilegeChanges,
+    ) -> Result<(), DbError> {
         if database == self.database {
             return sync_objects(&mut self.conn, database, grantees, changes).await;
         }
@@ -506,12 +740,20 @@ impl PgAdmin {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| map_error(e, "", &[]))?;
-        Ok(rows.into_iter().map(|(db, role, n)| format!("{role} owns {n} object(s) in database {db}")).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(db, role, n)| format!("{role} owns {n} object(s) in database {db}"))
+            .collect())
     }
 }
 
 /// Schema ACLs, table ACLs and the admin's default privileges in the connected database.
-async fn sync_objects(conn: &mut PgConnection, database: &str, grantees: &[(&str, &Desired)], changes: &mut PrivilegeChanges) -> Result<(), DbError> {
+async fn sync_objects(
+    conn: &mut PgConnection,
+    database: &str,
+    grantees: &[(&str, &Desired)],
+    changes: &mut PrivilegeChanges,
+) -> Result<(), DbError> {
     for (grantee, desired) in grantees {
         let wanted = desired.schemas_in(database);
         check_schemas_exist(conn, database, &wanted).await?;
@@ -522,15 +764,22 @@ async fn sync_objects(conn: &mut PgConnection, database: &str, grantees: &[(&str
     Ok(())
 }
 
-async fn check_schemas_exist(conn: &mut PgConnection, database: &str, wanted: &BTreeMap<String, SchemaWant>) -> Result<(), DbError> {
+async fn check_schemas_exist(
+    conn: &mut PgConnection,
+    database: &str,
+    wanted: &BTreeMap<String, SchemaWant>,
+) -> Result<(), DbError> {
     let names: Vec<String> = wanted.keys().cloned().collect();
-    let found: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)")
-        .bind(&names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map_error(e, "", &[]))?;
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)")
+            .bind(&names)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_error(e, "", &[]))?;
     match names.iter().find(|n| !found.contains(n)) {
-        Some(missing) => Err(DbError::InvalidGrant { detail: format!("schema {missing} does not exist in database {database}") }),
+        Some(missing) => Err(DbError::InvalidGrant {
+            detail: format!("schema {missing} does not exist in database {database}"),
+        }),
         None => Ok(()),
     }
 }
@@ -553,10 +802,22 @@ async fn sync_schema_acls(
     );
     let schemas: BTreeSet<&String> = current.keys().chain(wanted.keys()).collect();
     for schema in schemas {
-        let want = wanted.get(schema).map(|w| w.schema.clone()).unwrap_or_default();
+        let want = wanted
+            .get(schema)
+            .map(|w| w.schema.clone())
+            .unwrap_or_default();
         let (missing, extra) = diff(current.get(schema), &want);
         let on = format!("ON SCHEMA {}", pg_ident(schema));
-        grant_revoke(conn, &missing, &extra, &on, grantee, &format!("ON SCHEMA {database}.{schema}"), changes).await?;
+        grant_revoke(
+            conn,
+            &missing,
+            &extra,
+            &on,
+            grantee,
+            &format!("ON SCHEMA {database}.{schema}"),
+            changes,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -577,12 +838,18 @@ async fn sync_table_acls(
          WHERE c.relkind IN {TABLE_KINDS} AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND c.relowner <> a.grantee \
          GROUP BY 1, 2"
     );
-    let held: Vec<(String, String)> =
-        sqlx::query_as(AssertSqlSafe(held_sql)).bind(grantee).fetch_all(&mut *conn).await.map_err(|e| map_error(e, "", &[]))?;
+    let held: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(held_sql))
+        .bind(grantee)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| map_error(e, "", &[]))?;
     let held = group(held);
     let schemas: BTreeSet<&String> = held.keys().chain(wanted.keys()).collect();
     for schema in schemas {
-        let want = wanted.get(schema).map(|w| w.tables.clone()).unwrap_or_default();
+        let want = wanted
+            .get(schema)
+            .map(|w| w.tables.clone())
+            .unwrap_or_default();
         let missing = privileges_missing_on_some_table(conn, schema, grantee, &want).await?;
         let (_, extra) = diff(held.get(schema), &want);
         let on = format!("ON ALL TABLES IN SCHEMA {}", pg_ident(schema));
@@ -590,15 +857,26 @@ async fn sync_table_acls(
         // Grant every wanted privilege (idempotent); report the ones that were missing.
         if !missing.is_empty() {
             let all: Vec<String> = want.iter().map(|p| p.to_string()).collect();
-            exec(conn, format!("GRANT {} {on} TO {}", all.join(", "), pg_ident(grantee))).await?;
-            changes.granted.push(format!("{} {label} TO {grantee}", missing.join(", ")));
+            exec(
+                conn,
+                format!("GRANT {} {on} TO {}", all.join(", "), pg_ident(grantee)),
+            )
+            .await?;
+            changes
+                .granted
+                .push(format!("{} {label} TO {grantee}", missing.join(", ")));
         }
         grant_revoke(conn, &[], &extra, &on, grantee, &label, changes).await?;
     }
     Ok(())
 }
 
-async fn privileges_missing_on_some_table(conn: &mut PgConnection, schema: &str, grantee: &str, want: &BTreeSet<&'static str>) -> Result<Vec<String>, DbError> {
+async fn privileges_missing_on_some_table(
+    conn: &mut PgConnection,
+    schema: &str,
+    grantee: &str,
+    want: &BTreeSet<&'static str>,
+) -> Result<Vec<String>, DbError> {
     if want.is_empty() {
         return Ok(Vec::new());
     }
@@ -643,17 +921,40 @@ async fn sync_default_acls(
     );
     let schemas: BTreeSet<&String> = current.keys().chain(wanted.keys()).collect();
     for schema in schemas {
-        let want = wanted.get(schema).map(|w| w.tables.clone()).unwrap_or_default();
+        let want = wanted
+            .get(schema)
+            .map(|w| w.tables.clone())
+            .unwrap_or_default();
         let (missing, extra) = diff(current.get(schema), &want);
         let label = format!("ON FUTURE TABLES IN SCHEMA {database}.{schema}");
         let prefix = format!("ALTER DEFAULT PRIVILEGES IN SCHEMA {} ", pg_ident(schema));
         if !missing.is_empty() {
-            exec(conn, format!("{prefix}GRANT {} ON TABLES TO {}", missing.join(", "), pg_ident(grantee))).await?;
-            changes.granted.push(format!("{} {label} TO {grantee}", missing.join(", ")));
+            exec(
+                conn,
+                format!(
+                    "{prefix}GRANT {} ON TABLES TO {}",
+                    missing.join(", "),
+                    pg_ident(grantee)
+                ),
+            )
+            .await?;
+            changes
+                .granted
+                .push(format!("{} {label} TO {grantee}", missing.join(", ")));
         }
         if !extra.is_empty() {
-            exec(conn, format!("{prefix}REVOKE {} ON TABLES FROM {}", extra.join(", "), pg_ident(grantee))).await?;
-            changes.revoked.push(format!("{} {label} FROM {grantee}", extra.join(", ")));
+            exec(
+                conn,
+                format!(
+                    "{prefix}REVOKE {} ON TABLES FROM {}",
+                    extra.join(", "),
+                    pg_ident(grantee)
+                ),
+            )
+            .await?;
+            changes
+                .revoked
+                .push(format!("{} {label} FROM {grantee}", extra.join(", ")));
         }
     }
     Ok(())
@@ -672,12 +973,28 @@ async fn grant_revoke(
     changes: &mut PrivilegeChanges,
 ) -> Result<(), DbError> {
     if !missing.is_empty() {
-        exec(conn, format!("GRANT {} {on} TO {}", missing.join(", "), pg_ident(grantee))).await?;
-        changes.granted.push(format!("{} {label} TO {grantee}", missing.join(", ")));
+        exec(
+            conn,
+            format!("GRANT {} {on} TO {}", missing.join(", "), pg_ident(grantee)),
+        )
+        .await?;
+        changes
+            .granted
+            .push(format!("{} {label} TO {grantee}", missing.join(", ")));
     }
     if !extra.is_empty() {
-        exec(conn, format!("REVOKE {} {on} FROM {}", extra.join(", "), pg_ident(grantee))).await?;
-        changes.revoked.push(format!("{} {label} FROM {grantee}", extra.join(", ")));
+        exec(
+            conn,
+            format!(
+                "REVOKE {} {on} FROM {}",
+                extra.join(", "),
+                pg_ident(grantee)
+            ),
+        )
+        .await?;
+        changes
+            .revoked
+            .push(format!("{} {label} FROM {grantee}", extra.join(", ")));
     }
     Ok(())
 }
@@ -693,9 +1010,21 @@ mod tests {
             username: "app".into(),
             login_users: vec!["app".into()],
             grants: vec![
-                PrivilegeGrant { database: "db".into(), schema: None, privileges: vec![Privilege::Connect] },
-                PrivilegeGrant { database: "db".into(), schema: Some("s".into()), privileges: vec![Privilege::Select] },
-                PrivilegeGrant { database: "db".into(), schema: Some("t".into()), privileges: vec![Privilege::All] },
+                PrivilegeGrant {
+                    database: "db".into(),
+                    schema: None,
+                    privileges: vec![Privilege::Connect],
+                },
+                PrivilegeGrant {
+                    database: "db".into(),
+                    schema: Some("s".into()),
+                    privileges: vec![Privilege::Select],
+                },
+                PrivilegeGrant {
+                    database: "db".into(),
+                    schema: Some("t".into()),
+                    privileges: vec![Privilege::All],
+                },
             ],
             roles: vec![],
         };
@@ -705,7 +1034,10 @@ mod tests {
         assert_eq!(s.schema, BTreeSet::from(["USAGE"]));
         assert_eq!(s.tables, BTreeSet::from(["SELECT"]));
         assert_eq!(d.schemas["db"]["t"].tables.len(), 7);
-        assert_eq!(d.schemas["db"]["t"].schema, BTreeSet::from(["CREATE", "USAGE"]));
+        assert_eq!(
+            d.schemas["db"]["t"].schema,
+            BTreeSet::from(["CREATE", "USAGE"])
+        );
     }
 
     #[test]

@@ -9,18 +9,27 @@ use regex::Regex;
 use super::DbError;
 
 /// Usernames and role names (the CRD pattern): lower-case letters, digits, `_`.
-static USER_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]*$").expect("valid regex"));
+static USER_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]*$").expect("valid regex"));
 /// Database names (the CRD pattern of `PrivilegeGrant.database`).
-static DATABASE_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_$-]*$").expect("valid regex"));
+static DATABASE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_$-]*$").expect("valid regex"));
 /// PostgreSQL schema names (the CRD pattern of `PrivilegeGrant.schema`).
-static SCHEMA_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_$]*$").expect("valid regex"));
+static SCHEMA_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z_][a-zA-Z0-9_$]*$").expect("valid regex"));
 
 fn check(name: &str, pattern: &Regex, max_len: usize, what: &str) -> Result<(), DbError> {
     if name.is_empty() || name.len() > max_len {
-        return Err(DbError::InvalidName { name: name.to_owned(), reason: format!("{what} must be 1 to {max_len} characters") });
+        return Err(DbError::InvalidName {
+            name: name.to_owned(),
+            reason: format!("{what} must be 1 to {max_len} characters"),
+        });
     }
     if !pattern.is_match(name) {
-        return Err(DbError::InvalidName { name: name.to_owned(), reason: format!("{what} must match {}", pattern.as_str()) });
+        return Err(DbError::InvalidName {
+            name: name.to_owned(),
+            reason: format!("{what} must match {}", pattern.as_str()),
+        });
     }
     Ok(())
 }
@@ -47,7 +56,10 @@ pub(crate) fn pg_ident(name: &str) -> String {
 /// NUL cannot be stored in a PostgreSQL string and is refused.
 pub(crate) fn pg_literal(value: &str) -> Result<String, DbError> {
     refuse_nul(value)?;
-    Ok(format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''")))
+    Ok(format!(
+        "E'{}'",
+        value.replace('\\', "\\\\").replace('\'', "''")
+    ))
 }
 
 /// MySQL/MariaDB identifier: `` `...` `` with `` ` `` doubled.
@@ -59,14 +71,20 @@ pub(crate) fn my_ident(name: &str) -> String {
 /// `_` and `%` are wildcards there (`app_db` also matches `appXdb`), so they are escaped with
 /// a backslash, which the grant layer (not the lexer) interprets, inside backticks.
 pub(crate) fn my_db_pattern(name: &str) -> String {
-    name.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
+    name.replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%")
 }
 
 /// MySQL/MariaDB string literal. `'` is doubled; `\` is doubled unless the session runs with
 /// `NO_BACKSLASH_ESCAPES`, where it is an ordinary character.
 pub(crate) fn my_literal(value: &str, no_backslash_escapes: bool) -> Result<String, DbError> {
     refuse_nul(value)?;
-    let body = if no_backslash_escapes { value.replace('\'', "''") } else { value.replace('\\', "\\\\").replace('\'', "''") };
+    let body = if no_backslash_escapes {
+        value.replace('\'', "''")
+    } else {
+        value.replace('\\', "\\\\").replace('\'', "''")
+    };
     Ok(format!("'{body}'"))
 }
 
@@ -77,7 +95,9 @@ pub(crate) fn my_account(user: &str, no_backslash_escapes: bool) -> Result<Strin
 
 fn refuse_nul(value: &str) -> Result<(), DbError> {
     if value.contains('\0') {
-        return Err(DbError::Other { detail: "a string sent to the database contains a NUL character".into() });
+        return Err(DbError::Other {
+            detail: "a string sent to the database contains a NUL character".into(),
+        });
     }
     Ok(())
 }

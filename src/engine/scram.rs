@@ -20,7 +20,9 @@ const SALT_LEN: usize = 16;
 /// generates); see [`saslprep_is_identity`].
 pub(crate) fn verifier(password: &str) -> Result<String, DbError> {
     let mut salt = [0u8; SALT_LEN];
-    getrandom::fill(&mut salt).map_err(|e| DbError::Other { detail: format!("OS random number generator failed: {e}") })?;
+    getrandom::fill(&mut salt).map_err(|e| DbError::Other {
+        detail: format!("OS random number generator failed: {e}"),
+    })?;
     Ok(verifier_with_salt(password.as_bytes(), &salt, ITERATIONS))
 }
 
@@ -35,7 +37,12 @@ fn verifier_with_salt(password: &[u8], salt: &[u8], iterations: u32) -> String {
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     let server_key = hmac_sha256(&salted, b"Server Key");
-    format!("SCRAM-SHA-256${iterations}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        base64(salt),
+        base64(&stored_key),
+        base64(&server_key)
+    )
 }
 
 /// HMAC-SHA-256 (RFC 2104).
@@ -48,8 +55,15 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         block_key[..key.len()].copy_from_slice(key);
     }
     let pad = |byte: u8| block_key.map(|k| k ^ byte);
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
-    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 /// The first 32-byte block of PBKDF2-HMAC-SHA-256 (RFC 8018), which is SCRAM's `Hi()`.
@@ -71,7 +85,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -99,7 +116,10 @@ mod tests {
         );
         // Key longer than a block (RFC 4231 case 6).
         assert_eq!(
-            hex(&hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
@@ -129,7 +149,10 @@ mod tests {
         assert!(a.starts_with("SCRAM-SHA-256$4096:"));
         assert_ne!(a, b);
         assert!(!a.contains("pencil"));
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || b"$:+/=-".contains(&c)));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"$:+/=-".contains(&c))
+        );
     }
 
     #[test]

@@ -51,13 +51,18 @@ impl SecretCache {
         if let Some(current) = meta.current_version()
             && previous.as_deref() != Some(current)
         {
-            inner.change_seen.entry(current.to_owned()).or_insert_with(Instant::now);
+            inner
+                .change_seen
+                .entry(current.to_owned())
+                .or_insert_with(Instant::now);
         }
         let now = Instant::now();
         inner.entries.insert(meta.name.clone(), (now, meta.clone()));
         inner.entries.insert(meta.arn.clone(), (now, meta));
         if inner.change_seen.len() > 10_000 {
-            inner.change_seen.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+            inner
+                .change_seen
+                .retain(|_, at| at.elapsed() < Duration::from_secs(3600));
         }
     }
 
@@ -66,30 +71,54 @@ impl SecretCache {
     /// them in for good).
     pub fn fresh(&self, id: &str, max_age: Duration) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known).map(|(_, m)| m.clone())
+        inner
+            .entries
+            .get(id)
+            .filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known)
+            .map(|(_, m)| m.clone())
     }
 
     /// The last known AWSCURRENT version of `id`, however old.
     pub fn known_current(&self, id: &str) -> Option<String> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).and_then(|(_, m)| m.current_version().map(str::to_owned))
+        inner
+            .entries
+            .get(id)
+            .and_then(|(_, m)| m.current_version().map(str::to_owned))
     }
 
     /// When the AWSCURRENT version `version_id` was first seen.
     pub fn change_seen_at(&self, version_id: &str) -> Option<Instant> {
-        self.inner.lock().expect("secret cache").change_seen.get(version_id).copied()
+        self.inner
+            .lock()
+            .expect("secret cache")
+            .change_seen
+            .get(version_id)
+            .copied()
     }
 
     /// Records that the target Secret `key` holds exactly `data`, for AWSCURRENT `version_id`.
     pub fn record_synced(&self, key: &str, version_id: &str, data: &BTreeMap<String, ByteString>) {
         let digest = digest(data);
-        self.inner.lock().expect("secret cache").synced.insert(key.to_owned(), (version_id.to_owned(), digest));
+        self.inner
+            .lock()
+            .expect("secret cache")
+            .synced
+            .insert(key.to_owned(), (version_id.to_owned(), digest));
     }
 
     /// Whether the target Secret `key` still holds exactly what was recorded for `version_id`.
-    pub fn synced_unchanged(&self, key: &str, version_id: &str, data: &BTreeMap<String, ByteString>) -> bool {
+    pub fn synced_unchanged(
+        &self,
+        key: &str,
+        version_id: &str,
+        data: &BTreeMap<String, ByteString>,
+    ) -> bool {
         let inner = self.inner.lock().expect("secret cache");
-        inner.synced.get(key).is_some_and(|(v, d)| v == version_id && *d == digest(data))
+        inner
+            .synced
+            .get(key)
+            .is_some_and(|(v, d)| v == version_id && *d == digest(data))
     }
 }
 
@@ -110,19 +139,29 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
-        pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect()
     }
 
     #[test]
     fn synced_data_is_trusted_only_unchanged_and_for_its_version() {
         let cache = SecretCache::default();
         let written = data(&[("username", "app"), ("password", "pw-1")]);
-        assert!(!cache.synced_unchanged("ns/app", "v1", &written), "nothing recorded yet (e.g. after a restart)");
+        assert!(
+            !cache.synced_unchanged("ns/app", "v1", &written),
+            "nothing recorded yet (e.g. after a restart)"
+        );
         cache.record_synced("ns/app", "v1", &written);
         assert!(cache.synced_unchanged("ns/app", "v1", &written));
         assert!(!cache.synced_unchanged("ns/app", "v2", &written));
         assert!(!cache.synced_unchanged("ns/other", "v1", &written));
-        assert!(!cache.synced_unchanged("ns/app", "v1", &data(&[("username", "app"), ("password", "tampered")])));
+        assert!(!cache.synced_unchanged(
+            "ns/app",
+            "v1",
+            &data(&[("username", "app"), ("password", "tampered")])
+        ));
         // Length prefixes: moving bytes between key and value changes the digest.
         assert_ne!(digest(&data(&[("ab", "c")])), digest(&data(&[("a", "bc")])));
     }

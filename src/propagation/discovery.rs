@@ -17,13 +17,25 @@ pub const OPT_OUT_ANNOTATION: &str = "rdscred.io/ignore";
 pub fn pod_spec_references_secret(spec: &PodSpec, secret_name: &str) -> bool {
     let env_refs = |env: Option<&Vec<EnvVar>>, env_from: Option<&Vec<EnvFromSource>>| {
         env.into_iter().flatten().any(|e| {
-            e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).is_some_and(|r| r.name == secret_name)
-        }) || env_from.into_iter().flatten().any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == secret_name))
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == secret_name)
+        }) || env_from
+            .into_iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == secret_name))
     };
-    let mut containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let mut containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
     let in_containers = containers.any(|c| env_refs(c.env.as_ref(), c.env_from.as_ref()));
-    let in_ephemeral =
-        spec.ephemeral_containers.iter().flatten().any(|c| env_refs(c.env.as_ref(), c.env_from.as_ref()));
+    let in_ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .any(|c| env_refs(c.env.as_ref(), c.env_from.as_ref()));
     let in_volumes = spec.volumes.iter().flatten().any(|v| {
         v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret_name)
             || v.projected
@@ -67,7 +79,10 @@ pod_templated!(Deployment, StatefulSet, DaemonSet);
 
 /// Auto-discovery: the workload's pod template references the Secret and it has not opted out.
 pub fn discovered<W: PodTemplated>(workload: &W, secret_name: &str) -> bool {
-    !opted_out(workload.meta()) && workload.pod_spec().is_some_and(|s| pod_spec_references_secret(s, secret_name))
+    !opted_out(workload.meta())
+        && workload
+            .pod_spec()
+            .is_some_and(|s| pod_spec_references_secret(s, secret_name))
 }
 
 #[cfg(test)]
@@ -76,9 +91,10 @@ mod tests {
 
     use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, StatefulSetSpec};
     use k8s_openapi::api::core::v1::{
-        ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource, Container, EnvVarSource,
-        EphemeralContainer, LocalObjectReference, PodTemplateSpec, ProjectedVolumeSource, SecretEnvSource,
-        SecretKeySelector, SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
+        ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource,
+        Container, EnvVarSource, EphemeralContainer, LocalObjectReference, PodTemplateSpec,
+        ProjectedVolumeSource, SecretEnvSource, SecretKeySelector, SecretProjection,
+        SecretVolumeSource, Volume, VolumeProjection,
     };
 
     use super::*;
@@ -86,14 +102,23 @@ mod tests {
     const NAME: &str = "app-db";
 
     fn container(env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Container {
-        Container { name: "c".into(), env: Some(env), env_from: Some(env_from), ..Default::default() }
+        Container {
+            name: "c".into(),
+            env: Some(env),
+            env_from: Some(env_from),
+            ..Default::default()
+        }
     }
 
     fn env_secret(secret: &str) -> EnvVar {
         EnvVar {
             name: "DB_PASSWORD".into(),
             value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: "password".into(), optional: None }),
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: "password".into(),
+                    optional: None,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -102,7 +127,10 @@ mod tests {
 
     fn env_from_secret(secret: &str) -> EnvFromSource {
         EnvFromSource {
-            secret_ref: Some(SecretEnvSource { name: secret.into(), optional: Some(true) }),
+            secret_ref: Some(SecretEnvSource {
+                name: secret.into(),
+                optional: Some(true),
+            }),
             ..Default::default()
         }
     }
@@ -110,7 +138,10 @@ mod tests {
     fn secret_volume(secret: &str) -> Volume {
         Volume {
             name: "db".into(),
-            secret: Some(SecretVolumeSource { secret_name: Some(secret.into()), ..Default::default() }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -121,11 +152,17 @@ mod tests {
             projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![
                     VolumeProjection {
-                        config_map: Some(ConfigMapProjection { name: secret.into(), ..Default::default() }),
+                        config_map: Some(ConfigMapProjection {
+                            name: secret.into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                     VolumeProjection {
-                        secret: Some(SecretProjection { name: secret.into(), ..Default::default() }),
+                        secret: Some(SecretProjection {
+                            name: secret.into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                 ]),
@@ -136,15 +173,24 @@ mod tests {
     }
 
     fn spec_with_container(c: Container) -> PodSpec {
-        PodSpec { containers: vec![c], ..Default::default() }
+        PodSpec {
+            containers: vec![c],
+            ..Default::default()
+        }
     }
 
     #[test]
     fn env_value_from_in_each_container_kind() {
         let c = container(vec![env_secret(NAME)], vec![]);
-        assert!(pod_spec_references_secret(&spec_with_container(c.clone()), NAME));
-        let init =
-            PodSpec { containers: vec![Container::default()], init_containers: Some(vec![c]), ..Default::default() };
+        assert!(pod_spec_references_secret(
+            &spec_with_container(c.clone()),
+            NAME
+        ));
+        let init = PodSpec {
+            containers: vec![Container::default()],
+            init_containers: Some(vec![c]),
+            ..Default::default()
+        };
         assert!(pod_spec_references_secret(&init, NAME));
         let eph = PodSpec {
             containers: vec![Container::default()],
@@ -161,8 +207,14 @@ mod tests {
     #[test]
     fn env_from_in_each_container_kind() {
         let c = container(vec![], vec![env_from_secret(NAME)]);
-        assert!(pod_spec_references_secret(&spec_with_container(c.clone()), NAME));
-        let init = PodSpec { init_containers: Some(vec![c]), ..Default::default() };
+        assert!(pod_spec_references_secret(
+            &spec_with_container(c.clone()),
+            NAME
+        ));
+        let init = PodSpec {
+            init_containers: Some(vec![c]),
+            ..Default::default()
+        };
         assert!(pod_spec_references_secret(&init, NAME));
         let eph = PodSpec {
             ephemeral_containers: Some(vec![EphemeralContainer {
@@ -177,9 +229,15 @@ mod tests {
 
     #[test]
     fn volumes() {
-        let secret = PodSpec { volumes: Some(vec![secret_volume(NAME)]), ..Default::default() };
+        let secret = PodSpec {
+            volumes: Some(vec![secret_volume(NAME)]),
+            ..Default::default()
+        };
         assert!(pod_spec_references_secret(&secret, NAME));
-        let projected = PodSpec { volumes: Some(vec![projected_volume(NAME)]), ..Default::default() };
+        let projected = PodSpec {
+            volumes: Some(vec![projected_volume(NAME)]),
+            ..Default::default()
+        };
         assert!(pod_spec_references_secret(&projected, NAME));
     }
 
@@ -187,7 +245,10 @@ mod tests {
     fn negative_cases() {
         // Other Secrets, in every style.
         let other = PodSpec {
-            containers: vec![container(vec![env_secret("other")], vec![env_from_secret("other")])],
+            containers: vec![container(
+                vec![env_secret("other")],
+                vec![env_from_secret("other")],
+            )],
             init_containers: Some(vec![container(vec![env_secret("app-db-2")], vec![])]),
             volumes: Some(vec![secret_volume("app"), projected_volume("other")]),
             ..Default::default()
@@ -197,7 +258,11 @@ mod tests {
         let lookalikes = PodSpec {
             containers: vec![container(
                 vec![
-                    EnvVar { name: NAME.into(), value: Some(NAME.into()), ..Default::default() },
+                    EnvVar {
+                        name: NAME.into(),
+                        value: Some(NAME.into()),
+                        ..Default::default()
+                    },
                     EnvVar {
                         name: "X".into(),
                         value_from: Some(EnvVarSource {
@@ -212,14 +277,20 @@ mod tests {
                     },
                 ],
                 vec![EnvFromSource {
-                    config_map_ref: Some(ConfigMapEnvSource { name: NAME.into(), optional: None }),
+                    config_map_ref: Some(ConfigMapEnvSource {
+                        name: NAME.into(),
+                        optional: None,
+                    }),
                     ..Default::default()
                 }],
             )],
             image_pull_secrets: Some(vec![LocalObjectReference { name: NAME.into() }]),
             volumes: Some(vec![Volume {
                 name: NAME.into(),
-                config_map: Some(ConfigMapVolumeSource { name: NAME.into(), ..Default::default() }),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: NAME.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -237,14 +308,18 @@ mod tests {
         };
         assert!(!pod_spec_references_secret(&unnamed, NAME));
         // Exact match only: no prefix or case folding.
-        let case = PodSpec { volumes: Some(vec![secret_volume("App-DB")]), ..Default::default() };
+        let case = PodSpec {
+            volumes: Some(vec![secret_volume("App-DB")]),
+            ..Default::default()
+        };
         assert!(!pod_spec_references_secret(&case, NAME));
     }
 
     fn meta(annotation: Option<&str>) -> ObjectMeta {
         ObjectMeta {
             name: Some("w".into()),
-            annotations: annotation.map(|v| BTreeMap::from([(OPT_OUT_ANNOTATION.to_string(), v.to_string())])),
+            annotations: annotation
+                .map(|v| BTreeMap::from([(OPT_OUT_ANNOTATION.to_string(), v.to_string())])),
             ..Default::default()
         }
     }
@@ -258,32 +333,50 @@ mod tests {
         assert!(!opted_out(&meta(Some("yes"))));
         assert!(!opted_out(&meta(None)));
         let other = ObjectMeta {
-            annotations: Some(BTreeMap::from([("rdscred.io/ignored".to_string(), "true".to_string())])),
+            annotations: Some(BTreeMap::from([(
+                "rdscred.io/ignored".to_string(),
+                "true".to_string(),
+            )])),
             ..Default::default()
         };
         assert!(!opted_out(&other));
     }
 
     fn template(spec: PodSpec) -> PodTemplateSpec {
-        PodTemplateSpec { metadata: None, spec: Some(spec) }
+        PodTemplateSpec {
+            metadata: None,
+            spec: Some(spec),
+        }
     }
 
     #[test]
     fn each_workload_kind() {
-        let reads = PodSpec { volumes: Some(vec![secret_volume(NAME)]), ..Default::default() };
+        let reads = PodSpec {
+            volumes: Some(vec![secret_volume(NAME)]),
+            ..Default::default()
+        };
         let d = Deployment {
             metadata: meta(None),
-            spec: Some(DeploymentSpec { template: template(reads.clone()), ..Default::default() }),
+            spec: Some(DeploymentSpec {
+                template: template(reads.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let s = StatefulSet {
             metadata: meta(None),
-            spec: Some(StatefulSetSpec { template: template(reads.clone()), ..Default::default() }),
+            spec: Some(StatefulSetSpec {
+                template: template(reads.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let ds = DaemonSet {
             metadata: meta(Some("true")),
-            spec: Some(DaemonSetSpec { template: template(reads), ..Default::default() }),
+            spec: Some(DaemonSetSpec {
+                template: template(reads),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert!(discovered(&d, NAME));

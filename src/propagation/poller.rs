@@ -7,15 +7,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
 use crate::aws::SecretMeta;
 use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
-use crate::reconcile::{jitter, Context, Error};
+use crate::reconcile::{Context, Error, jitter};
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -32,13 +32,20 @@ pub struct Triggers {
 }
 
 impl Triggers {
-    pub fn add(&mut self, namespace: Option<String>, tx: UnboundedSender<ObjectRef<RdsCredential>>) {
+    pub fn add(
+        &mut self,
+        namespace: Option<String>,
+        tx: UnboundedSender<ObjectRef<RdsCredential>>,
+    ) {
         self.by_namespace.insert(namespace, tx);
     }
 
     pub fn send(&self, cred: &RdsCredential) {
         let ns = cred.namespace();
-        let tx = self.by_namespace.get(&ns).or_else(|| self.by_namespace.get(&None));
+        let tx = self
+            .by_namespace
+            .get(&ns)
+            .or_else(|| self.by_namespace.get(&None));
         if let Some(tx) = tx {
             let _ = tx.send(ObjectRef::from_obj(cred));
         }
@@ -47,7 +54,11 @@ impl Triggers {
 
 /// Polls until `shutdown` resolves, every poll interval (±10% jitter so replicas and restarts
 /// do not line up).
-pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    trigger: Triggers,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         match poll_once(&ctx, &trigger).await {
@@ -79,8 +90,10 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         .map(|d| (d.name_any(), d))
         .collect();
     // Owner (namespace, name) -> credential: one lookup per listed secret, not a scan.
-    let by_owner: HashMap<(String, String), &Arc<RdsCredential>> =
-        credentials.iter().map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c)).collect();
+    let by_owner: HashMap<(String, String), &Arc<RdsCredential>> = credentials
+        .iter()
+        .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))
+        .collect();
     let mut stats = PollStats::default();
     let scopes: BTreeSet<(Option<String>, Option<String>)> = credentials
         .iter()
@@ -92,7 +105,9 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
             stats.secrets_seen += 1;
             ctx.secrets.remember(&meta);
-            let cred = meta.owner().and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
+            let cred = meta
+                .owner()
+                .and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
             if let Some(cred) = cred
                 && needs_reconcile(cred, &meta)
             {
@@ -101,9 +116,17 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
             }
         }
     }
-    for cred in credentials.iter().filter(|c| c.spec.mode == CredentialMode::SyncOnly) {
-        let Some(db) = databases.get(&cred.spec.database_ref.name) else { continue };
-        let scope = ctx.aws.scoped(db.spec.region.as_deref(), db.spec.role_arn.as_deref()).await?;
+    for cred in credentials
+        .iter()
+        .filter(|c| c.spec.mode == CredentialMode::SyncOnly)
+    {
+        let Some(db) = databases.get(&cred.spec.database_ref.name) else {
+            continue;
+        };
+        let scope = ctx
+            .aws
+            .scoped(db.spec.region.as_deref(), db.spec.role_arn.as_deref())
+            .await?;
         if let Some(meta) = scope.secrets.describe(&cred.spec.secret.name).await? {
             stats.secrets_seen += 1;
             ctx.secrets.remember(&meta);
@@ -118,7 +141,10 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
 
 /// AWSCURRENT moved away from what the credential synced, or a rotation is half done.
 fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
-    let synced = cred.status.as_ref().and_then(|s| s.synced_version_id.as_deref());
+    let synced = cred
+        .status
+        .as_ref()
+        .and_then(|s| s.synced_version_id.as_deref());
     meta.current_version() != synced || meta.pending_version().is_some()
 }
 
@@ -133,10 +159,22 @@ mod tests {
     fn polls_are_jittered_by_ten_percent() {
         let interval = Duration::from_secs(300);
         let delays: Vec<Duration> = (0..200).map(|_| next_delay(interval)).collect();
-        assert!(delays.iter().all(|d| (Duration::from_secs(270)..=Duration::from_secs(330)).contains(d)), "within ±10%");
+        assert!(
+            delays
+                .iter()
+                .all(|d| (Duration::from_secs(270)..=Duration::from_secs(330)).contains(d)),
+            "within ±10%"
+        );
         let distinct: BTreeSet<u128> = delays.iter().map(Duration::as_millis).collect();
-        assert!(distinct.len() > 50, "spread out, not one instant: {} distinct delays", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "spread out, not one instant: {} distinct delays",
+            distinct.len()
+        );
         let (lo, hi) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
-        assert!(*hi - *lo > Duration::from_secs(30), "uses the range: {lo:?}..{hi:?}");
+        assert!(
+            *hi - *lo > Duration::from_secs(30),
+            "uses the range: {lo:?}..{hi:?}"
+        );
     }
 }

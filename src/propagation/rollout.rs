@@ -41,7 +41,10 @@ pub struct RolloutLimiter {
 impl RolloutLimiter {
     pub fn new(per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
-        RolloutLimiter { per_minute, state: std::sync::Mutex::new((per_minute as f64, Instant::now())) }
+        RolloutLimiter {
+            per_minute,
+            state: std::sync::Mutex::new((per_minute as f64, Instant::now())),
+        }
     }
 
     /// Takes a token, or says how long until one is available.
@@ -53,7 +56,8 @@ impl RolloutLimiter {
     fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let rate = self.per_minute as f64 / 60.0;
-        s.0 = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate).min(self.per_minute as f64);
+        s.0 = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate)
+            .min(self.per_minute as f64);
         s.1 = s.1.max(now);
         if s.0 >= 1.0 {
             s.0 -= 1.0;
@@ -87,7 +91,11 @@ pub async fn roll_dependents(
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
     for w in dependents(ctx, cred, &ns, secret_name).await? {
-        let annotations = w.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
+        let annotations = w
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref());
         if annotations.and_then(|a| a.get(&key)).map(String::as_str) == Some(version_id) {
             continue;
         }
@@ -104,24 +112,53 @@ pub async fn roll_dependents(
         info!(kind = ?w.kind, workload = %w.name, version_id, "rolled workload");
         ctx.metrics.rollout(kind_name(w.kind));
         let cred_name = format!("{ns}/{}", cred.name_any());
-        let note = format!("restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})");
+        let note = format!(
+            "restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})"
+        );
         publish(ctx, &w.reference, "RolledByRdsCredential", note).await;
-        ctx.event(cred, false, "WorkloadRolled", "Rollout", format!("restarted {} {} for AWSCURRENT version {version_id}", kind_name(w.kind), w.name)).await;
-        rolled.push(RolledWorkload { kind: w.kind, name: w.name, version_id: version_id.into(), rolled_at: now, completed_at: None });
+        ctx.event(
+            cred,
+            false,
+            "WorkloadRolled",
+            "Rollout",
+            format!(
+                "restarted {} {} for AWSCURRENT version {version_id}",
+                kind_name(w.kind),
+                w.name
+            ),
+        )
+        .await;
+        rolled.push(RolledWorkload {
+            kind: w.kind,
+            name: w.name,
+            version_id: version_id.into(),
+            rolled_at: now,
+            completed_at: None,
+        });
     }
     Ok(None)
 }
 
 /// An Event on the workload itself, so `kubectl describe deployment` says why it restarted.
 async fn publish(ctx: &Context, reference: &ObjectReference, reason: &str, note: String) {
-    let ev = Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: "Rollout".into(), secondary: None };
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Rollout".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, reference).await {
         warn!(error = %e, reason, "could not publish event");
     }
 }
 
 /// Marks rollouts that finished. Returns true while some are still in progress.
-pub async fn observe_completion(ctx: &Context, cred: &RdsCredential, rolled: &mut [RolledWorkload]) -> Result<bool, Error> {
+pub async fn observe_completion(
+    ctx: &Context,
+    cred: &RdsCredential,
+    rolled: &mut [RolledWorkload],
+) -> Result<bool, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let mut pending = false;
     for w in rolled.iter_mut().filter(|w| w.completed_at.is_none()) {
@@ -143,19 +180,34 @@ fn kind_name(kind: WorkloadKind) -> &'static str {
 }
 
 /// Discovered (policy auto) plus explicit workloads, minus opted-out ones.
-async fn dependents(ctx: &Context, cred: &RdsCredential, ns: &str, secret_name: &str) -> Result<Vec<Workload>, Error> {
+async fn dependents(
+    ctx: &Context,
+    cred: &RdsCredential,
+    ns: &str,
+    secret_name: &str,
+) -> Result<Vec<Workload>, Error> {
     let policy = cred.spec.workloads.policy;
     if policy == RolloutPolicy::None {
         return Ok(Vec::new());
     }
     let all = list_workloads(ctx, ns).await?;
-    let explicit = |w: &Workload| cred.spec.workloads.refs.iter().any(|r| r.kind == w.kind && r.name == w.name);
+    let explicit = |w: &Workload| {
+        cred.spec
+            .workloads
+            .refs
+            .iter()
+            .any(|r| r.kind == w.kind && r.name == w.name)
+    };
     Ok(all
         .into_iter()
         .filter(|w| !w.opted_out)
         .filter(|w| {
             explicit(w)
-                || (policy == RolloutPolicy::Auto && w.template.spec.as_ref().is_some_and(|s| pod_spec_references_secret(s, secret_name)))
+                || (policy == RolloutPolicy::Auto
+                    && w.template
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| pod_spec_references_secret(s, secret_name)))
         })
         .collect())
 }
@@ -163,19 +215,44 @@ async fn dependents(ctx: &Context, cred: &RdsCredential, ns: &str, secret_name: 
 async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error> {
     let lp = ListParams::default();
     let mut out = Vec::new();
-    for d in Api::<Deployment>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
-        out.push(workload(WorkloadKind::Deployment, &d, d.spec.as_ref().map(|s| s.template.clone())));
+    for d in Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push(workload(
+            WorkloadKind::Deployment,
+            &d,
+            d.spec.as_ref().map(|s| s.template.clone()),
+        ));
     }
-    for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
-        out.push(workload(WorkloadKind::StatefulSet, &s, s.spec.as_ref().map(|s| s.template.clone())));
+    for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push(workload(
+            WorkloadKind::StatefulSet,
+            &s,
+            s.spec.as_ref().map(|s| s.template.clone()),
+        ));
     }
-    for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).list(&lp).await? {
-        out.push(workload(WorkloadKind::DaemonSet, &d, d.spec.as_ref().map(|s| s.template.clone())));
+    for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push(workload(
+            WorkloadKind::DaemonSet,
+            &d,
+            d.spec.as_ref().map(|s| s.template.clone()),
+        ));
     }
     Ok(out)
 }
 
-fn workload<K: Resource<DynamicType = ()>>(kind: WorkloadKind, obj: &K, template: Option<PodTemplateSpec>) -> Workload {
+fn workload<K: Resource<DynamicType = ()>>(
+    kind: WorkloadKind,
+    obj: &K,
+    template: Option<PodTemplateSpec>,
+) -> Workload {
     Workload {
         kind,
         name: obj.meta().name.clone().unwrap_or_default(),
@@ -185,40 +262,74 @@ fn workload<K: Resource<DynamicType = ()>>(kind: WorkloadKind, obj: &K, template
     }
 }
 
-async fn patch_workload(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str, patch: &serde_json::Value) -> Result<(), Error> {
+async fn patch_workload(
+    ctx: &Context,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), Error> {
     let pp = PatchParams::default();
     let p = Patch::Merge(patch);
     match kind {
-        WorkloadKind::Deployment => drop(Api::<Deployment>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
-        WorkloadKind::StatefulSet => drop(Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
-        WorkloadKind::DaemonSet => drop(Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).patch(name, &pp, &p).await?),
+        WorkloadKind::Deployment => drop(
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &pp, &p)
+                .await?,
+        ),
+        WorkloadKind::StatefulSet => drop(
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &pp, &p)
+                .await?,
+        ),
+        WorkloadKind::DaemonSet => drop(
+            Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+                .patch(name, &pp, &p)
+                .await?,
+        ),
     }
     Ok(())
 }
 
 /// Like `kubectl rollout status`: the controller saw the new generation and every replica is
 /// updated and available. A workload that no longer exists counts as done.
-async fn rollout_complete(ctx: &Context, ns: &str, kind: WorkloadKind, name: &str) -> Result<bool, Error> {
+async fn rollout_complete(
+    ctx: &Context,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Result<bool, Error> {
     let done = match kind {
-        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|d| {
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let st = d.status.unwrap_or_default();
-            st.observed_generation >= d.metadata.generation
-                && st.updated_replicas.unwrap_or(0) >= want
-                && st.available_replicas.unwrap_or(0) >= want
-                && st.replicas.unwrap_or(0) <= want
-        }),
-        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|s| {
-            let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let st = s.status.unwrap_or_default();
-            st.observed_generation >= s.metadata.generation && st.updated_replicas.unwrap_or(0) >= want && st.ready_replicas.unwrap_or(0) >= want
-        }),
-        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns).get_opt(name).await?.is_none_or(|d| {
-            let st = d.status.unwrap_or_default();
-            st.observed_generation >= d.metadata.generation
-                && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
-                && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
-        }),
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .is_none_or(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.unwrap_or_default();
+                st.observed_generation >= d.metadata.generation
+                    && st.updated_replicas.unwrap_or(0) >= want
+                    && st.available_replicas.unwrap_or(0) >= want
+                    && st.replicas.unwrap_or(0) <= want
+            }),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .is_none_or(|s| {
+                let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = s.status.unwrap_or_default();
+                st.observed_generation >= s.metadata.generation
+                    && st.updated_replicas.unwrap_or(0) >= want
+                    && st.ready_replicas.unwrap_or(0) >= want
+            }),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .is_none_or(|d| {
+                let st = d.status.unwrap_or_default();
+                st.observed_generation >= d.metadata.generation
+                    && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
+                    && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
+            }),
     };
     Ok(done)
 }
@@ -237,7 +348,10 @@ mod tests {
             limiter.try_acquire_at(at(0)).expect("burst of per_minute");
         }
         let wait = limiter.try_acquire_at(at(0)).expect_err("bucket empty");
-        assert!((9_990..=10_000).contains(&wait.as_millis()), "one token every 10s, got {wait:?}");
+        assert!(
+            (9_990..=10_000).contains(&wait.as_millis()),
+            "one token every 10s, got {wait:?}"
+        );
         let wait = limiter.try_acquire_at(at(5)).expect_err("half a token");
         assert!((4_990..=5_000).contains(&wait.as_millis()), "{wait:?}");
         limiter.try_acquire_at(at(10)).expect("a token after 10s");
@@ -246,7 +360,10 @@ mod tests {
         for _ in 0..6 {
             limiter.try_acquire_at(at(3610)).expect("refilled burst");
         }
-        assert!(limiter.try_acquire_at(at(3610)).is_err(), "never more than per_minute at once");
+        assert!(
+            limiter.try_acquire_at(at(3610)).is_err(),
+            "never more than per_minute at once"
+        );
         // A clock reading older than the last refill adds nothing (and does not panic).
         assert!(limiter.try_acquire_at(at(0)).is_err());
     }

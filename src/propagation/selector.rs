@@ -34,7 +34,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -49,17 +52,34 @@ mod tests {
                 values: Some(vec!["prod".into(), "staging".into()]),
             }]),
         };
-        assert!(matches(&sel, &labels(&[("team", "orders"), ("env", "prod")])));
-        assert!(!matches(&sel, &labels(&[("team", "orders"), ("env", "dev")])));
-        assert!(!matches(&sel, &labels(&[("team", "billing"), ("env", "prod")])));
+        assert!(matches(
+            &sel,
+            &labels(&[("team", "orders"), ("env", "prod")])
+        ));
+        assert!(!matches(
+            &sel,
+            &labels(&[("team", "orders"), ("env", "dev")])
+        ));
+        assert!(!matches(
+            &sel,
+            &labels(&[("team", "billing"), ("env", "prod")])
+        ));
         let bogus = LabelSelector {
             match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement { key: "a".into(), operator: "Bogus".into(), values: None }]),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Bogus".into(),
+                values: None,
+            }]),
         };
         assert!(!matches(&bogus, &labels(&[("a", "b")])));
         let not_in = LabelSelector {
             match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement { key: "env".into(), operator: "NotIn".into(), values: Some(vec!["prod".into()]) }]),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["prod".into()]),
+            }]),
         };
         assert!(matches(&not_in, &labels(&[])));
         assert!(!matches(&not_in, &labels(&[("env", "prod")])));

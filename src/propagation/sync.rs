@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -32,12 +32,20 @@ pub struct SyncOutcome {
 
 /// Name of the target Secret.
 pub fn target_name(cred: &RdsCredential) -> String {
-    cred.spec.target.name.clone().unwrap_or_else(|| cred.name_any())
+    cred.spec
+        .target
+        .name
+        .clone()
+        .unwrap_or_else(|| cred.name_any())
 }
 
 /// Writes the target Secret if it differs from `synced`. Refuses to touch a Secret of the
 /// same name that this credential does not control.
-pub async fn write_target_secret(ctx: &Context, cred: &RdsCredential, synced: &SyncedValue<'_>) -> Result<SyncOutcome, Error> {
+pub async fn write_target_secret(
+    ctx: &Context,
+    cred: &RdsCredential,
+    synced: &SyncedValue<'_>,
+) -> Result<SyncOutcome, Error> {
     let name = target_name(cred);
     let ns = cred.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -46,23 +54,46 @@ pub async fn write_target_secret(ctx: &Context, cred: &RdsCredential, synced: &S
     let data = desired.data.clone().unwrap_or_default();
     let existing = api.get_opt(&name).await?;
     let Some(existing) = existing else {
-        api.create(&PostParams { field_manager: Some("rdscred".into()), ..Default::default() }, &desired).await?;
+        api.create(
+            &PostParams {
+                field_manager: Some("rdscred".into()),
+                ..Default::default()
+            },
+            &desired,
+        )
+        .await?;
         ctx.secrets.record_synced(&key, synced.version_id, &data);
-        return Ok(SyncOutcome { secret_name: name, written: true });
+        return Ok(SyncOutcome {
+            secret_name: name,
+            written: true,
+        });
     };
     if !controlled_by(&existing, cred) {
         return Err(Error::refused(
             "TargetSecretNotOwned",
-            format!("Secret {ns}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"),
+            format!(
+                "Secret {ns}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"
+            ),
         ));
     }
     if up_to_date(&existing, &desired) {
         ctx.secrets.record_synced(&key, synced.version_id, &data);
-        return Ok(SyncOutcome { secret_name: name, written: false });
+        return Ok(SyncOutcome {
+            secret_name: name,
+            written: false,
+        });
     }
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(merge_patch(&existing, &desired))).await?;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(merge_patch(&existing, &desired)),
+    )
+    .await?;
     ctx.secrets.record_synced(&key, synced.version_id, &data);
-    Ok(SyncOutcome { secret_name: name, written: true })
+    Ok(SyncOutcome {
+        secret_name: name,
+        written: true,
+    })
 }
 
 /// The Secret's values, if it holds exactly AWSCURRENT version `version_id` (so reconciles
@@ -74,22 +105,44 @@ pub async fn write_target_secret(ctx: &Context, cred: &RdsCredential, synced: &S
 /// caller reads AWSCURRENT from Secrets Manager, and the sync puts the Secret back. Without
 /// this, an edited password would be taken for AWSCURRENT: never restored, and with
 /// `drift.policy: repair` even set on the database user.
-pub async fn read_synced(ctx: &Context, cred: &RdsCredential, version_id: &str) -> Result<Option<RdsSecretValue>, Error> {
+pub async fn read_synced(
+    ctx: &Context,
+    cred: &RdsCredential,
+    version_id: &str,
+) -> Result<Option<RdsSecretValue>, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let name = target_name(cred);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(secret) = api.get_opt(&name).await? else { return Ok(None) };
-    if !controlled_by(&secret, cred) || secret.annotations().get(VERSION_ANNOTATION).map(String::as_str) != Some(version_id) {
+    let Some(secret) = api.get_opt(&name).await? else {
+        return Ok(None);
+    };
+    if !controlled_by(&secret, cred)
+        || secret
+            .annotations()
+            .get(VERSION_ANNOTATION)
+            .map(String::as_str)
+            != Some(version_id)
+    {
         return Ok(None);
     }
     let data = secret.data.unwrap_or_default();
-    if !ctx.secrets.synced_unchanged(&format!("{ns}/{name}"), version_id, &data) {
+    if !ctx
+        .secrets
+        .synced_unchanged(&format!("{ns}/{name}"), version_id, &data)
+    {
         return Ok(None);
     }
-    let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
-    let (Some(username), Some(password), Some(host), Some(port), Some(engine)) =
-        (text("username"), text("password"), text("host"), text("port").and_then(|p| p.parse().ok()), text("engine"))
-    else {
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let (Some(username), Some(password), Some(host), Some(port), Some(engine)) = (
+        text("username"),
+        text("password"),
+        text("host"),
+        text("port").and_then(|p| p.parse().ok()),
+        text("engine"),
+    ) else {
         return Ok(None);
     };
     Ok(Some(RdsSecretValue {
@@ -107,10 +160,17 @@ pub async fn read_synced(ctx: &Context, cred: &RdsCredential, version_id: &str) 
 
 fn controlled_by(secret: &Secret, cred: &RdsCredential) -> bool {
     let uid = cred.meta().uid.as_deref();
-    secret.owner_references().iter().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
-fn desired_secret(cred: &RdsCredential, name: &str, synced: &SyncedValue<'_>) -> Result<Secret, Error> {
+fn desired_secret(
+    cred: &RdsCredential,
+    name: &str,
+    synced: &SyncedValue<'_>,
+) -> Result<Secret, Error> {
     let target = &cred.spec.target;
     let mut labels = target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), "rdscred".into());
@@ -123,7 +183,10 @@ fn desired_secret(cred: &RdsCredential, name: &str, synced: &SyncedValue<'_>) ->
             namespace: cred.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: Some(vec![cred.controller_owner_ref(&()).expect("credential has a name and uid")]),
+            owner_references: Some(vec![
+                cred.controller_owner_ref(&())
+                    .expect("credential has a name and uid"),
+            ]),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -133,7 +196,10 @@ fn desired_secret(cred: &RdsCredential, name: &str, synced: &SyncedValue<'_>) ->
 }
 
 /// Default keys plus rendered templates.
-pub fn secret_data(cred: &RdsCredential, v: &RdsSecretValue) -> Result<BTreeMap<String, ByteString>, Error> {
+pub fn secret_data(
+    cred: &RdsCredential,
+    v: &RdsSecretValue,
+) -> Result<BTreeMap<String, ByteString>, Error> {
     let mut data = BTreeMap::new();
     let mut put = |k: &str, s: &str| {
         data.insert(k.to_string(), ByteString(s.as_bytes().to_vec()));
@@ -153,19 +219,31 @@ pub fn secret_data(cred: &RdsCredential, v: &RdsSecretValue) -> Result<BTreeMap<
         engine: &v.engine,
     };
     for (key, tpl) in &cred.spec.target.templates {
-        let rendered = template::render(tpl, &values).map_err(|source| Error::Template { key: key.clone(), source })?;
-        data.insert(key.clone(), ByteString(rendered.expose().as_bytes().to_vec()));
+        let rendered = template::render(tpl, &values).map_err(|source| Error::Template {
+            key: key.clone(),
+            source,
+        })?;
+        data.insert(
+            key.clone(),
+            ByteString(rendered.expose().as_bytes().to_vec()),
+        );
     }
     Ok(data)
 }
 
 fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
-        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
     existing.data == desired.data
         && subset(&desired.metadata.labels, &existing.metadata.labels)
-        && subset(&desired.metadata.annotations, &existing.metadata.annotations)
+        && subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
 }
 
 /// Merge patch to `desired`: keys we no longer write are removed (null).

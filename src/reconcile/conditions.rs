@@ -13,7 +13,14 @@ pub const ADMIN_READY: &str = "AdminLoginReady";
 pub const ENDPOINT_READY: &str = "EndpointResolved";
 
 /// Sets (adds or updates) condition `type_`.
-pub fn set(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) {
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) {
     let status = if status { "True" } else { "False" };
     let message = message.into();
     match conditions.iter_mut().find(|c| c.type_ == type_) {

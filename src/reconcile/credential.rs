@@ -11,27 +11,27 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::conditions::{self, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY};
-use super::database::{resolved_from_status, ResolvedDatabase};
+use super::database::{ResolvedDatabase, resolved_from_status};
 use super::{Context, Error, FINALIZER};
 use crate::aws::ownership::Owner;
-use crate::aws::{NewSecret, SecretMeta, SecretVersion, VersionSelector, AWSCURRENT};
+use crate::aws::{AWSCURRENT, NewSecret, SecretMeta, SecretVersion, VersionSelector};
 use crate::crd::{
-    CredentialMode, DeletionPolicy, DriftPolicy, PasswordSpec, RdsCredential, RdsCredentialStatus, RdsDatabase,
-    RotationSpec, RotationStrategy, Rotator,
+    CredentialMode, DeletionPolicy, DriftPolicy, PasswordSpec, RdsCredential, RdsCredentialStatus,
+    RdsDatabase, RotationSpec, RotationStrategy, Rotator,
 };
 use crate::engine::{self, Admin, Login, UserPlan};
 use crate::propagation::{self, SyncedValue};
 use crate::rotation::{self, RotationJob, RotationOutcome};
 use crate::schedule::{Due, RotationPlan};
-use crate::secret::{generate_password, RdsSecretValue};
+use crate::secret::{RdsSecretValue, generate_password};
 
 /// Annotation that requests a rotation now; any new value triggers one.
 pub const ROTATE_ANNOTATION: &str = "rdscred.io/rotate-requested-at";
@@ -53,7 +53,11 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
         other => Error::not_ready("FinalizerError", other.to_string()),
     });
-    ctx.metrics.reconcile_finished("RdsCredential", started.elapsed(), result.as_ref().err().map(Error::reason));
+    ctx.metrics.reconcile_finished(
+        "RdsCredential",
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
     result
 }
 
@@ -67,7 +71,14 @@ struct Progress {
 
 impl Progress {
     fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
-        conditions::set(&mut self.status.conditions, type_, ok, reason, message, self.generation);
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+        );
     }
     fn requeue_within(&mut self, d: Duration) {
         self.requeue = self.requeue.min(d.max(Duration::from_secs(1)));
@@ -76,19 +87,27 @@ impl Progress {
 
 async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let old = cred.status.clone().unwrap_or_default();
-    let mut p = Progress { status: old.clone(), generation: cred.metadata.generation, requeue: ctx.settings.drift_interval };
+    let mut p = Progress {
+        status: old.clone(),
+        generation: cred.metadata.generation,
+        requeue: ctx.settings.drift_interval,
+    };
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
         Ok(()) => {
             p.condition(READY, true, "Ready", ready_message(cred, &p.status));
-            ctx.metrics.set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
+            ctx.metrics
+                .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
         }
         Err(e) => {
             p.condition(READY, false, e.reason(), e.to_string());
-            ctx.metrics.set_credential_ready(&ns_of(cred), &cred.name_any(), "False");
-            let before = conditions::get(&old.conditions, READY).map(|c| (c.reason.clone(), c.message.clone()));
+            ctx.metrics
+                .set_credential_ready(&ns_of(cred), &cred.name_any(), "False");
+            let before = conditions::get(&old.conditions, READY)
+                .map(|c| (c.reason.clone(), c.message.clone()));
             if before != Some((e.reason().to_string(), e.to_string())) && !e.is_conflict() {
-                ctx.event(cred, true, e.reason(), "Reconcile", e.to_string()).await;
+                ctx.event(cred, true, e.reason(), "Reconcile", e.to_string())
+                    .await;
             }
             warn!(reason = e.reason(), error = %e, "reconcile failed");
         }
@@ -111,19 +130,31 @@ fn ready_message(cred: &RdsCredential, s: &RdsCredentialStatus) -> String {
     }
 }
 
-async fn write_status(cred: &RdsCredential, ctx: &Context, old: &RdsCredentialStatus, new: &RdsCredentialStatus) -> Result<(), Error> {
+async fn write_status(
+    cred: &RdsCredential,
+    ctx: &Context,
+    old: &RdsCredentialStatus,
+    new: &RdsCredentialStatus,
+) -> Result<(), Error> {
     if old == new {
         return Ok(());
     }
     let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
     // Replace the whole status (merge patch on a JSON object would keep removed keys).
     let mut status = serde_json::to_value(new).expect("status serializes");
-    if let (Some(obj), Ok(serde_json::Value::Object(prev))) = (status.as_object_mut(), serde_json::to_value(old)) {
+    if let (Some(obj), Ok(serde_json::Value::Object(prev))) =
+        (status.as_object_mut(), serde_json::to_value(old))
+    {
         for key in prev.keys() {
             obj.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
     }
-    api.patch_status(&cred.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    api.patch_status(
+        &cred.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
     Ok(())
 }
 
@@ -134,7 +165,9 @@ async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> R
     check_secret_name(cred, &db_obj, &db)?;
     check_claims(cred, ctx)?;
     // The bulk poller triggers a reconcile when AWSCURRENT moves; requeue only for a per-credential poll interval shorter than its.
-    if poll_interval(cred, ctx) < ctx.settings.poll_interval { p.requeue_within(poll_interval(cred, ctx)); }
+    if poll_interval(cred, ctx) < ctx.settings.poll_interval {
+        p.requeue_within(poll_interval(cred, ctx));
+    }
     match cred.spec.mode {
         CredentialMode::SyncOnly => apply_sync_only(cred, &db, ctx, p).await,
         CredentialMode::Managed => apply_managed(cred, &db_obj, &db, ctx, p).await,
@@ -146,7 +179,10 @@ fn ns_of(cred: &RdsCredential) -> String {
 }
 
 fn poll_interval(cred: &RdsCredential, ctx: &Context) -> Duration {
-    cred.spec.poll_interval.map(Duration::from).unwrap_or(ctx.settings.poll_interval)
+    cred.spec
+        .poll_interval
+        .map(Duration::from)
+        .unwrap_or(ctx.settings.poll_interval)
 }
 
 // ------------------------------------------------------------------ refusals (no side effects)
@@ -156,52 +192,78 @@ async fn database_of(cred: &RdsCredential, ctx: &Context) -> Result<RdsDatabase,
     Api::<RdsDatabase>::all(ctx.client.clone())
         .get_opt(name)
         .await?
-        .ok_or_else(|| Error::refused("DatabaseNotFound", format!("RdsDatabase {name:?} does not exist")))
+        .ok_or_else(|| {
+            Error::refused(
+                "DatabaseNotFound",
+                format!("RdsDatabase {name:?} does not exist"),
+            )
+        })
 }
 
 /// A namespace may only use a database whose `namespaceSelector` matches its labels.
-async fn admit_namespace(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> Result<(), Error> {
+async fn admit_namespace(
+    cred: &RdsCredential,
+    db: &RdsDatabase,
+    ctx: &Context,
+) -> Result<(), Error> {
     let ns_name = ns_of(cred);
     let db_name = db.name_any();
     let Some(selector) = &db.spec.namespace_selector else {
         return Err(Error::refused(
             "NamespaceNotAdmitted",
-            format!("RdsDatabase {db_name} admits no namespace (spec.namespaceSelector is not set)"),
+            format!(
+                "RdsDatabase {db_name} admits no namespace (spec.namespaceSelector is not set)"
+            ),
         ));
     };
-    let ns = Api::<Namespace>::all(ctx.client.clone()).get(&ns_name).await?;
+    let ns = Api::<Namespace>::all(ctx.client.clone())
+        .get(&ns_name)
+        .await?;
     if propagation::selector::matches(selector, ns.labels()) {
         Ok(())
     } else {
         Err(Error::refused(
             "NamespaceNotAdmitted",
-            format!("namespace {ns_name} is not admitted by RdsDatabase {db_name} (its labels do not match spec.namespaceSelector)"),
+            format!(
+                "namespace {ns_name} is not admitted by RdsDatabase {db_name} (its labels do not match spec.namespaceSelector)"
+            ),
         ))
     }
 }
 
 /// Managed secrets must live under the database's prefix; sync-only may also name the admin
 /// secret when the database explicitly allows handing it out.
-fn check_secret_name(cred: &RdsCredential, db: &RdsDatabase, resolved: &ResolvedDatabase) -> Result<(), Error> {
+fn check_secret_name(
+    cred: &RdsCredential,
+    db: &RdsDatabase,
+    resolved: &ResolvedDatabase,
+) -> Result<(), Error> {
     let name = &cred.spec.secret.name;
     let prefix = &db.spec.secret_name_prefix;
     if name.starts_with(prefix.as_str()) && !name.contains("..") {
         return Ok(());
     }
-    let is_admin = secret_id_matches(name, &resolved.admin_secret_id) || db.spec.admin_login.secret_id.as_deref() == Some(name.as_str());
+    let is_admin = secret_id_matches(name, &resolved.admin_secret_id)
+        || db.spec.admin_login.secret_id.as_deref() == Some(name.as_str());
     if cred.spec.mode == CredentialMode::SyncOnly && is_admin {
         return if db.spec.allow_admin_secret_sync {
             Ok(())
         } else {
             Err(Error::refused(
                 "AdminSecretSyncNotAllowed",
-                format!("secret {name} is the admin secret of RdsDatabase {}; syncing it needs spec.allowAdminSecretSync: true there", db.name_any()),
+                format!(
+                    "secret {name} is the admin secret of RdsDatabase {}; syncing it needs spec.allowAdminSecretSync: true there",
+                    db.name_any()
+                ),
             ))
         };
     }
     Err(Error::refused(
         "SecretNameOutsidePrefix",
-        format!("secret.name {name:?} must start with {prefix:?} (spec.secretNamePrefix of RdsDatabase {})", db.name_any()),
+        format!(
+            "secret.name {name:?} must start with {prefix:?} (spec.secretNamePrefix of RdsDatabase {})",
+            db.name_any()
+        ),
     ))
 }
 
@@ -209,7 +271,9 @@ fn check_secret_name(cred: &RdsCredential, db: &RdsDatabase, resolved: &Resolved
 /// ARN is `arn:…:secret:<name>-<6 random characters>`.
 fn secret_id_matches(id: &str, reference: &str) -> bool {
     let name_of = |s: &str| match s.split_once(":secret:") {
-        Some((_, rest)) if s.starts_with("arn:") => rest.rsplit_once('-').map_or(rest, |(n, _)| n).to_string(),
+        Some((_, rest)) if s.starts_with("arn:") => {
+            rest.rsplit_once('-').map_or(rest, |(n, _)| n).to_string()
+        }
         _ => s.to_string(),
     };
     id == reference || name_of(id) == name_of(reference)
@@ -230,11 +294,19 @@ fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
             let what = if same_secret {
                 format!("secret {}", cred.spec.secret.name)
             } else {
-                format!("database user {} on RdsDatabase {}", cred.spec.username.clone().unwrap_or_default(), cred.spec.database_ref.name)
+                format!(
+                    "database user {} on RdsDatabase {}",
+                    cred.spec.username.clone().unwrap_or_default(),
+                    cred.spec.database_ref.name
+                )
             };
             return Err(Error::refused(
                 "AlreadyClaimed",
-                format!("{what} is already claimed by RdsCredential {}/{}", other.namespace().unwrap_or_default(), other.name_any()),
+                format!(
+                    "{what} is already claimed by RdsCredential {}/{}",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any()
+                ),
             ));
         }
     }
@@ -244,7 +316,11 @@ fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
 /// The database names a managed credential uses: the user, its clone and (PostgreSQL) owner role.
 fn claimed_names(cred: &RdsCredential) -> Vec<String> {
     match (&cred.spec.username, cred.spec.mode) {
-        (Some(u), CredentialMode::Managed) => vec![u.clone(), UserPlan::clone_username(u), UserPlan::owner_role(u)],
+        (Some(u), CredentialMode::Managed) => vec![
+            u.clone(),
+            UserPlan::clone_username(u),
+            UserPlan::owner_role(u),
+        ],
         _ => Vec::new(),
     }
 }
@@ -254,7 +330,13 @@ fn claimed_names(cred: &RdsCredential) -> Vec<String> {
 /// one-second resolution), then the smaller uid, so every replica decides the same way.
 fn claim_is_older(a: &RdsCredential, b: &RdsCredential) -> bool {
     let established = |c: &RdsCredential| c.status.as_ref().is_some_and(|s| s.secret_arn.is_some());
-    let key = |c: &RdsCredential| (!established(c), c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.uid());
+    let key = |c: &RdsCredential| {
+        (
+            !established(c),
+            c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            c.uid(),
+        )
+    };
     key(a) < key(b)
 }
 
@@ -270,17 +352,27 @@ fn owner_of(cred: &RdsCredential, ctx: &Context) -> Owner {
 /// Ours = written by this cluster for this namespace/name. A credential deleted with Retain and
 /// created again (new uid) takes its secret back; anything else is someone else's.
 fn owned_by(meta: &SecretMeta, owner: &Owner) -> bool {
-    meta.owner().is_some_and(|o| o.cluster == owner.cluster && o.namespace == owner.namespace && o.name == owner.name)
+    meta.owner().is_some_and(|o| {
+        o.cluster == owner.cluster && o.namespace == owner.namespace && o.name == owner.name
+    })
 }
 
 // ------------------------------------------------------------------ sync-only
 
-async fn apply_sync_only(cred: &RdsCredential, db: &ResolvedDatabase, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
+async fn apply_sync_only(
+    cred: &RdsCredential,
+    db: &ResolvedDatabase,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
     let id = &cred.spec.secret.name;
     let meta = match db.scope.secrets.describe(id).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            let e = Error::not_ready("SecretNotFound", format!("secret {id} does not exist (sync-only follows an existing secret)"));
+            let e = Error::not_ready(
+                "SecretNotFound",
+                format!("secret {id} does not exist (sync-only follows an existing secret)"),
+            );
             p.condition(SECRET_READY, false, e.reason(), e.to_string());
             return Err(e);
         }
@@ -292,38 +384,89 @@ async fn apply_sync_only(cred: &RdsCredential, db: &ResolvedDatabase, ctx: &Cont
     };
     ctx.secrets.remember(&meta);
     p.status.secret_arn = Some(meta.arn.clone());
-    p.condition(SECRET_READY, true, "Found", "following AWSCURRENT of an existing secret");
+    p.condition(
+        SECRET_READY,
+        true,
+        "Found",
+        "following AWSCURRENT of an existing secret",
+    );
     let current = current_value(cred, &meta, db, ctx).await?;
     sync_and_roll(cred, &current, db, ctx, p).await
 }
 
 // ------------------------------------------------------------------ managed
 
-async fn apply_managed(cred: &RdsCredential, db_obj: &RdsDatabase, db: &ResolvedDatabase, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
+async fn apply_managed(
+    cred: &RdsCredential,
+    db_obj: &RdsDatabase,
+    db: &ResolvedDatabase,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
     let rotation_spec = rotation_spec(cred, db_obj);
-    let strategy = rotation_spec.as_ref().map(|r| r.strategy).unwrap_or_default();
+    let strategy = rotation_spec
+        .as_ref()
+        .map(|r| r.strategy)
+        .unwrap_or_default();
     let plan = user_plan(cred, db)?;
     let admin = ctx.admin_logins.get(db, ctx).await?;
 
-    let meta = ensure_aws_secret(cred, db_obj, db, &plan, &admin, ctx, p).await.inspect_err(|e| {
-        p.condition(SECRET_READY, false, e.reason(), e.to_string());
-    })?;
+    let meta = ensure_aws_secret(cred, db_obj, db, &plan, &admin, ctx, p)
+        .await
+        .inspect_err(|e| {
+            p.condition(SECRET_READY, false, e.reason(), e.to_string());
+        })?;
     p.status.secret_arn = Some(meta.arn.clone());
-    p.condition(SECRET_READY, true, "Reconciled", "secret exists, is ours and carries the required tags and KMS key");
+    p.condition(
+        SECRET_READY,
+        true,
+        "Reconciled",
+        "secret exists, is ours and carries the required tags and KMS key",
+    );
 
     // A rotation interrupted by a crash is finished (or rolled back) before anything else
     // reads AWSCURRENT: its state lives in Secrets Manager alone. With a Lambda rotator the
     // pending version is the Lambda's business, never ours.
-    let ours = rotation_spec.as_ref().is_none_or(|r| r.rotator == Rotator::Controller);
-    let meta = if ours { resume_rotation(cred, db, &plan, &admin, &meta, rotation_spec.as_ref(), ctx, p).await? } else { meta };
+    let ours = rotation_spec
+        .as_ref()
+        .is_none_or(|r| r.rotator == Rotator::Controller);
+    let meta = if ours {
+        resume_rotation(
+            cred,
+            db,
+            &plan,
+            &admin,
+            &meta,
+            rotation_spec.as_ref(),
+            ctx,
+            p,
+        )
+        .await?
+    } else {
+        meta
+    };
 
     let current = current_value(cred, &meta, db, ctx).await?;
-    ensure_user(cred, db, &plan, &admin, &current, ctx, p).await.inspect_err(|e| {
-        p.condition(USER_READY, false, e.reason(), e.to_string());
-    })?;
+    ensure_user(cred, db, &plan, &admin, &current, ctx, p)
+        .await
+        .inspect_err(|e| {
+            p.condition(USER_READY, false, e.reason(), e.to_string());
+        })?;
     configure_rotator(cred, &meta, rotation_spec.as_ref(), db, ctx, p).await?;
 
-    let current = match maybe_rotate(cred, db, &plan, &admin, &meta, &current, rotation_spec.as_ref(), ctx, p).await? {
+    let current = match maybe_rotate(
+        cred,
+        db,
+        &plan,
+        &admin,
+        &meta,
+        &current,
+        rotation_spec.as_ref(),
+        ctx,
+        p,
+    )
+    .await?
+    {
         Some(rotated) => rotated,
         None => current,
     };
@@ -341,18 +484,26 @@ fn strategy_name(s: RotationStrategy) -> &'static str {
 
 /// The credential's rotation settings, or the database's defaults.
 fn rotation_spec(cred: &RdsCredential, db: &RdsDatabase) -> Option<RotationSpec> {
-    cred.spec.rotation.clone().or_else(|| db.spec.rotation_defaults.clone())
+    cred.spec
+        .rotation
+        .clone()
+        .or_else(|| db.spec.rotation_defaults.clone())
 }
 
 fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Error> {
-    let username = cred.spec.username.clone().ok_or_else(|| Error::refused("InvalidSpec", "username is required"))?;
+    let username = cred
+        .spec
+        .username
+        .clone()
+        .ok_or_else(|| Error::refused("InvalidSpec", "username is required"))?;
     let plan = UserPlan {
         login_users: vec![username.clone(), UserPlan::clone_username(&username)],
         username,
         grants: cred.spec.privileges.clone().unwrap_or_default(),
         roles: cred.spec.roles.clone().unwrap_or_default(),
     };
-    plan.validate(db.engine).map_err(|e| Error::refused("InvalidUser", e.to_string()))?;
+    plan.validate(db.engine)
+        .map_err(|e| Error::refused("InvalidUser", e.to_string()))?;
     Ok(plan)
 }
 
@@ -386,27 +537,64 @@ async fn ensure_aws_secret(
     if !owned_by(&meta, &owner) {
         return Err(Error::refused(
             "SecretNotOwned",
-            format!("secret {} exists and is not owned by this RdsCredential (ownership tags differ); rdscred never takes over a secret it did not create", meta.name),
+            format!(
+                "secret {} exists and is not owned by this RdsCredential (ownership tags differ); rdscred never takes over a secret it did not create",
+                meta.name
+            ),
         ));
     }
     if meta.is_scheduled_for_deletion() {
         secrets.restore(&meta.arn).await?;
-        ctx.event(cred, false, "SecretRestored", "Restore", format!("secret {} was scheduled for deletion and has been restored", meta.name)).await;
-        meta = secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after restore"))?;
+        ctx.event(
+            cred,
+            false,
+            "SecretRestored",
+            "Restore",
+            format!(
+                "secret {} was scheduled for deletion and has been restored",
+                meta.name
+            ),
+        )
+        .await;
+        meta = secrets
+            .describe(&meta.arn)
+            .await?
+            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after restore"))?;
     }
     let kms = db_obj.spec.kms_key_id.as_deref();
     let description = spec.description.as_deref();
     let mut changed = false;
-    if meta.description.as_deref() != description || (kms.is_some() && !kms_matches(meta.kms_key_id.as_deref(), kms)) {
-        secrets.update_description_and_kms(&meta.arn, description, kms).await?;
+    if meta.description.as_deref() != description
+        || (kms.is_some() && !kms_matches(meta.kms_key_id.as_deref(), kms))
+    {
+        secrets
+            .update_description_and_kms(&meta.arn, description, kms)
+            .await?;
         changed = true;
     }
     changed |= secrets.sync_tags(&meta, &tags).await?;
-    let replicas: Vec<(String, Option<String>)> = spec.replica_regions.iter().map(|r| (r.region.clone(), r.kms_key_id.clone())).collect();
+    let replicas: Vec<(String, Option<String>)> = spec
+        .replica_regions
+        .iter()
+        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
+        .collect();
     changed |= secrets.sync_replicas(&meta, &replicas).await?;
     if changed {
-        ctx.event(cred, false, "SecretUpdated", "Update", format!("secret {} metadata brought in line with the spec", meta.name)).await;
-        meta = secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after update"))?;
+        ctx.event(
+            cred,
+            false,
+            "SecretUpdated",
+            "Update",
+            format!(
+                "secret {} metadata brought in line with the spec",
+                meta.name
+            ),
+        )
+        .await;
+        meta = secrets
+            .describe(&meta.arn)
+            .await?
+            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after update"))?;
     }
     ctx.secrets.remember(&meta);
     Ok(meta)
@@ -423,14 +611,20 @@ fn cache_max_age(cred: &RdsCredential, ctx: &Context) -> Duration {
 
 fn kms_matches(actual: Option<&str>, wanted: Option<&str>) -> bool {
     match (actual, wanted) {
-        (Some(a), Some(w)) => a == w || a.ends_with(w.trim_start_matches("alias/")) || w.ends_with(a),
+        (Some(a), Some(w)) => {
+            a == w || a.ends_with(w.trim_start_matches("alias/")) || w.ends_with(a)
+        }
         (None, None) => true,
         _ => false,
     }
 }
 
 /// Database tags, then the credential's, then ownership (which always win).
-fn desired_tags(cred: &RdsCredential, db: &RdsDatabase, owner: &Owner) -> std::collections::BTreeMap<String, String> {
+fn desired_tags(
+    cred: &RdsCredential,
+    db: &RdsDatabase,
+    owner: &Owner,
+) -> std::collections::BTreeMap<String, String> {
     let mut tags = cred.spec.secret.tags.clone();
     tags.extend(db.spec.tags.clone());
     tags.extend(owner.tags());
@@ -454,13 +648,22 @@ async fn create_aws_secret(
     if exists? {
         return Err(Error::refused(
             "UserExists",
-            format!("database user {} already exists and no secret of this credential holds it; rdscred never takes over a user it did not create", plan.username),
+            format!(
+                "database user {} already exists and no secret of this credential holds it; rdscred never takes over a user it did not create",
+                plan.username
+            ),
         ));
     }
-    let policy = rotation_spec(cred, db_obj).map(|r| r.password).unwrap_or_default();
+    let policy = rotation_spec(cred, db_obj)
+        .map(|r| r.password)
+        .unwrap_or_default();
     let value = initial_value(cred, db, plan, &policy)?;
     let spec = &cred.spec.secret;
-    let replicas: Vec<(String, Option<String>)> = spec.replica_regions.iter().map(|r| (r.region.clone(), r.kms_key_id.clone())).collect();
+    let replicas: Vec<(String, Option<String>)> = spec
+        .replica_regions
+        .iter()
+        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
+        .collect();
     let token = rotation::client_request_token(&cred.uid().unwrap_or_default(), "initial");
     let json = value.to_secret_json();
     let meta = db
@@ -477,12 +680,24 @@ async fn create_aws_secret(
         })
         .await?;
     info!(secret = %meta.name, "created Secrets Manager secret");
-    ctx.event(cred, false, "SecretCreated", "Create", format!("created secret {} ({})", meta.name, meta.arn)).await;
+    ctx.event(
+        cred,
+        false,
+        "SecretCreated",
+        "Create",
+        format!("created secret {} ({})", meta.name, meta.arn),
+    )
+    .await;
     ctx.secrets.remember(&meta);
     Ok(meta)
 }
 
-fn initial_value(cred: &RdsCredential, db: &ResolvedDatabase, plan: &UserPlan, policy: &PasswordSpec) -> Result<RdsSecretValue, Error> {
+fn initial_value(
+    cred: &RdsCredential,
+    db: &ResolvedDatabase,
+    plan: &UserPlan,
+    policy: &PasswordSpec,
+) -> Result<RdsSecretValue, Error> {
     let _ = cred;
     Ok(RdsSecretValue {
         engine: db.engine.as_str().into(),
@@ -499,22 +714,45 @@ fn initial_value(cred: &RdsCredential, db: &ResolvedDatabase, plan: &UserPlan, p
 
 /// AWSCURRENT with its value. Read from the Kubernetes Secret when that already holds this
 /// exact version (no GetSecretValue in steady state), else from Secrets Manager by stage.
-async fn current_value(cred: &RdsCredential, meta: &SecretMeta, db: &ResolvedDatabase, ctx: &Context) -> Result<Current, Error> {
+async fn current_value(
+    cred: &RdsCredential,
+    meta: &SecretMeta,
+    db: &ResolvedDatabase,
+    ctx: &Context,
+) -> Result<Current, Error> {
     let Some(version) = meta.current_version() else {
-        return Err(Error::not_ready("NoCurrentVersion", format!("secret {} has no AWSCURRENT version", meta.name)));
+        return Err(Error::not_ready(
+            "NoCurrentVersion",
+            format!("secret {} has no AWSCURRENT version", meta.name),
+        ));
     };
     if let Some(value) = propagation::sync::read_synced(ctx, cred, version).await? {
-        return Ok(Current { version_id: version.to_string(), value });
+        return Ok(Current {
+            version_id: version.to_string(),
+            value,
+        });
     }
     let v: SecretVersion = db
         .scope
         .secrets
         .get_value(&meta.arn, VersionSelector::Stage(AWSCURRENT))
         .await?
-        .ok_or_else(|| Error::not_ready("NoCurrentVersion", format!("secret {} has no AWSCURRENT version", meta.name)))?;
-    let mut value = RdsSecretValue::parse(v.value.expose()).map_err(|source| Error::SecretShape { id: meta.name.clone(), source })?;
+        .ok_or_else(|| {
+            Error::not_ready(
+                "NoCurrentVersion",
+                format!("secret {} has no AWSCURRENT version", meta.name),
+            )
+        })?;
+    let mut value =
+        RdsSecretValue::parse(v.value.expose()).map_err(|source| Error::SecretShape {
+            id: meta.name.clone(),
+            source,
+        })?;
     fill_connection_defaults(&mut value, db);
-    Ok(Current { version_id: v.version_id, value })
+    Ok(Current {
+        version_id: v.version_id,
+        value,
+    })
 }
 
 /// RDS's own master secret holds only username and password: complete it from the database.
@@ -542,7 +780,10 @@ pub struct Current {
 
 impl Current {
     fn login(&self) -> Login {
-        Login { username: self.value.username.clone(), password: self.value.password.clone() }
+        Login {
+            username: self.value.username.clone(),
+            password: self.value.password.clone(),
+        }
     }
 }
 
@@ -561,13 +802,26 @@ async fn ensure_user(
     if !plan.login_users.contains(&current.value.username) {
         return Err(Error::refused(
             "UnexpectedUsername",
-            format!("AWSCURRENT names user {:?}, which is not {} or its clone", current.value.username, plan.username),
+            format!(
+                "AWSCURRENT names user {:?}, which is not {} or its clone",
+                current.value.username, plan.username
+            ),
         ));
     }
     let mut conn = Admin::connect(&db.target(None), admin).await?;
     let result = async {
-        if conn.ensure_login_user(plan, &current.value.username, &current.value.password).await? {
-            ctx.event(cred, false, "UserCreated", "Create", format!("created database user {}", current.value.username)).await;
+        if conn
+            .ensure_login_user(plan, &current.value.username, &current.value.password)
+            .await?
+        {
+            ctx.event(
+                cred,
+                false,
+                "UserCreated",
+                "Create",
+                format!("created database user {}", current.value.username),
+            )
+            .await;
         }
         let changes = conn.sync_privileges(plan).await?;
         if !changes.granted.is_empty() || !changes.revoked.is_empty() {
@@ -576,7 +830,11 @@ async fn ensure_user(
                 false,
                 "PrivilegesChanged",
                 "Grant",
-                format!("granted [{}], revoked [{}]", changes.granted.join(", "), changes.revoked.join(", ")),
+                format!(
+                    "granted [{}], revoked [{}]",
+                    changes.granted.join(", "),
+                    changes.revoked.join(", ")
+                ),
             )
             .await;
         }
@@ -586,22 +844,51 @@ async fn ensure_user(
     conn.close().await;
     result?;
     check_drift(cred, db, admin, current, ctx, p).await?;
-    p.condition(USER_READY, true, "LoginVerified", format!("user {} has the declared privileges and AWSCURRENT logs in", current.value.username));
+    p.condition(
+        USER_READY,
+        true,
+        "LoginVerified",
+        format!(
+            "user {} has the declared privileges and AWSCURRENT logs in",
+            current.value.username
+        ),
+    );
     Ok(())
 }
 
-async fn check_drift(cred: &RdsCredential, db: &ResolvedDatabase, admin: &Login, current: &Current, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
+async fn check_drift(
+    cred: &RdsCredential,
+    db: &ResolvedDatabase,
+    admin: &Login,
+    current: &Current,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
     let drift = cred.spec.drift.clone().unwrap_or_default();
-    let interval = drift.interval.map(Duration::from).unwrap_or(ctx.settings.drift_interval);
+    let interval = drift
+        .interval
+        .map(Duration::from)
+        .unwrap_or(ctx.settings.drift_interval);
     p.requeue_within(interval);
     // Stamped at most twice per interval: each status write is a watch event that triggers another reconcile, so a fresh stamp every time would reconcile in a loop.
-    if parse_time(p.status.last_drift_check.as_deref()).is_none_or(|t| until(t, Timestamp::now()) >= interval / 2) { p.status.last_drift_check = Some(Timestamp::now().to_string()); }
+    if parse_time(p.status.last_drift_check.as_deref())
+        .is_none_or(|t| until(t, Timestamp::now()) >= interval / 2)
+    {
+        p.status.last_drift_check = Some(Timestamp::now().to_string());
+    }
     let login = current.login();
     let target = db.target(None);
     match engine::check_login(&target, &login).await {
         Ok(()) => {
             if conditions::is_true(&p.status.conditions, DRIFTED) {
-                ctx.event(cred, false, "DriftResolved", "DriftCheck", "AWSCURRENT logs in again".into()).await;
+                ctx.event(
+                    cred,
+                    false,
+                    "DriftResolved",
+                    "DriftCheck",
+                    "AWSCURRENT logs in again".into(),
+                )
+                .await;
             }
             p.condition(DRIFTED, false, "InSync", "AWSCURRENT logs in");
             ctx.metrics.drift(&ns_of(cred), &cred.name_any(), false);
@@ -609,19 +896,38 @@ async fn check_drift(cred: &RdsCredential, db: &ResolvedDatabase, admin: &Login,
         }
         Err(engine::DbError::AuthFailed { .. }) => {
             ctx.metrics.drift(&ns_of(cred), &cred.name_any(), true);
-            let msg = format!("AWSCURRENT no longer logs in as {}: the password was changed outside rdscred", login.username);
+            let msg = format!(
+                "AWSCURRENT no longer logs in as {}: the password was changed outside rdscred",
+                login.username
+            );
             p.condition(DRIFTED, true, "PasswordChanged", msg.clone());
-            ctx.event(cred, true, "DriftDetected", "DriftCheck", msg.clone()).await;
+            ctx.event(cred, true, "DriftDetected", "DriftCheck", msg.clone())
+                .await;
             if drift.policy != DriftPolicy::Repair {
-                return Err(Error::refused("Drifted", format!("{msg}; set drift.policy: repair to reset it, or rotate")));
+                return Err(Error::refused(
+                    "Drifted",
+                    format!("{msg}; set drift.policy: repair to reset it, or rotate"),
+                ));
             }
             let mut conn = Admin::connect(&target, admin).await?;
             let reset = conn.set_password(&login.username, &login.password).await;
             conn.close().await;
             reset?;
             engine::check_login(&target, &login).await?;
-            ctx.event(cred, false, "DriftRepaired", "DriftRepair", format!("reset the password of {} to AWSCURRENT", login.username)).await;
-            p.condition(DRIFTED, false, "Repaired", "password reset to AWSCURRENT with the admin login");
+            ctx.event(
+                cred,
+                false,
+                "DriftRepaired",
+                "DriftRepair",
+                format!("reset the password of {} to AWSCURRENT", login.username),
+            )
+            .await;
+            p.condition(
+                DRIFTED,
+                false,
+                "Repaired",
+                "password reset to AWSCURRENT with the admin login",
+            );
             ctx.metrics.drift(&ns_of(cred), &cred.name_any(), false);
             Ok(())
         }
@@ -663,20 +969,45 @@ async fn resume_rotation(
             token_seed: &uid,
             crash_point: None,
         };
-        let outcome = rotation::resume_pending(&job).await.map_err(|e| rotation_error(e, p))?;
-        if let RotationOutcome::Completed { version_id, username } = &outcome {
-            ctx.event(cred, false, "RotationResumed", "Rotate", format!("finished an interrupted rotation: AWSCURRENT is now {version_id} ({username})")).await;
+        let outcome = rotation::resume_pending(&job)
+            .await
+            .map_err(|e| rotation_error(e, p))?;
+        if let RotationOutcome::Completed {
+            version_id,
+            username,
+        } = &outcome
+        {
+            ctx.event(
+                cred,
+                false,
+                "RotationResumed",
+                "Rotate",
+                format!(
+                    "finished an interrupted rotation: AWSCURRENT is now {version_id} ({username})"
+                ),
+            )
+            .await;
         }
-        let fresh = db.scope.secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
+        let fresh = db
+            .scope
+            .secrets
+            .describe(&meta.arn)
+            .await?
+            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
         ctx.secrets.remember(&fresh);
         fresh
     } else {
         meta.clone()
     };
-    let (Some(synced), Some(current)) = (p.status.synced_version_id.clone(), meta.current_version()) else {
+    let (Some(synced), Some(current)) =
+        (p.status.synced_version_id.clone(), meta.current_version())
+    else {
         return Ok(meta);
     };
-    let recorded = match (parse_time(p.status.last_rotation_time.as_deref()), parse_time(p.status.synced_at.as_deref())) {
+    let recorded = match (
+        parse_time(p.status.last_rotation_time.as_deref()),
+        parse_time(p.status.synced_at.as_deref()),
+    ) {
         (Some(last), Some(synced_at)) => last >= synced_at,
         _ => false,
     };
@@ -684,9 +1015,19 @@ async fn resume_rotation(
         let now = Timestamp::now();
         info!(version = %current, from_version = %synced, "recording a rotation finished by an earlier controller");
         p.status.last_rotation_time = Some(now.to_string());
-        p.status.last_rotation_request = cred.annotations().get(ROTATE_ANNOTATION).cloned().or(p.status.last_rotation_request.take());
-        ctx.metrics.record_last_rotation(&ns_of(cred), &cred.name_any(), now);
-        p.condition(ROTATING, false, "Succeeded", format!("AWSCURRENT is now {current} (an interrupted rotation, finished)"));
+        p.status.last_rotation_request = cred
+            .annotations()
+            .get(ROTATE_ANNOTATION)
+            .cloned()
+            .or(p.status.last_rotation_request.take());
+        ctx.metrics
+            .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
+        p.condition(
+            ROTATING,
+            false,
+            "Succeeded",
+            format!("AWSCURRENT is now {current} (an interrupted rotation, finished)"),
+        );
         if let Some(spec) = spec {
             schedule_next_rotation(spec, now, p)?;
         }
@@ -698,14 +1039,24 @@ fn rotation_error(e: rotation::RotationError, p: &mut Progress) -> Error {
     let step = e.step();
     let reason = e.reason();
     p.condition(ROTATING, false, reason, format!("{e}"));
-    Error::Rotation { step: step.as_str(), cause: Box::new(Error::not_ready(reason, e.to_string())) }
+    Error::Rotation {
+        step: step.as_str(),
+        cause: Box::new(Error::not_ready(reason, e.to_string())),
+    }
 }
 
 /// Native rotation (`rotator: lambda`) is configured on the secret and kept in sync; turning
 /// it off in the spec cancels it. What was applied is remembered in status, so it is applied
 /// again only when the spec changes or AWS shows rotation off (some emulators do not echo
 /// schedule expressions back, and comparing against them would re-apply it every time).
-async fn configure_rotator(cred: &RdsCredential, meta: &SecretMeta, spec: Option<&RotationSpec>, db: &ResolvedDatabase, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
+async fn configure_rotator(
+    cred: &RdsCredential,
+    meta: &SecretMeta,
+    spec: Option<&RotationSpec>,
+    db: &ResolvedDatabase,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
     let secrets = &db.scope.secrets;
     match spec {
         Some(r) if r.rotator == Rotator::Lambda => {
@@ -716,15 +1067,31 @@ async fn configure_rotator(cred: &RdsCredential, meta: &SecretMeta, spec: Option
                 && meta.rotation_lambda_arn.as_deref() == Some(lambda.as_str())
                 && p.status.lambda_rotation.as_deref() == Some(applied.as_str());
             if !in_sync {
-                secrets.configure_lambda_rotation(&meta.arn, &lambda, &rules, false).await?;
-                ctx.event(cred, false, "LambdaRotationConfigured", "Configure", format!("native rotation with {lambda}")).await;
+                secrets
+                    .configure_lambda_rotation(&meta.arn, &lambda, &rules, false)
+                    .await?;
+                ctx.event(
+                    cred,
+                    false,
+                    "LambdaRotationConfigured",
+                    "Configure",
+                    format!("native rotation with {lambda}"),
+                )
+                .await;
             }
             p.status.lambda_rotation = Some(applied);
         }
         _ => {
             if meta.rotation_enabled {
                 secrets.disable_rotation(&meta.arn).await?;
-                ctx.event(cred, false, "LambdaRotationDisabled", "Configure", "native rotation turned off: rdscred rotates".into()).await;
+                ctx.event(
+                    cred,
+                    false,
+                    "LambdaRotationDisabled",
+                    "Configure",
+                    "native rotation turned off: rdscred rotates".into(),
+                )
+                .await;
             }
             p.status.lambda_rotation = None;
         }
@@ -733,7 +1100,10 @@ async fn configure_rotator(cred: &RdsCredential, meta: &SecretMeta, spec: Option
 }
 
 fn lambda_rules(r: &RotationSpec) -> Result<crate::aws::RotationRules, Error> {
-    let s = r.schedule.clone().ok_or_else(|| Error::refused("InvalidSpec", "rotator: lambda needs rotation.schedule"))?;
+    let s = r
+        .schedule
+        .clone()
+        .ok_or_else(|| Error::refused("InvalidSpec", "rotator: lambda needs rotation.schedule"))?;
     RotationPlan::from_spec(&s)?;
     Ok(crate::aws::RotationRules {
         automatically_after_days: s.automatically_after_days.map(i64::from),
@@ -765,16 +1135,29 @@ async fn maybe_rotate(
         return Ok(None);
     };
     if let Some(blocked) = rotation_blocked(spec, &p.status, &current.version_id, now, ctx) {
-        let already_reported = conditions::get(&p.status.conditions, ROTATING).is_some_and(|c| c.reason == blocked.reason);
+        let already_reported = conditions::get(&p.status.conditions, ROTATING)
+            .is_some_and(|c| c.reason == blocked.reason);
         if blocked.reason == "RolloutTimedOut" && !already_reported {
-            ctx.event(cred, true, blocked.reason, "Rotate", blocked.message.clone()).await;
+            ctx.event(
+                cred,
+                true,
+                blocked.reason,
+                "Rotate",
+                blocked.message.clone(),
+            )
+            .await;
         }
         p.condition(ROTATING, false, blocked.reason, blocked.message);
         p.requeue_within(blocked.retry);
         return Ok(None);
     }
     let Ok(_slot) = ctx.rotation_slots.clone().try_acquire_owned() else {
-        p.condition(ROTATING, false, "Queued", "waiting for a rotation slot (--max-concurrent-rotations)");
+        p.condition(
+            ROTATING,
+            false,
+            "Queued",
+            "waiting for a rotation slot (--max-concurrent-rotations)",
+        );
         // A rotation takes about a second: look again soon, but not so often that a long
         // queue of credentials turns into a stream of reconciles.
         p.requeue_within(Duration::from_secs(5));
@@ -797,16 +1180,31 @@ async fn maybe_rotate(
     };
     info!(trigger = %trigger, strategy, from_version = %current.version_id, "rotating");
     match rotation::rotate(&job).await {
-        Ok(RotationOutcome::Completed { version_id, username }) => {
-            ctx.metrics.rotation_finished(strategy, "success", started.elapsed());
-            ctx.metrics.record_last_rotation(&ns_of(cred), &cred.name_any(), now);
+        Ok(RotationOutcome::Completed {
+            version_id,
+            username,
+        }) => {
+            ctx.metrics
+                .rotation_finished(strategy, "success", started.elapsed());
+            ctx.metrics
+                .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
             p.status.last_rotation_time = Some(now.to_string());
             if trigger == Trigger::Annotation {
                 p.status.last_rotation_request = cred.annotations().get(ROTATE_ANNOTATION).cloned();
             }
-            p.condition(ROTATING, false, "Succeeded", format!("rotated ({trigger}): AWSCURRENT is now {version_id} ({username})"));
+            p.condition(
+                ROTATING,
+                false,
+                "Succeeded",
+                format!("rotated ({trigger}): AWSCURRENT is now {version_id} ({username})"),
+            );
             ctx.event(cred, false, "Rotated", "Rotate", format!("rotated ({trigger}, {strategy}): AWSCURRENT is now version {version_id}, user {username}")).await;
-            let fresh = db.scope.secrets.describe(&meta.arn).await?.ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
+            let fresh = db
+                .scope
+                .secrets
+                .describe(&meta.arn)
+                .await?
+                .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
             ctx.secrets.remember(&fresh);
             let new = current_value(cred, &fresh, db, ctx).await?;
             schedule_next_rotation(spec, now, p)?;
@@ -814,8 +1212,13 @@ async fn maybe_rotate(
         }
         Ok(RotationOutcome::NothingPending) => Ok(None),
         Err(e) => {
-            let result = if matches!(e, rotation::RotationError::TestFailedRolledBack { .. }) { "rolled_back" } else { "failure" };
-            ctx.metrics.rotation_finished(strategy, result, started.elapsed());
+            let result = if matches!(e, rotation::RotationError::TestFailedRolledBack { .. }) {
+                "rolled_back"
+            } else {
+                "failure"
+            };
+            ctx.metrics
+                .rotation_finished(strategy, result, started.elapsed());
             Err(rotation_error(e, p))
         }
     }
@@ -838,7 +1241,12 @@ impl std::fmt::Display for Trigger {
     }
 }
 
-fn rotation_trigger(cred: &RdsCredential, spec: &RotationSpec, now: Timestamp, p: &mut Progress) -> Result<Option<Trigger>, Error> {
+fn rotation_trigger(
+    cred: &RdsCredential,
+    spec: &RotationSpec,
+    now: Timestamp,
+    p: &mut Progress,
+) -> Result<Option<Trigger>, Error> {
     let status = &p.status;
     if let Some(requested) = cred.annotations().get(ROTATE_ANNOTATION)
         && status.last_rotation_request.as_ref() != Some(requested)
@@ -865,7 +1273,11 @@ fn rotation_trigger(cred: &RdsCredential, spec: &RotationSpec, now: Timestamp, p
     }
 }
 
-fn schedule_next_rotation(spec: &RotationSpec, now: Timestamp, p: &mut Progress) -> Result<(), Error> {
+fn schedule_next_rotation(
+    spec: &RotationSpec,
+    now: Timestamp,
+    p: &mut Progress,
+) -> Result<(), Error> {
     p.status.next_rotation_time = match &spec.schedule {
         Some(s) => match RotationPlan::from_spec(s)?.due(now, now) {
             Due::At(t) => Some(t.to_string()),
@@ -889,15 +1301,30 @@ struct Blocked {
 /// re-passwords the user their old pods still use. A rollout past its timeout is reported
 /// (`RolloutTimedOut`) but still blocks: old pods may be the only ones serving, and
 /// re-passwording their user would take them down.
-fn rotation_blocked(spec: &RotationSpec, status: &RdsCredentialStatus, current_version: &str, now: Timestamp, ctx: &Context) -> Option<Blocked> {
-    if status.synced_version_id.as_deref().is_some_and(|synced| synced != current_version) {
+fn rotation_blocked(
+    spec: &RotationSpec,
+    status: &RdsCredentialStatus,
+    current_version: &str,
+    now: Timestamp,
+    ctx: &Context,
+) -> Option<Blocked> {
+    if status
+        .synced_version_id
+        .as_deref()
+        .is_some_and(|synced| synced != current_version)
+    {
         return Some(Blocked {
             reason: "Waiting",
-            message: format!("AWSCURRENT version {current_version} is not in the Kubernetes Secret yet; its workloads are rolled first"),
+            message: format!(
+                "AWSCURRENT version {current_version} is not in the Kubernetes Secret yet; its workloads are rolled first"
+            ),
             retry: Duration::from_secs(1),
         });
     }
-    let min = spec.minimum_interval.map(Duration::from).unwrap_or(ctx.settings.default_min_rotation_interval);
+    let min = spec
+        .minimum_interval
+        .map(Duration::from)
+        .unwrap_or(ctx.settings.default_min_rotation_interval);
     if let Some(last) = parse_time(status.last_rotation_time.as_deref()) {
         let earliest = last + jiff::SignedDuration::try_from(min).unwrap_or_default();
         if earliest > now {
@@ -909,14 +1336,24 @@ fn rotation_blocked(spec: &RotationSpec, status: &RdsCredentialStatus, current_v
         }
     }
     if spec.strategy == RotationStrategy::AlternatingUsers {
-        let timeout = spec.rollout_timeout.map(Duration::from).unwrap_or(ctx.settings.default_rollout_timeout);
-        if let Some(w) = status.rolled_workloads.iter().find(|w| w.completed_at.is_none()) {
+        let timeout = spec
+            .rollout_timeout
+            .map(Duration::from)
+            .unwrap_or(ctx.settings.default_rollout_timeout);
+        if let Some(w) = status
+            .rolled_workloads
+            .iter()
+            .find(|w| w.completed_at.is_none())
+        {
             let since = parse_time(Some(&w.rolled_at)).unwrap_or(now);
             let waited = until(since, now);
             return Some(if waited < timeout {
                 Blocked {
                     reason: "Waiting",
-                    message: format!("waiting for {:?} {} to finish rolling out before re-passwording the previous user", w.kind, w.name),
+                    message: format!(
+                        "waiting for {:?} {} to finish rolling out before re-passwording the previous user",
+                        w.kind, w.name
+                    ),
                     retry: (timeout - waited).min(Duration::from_secs(5)),
                 }
             } else {
@@ -948,11 +1385,22 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
 
 // ------------------------------------------------------------------ propagation
 
-async fn sync_and_roll(cred: &RdsCredential, current: &Current, db: &ResolvedDatabase, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
-    let synced = SyncedValue { version_id: &current.version_id, value: &current.value };
-    let outcome = propagation::sync::write_target_secret(ctx, cred, &synced).await.inspect_err(|e| {
-        p.condition(SYNCED, false, e.reason(), e.to_string());
-    })?;
+async fn sync_and_roll(
+    cred: &RdsCredential,
+    current: &Current,
+    db: &ResolvedDatabase,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
+    let synced = SyncedValue {
+        version_id: &current.version_id,
+        value: &current.value,
+    };
+    let outcome = propagation::sync::write_target_secret(ctx, cred, &synced)
+        .await
+        .inspect_err(|e| {
+            p.condition(SYNCED, false, e.reason(), e.to_string());
+        })?;
     let _ = db;
     let previous = p.status.synced_version_id.clone();
     p.status.target_secret = Some(outcome.secret_name.clone());
@@ -961,21 +1409,51 @@ async fn sync_and_roll(cred: &RdsCredential, current: &Current, db: &ResolvedDat
         if let Some(seen) = ctx.secrets.change_seen_at(&current.version_id) {
             ctx.metrics.sync_lag(seen.elapsed());
         }
-        ctx.event(cred, false, "SecretSynced", "Sync", format!("Secret {} now holds AWSCURRENT version {}", outcome.secret_name, current.version_id)).await;
+        ctx.event(
+            cred,
+            false,
+            "SecretSynced",
+            "Sync",
+            format!(
+                "Secret {} now holds AWSCURRENT version {}",
+                outcome.secret_name, current.version_id
+            ),
+        )
+        .await;
     }
     // Roll only when the value really changed from one the workloads already ran with: never
     // on first creation (no previous version), never on a no-op reconcile. syncedVersionId
     // moves on only once every dependent is rolled: a rollout cut short (an error, the
     // cluster-wide rate limit, a crash) is finished by the next reconcile, and workloads
     // already annotated with this version are skipped, so nothing restarts twice.
-    let changed = previous.as_deref().is_some_and(|prev| prev != current.version_id);
+    let changed = previous
+        .as_deref()
+        .is_some_and(|prev| prev != current.version_id);
     let mut rollout_left = None;
     if changed {
         // Entries for older versions describe rollouts this one supersedes.
-        p.status.rolled_workloads.retain(|w| w.version_id == current.version_id);
-        rollout_left = propagation::rollout::roll_dependents(ctx, cred, &outcome.secret_name, &current.version_id, &mut p.status.rolled_workloads)
-            .await
-            .inspect_err(|e| p.condition(SYNCED, false, e.reason(), format!("Secret {} holds AWSCURRENT version {}, but rolling its dependents failed: {e}", outcome.secret_name, current.version_id)))?;
+        p.status
+            .rolled_workloads
+            .retain(|w| w.version_id == current.version_id);
+        rollout_left = propagation::rollout::roll_dependents(
+            ctx,
+            cred,
+            &outcome.secret_name,
+            &current.version_id,
+            &mut p.status.rolled_workloads,
+        )
+        .await
+        .inspect_err(|e| {
+            p.condition(
+                SYNCED,
+                false,
+                e.reason(),
+                format!(
+                    "Secret {} holds AWSCURRENT version {}, but rolling its dependents failed: {e}",
+                    outcome.secret_name, current.version_id
+                ),
+            )
+        })?;
     }
     match rollout_left {
         Some(wait) => {
@@ -990,10 +1468,19 @@ async fn sync_and_roll(cred: &RdsCredential, current: &Current, db: &ResolvedDat
                 p.status.synced_version_id = Some(current.version_id.clone());
                 p.status.synced_at = Some(Timestamp::now().to_string());
             }
-            p.condition(SYNCED, true, "Synced", format!("Secret {} holds AWSCURRENT version {}", outcome.secret_name, current.version_id));
+            p.condition(
+                SYNCED,
+                true,
+                "Synced",
+                format!(
+                    "Secret {} holds AWSCURRENT version {}",
+                    outcome.secret_name, current.version_id
+                ),
+            );
         }
     }
-    let pending = propagation::rollout::observe_completion(ctx, cred, &mut p.status.rolled_workloads).await?;
+    let pending =
+        propagation::rollout::observe_completion(ctx, cred, &mut p.status.rolled_workloads).await?;
     if pending {
         // Rotation (alternating users) waits for completedAt; a Kubernetes GET per rolling
         // workload is cheap, so look again soon.
@@ -1005,7 +1492,8 @@ async fn sync_and_roll(cred: &RdsCredential, current: &Current, db: &ResolvedDat
 // ------------------------------------------------------------------ deletion
 
 async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
-    ctx.metrics.forget_credential(&ns_of(cred), &cred.name_any());
+    ctx.metrics
+        .forget_credential(&ns_of(cred), &cred.name_any());
     let policy = cred.spec.secret.deletion_policy;
     if cred.spec.mode == CredentialMode::SyncOnly || policy == DeletionPolicy::Retain {
         info!("deleted; the AWS secret and the database user are retained");
@@ -1034,7 +1522,14 @@ async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         conn.close().await;
         if let Err(e) = dropped {
             let e = Error::from(e);
-            ctx.event(cred, true, e.reason(), "Delete", format!("cannot drop the database user: {e}")).await;
+            ctx.event(
+                cred,
+                true,
+                e.reason(),
+                "Delete",
+                format!("cannot drop the database user: {e}"),
+            )
+            .await;
             return Err(e);
         }
     }
@@ -1042,6 +1537,16 @@ async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         let days = cred.spec.secret.recovery_window_in_days.unwrap_or(30);
         db.scope.secrets.schedule_deletion(&meta.arn, days).await?;
     }
-    ctx.event(cred, false, "Deleted", "Delete", format!("dropped the database user and scheduled secret {} for deletion", meta.name)).await;
+    ctx.event(
+        cred,
+        false,
+        "Deleted",
+        "Delete",
+        format!(
+            "dropped the database user and scheduled secret {} for deletion",
+            meta.name
+        ),
+    )
+    .await;
     Ok(Action::await_change())
 }

@@ -20,12 +20,21 @@ pub enum Error {
     /// The spec (or the database's policy) does not allow this; nothing was changed.
     /// Retried slowly: it takes a change of the spec, the database or the namespace to fix.
     #[error("{message}")]
-    Refused { reason: &'static str, message: String },
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     /// Something this depends on is not ready yet (the RdsDatabase, a rollout).
     #[error("{message}")]
-    NotReady { reason: &'static str, message: String },
+    NotReady {
+        reason: &'static str,
+        message: String,
+    },
     #[error("secret {id}: {source}")]
-    SecretShape { id: String, source: SecretParseError },
+    SecretShape {
+        id: String,
+        source: SecretParseError,
+    },
     #[error("target.templates[{key}]: {source}")]
     Template { key: String, source: TemplateError },
     #[error("rotation schedule: {0}")]
@@ -33,16 +42,25 @@ pub enum Error {
     #[error("password generation: {0}")]
     Password(#[from] PasswordError),
     #[error("rotation step {step} failed: {cause}")]
-    Rotation { step: &'static str, cause: Box<Error> },
+    Rotation {
+        step: &'static str,
+        cause: Box<Error>,
+    },
 }
 
 impl Error {
     pub fn refused(reason: &'static str, message: impl Into<String>) -> Error {
-        Error::Refused { reason, message: message.into() }
+        Error::Refused {
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Error {
-        Error::NotReady { reason, message: message.into() }
+        Error::NotReady {
+            reason,
+            message: message.into(),
+        }
     }
 
     /// CamelCase reason for conditions, Events and the error metric.
@@ -65,7 +83,10 @@ impl Error {
     /// the spec re-triggers at once anyway); transient ones retry quickly.
     pub fn max_backoff(&self) -> Duration {
         match self {
-            Error::Refused { .. } | Error::Template { .. } | Error::Schedule(_) | Error::Password(_) => Duration::from_secs(600),
+            Error::Refused { .. }
+            | Error::Template { .. }
+            | Error::Schedule(_)
+            | Error::Password(_) => Duration::from_secs(600),
             Error::SecretShape { .. } => Duration::from_secs(300),
             Error::NotReady { .. } => Duration::from_secs(30),
             Error::Aws(e) if e.is_retryable() => Duration::from_secs(120),

@@ -87,10 +87,24 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, aws: Aws, metrics: Metrics, settings: Settings, instance: Option<String>) -> Context {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "rdscred".into(), instance });
+    pub fn new(
+        client: Client,
+        aws: Aws,
+        metrics: Metrics,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "rdscred".into(),
+                instance,
+            },
+        );
         Context {
-            rotation_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_rotations.max(1))),
+            rotation_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_rotations.max(1),
+            )),
             rollouts: RolloutLimiter::new(settings.rollouts_per_minute),
             client,
             aws,
@@ -106,13 +120,27 @@ impl Context {
 
     /// Every watched RdsCredential (empty until the controllers run).
     pub fn all_credentials(&self) -> Vec<Arc<RdsCredential>> {
-        self.credentials.get().map(|stores| stores.iter().flat_map(|s| s.state()).collect()).unwrap_or_default()
+        self.credentials
+            .get()
+            .map(|stores| stores.iter().flat_map(|s| s.state()).collect())
+            .unwrap_or_default()
     }
 
     /// Publishes an Event about `obj`. Failures to publish are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let ev = KubeEvent {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: action.into(),
@@ -149,7 +177,11 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 /// `d` scaled by a random factor in [1-spread, 1+spread].
 pub fn jitter(d: Duration, spread: f64) -> Duration {
     let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() { u16::from_le_bytes(b) as f64 / u16::MAX as f64 } else { 0.5 };
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u16::from_le_bytes(b) as f64 / u16::MAX as f64
+    } else {
+        0.5
+    };
     d.mul_f64(1.0 - spread + 2.0 * spread * r)
 }
 

@@ -36,7 +36,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::CreateSecret, Step::SetSecret, Step::TestSecret, Step::FinishSecret];
+    pub const ALL: [Step; 4] = [
+        Step::CreateSecret,
+        Step::SetSecret,
+        Step::TestSecret,
+        Step::FinishSecret,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,7 +79,10 @@ pub struct RotationJob<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RotationOutcome {
     /// AWSCURRENT is now `version_id`, whose user is `username`.
-    Completed { version_id: String, username: String },
+    Completed {
+        version_id: String,
+        username: String,
+    },
     /// No rotation was in flight (or a foreign/stale one was rolled back; see [`resume_pending`]).
     NothingPending,
 }
@@ -87,11 +95,15 @@ pub enum RotationError {
     Db { step: Step, source: DbError },
     /// single-user: the pending password did not log in; the database is back on AWSCURRENT's
     /// password (proven by a login) and AWSPENDING was removed.
-    #[error("testSecret: AWSPENDING does not log in ({source}); the database was put back to AWSCURRENT's password")]
+    #[error(
+        "testSecret: AWSPENDING does not log in ({source}); the database was put back to AWSCURRENT's password"
+    )]
     TestFailedRolledBack { source: DbError },
     /// alternating-users: the pending user did not log in. AWSCURRENT's user was never touched;
     /// AWSPENDING stays so that the next attempt resumes this rotation.
-    #[error("testSecret: AWSPENDING user {username} does not log in ({source}); AWSCURRENT is untouched, AWSPENDING kept for a retry")]
+    #[error(
+        "testSecret: AWSPENDING user {username} does not log in ({source}); AWSCURRENT is untouched, AWSPENDING kept for a retry"
+    )]
     TestFailed { username: String, source: DbError },
     /// The secret's state or value cannot be rotated safely (no AWSCURRENT, not the RDS JSON,
     /// a user this credential does not manage, ...). Needs a person or a spec change.
@@ -105,8 +117,12 @@ impl RotationError {
     /// The step that failed.
     pub fn step(&self) -> Step {
         match self {
-            RotationError::Aws { step, .. } | RotationError::Db { step, .. } | RotationError::Malformed { step, .. } => *step,
-            RotationError::TestFailedRolledBack { .. } | RotationError::TestFailed { .. } => Step::TestSecret,
+            RotationError::Aws { step, .. }
+            | RotationError::Db { step, .. }
+            | RotationError::Malformed { step, .. } => *step,
+            RotationError::TestFailedRolledBack { .. } | RotationError::TestFailed { .. } => {
+                Step::TestSecret
+            }
             RotationError::Password { .. } => Step::CreateSecret,
         }
     }
@@ -144,7 +160,10 @@ impl RotationError {
     }
 
     pub(crate) fn malformed(step: Step, detail: impl Into<String>) -> RotationError {
-        RotationError::Malformed { step, detail: detail.into() }
+        RotationError::Malformed {
+            step,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -215,7 +234,10 @@ pub async fn rotate(job: &RotationJob<'_>) -> Result<RotationOutcome, RotationEr
     steps::finish_secret(job, &rotation).await?;
     checkpoint(job, Step::FinishSecret).await;
     info!(version = %rotation.pending_version, username = %rotation.pending.username, "rotation completed");
-    Ok(RotationOutcome::Completed { version_id: rotation.pending_version.clone(), username: rotation.pending.username.clone() })
+    Ok(RotationOutcome::Completed {
+        version_id: rotation.pending_version.clone(),
+        username: rotation.pending.username.clone(),
+    })
 }
 
 /// What a [`CrashPoint`] does once its step has completed.
@@ -241,16 +263,28 @@ pub struct CrashPoint {
 
 impl CrashPoint {
     pub fn hang(after: Step) -> Self {
-        CrashPoint { after, action: CrashAction::Hang, reached: Notify::new(), proceed: Notify::new() }
+        CrashPoint {
+            after,
+            action: CrashAction::Hang,
+            reached: Notify::new(),
+            proceed: Notify::new(),
+        }
     }
 
     pub fn pause(after: Step) -> Self {
-        CrashPoint { after, action: CrashAction::Pause, reached: Notify::new(), proceed: Notify::new() }
+        CrashPoint {
+            after,
+            action: CrashAction::Pause,
+            reached: Notify::new(),
+            proceed: Notify::new(),
+        }
     }
 }
 
 pub(crate) async fn checkpoint(job: &RotationJob<'_>, step: Step) {
-    let Some(cp) = job.crash_point.filter(|cp| cp.after == step) else { return };
+    let Some(cp) = job.crash_point.filter(|cp| cp.after == step) else {
+        return;
+    };
     cp.reached.notify_one();
     match cp.action {
         CrashAction::Hang => std::future::pending::<()>().await,
@@ -272,12 +306,18 @@ mod tests {
         assert_ne!(a, client_request_token("uid-2", "v1"));
         // Retry attempts get tokens of their own.
         assert_ne!(token_attempt("uid-1", "v1", 1), a);
-        assert_ne!(token_attempt("uid-1", "v1", 1), token_attempt("uid-1", "v1", 2));
+        assert_ne!(
+            token_attempt("uid-1", "v1", 1),
+            token_attempt("uid-1", "v1", 2)
+        );
     }
 
     #[test]
     fn step_names_match_the_lambda_protocol() {
         let names: Vec<String> = Step::ALL.iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, ["createSecret", "setSecret", "testSecret", "finishSecret"]);
+        assert_eq!(
+            names,
+            ["createSecret", "setSecret", "testSecret", "finishSecret"]
+        );
     }
 }

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use super::steps::{self, Rotation};
-use super::{RotationError, RotationJob, RotationOutcome, Step, TOKEN_ATTEMPTS, checkpoint, token_attempt};
+use super::{
+    RotationError, RotationJob, RotationOutcome, Step, TOKEN_ATTEMPTS, checkpoint, token_attempt,
+};
 use crate::aws::{AWSCURRENT, AWSPENDING, VersionSelector};
 use crate::crd::RotationStrategy;
 use crate::engine;
@@ -38,13 +40,19 @@ pub(super) enum Labels<'m> {
     NoPending,
     /// finishSecret moved AWSCURRENT but did not remove AWSPENDING.
     PendingOnCurrent(&'m str),
-    InFlight { current: &'m str, pending: &'m str },
+    InFlight {
+        current: &'m str,
+        pending: &'m str,
+    },
     /// AWSPENDING without any AWSCURRENT: nothing can be rotated from that.
     NoCurrent,
 }
 
 fn holder<'m>(versions: &'m BTreeMap<String, Vec<String>>, stage: &str) -> Option<&'m str> {
-    versions.iter().find(|(_, stages)| stages.iter().any(|s| s == stage)).map(|(v, _)| v.as_str())
+    versions
+        .iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == stage))
+        .map(|(v, _)| v.as_str())
 }
 
 pub(super) fn classify(versions: &BTreeMap<String, Vec<String>>) -> Labels<'_> {
@@ -65,19 +73,28 @@ pub(super) async fn resume(job: &RotationJob<'_>) -> Result<Resumed, RotationErr
     let meta = steps::describe(job, Step::CreateSecret).await?;
     match classify(&meta.versions) {
         Labels::NoPending => Ok(Resumed::Nothing),
-        Labels::NoCurrent => Err(RotationError::malformed(Step::CreateSecret, "AWSPENDING exists but no version is AWSCURRENT")),
+        Labels::NoCurrent => Err(RotationError::malformed(
+            Step::CreateSecret,
+            "AWSPENDING exists but no version is AWSCURRENT",
+        )),
         Labels::PendingOnCurrent(version) => {
             let step = Step::FinishSecret;
             steps::remove_pending_label(job, version, step).await?;
             let (version_id, current) = steps::read_current(job, step).await?;
             info!(step = %step, version = %version_id, username = %current.username, "finished an interrupted finishSecret");
-            Ok(Resumed::Completed(RotationOutcome::Completed { version_id, username: current.username.clone() }))
+            Ok(Resumed::Completed(RotationOutcome::Completed {
+                version_id,
+                username: current.username.clone(),
+            }))
         }
         Labels::InFlight { pending, .. } => resume_in_flight(job, pending).await,
     }
 }
 
-async fn resume_in_flight(job: &RotationJob<'_>, pending_version: &str) -> Result<Resumed, RotationError> {
+async fn resume_in_flight(
+    job: &RotationJob<'_>,
+    pending_version: &str,
+) -> Result<Resumed, RotationError> {
     let step = Step::SetSecret;
     let (current_version, current) = steps::read_current(job, step).await?;
     let raw = job
@@ -85,7 +102,12 @@ async fn resume_in_flight(job: &RotationJob<'_>, pending_version: &str) -> Resul
         .get_value(job.secret_id, VersionSelector::Id(pending_version))
         .await
         .map_err(RotationError::aws(step))?
-        .ok_or_else(|| RotationError::malformed(step, format!("AWSPENDING version {pending_version} has no value")))?;
+        .ok_or_else(|| {
+            RotationError::malformed(
+                step,
+                format!("AWSPENDING version {pending_version} has no value"),
+            )
+        })?;
     let parsed = RdsSecretValue::parse(raw.value.expose()).ok();
 
     let verdict = if !is_ours(job.token_seed, &current_version, pending_version) {
@@ -94,9 +116,10 @@ async fn resume_in_flight(job: &RotationJob<'_>, pending_version: &str) -> Resul
         match (&parsed, steps::pending_username(job, &current)) {
             (None, _) => Err("its value is not the RDS credential JSON".to_owned()),
             (Some(_), Err(detail)) => Err(detail),
-            (Some(p), Ok(user)) if !steps::pending_fits(&current, p, &user) => {
-                Err(format!("it no longer fits the plan (user {}, expected {user} for {:?})", p.username, job.strategy))
-            }
+            (Some(p), Ok(user)) if !steps::pending_fits(&current, p, &user) => Err(format!(
+                "it no longer fits the plan (user {}, expected {user} for {:?})",
+                p.username, job.strategy
+            )),
             (Some(_), Ok(_)) => Ok(()),
         }
     };
@@ -107,7 +130,12 @@ async fn resume_in_flight(job: &RotationJob<'_>, pending_version: &str) -> Resul
 
     let pending = parsed.expect("verdict Ok implies a parsed value");
     info!(from_version = %current_version, version = %pending_version, username = %pending.username, "resuming an interrupted rotation");
-    let rotation = Rotation { current_version, current, pending_version: pending_version.to_owned(), pending };
+    let rotation = Rotation {
+        current_version,
+        current,
+        pending_version: pending_version.to_owned(),
+        pending,
+    };
     steps::set_secret(job, &rotation).await?;
     checkpoint(job, Step::SetSecret).await;
     steps::test_secret(job, &rotation).await?;
@@ -140,7 +168,9 @@ async fn rollback(
     // A user this credential does not manage is never re-passworded, even to repair it.
     if may_have_touched_current
         && steps::is_managed(job, &current.username)
-        && engine::check_login(job.target, &steps::login_of(current)).await.is_err()
+        && engine::check_login(job.target, &steps::login_of(current))
+            .await
+            .is_err()
     {
         steps::restore_current(job, current, step).await?;
     }
@@ -152,22 +182,43 @@ mod tests {
     use super::*;
 
     fn versions(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        entries.iter().map(|(v, s)| (v.to_string(), s.iter().map(|s| s.to_string()).collect())).collect()
+        entries
+            .iter()
+            .map(|(v, s)| (v.to_string(), s.iter().map(|s| s.to_string()).collect()))
+            .collect()
     }
 
     #[test]
     fn classifies_every_label_layout() {
-        assert_eq!(classify(&versions(&[("a", &["AWSCURRENT"])])), Labels::NoPending);
-        assert_eq!(classify(&versions(&[("a", &["AWSPREVIOUS"]), ("b", &["AWSCURRENT"])])), Labels::NoPending);
+        assert_eq!(
+            classify(&versions(&[("a", &["AWSCURRENT"])])),
+            Labels::NoPending
+        );
+        assert_eq!(
+            classify(&versions(&[
+                ("a", &["AWSPREVIOUS"]),
+                ("b", &["AWSCURRENT"])
+            ])),
+            Labels::NoPending
+        );
         assert_eq!(
             classify(&versions(&[("a", &["AWSCURRENT"]), ("b", &["AWSPENDING"])])),
-            Labels::InFlight { current: "a", pending: "b" }
+            Labels::InFlight {
+                current: "a",
+                pending: "b"
+            }
         );
         assert_eq!(
-            classify(&versions(&[("a", &["AWSPREVIOUS"]), ("b", &["AWSCURRENT", "AWSPENDING"])])),
+            classify(&versions(&[
+                ("a", &["AWSPREVIOUS"]),
+                ("b", &["AWSCURRENT", "AWSPENDING"])
+            ])),
             Labels::PendingOnCurrent("b")
         );
-        assert_eq!(classify(&versions(&[("b", &["AWSPENDING"])])), Labels::NoCurrent);
+        assert_eq!(
+            classify(&versions(&[("b", &["AWSPENDING"])])),
+            Labels::NoCurrent
+        );
     }
 
     #[test]

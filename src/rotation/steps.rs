@@ -19,7 +19,10 @@ pub(super) struct Rotation {
 }
 
 /// The secret's metadata, or `Malformed` if the secret is gone.
-pub(super) async fn describe(job: &RotationJob<'_>, step: Step) -> Result<SecretMeta, RotationError> {
+pub(super) async fn describe(
+    job: &RotationJob<'_>,
+    step: Step,
+) -> Result<SecretMeta, RotationError> {
     job.secrets
         .describe(job.secret_id)
         .await
@@ -28,21 +31,31 @@ pub(super) async fn describe(job: &RotationJob<'_>, step: Step) -> Result<Secret
 }
 
 /// AWSCURRENT's version id and value, read by stage (moto can return a stale version without one).
-pub(super) async fn read_current(job: &RotationJob<'_>, step: Step) -> Result<(String, RdsSecretValue), RotationError> {
+pub(super) async fn read_current(
+    job: &RotationJob<'_>,
+    step: Step,
+) -> Result<(String, RdsSecretValue), RotationError> {
     let version = job
         .secrets
         .get_value(job.secret_id, VersionSelector::Stage(AWSCURRENT))
         .await
         .map_err(RotationError::aws(step))?
         .ok_or_else(|| RotationError::malformed(step, "the secret has no AWSCURRENT version"))?;
-    let value = RdsSecretValue::parse(version.value.expose())
-        .map_err(|e| RotationError::malformed(step, format!("AWSCURRENT version {}: {e}", version.version_id)))?;
+    let value = RdsSecretValue::parse(version.value.expose()).map_err(|e| {
+        RotationError::malformed(
+            step,
+            format!("AWSCURRENT version {}: {e}", version.version_id),
+        )
+    })?;
     Ok((version.version_id, value))
 }
 
 /// The users this credential manages under the plan: the name and, alternating, its clone.
 fn managed_users(job: &RotationJob<'_>) -> [String; 2] {
-    [job.plan.username.clone(), UserPlan::clone_username(&job.plan.username)]
+    [
+        job.plan.username.clone(),
+        UserPlan::clone_username(&job.plan.username),
+    ]
 }
 
 /// Whether `username` is one of the two users this credential may ever rotate.
@@ -53,7 +66,10 @@ pub(super) fn is_managed(job: &RotationJob<'_>, username: &str) -> bool {
 /// The user AWSPENDING must hold when rotating from `current`: alternating, the user that is NOT
 /// current; single-user, the current user. The current user may be the clone under single-user
 /// too (the strategy was switched after an alternating rotation): it keeps rotating that user.
-pub(super) fn pending_username(job: &RotationJob<'_>, current: &RdsSecretValue) -> Result<String, String> {
+pub(super) fn pending_username(
+    job: &RotationJob<'_>,
+    current: &RdsSecretValue,
+) -> Result<String, String> {
     let [name, clone] = managed_users(job);
     let other = if current.username == name {
         clone
@@ -73,7 +89,11 @@ pub(super) fn pending_username(job: &RotationJob<'_>, current: &RdsSecretValue) 
 
 /// Whether `pending` is exactly what createSecret makes from `current`: same JSON except the
 /// password, and the expected user.
-pub(super) fn pending_fits(current: &RdsSecretValue, pending: &RdsSecretValue, username: &str) -> bool {
+pub(super) fn pending_fits(
+    current: &RdsSecretValue,
+    pending: &RdsSecretValue,
+    username: &str,
+) -> bool {
     let mut expected = current.clone();
     expected.username = username.to_owned();
     expected.password = pending.password.clone();
@@ -85,7 +105,8 @@ pub(super) fn pending_fits(current: &RdsSecretValue, pending: &RdsSecretValue, u
 pub(super) async fn create_secret(job: &RotationJob<'_>) -> Result<Rotation, RotationError> {
     let step = Step::CreateSecret;
     let (current_version, current) = read_current(job, step).await?;
-    let username = pending_username(job, &current).map_err(|d| RotationError::malformed(step, d))?;
+    let username =
+        pending_username(job, &current).map_err(|d| RotationError::malformed(step, d))?;
     for attempt in 0..TOKEN_ATTEMPTS {
         let token = token_attempt(job.token_seed, &current_version, attempt);
         let existing = job
@@ -94,7 +115,8 @@ pub(super) async fn create_secret(job: &RotationJob<'_>) -> Result<Rotation, Rot
             .await
             .map_err(RotationError::aws(step))?;
         let Some(existing) = existing else {
-            let password = generate_password(job.password, job.target.engine).map_err(|source| RotationError::Password { source })?;
+            let password = generate_password(job.password, job.target.engine)
+                .map_err(|source| RotationError::Password { source })?;
             let mut pending = current.clone();
             pending.username = username.clone();
             pending.password = password;
@@ -103,7 +125,12 @@ pub(super) async fn create_secret(job: &RotationJob<'_>) -> Result<Rotation, Rot
                 .await
                 .map_err(RotationError::aws(step))?;
             info!(step = %step, from_version = %current_version, version = %token, username = %username, "AWSPENDING created");
-            return Ok(Rotation { current_version, current, pending_version: token, pending });
+            return Ok(Rotation {
+                current_version,
+                current,
+                pending_version: token,
+                pending,
+            });
         };
         // The version exists: a crash after PutSecretValue, or an attempt rolled back earlier.
         // A version id can never get another value, so reuse it if it fits, else move on.
@@ -116,12 +143,24 @@ pub(super) async fn create_secret(job: &RotationJob<'_>) -> Result<Rotation, Rot
                         .map_err(RotationError::aws(step))?;
                 }
                 info!(step = %step, from_version = %current_version, version = %token, username = %username, "AWSPENDING reused");
-                return Ok(Rotation { current_version, current, pending_version: token, pending });
+                return Ok(Rotation {
+                    current_version,
+                    current,
+                    pending_version: token,
+                    pending,
+                });
             }
-            _ => info!(step = %step, version = %token, "an earlier attempt's version no longer fits the plan; using the next token"),
+            _ => {
+                info!(step = %step, version = %token, "an earlier attempt's version no longer fits the plan; using the next token")
+            }
         }
     }
-    Err(RotationError::malformed(step, format!("all {TOKEN_ATTEMPTS} rotation tokens from AWSCURRENT version {current_version} are used by versions that do not fit the plan")))
+    Err(RotationError::malformed(
+        step,
+        format!(
+            "all {TOKEN_ATTEMPTS} rotation tokens from AWSCURRENT version {current_version} are used by versions that do not fit the plan"
+        ),
+    ))
 }
 
 /// Runs `f` on an admin connection and closes it whatever the outcome.
@@ -130,14 +169,19 @@ async fn with_admin<T>(
     step: Step,
     f: impl AsyncFnOnce(&mut Admin) -> Result<T, engine::DbError>,
 ) -> Result<T, RotationError> {
-    let mut admin = Admin::connect(job.target, job.admin).await.map_err(RotationError::db(step))?;
+    let mut admin = Admin::connect(job.target, job.admin)
+        .await
+        .map_err(RotationError::db(step))?;
     let result = f(&mut admin).await;
     admin.close().await;
     result.map_err(RotationError::db(step))
 }
 
 /// setSecret: give the pending user the pending password in the database.
-pub(super) async fn set_secret(job: &RotationJob<'_>, rotation: &Rotation) -> Result<(), RotationError> {
+pub(super) async fn set_secret(
+    job: &RotationJob<'_>,
+    rotation: &Rotation,
+) -> Result<(), RotationError> {
     let step = Step::SetSecret;
     let user = rotation.pending.username.as_str();
     let password = &rotation.pending.password;
@@ -163,7 +207,10 @@ pub(super) async fn set_secret(job: &RotationJob<'_>, rotation: &Rotation) -> Re
         RotationStrategy::SingleUser => {
             // From here until finishSecret moves AWSCURRENT, clients reading AWSCURRENT fail to
             // log in: the single-user window. Nothing slow happens between here and there.
-            with_admin(job, step, async |admin| admin.set_password(user, password).await).await?;
+            with_admin(job, step, async |admin| {
+                admin.set_password(user, password).await
+            })
+            .await?;
             info!(step = %step, username = %user, "user has the pending password");
             Ok(())
         }
@@ -171,17 +218,30 @@ pub(super) async fn set_secret(job: &RotationJob<'_>, rotation: &Rotation) -> Re
 }
 
 /// Puts AWSCURRENT's password back on AWSCURRENT's user and proves it logs in.
-pub(super) async fn restore_current(job: &RotationJob<'_>, current: &RdsSecretValue, step: Step) -> Result<(), RotationError> {
+pub(super) async fn restore_current(
+    job: &RotationJob<'_>,
+    current: &RdsSecretValue,
+    step: Step,
+) -> Result<(), RotationError> {
     let user = current.username.as_str();
-    with_admin(job, step, async |admin| admin.set_password(user, &current.password).await).await?;
-    engine::check_login(job.target, &login_of(current)).await.map_err(RotationError::db(step))?;
+    with_admin(job, step, async |admin| {
+        admin.set_password(user, &current.password).await
+    })
+    .await?;
+    engine::check_login(job.target, &login_of(current))
+        .await
+        .map_err(RotationError::db(step))?;
     info!(step = %step, username = %user, "database put back to AWSCURRENT's password");
     Ok(())
 }
 
 /// Removes AWSPENDING from `version` if it is still there (idempotent: moto rejects removing a
 /// label that is not on the version).
-pub(super) async fn remove_pending_label(job: &RotationJob<'_>, version: &str, step: Step) -> Result<(), RotationError> {
+pub(super) async fn remove_pending_label(
+    job: &RotationJob<'_>,
+    version: &str,
+    step: Step,
+) -> Result<(), RotationError> {
     let meta = describe(job, step).await?;
     if has_stage(&meta, version, AWSPENDING) {
         job.secrets
@@ -193,17 +253,25 @@ pub(super) async fn remove_pending_label(job: &RotationJob<'_>, version: &str, s
 }
 
 fn has_stage(meta: &SecretMeta, version: &str, stage: &str) -> bool {
-    meta.versions.get(version).is_some_and(|stages| stages.iter().any(|s| s == stage))
+    meta.versions
+        .get(version)
+        .is_some_and(|stages| stages.iter().any(|s| s == stage))
 }
 
 pub(super) fn login_of(value: &RdsSecretValue) -> Login {
-    Login { username: value.username.clone(), password: value.password.clone() }
+    Login {
+        username: value.username.clone(),
+        password: value.password.clone(),
+    }
 }
 
 /// testSecret: AWSPENDING must log in. On failure, single-user puts the database back to
 /// AWSCURRENT's password (and removes AWSPENDING) before reporting; alternating has nothing to
 /// undo (AWSCURRENT's user was never touched) and keeps AWSPENDING for a retry.
-pub(super) async fn test_secret(job: &RotationJob<'_>, rotation: &Rotation) -> Result<(), RotationError> {
+pub(super) async fn test_secret(
+    job: &RotationJob<'_>,
+    rotation: &Rotation,
+) -> Result<(), RotationError> {
     let step = Step::TestSecret;
     let user = rotation.pending.username.as_str();
     let Err(source) = engine::check_login(job.target, &login_of(&rotation.pending)).await else {
@@ -212,7 +280,10 @@ pub(super) async fn test_secret(job: &RotationJob<'_>, rotation: &Rotation) -> R
     };
     warn!(step = %step, username = %user, version = %rotation.pending_version, error = %source, "AWSPENDING does not log in");
     match job.strategy {
-        RotationStrategy::AlternatingUsers => Err(RotationError::TestFailed { username: user.to_owned(), source }),
+        RotationStrategy::AlternatingUsers => Err(RotationError::TestFailed {
+            username: user.to_owned(),
+            source,
+        }),
         RotationStrategy::SingleUser => {
             // If the restore fails, AWSPENDING stays: the next resume re-runs setSecret and
             // testSecret, which converges either way.
@@ -224,15 +295,24 @@ pub(super) async fn test_secret(job: &RotationJob<'_>, rotation: &Rotation) -> R
 }
 
 /// finishSecret: AWSCURRENT → the pending version (AWSPREVIOUS follows), then AWSPENDING removed.
-pub(super) async fn finish_secret(job: &RotationJob<'_>, rotation: &Rotation) -> Result<(), RotationError> {
+pub(super) async fn finish_secret(
+    job: &RotationJob<'_>,
+    rotation: &Rotation,
+) -> Result<(), RotationError> {
     let step = Step::FinishSecret;
-    let (old, new) = (rotation.current_version.as_str(), rotation.pending_version.as_str());
+    let (old, new) = (
+        rotation.current_version.as_str(),
+        rotation.pending_version.as_str(),
+    );
     let mut meta = describe(job, step).await?;
     if meta.current_version() != Some(new) {
         if meta.current_version() != Some(old) {
             // Someone else moved AWSCURRENT since this rotation read it: switching now would
             // throw their version away. Resume will see a pending that is no longer ours.
-            return Err(RotationError::malformed(step, format!("AWSCURRENT moved away from {old} during the rotation")));
+            return Err(RotationError::malformed(
+                step,
+                format!("AWSCURRENT moved away from {old} during the rotation"),
+            ));
         }
         job.secrets
             .move_stage(job.secret_id, AWSCURRENT, new, Some(old))

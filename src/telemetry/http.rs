@@ -35,7 +35,10 @@ struct Readiness {
 impl Health {
     /// `reason` says why (shown by `/readyz` when not ready, and logged on change).
     pub fn set_ready(&self, ready: bool, reason: &str) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.ready != ready || state.reason != reason {
             tracing::info!(ready, reason, "readiness changed");
         }
@@ -44,12 +47,19 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).ready
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .ready
     }
 
     /// The reason given with the last [`Health::set_ready`] (empty before the first).
     pub fn reason(&self) -> String {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).reason.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .reason
+            .clone()
     }
 }
 
@@ -64,7 +74,11 @@ struct AppState {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, OPENMETRICS)], state.metrics.encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -76,8 +90,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::OK, "ok").into_response()
     } else {
         let reason = state.health.reason();
-        let reason = if reason.is_empty() { "starting".to_owned() } else { reason };
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response()
+        let reason = if reason.is_empty() {
+            "starting".to_owned()
+        } else {
+            reason
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response()
     }
 }
 
@@ -105,7 +127,10 @@ pub async fn serve(
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     let app = router(metrics, health);
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(%error, "telemetry HTTP server failed");
         }
     });
@@ -125,7 +150,9 @@ mod tests {
         let response = tokio::task::spawn_blocking(move || {
             use std::io::{Read, Write};
             let mut stream = std::net::TcpStream::connect(addr).unwrap();
-            stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
             stream.write_all(request.as_bytes()).unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).unwrap();
@@ -139,7 +166,8 @@ mod tests {
             .lines()
             .find_map(|line| {
                 let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-type").then(|| value.trim().to_owned())
+                name.eq_ignore_ascii_case("content-type")
+                    .then(|| value.trim().to_owned())
             })
             .unwrap_or_default();
         (status, content_type, body.to_owned())
@@ -171,7 +199,10 @@ mod tests {
 
         health.set_ready(false, "caches not synced");
         let (status, _, body) = get(addr, "/readyz").await;
-        assert_eq!((status, body.as_str()), (503, "not ready: caches not synced"));
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: caches not synced")
+        );
 
         health.set_ready(true, "leader");
         let (status, _, _) = get(addr, "/readyz").await;
@@ -183,8 +214,14 @@ mod tests {
         metrics.reconcile_finished("RdsDatabase", std::time::Duration::from_millis(5), None);
         let (status, content_type, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
-        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-        assert!(body.contains(r#"rdscred_reconciles_total{kind="RdsDatabase",result="ok"} 1"#), "{body}");
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        assert!(
+            body.contains(r#"rdscred_reconciles_total{kind="RdsDatabase",result="ok"} 1"#),
+            "{body}"
+        );
         assert!(body.ends_with("# EOF\n"));
 
         assert_eq!(get(addr, "/nope").await.0, 404);
@@ -194,7 +231,10 @@ mod tests {
             .await
             .expect("server stops on shutdown")
             .unwrap();
-        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "listener closed"
+        );
     }
 
     #[tokio::test]

@@ -111,7 +111,10 @@ where
             object.remove(reserved);
         }
         let mut head = vec![
-            ("timestamp", Value::String(jiff::Timestamp::now().to_string())),
+            (
+                "timestamp",
+                Value::String(jiff::Timestamp::now().to_string()),
+            ),
             ("level", Value::String(meta.level().as_str().to_owned())),
             ("target", Value::String(meta.target().to_owned())),
         ];
@@ -120,7 +123,11 @@ where
         }
 
         let mut line = String::from("{");
-        for (key, value) in head.iter().map(|(k, v)| (*k, v)).chain(object.iter().map(|(k, v)| (k.as_str(), v))) {
+        for (key, value) in head
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .chain(object.iter().map(|(k, v)| (k.as_str(), v)))
+        {
             if line.len() > 1 {
                 line.push(',');
             }
@@ -137,7 +144,8 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::String(value.to_owned()));
+        self.0
+            .insert(field.name().into(), Value::String(value.to_owned()));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.0.insert(field.name().into(), Value::Bool(value));
@@ -163,7 +171,8 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().into(), Value::String(text));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), Value::String(format!("{value:?}")));
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
     }
 }
 
@@ -176,7 +185,10 @@ pub struct LogCapture {
 impl LogCapture {
     /// Every line captured so far, from every test in the process.
     pub fn contents(&self) -> String {
-        let buffer = self.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let buffer = self
+            .buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         String::from_utf8_lossy(&buffer).into_owned()
     }
 
@@ -203,11 +215,15 @@ pub fn capture_logs() -> LogCapture {
     static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
     CAPTURE
         .get_or_init(|| {
-            let capture = LogCapture { buffer: Arc::default() };
+            let capture = LogCapture {
+                buffer: Arc::default(),
+            };
             let filter = std::env::var("RDSCRED_TEST_LOG")
                 .unwrap_or_else(|_| "debug,rdscred=trace".to_owned());
             tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_new(filter).expect("RDSCRED_TEST_LOG is not a valid filter"))
+                .with_env_filter(
+                    EnvFilter::try_new(filter).expect("RDSCRED_TEST_LOG is not a valid filter"),
+                )
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
                 .with_writer(CaptureWriter(capture.buffer.clone()))
@@ -231,7 +247,10 @@ struct LineWriter {
 impl<'a> MakeWriter<'a> for CaptureWriter {
     type Writer = LineWriter;
     fn make_writer(&'a self) -> Self::Writer {
-        LineWriter { target: self.0.clone(), line: Vec::new() }
+        LineWriter {
+            target: self.0.clone(),
+            line: Vec::new(),
+        }
     }
 }
 
@@ -247,7 +266,10 @@ impl io::Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        let mut target = self.target.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut target = self
+            .target
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         target.extend_from_slice(&self.line);
     }
 }
@@ -268,13 +290,20 @@ mod tests {
         );
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        text.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect()
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect()
     }
 
     #[test]
     fn json_lines_carry_every_enclosing_span_field_at_top_level() {
         let lines = json_lines(|| {
-            let reconcile = tracing::info_span!("reconcile", namespace = "team-a", name = "orders-db", kind = "RdsCredential");
+            let reconcile = tracing::info_span!(
+                "reconcile",
+                namespace = "team-a",
+                name = "orders-db",
+                kind = "RdsCredential"
+            );
             let _outer = reconcile.enter();
             let step = tracing::info_span!("aws", operation = "GetSecretValue");
             let _inner = step.enter();
@@ -301,7 +330,8 @@ mod tests {
         struct Outer(#[source] io::Error);
 
         let lines = json_lines(|| {
-            let span = tracing::info_span!("reconcile", namespace = "ns", name = tracing::field::Empty);
+            let span =
+                tracing::info_span!("reconcile", namespace = "ns", name = tracing::field::Empty);
             span.record("name", "late");
             let _guard = span.enter();
             let err = Outer(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
@@ -343,6 +373,9 @@ mod tests {
 
     #[test]
     fn bad_filter_is_an_error() {
-        assert!(matches!(init_logging(LogFormat::Json, "=[bad"), Err(LogInitError::Filter(_))));
+        assert!(matches!(
+            init_logging(LogFormat::Json, "=[bad"),
+            Err(LogInitError::Filter(_))
+        ));
     }
 }

@@ -63,7 +63,10 @@ struct Credential {
 
 impl Credential {
     fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.to_owned(), name: name.to_owned() }
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
     }
 }
 
@@ -97,7 +100,9 @@ impl CredentialBook {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Credential, CredentialEntry>> {
         // A panic while holding this lock cannot leave the map half-updated in a way
         // that matters for metrics; keep serving rather than poisoning every scrape.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -178,7 +183,11 @@ impl Collector for ApiCallCollector {
             MetricType::Counter,
         )?;
         for ((service, operation, outcome), count) in snapshot {
-            let labels = ApiCallLabels { service, operation, outcome };
+            let labels = ApiCallLabels {
+                service,
+                operation,
+                outcome,
+            };
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -251,8 +260,11 @@ impl Metrics {
         // A rotation spans the four-step protocol including propagation waits: seconds
         // to tens of minutes.
         let rotation_duration = Family::<StrategyLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new([0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]))
-                as fn() -> Histogram,
+            (|| {
+                Histogram::new([
+                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                ])
+            }) as fn() -> Histogram,
         );
         registry.register(
             "rdscred_rotation_duration_seconds",
@@ -264,15 +276,20 @@ impl Metrics {
         registry.register_collector(Box::new(CredentialCollector(credentials.clone())));
         registry.register_collector(Box::new(ApiCallCollector(aws_calls)));
 
-        let sync_lag =
-            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        let sync_lag = Histogram::new([
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]);
         registry.register(
             "rdscred_sync_lag_seconds",
             "Time from seeing a new AWSCURRENT version to the Kubernetes Secret being written",
             sync_lag.clone(),
         );
         let secret_syncs = Family::<ResultLabel, Counter>::default();
-        registry.register("rdscred_secret_syncs", "Kubernetes Secret syncs by result", secret_syncs.clone());
+        registry.register(
+            "rdscred_secret_syncs",
+            "Kubernetes Secret syncs by result",
+            secret_syncs.clone(),
+        );
 
         let drift_detected = Family::<Credential, Counter>::default();
         registry.register(
@@ -295,24 +312,38 @@ impl Metrics {
         );
 
         let leader = Gauge::default();
-        registry.register("rdscred_leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register(
+            "rdscred_leader",
+            "1 while this instance holds the leader lease",
+            leader.clone(),
+        );
 
         // Known label sets start at 0: `increase()`/`rate()` need a sample before the first
         // event, or the first rotation failure (say) would never fire an alert.
         for kind in ["RdsDatabase", "RdsCredential"] {
             for result in ["ok", "error"] {
-                drop(reconciles.get_or_create(&KindResult { kind: kind.to_owned(), result }));
+                drop(reconciles.get_or_create(&KindResult {
+                    kind: kind.to_owned(),
+                    result,
+                }));
             }
         }
         for strategy in ["alternating-users", "single-user"] {
             for result in ["success", "failure", "rolled_back"] {
-                drop(rotations.get_or_create(&StrategyResult { strategy: strategy.to_owned(), result: result.to_owned() }));
+                drop(rotations.get_or_create(&StrategyResult {
+                    strategy: strategy.to_owned(),
+                    result: result.to_owned(),
+                }));
             }
         }
         for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
-            drop(rollouts.get_or_create(&KindLabel { kind: kind.to_owned() }));
+            drop(rollouts.get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            }));
         }
-        drop(secret_syncs.get_or_create(&ResultLabel { result: "written".to_owned() }));
+        drop(secret_syncs.get_or_create(&ResultLabel {
+            result: "written".to_owned(),
+        }));
 
         Self {
             inner: Arc::new(Inner {
@@ -337,15 +368,29 @@ impl Metrics {
     /// (e.g. `AccessDenied`, `DatabaseUnreachable`), `None` on success.
     pub fn reconcile_finished(&self, kind: &str, duration: Duration, error_reason: Option<&str>) {
         let m = &self.inner;
-        let result = if error_reason.is_some() { "error" } else { "ok" };
-        m.reconciles.get_or_create(&KindResult { kind: kind.to_owned(), result }).inc();
+        let result = if error_reason.is_some() {
+            "error"
+        } else {
+            "ok"
+        };
+        m.reconciles
+            .get_or_create(&KindResult {
+                kind: kind.to_owned(),
+                result,
+            })
+            .inc();
         if let Some(reason) = error_reason {
             m.reconcile_errors
-                .get_or_create(&KindReason { kind: kind.to_owned(), reason: reason.to_owned() })
+                .get_or_create(&KindReason {
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                })
                 .inc();
         }
         m.reconcile_duration
-            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
             .observe(duration.as_secs_f64());
     }
 
@@ -353,10 +398,15 @@ impl Metrics {
     pub fn rotation_finished(&self, strategy: &str, result: &str, duration: Duration) {
         let m = &self.inner;
         m.rotations
-            .get_or_create(&StrategyResult { strategy: strategy.to_owned(), result: result.to_owned() })
+            .get_or_create(&StrategyResult {
+                strategy: strategy.to_owned(),
+                result: result.to_owned(),
+            })
             .inc();
         m.rotation_duration
-            .get_or_create(&StrategyLabel { strategy: strategy.to_owned() })
+            .get_or_create(&StrategyLabel {
+                strategy: strategy.to_owned(),
+            })
             .observe(duration.as_secs_f64());
     }
 
@@ -364,7 +414,10 @@ impl Metrics {
     /// survives restarts); exported as seconds-since at scrape time.
     pub fn record_last_rotation(&self, namespace: &str, name: &str, at: jiff::Timestamp) {
         let mut entries = self.inner.credentials.lock();
-        entries.entry(Credential::new(namespace, name)).or_default().last_rotation = Some(at);
+        entries
+            .entry(Credential::new(namespace, name))
+            .or_default()
+            .last_rotation = Some(at);
     }
 
     /// The credential's Ready condition status: `True`, `False` or `Unknown` (anything
@@ -376,7 +429,10 @@ impl Metrics {
             _ => "Unknown",
         };
         let mut entries = self.inner.credentials.lock();
-        entries.entry(Credential::new(namespace, name)).or_default().ready = Some(state);
+        entries
+            .entry(Credential::new(namespace, name))
+            .or_default()
+            .ready = Some(state);
     }
 
     /// The credential was deleted: drop every per-credential series so deleted
@@ -395,7 +451,12 @@ impl Metrics {
 
     /// One Kubernetes Secret sync attempt (`result`: e.g. `written`, `unchanged`, `error`).
     pub fn secret_synced(&self, result: &str) {
-        self.inner.secret_syncs.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+        self.inner
+            .secret_syncs
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Outcome of a drift check. Each call with `drifted = true` counts one detection;
@@ -407,12 +468,20 @@ impl Metrics {
         if drifted {
             detected.inc();
         }
-        self.inner.drifted.get_or_create(&credential).set(i64::from(drifted));
+        self.inner
+            .drifted
+            .get_or_create(&credential)
+            .set(i64::from(drifted));
     }
 
     /// A workload rollout was triggered (`kind`: `Deployment`, `StatefulSet`, …).
     pub fn rollout(&self, kind: &str) {
-        self.inner.rollouts.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+        self.inner
+            .rollouts
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -424,7 +493,9 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug in a
         // collector, and a partial scrape is still more useful than none.
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+        if let Err(error) =
+            prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
+        {
             tracing::error!(%error, "encoding metrics failed");
         }
         out
@@ -445,7 +516,9 @@ mod tests {
 
     fn plain_sample(text: &str, series: &str) -> Option<f64> {
         let prefix = format!("{series} ");
-        text.lines().find_map(|line| line.strip_prefix(&prefix)).map(|v| v.parse().unwrap())
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|v| v.parse().unwrap())
     }
 
     #[test]
@@ -453,10 +526,18 @@ mod tests {
         let calls = ApiCalls::default();
         let metrics = Metrics::new(calls.clone());
         metrics.reconcile_finished("RdsCredential", Duration::from_millis(30), None);
-        metrics.reconcile_finished("RdsCredential", Duration::from_millis(30), Some("AccessDenied"));
+        metrics.reconcile_finished(
+            "RdsCredential",
+            Duration::from_millis(30),
+            Some("AccessDenied"),
+        );
         metrics.rotation_finished("alternating-users", "success", Duration::from_secs(3));
         metrics.rotation_finished("single-user", "rolled_back", Duration::from_secs(9));
-        metrics.record_last_rotation("team-a", "orders", jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120));
+        metrics.record_last_rotation(
+            "team-a",
+            "orders",
+            jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120),
+        );
         metrics.set_credential_ready("team-a", "orders", "True");
         metrics.set_credential_ready("team-a", "billing", "False");
         metrics.sync_lag(Duration::from_millis(700));
@@ -470,27 +551,81 @@ mod tests {
 
         let text = metrics.encode();
         let t = text.as_str();
-        assert_eq!(sample(t, "rdscred_reconciles_total", r#"kind="RdsCredential",result="ok""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_reconciles_total", r#"kind="RdsCredential",result="error""#), Some(1.0));
         assert_eq!(
-            sample(t, "rdscred_reconcile_errors_total", r#"kind="RdsCredential",reason="AccessDenied""#),
-            Some(1.0)
-        );
-        assert_eq!(sample(t, "rdscred_reconcile_duration_seconds_count", r#"kind="RdsCredential""#), Some(2.0));
-        assert_eq!(
-            sample(t, "rdscred_rotations_total", r#"strategy="alternating-users",result="success""#),
+            sample(
+                t,
+                "rdscred_reconciles_total",
+                r#"kind="RdsCredential",result="ok""#
+            ),
             Some(1.0)
         );
         assert_eq!(
-            sample(t, "rdscred_rotations_total", r#"strategy="single-user",result="rolled_back""#),
+            sample(
+                t,
+                "rdscred_reconciles_total",
+                r#"kind="RdsCredential",result="error""#
+            ),
             Some(1.0)
         );
-        assert_eq!(sample(t, "rdscred_rotation_duration_seconds_sum", r#"strategy="single-user""#), Some(9.0));
-        let age = sample(t, "rdscred_seconds_since_last_rotation", r#"namespace="team-a",name="orders""#).unwrap();
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_reconcile_errors_total",
+                r#"kind="RdsCredential",reason="AccessDenied""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_reconcile_duration_seconds_count",
+                r#"kind="RdsCredential""#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_rotations_total",
+                r#"strategy="alternating-users",result="success""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_rotations_total",
+                r#"strategy="single-user",result="rolled_back""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_rotation_duration_seconds_sum",
+                r#"strategy="single-user""#
+            ),
+            Some(9.0)
+        );
+        let age = sample(
+            t,
+            "rdscred_seconds_since_last_rotation",
+            r#"namespace="team-a",name="orders""#,
+        )
+        .unwrap();
         assert!((120.0..130.0).contains(&age), "age {age}");
-        assert_eq!(sample(t, "rdscred_credentials", r#"ready="True""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_credentials", r#"ready="False""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_credentials", r#"ready="Unknown""#), Some(0.0));
+        assert_eq!(
+            sample(t, "rdscred_credentials", r#"ready="True""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_credentials", r#"ready="False""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_credentials", r#"ready="Unknown""#),
+            Some(0.0)
+        );
         assert_eq!(
             sample(
                 t,
@@ -508,10 +643,26 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(plain_sample(t, "rdscred_sync_lag_seconds_count"), Some(1.0));
-        assert_eq!(sample(t, "rdscred_secret_syncs_total", r#"result="written""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_drift_detected_total", r#"namespace="team-a",name="orders""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_drifted", r#"namespace="team-a",name="orders""#), Some(1.0));
-        assert_eq!(sample(t, "rdscred_rollouts_total", r#"kind="Deployment""#), Some(1.0));
+        assert_eq!(
+            sample(t, "rdscred_secret_syncs_total", r#"result="written""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_drift_detected_total",
+                r#"namespace="team-a",name="orders""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_drifted", r#"namespace="team-a",name="orders""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_rollouts_total", r#"kind="Deployment""#),
+            Some(1.0)
+        );
         assert_eq!(plain_sample(t, "rdscred_leader"), Some(1.0));
         assert!(t.contains("# TYPE rdscred_reconcile_duration_seconds histogram"));
         assert!(t.contains("# TYPE rdscred_aws_api_calls counter"));
@@ -526,27 +677,52 @@ mod tests {
         metrics.set_credential_ready("ns", "a", "True");
         metrics.set_credential_ready("ns", "b", "something-odd");
         let text = metrics.encode();
-        assert_eq!(sample(&text, "rdscred_credentials", r#"ready="True""#), Some(1.0));
-        assert_eq!(sample(&text, "rdscred_credentials", r#"ready="Unknown""#), Some(1.0));
+        assert_eq!(
+            sample(&text, "rdscred_credentials", r#"ready="True""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "rdscred_credentials", r#"ready="Unknown""#),
+            Some(1.0)
+        );
 
         metrics.record_last_rotation("ns", "a", jiff::Timestamp::now());
         metrics.drift("ns", "a", true);
         metrics.drift("ns", "a", false);
         let text = metrics.encode();
-        assert_eq!(sample(&text, "rdscred_drifted", r#"namespace="ns",name="a""#), Some(0.0));
-        assert_eq!(sample(&text, "rdscred_drift_detected_total", r#"namespace="ns",name="a""#), Some(1.0));
+        assert_eq!(
+            sample(&text, "rdscred_drifted", r#"namespace="ns",name="a""#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "rdscred_drift_detected_total",
+                r#"namespace="ns",name="a""#
+            ),
+            Some(1.0)
+        );
 
         metrics.forget_credential("ns", "a");
         let text = metrics.encode();
-        assert_eq!(sample(&text, "rdscred_credentials", r#"ready="True""#), Some(0.0));
-        assert!(!text.contains(r#"name="a""#), "per-credential series removed:\n{text}");
+        assert_eq!(
+            sample(&text, "rdscred_credentials", r#"ready="True""#),
+            Some(0.0)
+        );
+        assert!(
+            !text.contains(r#"name="a""#),
+            "per-credential series removed:\n{text}"
+        );
     }
 
     #[test]
     fn empty_registry_still_encodes_leader_and_credentials() {
         let text = Metrics::new(ApiCalls::default()).encode();
         assert_eq!(plain_sample(&text, "rdscred_leader"), Some(0.0));
-        assert_eq!(sample(&text, "rdscred_credentials", r#"ready="True""#), Some(0.0));
+        assert_eq!(
+            sample(&text, "rdscred_credentials", r#"ready="True""#),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -554,11 +730,42 @@ mod tests {
         let metrics = Metrics::new(ApiCalls::default());
         let text = metrics.encode();
         let t = text.as_str();
-        assert_eq!(sample(t, "rdscred_rotations_total", r#"strategy="single-user",result="rolled_back""#), Some(0.0));
-        assert_eq!(sample(t, "rdscred_rotations_total", r#"strategy="alternating-users",result="failure""#), Some(0.0));
-        assert_eq!(sample(t, "rdscred_reconciles_total", r#"kind="RdsCredential",result="error""#), Some(0.0));
-        assert_eq!(sample(t, "rdscred_rollouts_total", r#"kind="StatefulSet""#), Some(0.0));
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_rotations_total",
+                r#"strategy="single-user",result="rolled_back""#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_rotations_total",
+                r#"strategy="alternating-users",result="failure""#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_reconciles_total",
+                r#"kind="RdsCredential",result="error""#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_rollouts_total", r#"kind="StatefulSet""#),
+            Some(0.0)
+        );
         metrics.drift("ns", "a", false);
-        assert_eq!(sample(&metrics.encode(), "rdscred_drift_detected_total", r#"namespace="ns",name="a""#), Some(0.0));
+        assert_eq!(
+            sample(
+                &metrics.encode(),
+                "rdscred_drift_detected_total",
+                r#"namespace="ns",name="a""#
+            ),
+            Some(0.0)
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use rdscred::aws::ownership::{CLUSTER_TAG, MANAGED_BY_TAG, Owner};
 use rdscred::aws::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, ApiCalls, Aws, AwsError, AwsSettings, NewSecret, RotationRules, SecretMeta, VersionSelector,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, ApiCalls, Aws, AwsError, AwsSettings, NewSecret,
+    RotationRules, SecretMeta, VersionSelector,
 };
 use rdscred::secret::{RdsSecretValue, SecretString};
 
@@ -19,33 +20,63 @@ use rdscred::secret::{RdsSecretValue, SecretString};
 pub(crate) fn moto_endpoint() -> String {
     match std::env::var("RDSCRED_TEST_AWS_ENDPOINT") {
         Ok(v) if !v.is_empty() => v,
-        _ => panic!("RDSCRED_TEST_AWS_ENDPOINT is not set: run `bash scripts/test-env.sh up && source .test-env/env`"),
+        _ => panic!(
+            "RDSCRED_TEST_AWS_ENDPOINT is not set: run `bash scripts/test-env.sh up && source .test-env/env`"
+        ),
     }
 }
 
 /// An [`Aws`] against moto with its own call counters.
 pub(crate) async fn moto_aws() -> (Aws, ApiCalls) {
     let calls = ApiCalls::default();
-    let aws = Aws::new(AwsSettings { endpoint_url: Some(moto_endpoint()), default_region: "us-east-1".into() }, calls.clone()).await;
+    let aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some(moto_endpoint()),
+            default_region: "us-east-1".into(),
+        },
+        calls.clone(),
+    )
+    .await;
     (aws, calls)
 }
 
 /// A name unique across concurrent tests and runs against the same moto.
 fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000;
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A ClientRequestToken (32–64 characters), unique like [`unique`].
 fn token() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:08x}-{:016x}-{:012x}", std::process::id(), nanos as u64, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{:08x}-{:016x}-{:012x}",
+        std::process::id(),
+        nanos as u64,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn owner(cluster: &str, name: &str) -> Owner {
-    Owner { cluster: cluster.into(), namespace: "shop".into(), name: name.into(), uid: format!("uid-{name}") }
+    Owner {
+        cluster: cluster.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+    }
 }
 
 fn tags_of(owner: &Owner, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -55,7 +86,12 @@ fn tags_of(owner: &Owner, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// Creates a secret with the given tags and value; returns its metadata and first version id.
-async fn create(aws: &Aws, name: &str, value: &str, tags: &BTreeMap<String, String>) -> (SecretMeta, String) {
+async fn create(
+    aws: &Aws,
+    name: &str,
+    value: &str,
+    tags: &BTreeMap<String, String>,
+) -> (SecretMeta, String) {
     let scope = aws.scoped(None, None).await.unwrap();
     let token = token();
     let value = SecretString::new(value);
@@ -77,13 +113,19 @@ async fn create(aws: &Aws, name: &str, value: &str, tags: &BTreeMap<String, Stri
 
 async fn value_at(aws: &Aws, id: &str, stage: &str) -> Option<(String, String)> {
     let scope = aws.scoped(None, None).await.unwrap();
-    scope.secrets.get_value(id, VersionSelector::Stage(stage)).await.unwrap().map(|v| (v.version_id, v.value.expose().to_string()))
+    scope
+        .secrets
+        .get_value(id, VersionSelector::Stage(stage))
+        .await
+        .unwrap()
+        .map(|v| (v.version_id, v.value.expose().to_string()))
 }
 
 /// A Lambda function in moto (with the IAM role it needs), created through boto3 from the test
 /// ground's venv; returns its ARN. moto's RotateSecret requires the function to exist.
 pub(crate) fn moto_lambda_function(name: &str) -> String {
-    let venv = std::env::var("RDSCRED_TEST_VENV").unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
+    let venv = std::env::var("RDSCRED_TEST_VENV")
+        .unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
     let script = r#"
 import io, os, sys, zipfile, boto3
 ep = os.environ["RDSCRED_TEST_AWS_ENDPOINT"]
@@ -108,7 +150,11 @@ print(fn["FunctionArn"])
         .env("RDSCRED_TEST_AWS_ENDPOINT", moto_endpoint())
         .output()
         .expect("running the venv's python (bash scripts/test-env.sh up)");
-    assert!(out.status.success(), "creating Lambda {name} in moto failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "creating Lambda {name} in moto failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -152,11 +198,18 @@ async fn create_with_tags_kms_description_and_describe_shows_owner() {
     };
     let meta = scope.secrets.create(new()).await.unwrap();
     assert_eq!(meta.name, name);
-    assert!(meta.arn.starts_with("arn:aws:secretsmanager:us-east-1:"), "{}", meta.arn);
+    assert!(
+        meta.arn.starts_with("arn:aws:secretsmanager:us-east-1:"),
+        "{}",
+        meta.arn
+    );
     assert_eq!(meta.description.as_deref(), Some("orders DB login"));
     assert_eq!(meta.kms_key_id.as_deref(), Some("alias/rdscred-test"));
     assert_eq!(meta.tags.get("team").map(String::as_str), Some("payments"));
-    assert_eq!(meta.tags.get(MANAGED_BY_TAG).map(String::as_str), Some("rdscred"));
+    assert_eq!(
+        meta.tags.get(MANAGED_BY_TAG).map(String::as_str),
+        Some("rdscred")
+    );
     assert_eq!(meta.owner(), Some(who.clone()));
     assert!(meta.owner().unwrap().same_credential(&who));
     // The token is the first version: deterministic.
@@ -168,7 +221,14 @@ async fn create_with_tags_kms_description_and_describe_shows_owner() {
     assert_eq!(again.arn, meta.arn);
     assert_eq!(again.versions.len(), 1);
     let other_token = self::token();
-    let err = scope.secrets.create(NewSecret { client_request_token: &other_token, ..new() }).await.unwrap_err();
+    let err = scope
+        .secrets
+        .create(NewSecret {
+            client_request_token: &other_token,
+            ..new()
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, AwsError::AlreadyExists { .. }), "{err:?}");
     assert_eq!(err.reason(), "SecretAlreadyExists");
 
@@ -177,16 +237,32 @@ async fn create_with_tags_kms_description_and_describe_shows_owner() {
     assert_eq!(by_arn.name, name);
 
     // Description: changed, then cleared; the KMS key stays when not given.
-    scope.secrets.update_description_and_kms(&meta.arn, Some("new text"), None).await.unwrap();
+    scope
+        .secrets
+        .update_description_and_kms(&meta.arn, Some("new text"), None)
+        .await
+        .unwrap();
     let m = scope.secrets.describe(&name).await.unwrap().unwrap();
     assert_eq!(m.description.as_deref(), Some("new text"));
     assert_eq!(m.kms_key_id.as_deref(), Some("alias/rdscred-test"));
-    scope.secrets.update_description_and_kms(&meta.arn, None, Some("alias/other")).await.unwrap();
+    scope
+        .secrets
+        .update_description_and_kms(&meta.arn, None, Some("alias/other"))
+        .await
+        .unwrap();
     let m = scope.secrets.describe(&name).await.unwrap().unwrap();
     // AWS clears the description on an empty Description; moto 5.2.5 keeps the old text.
-    assert!(matches!(m.description.as_deref(), None | Some("new text")), "{:?}", m.description);
+    assert!(
+        matches!(m.description.as_deref(), None | Some("new text")),
+        "{:?}",
+        m.description
+    );
     assert_eq!(m.kms_key_id.as_deref(), Some("alias/other"));
-    assert_eq!(m.versions.len(), 1, "UpdateSecret without a value makes no version");
+    assert_eq!(
+        m.versions.len(),
+        1,
+        "UpdateSecret without a value makes no version"
+    );
 }
 
 #[tokio::test]
@@ -196,16 +272,43 @@ async fn get_value_by_stage_and_by_id() {
     let name = unique("rdscred-it-get");
     let (meta, v1) = create(&aws, &name, "first", &tags_of(&owner("it-get", &name), &[])).await;
 
-    let cur = scope.secrets.get_value(&meta.arn, VersionSelector::current()).await.unwrap().unwrap();
+    let cur = scope
+        .secrets
+        .get_value(&meta.arn, VersionSelector::current())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cur.version_id, v1);
     assert_eq!(cur.value.expose(), "first");
     assert!(cur.stages.iter().any(|s| s == AWSCURRENT));
-    assert!(!format!("{cur:?}").contains("first"), "Debug of a SecretVersion shows no value");
+    assert!(
+        !format!("{cur:?}").contains("first"),
+        "Debug of a SecretVersion shows no value"
+    );
 
-    let by_id = scope.secrets.get_value(&name, VersionSelector::Id(&v1)).await.unwrap().unwrap();
+    let by_id = scope
+        .secrets
+        .get_value(&name, VersionSelector::Id(&v1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_id.value.expose(), "first");
-    assert!(scope.secrets.get_value(&name, VersionSelector::pending()).await.unwrap().is_none());
-    assert!(scope.secrets.get_value(&name, VersionSelector::Id(&token())).await.unwrap().is_none());
+    assert!(
+        scope
+            .secrets
+            .get_value(&name, VersionSelector::pending())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        scope
+            .secrets
+            .get_value(&name, VersionSelector::Id(&token()))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(calls.total("GetSecretValue"), 4);
 }
 
@@ -214,7 +317,13 @@ async fn four_step_staging_dance() {
     let (aws, calls) = moto_aws().await;
     let s = aws.scoped(None, None).await.unwrap().secrets;
     let name = unique("rdscred-it-dance");
-    let (meta, v1) = create(&aws, &name, "password-1", &tags_of(&owner("it-dance", &name), &[])).await;
+    let (meta, v1) = create(
+        &aws,
+        &name,
+        "password-1",
+        &tags_of(&owner("it-dance", &name), &[]),
+    )
+    .await;
     let id = meta.arn.as_str();
 
     // createSecret: AWSPENDING, idempotent for the same token and value.
@@ -226,8 +335,14 @@ async fn four_step_staging_dance() {
     assert_eq!(m.versions.len(), 2);
     assert_eq!(m.current_version(), Some(v1.as_str()));
     assert_eq!(m.pending_version(), Some(v2.as_str()));
-    assert_eq!(value_at(&aws, id, AWSPENDING).await, Some((v2.clone(), "password-2".into())));
-    assert_eq!(value_at(&aws, id, AWSCURRENT).await, Some((v1.clone(), "password-1".into())));
+    assert_eq!(
+        value_at(&aws, id, AWSPENDING).await,
+        Some((v2.clone(), "password-2".into()))
+    );
+    assert_eq!(
+        value_at(&aws, id, AWSCURRENT).await,
+        Some((v1.clone(), "password-1".into()))
+    );
 
     // finishSecret: AWSCURRENT moves (AWSPREVIOUS follows), AWSPENDING is removed.
     s.move_stage(id, AWSCURRENT, &v2, Some(&v1)).await.unwrap();
@@ -236,23 +351,50 @@ async fn four_step_staging_dance() {
     assert_eq!(m.current_version(), Some(v2.as_str()));
     assert_eq!(m.previous_version(), Some(v1.as_str()));
     assert_eq!(m.pending_version(), None);
-    assert_eq!(value_at(&aws, id, AWSCURRENT).await, Some((v2.clone(), "password-2".into())));
-    assert_eq!(value_at(&aws, id, AWSPREVIOUS).await, Some((v1.clone(), "password-1".into())));
+    assert_eq!(
+        value_at(&aws, id, AWSCURRENT).await,
+        Some((v2.clone(), "password-2".into()))
+    );
+    assert_eq!(
+        value_at(&aws, id, AWSPREVIOUS).await,
+        Some((v1.clone(), "password-1".into()))
+    );
     assert_eq!(value_at(&aws, id, AWSPENDING).await, None);
 
     // A second rotation: AWSPREVIOUS moves on to v2.
     let v3 = token();
-    s.put_pending(id, &v3, &SecretString::new("password-3")).await.unwrap();
+    s.put_pending(id, &v3, &SecretString::new("password-3"))
+        .await
+        .unwrap();
     s.move_stage(id, AWSCURRENT, &v3, Some(&v2)).await.unwrap();
     s.remove_stage(id, AWSPENDING, &v3).await.unwrap();
-    assert_eq!(value_at(&aws, id, AWSCURRENT).await, Some((v3.clone(), "password-3".into())));
-    assert_eq!(value_at(&aws, id, AWSPREVIOUS).await, Some((v2.clone(), "password-2".into())));
+    assert_eq!(
+        value_at(&aws, id, AWSCURRENT).await,
+        Some((v3.clone(), "password-3".into()))
+    );
+    assert_eq!(
+        value_at(&aws, id, AWSPREVIOUS).await,
+        Some((v2.clone(), "password-2".into()))
+    );
     let m = s.describe(id).await.unwrap().unwrap();
-    assert!(m.versions[&v1].is_empty(), "v1 carries no label any more: {:?}", m.versions);
+    assert!(
+        m.versions[&v1].is_empty(),
+        "v1 carries no label any more: {:?}",
+        m.versions
+    );
 
     // Moving AWSCURRENT without naming where it is now is an invalid request.
     let err = s.move_stage(id, AWSCURRENT, &v1, None).await.unwrap_err();
-    assert!(matches!(err, AwsError::InvalidRequest { operation: "UpdateSecretVersionStage", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AwsError::InvalidRequest {
+                operation: "UpdateSecretVersionStage",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(calls.total("UpdateSecretVersionStage") >= 5);
 }
 
@@ -285,10 +427,19 @@ async fn deletion_restore_and_create_on_a_deleted_name() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(&err, AwsError::ScheduledForDeletion { id } if *id == name), "{err:?}");
+    assert!(
+        matches!(&err, AwsError::ScheduledForDeletion { id } if *id == name),
+        "{err:?}"
+    );
     // Reading a deleted secret's value is refused the same way.
-    let err = s.get_value(&name, VersionSelector::current()).await.unwrap_err();
-    assert!(matches!(err, AwsError::ScheduledForDeletion { .. }), "{err:?}");
+    let err = s
+        .get_value(&name, VersionSelector::current())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AwsError::ScheduledForDeletion { .. }),
+        "{err:?}"
+    );
 
     s.restore(&meta.arn).await.unwrap();
     let m = s.describe(&name).await.unwrap().unwrap();
@@ -297,7 +448,16 @@ async fn deletion_restore_and_create_on_a_deleted_name() {
 
     // Out-of-range window is an invalid request; 0 deletes without recovery.
     let err = s.schedule_deletion(&name, 3).await.unwrap_err();
-    assert!(matches!(err, AwsError::InvalidRequest { operation: "DeleteSecret", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AwsError::InvalidRequest {
+                operation: "DeleteSecret",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     s.schedule_deletion(&name, 0).await.unwrap();
     assert!(s.describe(&name).await.unwrap().is_none());
 }
@@ -323,12 +483,21 @@ async fn list_owned_paginates_by_hundreds() {
     // Decoys: a cluster whose name extends ours (ListSecrets tag filters match by prefix), and
     // a secret with our cluster as the value of another tag key.
     let decoy = format!("{cluster}-other");
-    create(&aws, &unique("rdscred-it-list-decoy"), "v", &tags_of(&owner(&decoy, "d"), &[])).await;
     create(
         &aws,
         &unique("rdscred-it-list-decoy"),
         "v",
-        &BTreeMap::from([(CLUSTER_TAG.to_string(), "x".into()), ("note".into(), cluster.clone())]),
+        &tags_of(&owner(&decoy, "d"), &[]),
+    )
+    .await;
+    create(
+        &aws,
+        &unique("rdscred-it-list-decoy"),
+        "v",
+        &BTreeMap::from([
+            (CLUSTER_TAG.to_string(), "x".into()),
+            ("note".into(), cluster.clone()),
+        ]),
     )
     .await;
     eprintln!("created {N} secrets in {:?}", started.elapsed());
@@ -340,18 +509,42 @@ async fn list_owned_paginates_by_hundreds() {
     assert_eq!(listed.len(), N);
     // The server-side filter also lets both decoys through: 207 entries, still 3 pages.
     assert_eq!(pages, N.div_ceil(100) as u64);
-    assert!(listed.iter().all(|m| m.owner().is_some_and(|o| o.cluster == cluster)));
-    assert!(listed.iter().all(|m| m.current_version().is_some()), "ListSecrets carries SecretVersionsToStages");
+    assert!(
+        listed
+            .iter()
+            .all(|m| m.owner().is_some_and(|o| o.cluster == cluster))
+    );
+    assert!(
+        listed.iter().all(|m| m.current_version().is_some()),
+        "ListSecrets carries SecretVersionsToStages"
+    );
     assert!(listed.iter().all(|m| !m.replicas_known));
     assert_eq!(calls.total("GetSecretValue"), 0);
 
     // Secrets scheduled for deletion are listed too (IncludePlannedDeletion).
-    scope.secrets.schedule_deletion(&listed[0].arn, 7).await.unwrap();
+    scope
+        .secrets
+        .schedule_deletion(&listed[0].arn, 7)
+        .await
+        .unwrap();
     let listed = scope.secrets.list_owned(&cluster).await.unwrap();
     assert_eq!(listed.len(), N);
-    assert_eq!(listed.iter().filter(|m| m.is_scheduled_for_deletion()).count(), 1);
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|m| m.is_scheduled_for_deletion())
+            .count(),
+        1
+    );
     let snapshot = calls.snapshot();
-    assert!(snapshot.iter().any(|((svc, op, outcome), n)| svc == "secretsmanager" && op == "ListSecrets" && outcome == "ok" && *n == 6));
+    assert!(
+        snapshot
+            .iter()
+            .any(|((svc, op, outcome), n)| svc == "secretsmanager"
+                && op == "ListSecrets"
+                && outcome == "ok"
+                && *n == 6)
+    );
 }
 
 #[tokio::test]
@@ -360,15 +553,27 @@ async fn lambda_rotation_configuration() {
     let s = aws.scoped(None, None).await.unwrap().secrets;
     let name = unique("rdscred-it-lambda");
     let (meta, v1) = create(&aws, &name, "v", &tags_of(&owner("it-lambda", &name), &[])).await;
-    let rules = RotationRules { automatically_after_days: Some(7), schedule_expression: None, duration: None };
+    let rules = RotationRules {
+        automatically_after_days: Some(7),
+        schedule_expression: None,
+        duration: None,
+    };
 
     // moto requires the function to exist (NotFound otherwise) ...
     let missing = "arn:aws:lambda:us-east-1:123456789012:function:rdscred-it-missing";
-    let err = s.configure_lambda_rotation(&meta.arn, missing, &rules, false).await.unwrap_err();
-    assert!(matches!(&err, AwsError::NotFound { what } if what.contains(missing)), "{err:?}");
+    let err = s
+        .configure_lambda_rotation(&meta.arn, missing, &rules, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, AwsError::NotFound { what } if what.contains(missing)),
+        "{err:?}"
+    );
 
     let lambda = moto_lambda_function(&unique("rdscred-it-rotator"));
-    s.configure_lambda_rotation(&meta.arn, &lambda, &rules, false).await.unwrap();
+    s.configure_lambda_rotation(&meta.arn, &lambda, &rules, false)
+        .await
+        .unwrap();
     let m = s.describe(&meta.arn).await.unwrap().unwrap();
     assert!(m.rotation_enabled);
     assert_eq!(m.rotation_lambda_arn.as_deref(), Some(lambda.as_str()));
@@ -394,7 +599,12 @@ async fn rds_managed_master_secret() {
     let id = unique("rdscred-it-db");
     moto_rds_instance(&aws, &id, "postgres").await;
 
-    let info = scope.rds.describe_instance(&id).await.unwrap().expect("instance exists");
+    let info = scope
+        .rds
+        .describe_instance(&id)
+        .await
+        .unwrap()
+        .expect("instance exists");
     assert_eq!(info.engine, "postgres");
     assert!(!info.host.is_empty());
     assert_eq!(info.port, 5432);
@@ -402,19 +612,56 @@ async fn rds_managed_master_secret() {
     assert_eq!(info.master_username.as_deref(), Some("dbadmin"));
     assert!(info.arn.ends_with(&format!(":db:{id}")), "{}", info.arn);
     assert_eq!(info.status, "available");
-    let secret_arn = info.master_user_secret_arn.expect("ManageMasterUserPassword gives a secret");
+    let secret_arn = info
+        .master_user_secret_arn
+        .expect("ManageMasterUserPassword gives a secret");
     assert!(secret_arn.contains(":secret:rds!db-"), "{secret_arn}");
 
-    let meta = scope.secrets.describe(&secret_arn).await.unwrap().expect("the rds! secret exists");
+    let meta = scope
+        .secrets
+        .describe(&secret_arn)
+        .await
+        .unwrap()
+        .expect("the rds! secret exists");
     assert!(meta.name.starts_with("rds!db-"));
-    assert_eq!(meta.owner(), None, "RDS's secret carries no ownership tags of ours");
-    let v = scope.secrets.get_value(&secret_arn, VersionSelector::current()).await.unwrap().unwrap();
+    assert_eq!(
+        meta.owner(),
+        None,
+        "RDS's secret carries no ownership tags of ours"
+    );
+    let v = scope
+        .secrets
+        .get_value(&secret_arn, VersionSelector::current())
+        .await
+        .unwrap()
+        .unwrap();
     let parsed = RdsSecretValue::parse(v.value.expose()).unwrap();
     assert!(!parsed.username.is_empty());
 
-    assert!(scope.rds.describe_instance(&unique("rdscred-it-nodb")).await.unwrap().is_none());
-    assert!(scope.rds.describe_cluster(&unique("rdscred-it-nocluster")).await.unwrap().is_none());
-    assert!(calls.snapshot().iter().any(|((svc, op, outcome), _)| svc == "rds" && op == "DescribeDBInstances" && outcome == "not_found"));
+    assert!(
+        scope
+            .rds
+            .describe_instance(&unique("rdscred-it-nodb"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        scope
+            .rds
+            .describe_cluster(&unique("rdscred-it-nocluster"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        calls
+            .snapshot()
+            .iter()
+            .any(|((svc, op, outcome), _)| svc == "rds"
+                && op == "DescribeDBInstances"
+                && outcome == "not_found")
+    );
 }
 
 #[tokio::test]
@@ -432,11 +679,20 @@ async fn rds_cluster_endpoint() {
         .send()
         .await
         .expect("moto CreateDBCluster");
-    let info = scope.rds.describe_cluster(&id).await.unwrap().expect("cluster exists");
+    let info = scope
+        .rds
+        .describe_cluster(&id)
+        .await
+        .unwrap()
+        .expect("cluster exists");
     assert_eq!(info.engine, "aurora-postgresql");
     assert!(info.host.contains(".cluster-"), "{}", info.host);
     assert_eq!(info.port, 5432);
-    assert!(info.master_user_secret_arn.unwrap().contains(":secret:rds!cluster-"));
+    assert!(
+        info.master_user_secret_arn
+            .unwrap()
+            .contains(":secret:rds!cluster-")
+    );
 }
 
 #[tokio::test]
@@ -445,18 +701,40 @@ async fn not_found_is_mapped() {
     let s = aws.scoped(None, None).await.unwrap().secrets;
     let name = unique("rdscred-it-missing");
     assert!(s.describe(&name).await.unwrap().is_none());
-    assert!(s.get_value(&name, VersionSelector::current()).await.unwrap().is_none());
+    assert!(
+        s.get_value(&name, VersionSelector::current())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let err = s.restore(&name).await.unwrap_err();
-    assert!(matches!(&err, AwsError::NotFound { what } if what.contains(&name)), "{err:?}");
+    assert!(
+        matches!(&err, AwsError::NotFound { what } if what.contains(&name)),
+        "{err:?}"
+    );
     assert_eq!(err.reason(), "AwsResourceNotFound");
     assert!(!err.is_retryable());
-    let err = s.put_pending(&name, &token(), &SecretString::new("never-printed")).await.unwrap_err();
+    let err = s
+        .put_pending(&name, &token(), &SecretString::new("never-printed"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, AwsError::NotFound { .. }), "{err:?}");
     assert!(!format!("{err:?} {err}").contains("never-printed"));
-    let err = s.move_stage(&name, AWSCURRENT, "v2", Some("v1")).await.unwrap_err();
+    let err = s
+        .move_stage(&name, AWSCURRENT, "v2", Some("v1"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, AwsError::NotFound { .. }), "{err:?}");
-    let outcomes: Vec<_> = calls.snapshot().into_iter().filter(|((_, _, o), _)| o == "not_found").collect();
-    assert_eq!(outcomes.iter().map(|(_, n)| n).sum::<u64>(), 5, "{outcomes:?}");
+    let outcomes: Vec<_> = calls
+        .snapshot()
+        .into_iter()
+        .filter(|((_, _, o), _)| o == "not_found")
+        .collect();
+    assert_eq!(
+        outcomes.iter().map(|(_, n)| n).sum::<u64>(),
+        5,
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test]
@@ -465,20 +743,43 @@ async fn sync_tags_touches_only_what_differs() {
     let s = aws.scoped(None, None).await.unwrap().secrets;
     let name = unique("rdscred-it-tags");
     let who = owner("it-tags", &name);
-    let (meta, _) = create(&aws, &name, "v", &tags_of(&who, &[("team", "a"), ("rdscred.io/stale", "x"), ("cost-center", "42")])).await;
+    let (meta, _) = create(
+        &aws,
+        &name,
+        "v",
+        &tags_of(
+            &who,
+            &[
+                ("team", "a"),
+                ("rdscred.io/stale", "x"),
+                ("cost-center", "42"),
+            ],
+        ),
+    )
+    .await;
 
     // In sync already: no call at all.
     let before = calls.total("TagResource") + calls.total("UntagResource");
     assert!(!s.sync_tags(&meta, &meta.tags.clone()).await.unwrap());
-    assert_eq!(calls.total("TagResource") + calls.total("UntagResource"), before);
+    assert_eq!(
+        calls.total("TagResource") + calls.total("UntagResource"),
+        before
+    );
 
     let want = tags_of(&who, &[("team", "b"), ("env", "prod")]);
     assert!(s.sync_tags(&meta, &want).await.unwrap());
     let m = s.describe(&name).await.unwrap().unwrap();
     assert_eq!(m.tags.get("team").map(String::as_str), Some("b"));
     assert_eq!(m.tags.get("env").map(String::as_str), Some("prod"));
-    assert!(!m.tags.contains_key("rdscred.io/stale"), "stale rdscred.io/ tags are removed");
-    assert_eq!(m.tags.get("cost-center").map(String::as_str), Some("42"), "foreign tags are kept");
+    assert!(
+        !m.tags.contains_key("rdscred.io/stale"),
+        "stale rdscred.io/ tags are removed"
+    );
+    assert_eq!(
+        m.tags.get("cost-center").map(String::as_str),
+        Some("42"),
+        "foreign tags are kept"
+    );
     assert_eq!(m.owner(), Some(who));
     assert!(!s.sync_tags(&m, &want).await.unwrap());
 }
@@ -497,11 +798,22 @@ async fn sync_replicas_adds_and_removes_regions() {
     assert_eq!(m.replica_regions, vec!["eu-west-1".to_string()]);
     assert!(!s.sync_replicas(&m, &want).await.unwrap());
     // Metadata without replication status (as from ListSecrets) is described first.
-    let listed = SecretMeta { replica_regions: Vec::new(), replicas_known: false, ..m.clone() };
+    let listed = SecretMeta {
+        replica_regions: Vec::new(),
+        replicas_known: false,
+        ..m.clone()
+    };
     assert!(!s.sync_replicas(&listed, &want).await.unwrap());
 
     assert!(s.sync_replicas(&m, &[]).await.unwrap());
-    assert!(s.describe(&name).await.unwrap().unwrap().replica_regions.is_empty());
+    assert!(
+        s.describe(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .replica_regions
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -518,7 +830,10 @@ async fn assumed_role_scope_and_cache() {
     // Cached: the same scope again, and a scope per region.
     let again = aws.scoped(Some("us-east-1"), Some(role)).await.unwrap();
     assert!(again.secrets.describe(&name).await.unwrap().is_some());
-    assert_eq!(aws.scoped(Some("eu-west-1"), None).await.unwrap().region, "eu-west-1");
+    assert_eq!(
+        aws.scoped(Some("eu-west-1"), None).await.unwrap().region,
+        "eu-west-1"
+    );
     assert_eq!(aws.scoped(None, None).await.unwrap().region, "us-east-1");
     assert_eq!(calls.total("DescribeSecret"), 3);
 
@@ -530,14 +845,43 @@ async fn assumed_role_scope_and_cache() {
 async fn unreachable_endpoint_is_transient() {
     // Nothing listens on port 9 of loopback: a dispatch failure, retried, then Transient.
     let calls = ApiCalls::default();
-    let aws =
-        Aws::new(AwsSettings { endpoint_url: Some("http://127.0.0.1:9".into()), default_region: "us-east-1".into() }, calls.clone()).await;
+    let aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            default_region: "us-east-1".into(),
+        },
+        calls.clone(),
+    )
+    .await;
     let s = aws.scoped(None, None).await.unwrap().secrets;
     let started = Instant::now();
     let err = s.describe("anything").await.unwrap_err();
-    assert!(matches!(err, AwsError::Transient { operation: "DescribeSecret", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AwsError::Transient {
+                operation: "DescribeSecret",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     assert_eq!(err.reason(), "AwsUnavailable");
-    assert!(started.elapsed().as_secs() < 30, "retries are bounded: {:?}", started.elapsed());
-    assert_eq!(calls.snapshot(), vec![(("secretsmanager".into(), "DescribeSecret".into(), "error".into()), 1)]);
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "retries are bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        calls.snapshot(),
+        vec![(
+            (
+                "secretsmanager".into(),
+                "DescribeSecret".into(),
+                "error".into()
+            ),
+            1
+        )]
+    );
 }

@@ -36,9 +36,14 @@ fn server(prefix: &str, engine: EngineKind) -> Server {
         target: ConnectTarget {
             engine,
             host: env(&format!("RDSCRED_TEST_{prefix}_HOST")),
-            port: env(&format!("RDSCRED_TEST_{prefix}_PORT")).parse().expect("port is a number"),
+            port: env(&format!("RDSCRED_TEST_{prefix}_PORT"))
+                .parse()
+                .expect("port is a number"),
             database: Some(database.clone()),
-            tls: TlsSettings { mode: TlsMode::Disable, ca_bundle_pem: None },
+            tls: TlsSettings {
+                mode: TlsMode::Disable,
+                ca_bundle_pem: None,
+            },
         },
         admin: Login {
             username: env(&format!("RDSCRED_TEST_{prefix}_ADMIN_USER")),
@@ -59,19 +64,35 @@ fn maria() -> Server {
 /// Lower-case, short enough for MySQL's clone limit (26), unique per process and call.
 fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("rct_{tag}_{}_{}", std::process::id() % 1_000_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "rct_{tag}_{}_{}",
+        std::process::id() % 1_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn login(username: &str, password: &str) -> Login {
-    Login { username: username.into(), password: SecretString::new(password) }
+    Login {
+        username: username.into(),
+        password: SecretString::new(password),
+    }
 }
 
 fn plan(username: &str, grants: Vec<PrivilegeGrant>, roles: Vec<String>) -> UserPlan {
-    UserPlan { username: username.into(), login_users: vec![username.into(), UserPlan::clone_username(username)], grants, roles }
+    UserPlan {
+        username: username.into(),
+        login_users: vec![username.into(), UserPlan::clone_username(username)],
+        grants,
+        roles,
+    }
 }
 
 fn grant(database: &str, schema: Option<&str>, privileges: &[Privilege]) -> PrivilegeGrant {
-    PrivilegeGrant { database: database.into(), schema: schema.map(Into::into), privileges: privileges.to_vec() }
+    PrivilegeGrant {
+        database: database.into(),
+        schema: schema.map(Into::into),
+        privileges: privileges.to_vec(),
+    }
 }
 
 /// Every printable ASCII character, space included.
@@ -80,7 +101,9 @@ fn all_printable() -> String {
 }
 
 async fn admin(s: &Server) -> Admin {
-    Admin::connect(&s.target, &s.admin).await.expect("admin connects")
+    Admin::connect(&s.target, &s.admin)
+        .await
+        .expect("admin connects")
 }
 
 /// Runs `body`, then `cleanup` whether or not `body` panicked, then re-raises the panic.
@@ -110,12 +133,16 @@ async fn pg_conn(s: &Server, who: &Login, database: &str) -> PgConnection {
         .password(who.password.expose())
         .database(database)
         .disable_statement_logging();
-    PgConnection::connect_with(&options).await.expect("connects")
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connects")
 }
 
 async fn pg_admin_sql(s: &Server, database: &str, sql: &str) {
     let mut c = pg_conn(s, &s.admin, database).await;
-    c.execute(AssertSqlSafe(sql.to_owned())).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.execute(AssertSqlSafe(sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     c.close().await.ok();
 }
 
@@ -127,12 +154,16 @@ async fn my_conn(s: &Server, who: &Login) -> MySqlConnection {
         .password(who.password.expose())
         .database(&s.database)
         .disable_statement_logging();
-    MySqlConnection::connect_with(&options).await.expect("connects")
+    MySqlConnection::connect_with(&options)
+        .await
+        .expect("connects")
 }
 
 async fn my_admin_sql(s: &Server, sql: &str) {
     let mut c = my_conn(s, &s.admin).await;
-    c.execute(AssertSqlSafe(sql.to_owned())).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.execute(AssertSqlSafe(sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     c.close().await.ok();
 }
 
@@ -179,11 +210,19 @@ async fn my_can(conn: &mut MySqlConnection, sql: &str) -> bool {
 async fn my_grants_of(s: &Server, user: &str) -> Vec<String> {
     let mut c = my_conn(s, &s.admin).await;
     let lines: Vec<String> =
-        sqlx::query_scalar(AssertSqlSafe(format!("SHOW GRANTS FOR '{user}'@'%'"))).fetch_all(&mut c).await.expect("show grants");
+        sqlx::query_scalar(AssertSqlSafe(format!("SHOW GRANTS FOR '{user}'@'%'")))
+            .fetch_all(&mut c)
+            .await
+            .expect("show grants");
     c.close().await.ok();
     let mut lines: Vec<String> = lines
         .into_iter()
-        .map(|l| l.split(" IDENTIFIED BY").next().unwrap().replace(&format!("`{user}`"), "`U`"))
+        .map(|l| {
+            l.split(" IDENTIFIED BY")
+                .next()
+                .unwrap()
+                .replace(&format!("`{user}`"), "`U`")
+        })
         .collect();
     lines.sort();
     lines
@@ -191,11 +230,13 @@ async fn my_grants_of(s: &Server, user: &str) -> Vec<String> {
 
 async fn my_ssl_type(s: &Server, user: &str) -> String {
     let mut c = my_conn(s, &s.admin).await;
-    let t: String = sqlx::query_scalar("SELECT CAST(ssl_type AS CHAR) FROM mysql.user WHERE User = ? AND Host = '%'")
-        .bind(user)
-        .fetch_one(&mut c)
-        .await
-        .expect("ssl_type");
+    let t: String = sqlx::query_scalar(
+        "SELECT CAST(ssl_type AS CHAR) FROM mysql.user WHERE User = ? AND Host = '%'",
+    )
+    .bind(user)
+    .fetch_one(&mut c)
+    .await
+    .expect("ssl_type");
     c.close().await.ok();
     t
 }
@@ -211,19 +252,41 @@ async fn user_lifecycle(s: Server) {
         async {
             let mut a = admin(&s).await;
             assert!(!a.user_exists(&name).await.unwrap());
-            assert!(a.ensure_login_user(&p, &name, &first).await.unwrap(), "created");
+            assert!(
+                a.ensure_login_user(&p, &name, &first).await.unwrap(),
+                "created"
+            );
             assert!(a.user_exists(&name).await.unwrap());
-            assert!(!a.ensure_login_user(&p, &name, &SecretString::new("other")).await.unwrap(), "second call leaves it alone");
-            engine::check_login(&s.target, &login(&name, "first-Pa55word")).await.expect("password of the first call works");
+            assert!(
+                !a.ensure_login_user(&p, &name, &SecretString::new("other"))
+                    .await
+                    .unwrap(),
+                "second call leaves it alone"
+            );
+            engine::check_login(&s.target, &login(&name, "first-Pa55word"))
+                .await
+                .expect("password of the first call works");
 
-            let wrong = engine::check_login(&s.target, &login(&name, "wrong")).await.unwrap_err();
-            assert!(matches!(&wrong, DbError::AuthFailed { username } if *username == name), "{wrong:?}");
+            let wrong = engine::check_login(&s.target, &login(&name, "wrong"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&wrong, DbError::AuthFailed { username } if *username == name),
+                "{wrong:?}"
+            );
             assert_eq!(wrong.reason(), "AuthenticationFailed");
             assert!(!wrong.to_string().contains("wrong"));
 
-            a.set_password(&name, &SecretString::new("second-Pa55word")).await.unwrap();
-            engine::check_login(&s.target, &login(&name, "second-Pa55word")).await.expect("new password works");
-            assert!(matches!(engine::check_login(&s.target, &login(&name, "first-Pa55word")).await, Err(DbError::AuthFailed { .. })));
+            a.set_password(&name, &SecretString::new("second-Pa55word"))
+                .await
+                .unwrap();
+            engine::check_login(&s.target, &login(&name, "second-Pa55word"))
+                .await
+                .expect("new password works");
+            assert!(matches!(
+                engine::check_login(&s.target, &login(&name, "first-Pa55word")).await,
+                Err(DbError::AuthFailed { .. })
+            ));
 
             tls_modes(&s, &login(&name, "second-Pa55word")).await;
             a.close().await;
@@ -234,7 +297,14 @@ async fn user_lifecycle(s: Server) {
 }
 
 fn with_tls(s: &Server, host: &str, mode: TlsMode, ca: Option<&str>) -> ConnectTarget {
-    ConnectTarget { host: host.into(), tls: TlsSettings { mode, ca_bundle_pem: ca.map(Into::into) }, ..s.target.clone() }
+    ConnectTarget {
+        host: host.into(),
+        tls: TlsSettings {
+            mode,
+            ca_bundle_pem: ca.map(Into::into),
+        },
+        ..s.target.clone()
+    }
 }
 
 /// `disable` and `prefer` always work. Where the server speaks TLS (Debian's PostgreSQL
@@ -244,19 +314,33 @@ fn with_tls(s: &Server, host: &str, mode: TlsMode, ca: Option<&str>) -> ConnectT
 async fn tls_modes(s: &Server, who: &Login) {
     let host = s.target.host.clone();
     for mode in [TlsMode::Disable, TlsMode::Prefer] {
-        engine::check_login(&with_tls(s, &host, mode, None), who).await.unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        engine::check_login(&with_tls(s, &host, mode, None), who)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
     }
     let snakeoil = std::fs::read_to_string("/etc/ssl/certs/ssl-cert-snakeoil.pem").ok();
     match engine::check_login(&with_tls(s, &host, TlsMode::Require, None), who).await {
         Ok(()) if s.target.engine == EngineKind::Postgres && snakeoil.is_some() => {
             let ca = snakeoil.as_deref();
-            engine::check_login(&with_tls(s, &host, TlsMode::VerifyCa, ca), who).await.expect("verify-ca with the server's certificate");
-            engine::check_login(&with_tls(s, "localhost", TlsMode::VerifyFull, ca), who).await.expect("verify-full for the certificate's name");
-            let e = engine::check_login(&with_tls(s, "127.0.0.1", TlsMode::VerifyFull, ca), who).await.unwrap_err();
-            assert!(matches!(e, DbError::Tls { .. }), "verify-full for a name the certificate lacks: {e:?}");
+            engine::check_login(&with_tls(s, &host, TlsMode::VerifyCa, ca), who)
+                .await
+                .expect("verify-ca with the server's certificate");
+            engine::check_login(&with_tls(s, "localhost", TlsMode::VerifyFull, ca), who)
+                .await
+                .expect("verify-full for the certificate's name");
+            let e = engine::check_login(&with_tls(s, "127.0.0.1", TlsMode::VerifyFull, ca), who)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, DbError::Tls { .. }),
+                "verify-full for a name the certificate lacks: {e:?}"
+            );
         }
         Ok(()) => {}
-        Err(e) => assert!(matches!(e, DbError::Tls { .. }), "require against a server without TLS: {e:?}"),
+        Err(e) => assert!(
+            matches!(e, DbError::Tls { .. }),
+            "require against a server without TLS: {e:?}"
+        ),
     }
 }
 
@@ -280,15 +364,35 @@ async fn keyword_user_with_printable_passwords(s: Server, keyword: &str) {
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            assert!(a.ensure_login_user(&p, keyword, &SecretString::new(printable.clone())).await.unwrap());
-            engine::check_login(&s.target, &login(keyword, &printable)).await.expect("all-printable password logs in");
-            a.set_password(keyword, &SecretString::new(reversed.clone())).await.unwrap();
-            engine::check_login(&s.target, &login(keyword, &reversed)).await.expect("reversed all-printable password logs in");
-            assert!(a.ensure_login_user(&p, &clone, &SecretString::new(r#"'\"`;--\\0"#)).await.unwrap());
-            engine::check_login(&s.target, &login(&clone, r#"'\"`;--\\0"#)).await.expect("quote-heavy password logs in");
+            assert!(
+                a.ensure_login_user(&p, keyword, &SecretString::new(printable.clone()))
+                    .await
+                    .unwrap()
+            );
+            engine::check_login(&s.target, &login(keyword, &printable))
+                .await
+                .expect("all-printable password logs in");
+            a.set_password(keyword, &SecretString::new(reversed.clone()))
+                .await
+                .unwrap();
+            engine::check_login(&s.target, &login(keyword, &reversed))
+                .await
+                .expect("reversed all-printable password logs in");
+            assert!(
+                a.ensure_login_user(&p, &clone, &SecretString::new(r#"'\"`;--\\0"#))
+                    .await
+                    .unwrap()
+            );
+            engine::check_login(&s.target, &login(&clone, r#"'\"`;--\\0"#))
+                .await
+                .expect("quote-heavy password logs in");
             // Not ASCII: PostgreSQL gets it as a literal (the server applies SASLprep).
-            a.set_password(&clone, &SecretString::new("pässwörd-€-ñ")).await.unwrap();
-            engine::check_login(&s.target, &login(&clone, "pässwörd-€-ñ")).await.expect("non-ASCII password logs in");
+            a.set_password(&clone, &SecretString::new("pässwörd-€-ñ"))
+                .await
+                .unwrap();
+            engine::check_login(&s.target, &login(&clone, "pässwörd-€-ñ"))
+                .await
+                .expect("non-ASCII password logs in");
             assert!(a.sync_privileges(&p).await.is_ok());
             a.drop_users(&p).await.expect("keyword users dropped");
             assert!(!a.user_exists(keyword).await.unwrap());
@@ -304,7 +408,9 @@ async fn pg_keyword_user_with_printable_passwords() {
     let s = pg();
     // Fixed names: serialise concurrent runs on an advisory lock held by this connection.
     let mut lock = pg_conn(&s, &s.admin, &s.database).await;
-    lock.execute("SELECT pg_advisory_lock(727272)").await.unwrap();
+    lock.execute("SELECT pg_advisory_lock(727272)")
+        .await
+        .unwrap();
     keyword_user_with_printable_passwords(s, "select").await;
     lock.close().await.ok();
 }
@@ -313,7 +419,9 @@ async fn pg_keyword_user_with_printable_passwords() {
 async fn mariadb_keyword_user_with_printable_passwords() {
     let s = maria();
     let mut lock = my_conn(&s, &s.admin).await;
-    lock.execute("DO GET_LOCK('rdscred_engine_keyword', 60)").await.unwrap();
+    lock.execute("DO GET_LOCK('rdscred_engine_keyword', 60)")
+        .await
+        .unwrap();
     keyword_user_with_printable_passwords(s, "order").await;
     lock.close().await.ok();
 }
@@ -321,14 +429,31 @@ async fn mariadb_keyword_user_with_printable_passwords() {
 #[tokio::test]
 async fn validate_rejects_names_whose_derived_names_do_not_fit() {
     let long_for_mysql = "a".repeat(27); // + "_clone" = 33 > 32
-    assert!(matches!(plan(&long_for_mysql, vec![], vec![]).validate(EngineKind::Mysql), Err(DbError::InvalidName { .. })));
-    assert!(plan(&long_for_mysql, vec![], vec![]).validate(EngineKind::Postgres).is_ok());
+    assert!(matches!(
+        plan(&long_for_mysql, vec![], vec![]).validate(EngineKind::Mysql),
+        Err(DbError::InvalidName { .. })
+    ));
+    assert!(
+        plan(&long_for_mysql, vec![], vec![])
+            .validate(EngineKind::Postgres)
+            .is_ok()
+    );
     let long_for_pg = "a".repeat(58); // + "_owner" = 64 > 63
-    assert!(matches!(plan(&long_for_pg, vec![], vec![]).validate(EngineKind::Postgres), Err(DbError::InvalidName { .. })));
+    assert!(matches!(
+        plan(&long_for_pg, vec![], vec![]).validate(EngineKind::Postgres),
+        Err(DbError::InvalidName { .. })
+    ));
     // And the admin API refuses such a plan before touching the database.
     let s = maria();
     let mut a = admin(&s).await;
-    let e = a.ensure_login_user(&plan(&long_for_mysql, vec![], vec![]), &long_for_mysql, &SecretString::new("x")).await.unwrap_err();
+    let e = a
+        .ensure_login_user(
+            &plan(&long_for_mysql, vec![], vec![]),
+            &long_for_mysql,
+            &SecretString::new("x"),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, DbError::InvalidName { .. }));
     a.close().await;
 }
@@ -342,7 +467,12 @@ async fn pg_grants_follow_the_plan() {
     let name = unique("pgg");
     let schema = format!("s_{name}");
     let pw = "Grants-pw-1";
-    pg_admin_sql(&s, &db, &format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int)")).await;
+    pg_admin_sql(
+        &s,
+        &db,
+        &format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int)"),
+    )
+    .await;
     let with = |privileges: &[Privilege]| {
         let mut grants = vec![grant(&db, None, &[Privilege::Connect])];
         if !privileges.is_empty() {
@@ -354,29 +484,63 @@ async fn pg_grants_follow_the_plan() {
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            a.ensure_login_user(&select, &name, &SecretString::new(pw)).await.unwrap();
+            a.ensure_login_user(&select, &name, &SecretString::new(pw))
+                .await
+                .unwrap();
             let changes = a.sync_privileges(&select).await.unwrap();
-            assert!(changes.granted.iter().any(|g| g.contains("SELECT ON ALL TABLES")), "{changes:?}");
-            assert!(a.sync_privileges(&select).await.unwrap().is_empty(), "a second sync changes nothing");
+            assert!(
+                changes
+                    .granted
+                    .iter()
+                    .any(|g| g.contains("SELECT ON ALL TABLES")),
+                "{changes:?}"
+            );
+            assert!(
+                a.sync_privileges(&select).await.unwrap().is_empty(),
+                "a second sync changes nothing"
+            );
 
             let mut user = pg_conn(&s, &login(&name, pw), &db).await;
             assert!(pg_can(&mut user, &format!("SELECT * FROM {schema}.t")).await);
             assert!(!pg_can(&mut user, &format!("INSERT INTO {schema}.t VALUES (1)")).await);
 
-            a.sync_privileges(&with(&[Privilege::Select, Privilege::Insert])).await.unwrap();
+            a.sync_privileges(&with(&[Privilege::Select, Privilege::Insert]))
+                .await
+                .unwrap();
             assert!(pg_can(&mut user, &format!("INSERT INTO {schema}.t VALUES (1)")).await);
             // A table the admin creates later is covered by default privileges.
             pg_admin_sql(&s, &db, &format!("CREATE TABLE {schema}.later (id int)")).await;
             assert!(pg_can(&mut user, &format!("INSERT INTO {schema}.later VALUES (1)")).await);
 
-            let changes = a.sync_privileges(&with(&[Privilege::Select])).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.starts_with("INSERT ON ALL TABLES")), "{changes:?}");
-            assert!(changes.revoked.iter().any(|r| r.starts_with("INSERT ON FUTURE TABLES")), "{changes:?}");
+            let changes = a
+                .sync_privileges(&with(&[Privilege::Select]))
+                .await
+                .unwrap();
+            assert!(
+                changes
+                    .revoked
+                    .iter()
+                    .any(|r| r.starts_with("INSERT ON ALL TABLES")),
+                "{changes:?}"
+            );
+            assert!(
+                changes
+                    .revoked
+                    .iter()
+                    .any(|r| r.starts_with("INSERT ON FUTURE TABLES")),
+                "{changes:?}"
+            );
             assert!(!pg_can(&mut user, &format!("INSERT INTO {schema}.t VALUES (2)")).await);
             assert!(pg_can(&mut user, &format!("SELECT * FROM {schema}.later")).await);
 
             let changes = a.sync_privileges(&with(&[])).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.contains("USAGE ON SCHEMA")), "{changes:?}");
+            assert!(
+                changes
+                    .revoked
+                    .iter()
+                    .any(|r| r.contains("USAGE ON SCHEMA")),
+                "{changes:?}"
+            );
             assert!(!pg_can(&mut user, &format!("SELECT * FROM {schema}.t")).await);
             user.close().await.ok();
             a.close().await;
@@ -399,7 +563,11 @@ async fn pg_clone_shares_the_owner_role_and_drop_refuses_owned_objects() {
     let clone = UserPlan::clone_username(&name);
     let schema = format!("s_{name}");
     pg_admin_sql(&s, &db, &format!("CREATE SCHEMA {schema}")).await;
-    let p = plan(&name, vec![grant(&db, Some(&schema), &[Privilege::All])], vec![]);
+    let p = plan(
+        &name,
+        vec![grant(&db, Some(&schema), &[Privilege::All])],
+        vec![],
+    );
     with_cleanup(
         async {
             let mut a = admin(&s).await;
@@ -454,38 +622,100 @@ async fn pg_other_database_and_role_memberships() {
     let login_role = format!("l_{name}");
     pg_admin_sql(&s, &s.database, &format!("CREATE DATABASE {other_db}")).await;
     pg_admin_sql(&s, &other_db, "CREATE TABLE public.t (id int)").await;
-    pg_admin_sql(&s, &s.database, &format!("CREATE ROLE {role} NOLOGIN; CREATE ROLE {login_role} LOGIN")).await;
-    let p = plan(&name, vec![grant(&other_db, Some("public"), &[Privilege::Select])], vec![]);
+    pg_admin_sql(
+        &s,
+        &s.database,
+        &format!("CREATE ROLE {role} NOLOGIN; CREATE ROLE {login_role} LOGIN"),
+    )
+    .await;
+    let p = plan(
+        &name,
+        vec![grant(&other_db, Some("public"), &[Privilege::Select])],
+        vec![],
+    );
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            a.ensure_login_user(&p, &name, &SecretString::new("other-pw")).await.unwrap();
+            a.ensure_login_user(&p, &name, &SecretString::new("other-pw"))
+                .await
+                .unwrap();
             let changes = a.sync_privileges(&p).await.unwrap();
-            assert!(changes.granted.iter().any(|g| g.contains(&format!("{other_db}.public"))), "{changes:?}");
+            assert!(
+                changes
+                    .granted
+                    .iter()
+                    .any(|g| g.contains(&format!("{other_db}.public"))),
+                "{changes:?}"
+            );
             let mut user = pg_conn(&s, &login(&name, "other-pw"), &other_db).await;
             assert!(pg_can(&mut user, "SELECT * FROM public.t").await);
 
             // Membership in a group role that may read the table instead of a direct grant.
-            pg_admin_sql(&s, &other_db, &format!("GRANT SELECT ON public.t TO {role}")).await;
+            pg_admin_sql(
+                &s,
+                &other_db,
+                &format!("GRANT SELECT ON public.t TO {role}"),
+            )
+            .await;
             let via_role = plan(&name, vec![], vec![role.clone()]);
             let changes = a.sync_privileges(&via_role).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.contains(&other_db)), "grants in a database left out of the plan are revoked: {changes:?}");
-            assert!(changes.granted.iter().any(|g| g.contains(&format!("ROLE {role}"))), "{changes:?}");
-            assert!(pg_can(&mut user, "SELECT * FROM public.t").await, "via the role");
-            a.sync_privileges(&plan(&name, vec![], vec![])).await.unwrap();
-            assert!(!pg_can(&mut user, "SELECT * FROM public.t").await, "role revoked");
+            assert!(
+                changes.revoked.iter().any(|r| r.contains(&other_db)),
+                "grants in a database left out of the plan are revoked: {changes:?}"
+            );
+            assert!(
+                changes
+                    .granted
+                    .iter()
+                    .any(|g| g.contains(&format!("ROLE {role}"))),
+                "{changes:?}"
+            );
+            assert!(
+                pg_can(&mut user, "SELECT * FROM public.t").await,
+                "via the role"
+            );
+            a.sync_privileges(&plan(&name, vec![], vec![]))
+                .await
+                .unwrap();
+            assert!(
+                !pg_can(&mut user, "SELECT * FROM public.t").await,
+                "role revoked"
+            );
             user.close().await.ok();
 
-            let e = a.sync_privileges(&plan(&name, vec![], vec![login_role.clone()])).await.unwrap_err();
-            assert!(matches!(e, DbError::InvalidGrant { .. }), "a login role is refused: {e:?}");
-            let e = a.sync_privileges(&plan(&name, vec![grant("no_such_db", None, &[Privilege::Connect])], vec![])).await.unwrap_err();
+            let e = a
+                .sync_privileges(&plan(&name, vec![], vec![login_role.clone()]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, DbError::InvalidGrant { .. }),
+                "a login role is refused: {e:?}"
+            );
+            let e = a
+                .sync_privileges(&plan(
+                    &name,
+                    vec![grant("no_such_db", None, &[Privilege::Connect])],
+                    vec![],
+                ))
+                .await
+                .unwrap_err();
             assert!(matches!(e, DbError::InvalidGrant { .. }), "{e:?}");
             a.close().await;
         },
         async {
             drop_plan(&s, &p).await;
-            pg_admin_sql(&s, &s.database, &format!("DROP DATABASE IF EXISTS {other_db} WITH (FORCE)")).await;
-            pg_admin_sql(&s, &s.database, &format!("DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {login_role}")).await;
+            pg_admin_sql(
+                &s,
+                &s.database,
+                &format!("DROP DATABASE IF EXISTS {other_db} WITH (FORCE)"),
+            )
+            .await;
+            pg_admin_sql(
+                &s,
+                &s.database,
+                &format!("DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {login_role}"),
+            )
+            .await;
         },
     )
     .await;
@@ -501,36 +731,65 @@ async fn mariadb_grants_follow_the_plan() {
     let table = format!("t_{name}");
     my_admin_sql(&s, &format!("CREATE TABLE `{db}`.{table} (id int)")).await;
     let with = |privileges: &[Privilege]| {
-        let grants = if privileges.is_empty() { vec![] } else { vec![grant(&db, None, privileges)] };
+        let grants = if privileges.is_empty() {
+            vec![]
+        } else {
+            vec![grant(&db, None, privileges)]
+        };
         plan(&name, grants, vec![])
     };
     let select = with(&[Privilege::Select]);
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            a.ensure_login_user(&select, &name, &SecretString::new("my-grants-pw")).await.unwrap();
-            assert!(a.sync_privileges(&select).await.unwrap().is_empty(), "the user is complete on creation");
+            a.ensure_login_user(&select, &name, &SecretString::new("my-grants-pw"))
+                .await
+                .unwrap();
+            assert!(
+                a.sync_privileges(&select).await.unwrap().is_empty(),
+                "the user is complete on creation"
+            );
             let user = login(&name, "my-grants-pw");
             assert!(my_user_can(&s, &user, &format!("SELECT * FROM {table}")).await);
             assert!(!my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (1)")).await);
 
-            let changes = a.sync_privileges(&with(&[Privilege::Select, Privilege::Insert])).await.unwrap();
+            let changes = a
+                .sync_privileges(&with(&[Privilege::Select, Privilege::Insert]))
+                .await
+                .unwrap();
             assert_eq!(changes.granted, vec![format!("INSERT ON {db}.* TO {name}")]);
             assert!(my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (1)")).await);
 
             a.sync_privileges(&with(&[Privilege::All])).await.unwrap();
             assert!(my_user_can(&s, &user, &format!("DELETE FROM {table}")).await);
-            assert!(a.sync_privileges(&with(&[Privilege::All])).await.unwrap().is_empty());
+            assert!(
+                a.sync_privileges(&with(&[Privilege::All]))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
 
-            let changes = a.sync_privileges(&with(&[Privilege::Select])).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.starts_with("ALL PRIVILEGES")), "{changes:?}");
+            let changes = a
+                .sync_privileges(&with(&[Privilege::Select]))
+                .await
+                .unwrap();
+            assert!(
+                changes
+                    .revoked
+                    .iter()
+                    .any(|r| r.starts_with("ALL PRIVILEGES")),
+                "{changes:?}"
+            );
             assert!(!my_user_can(&s, &user, &format!("INSERT INTO {table} VALUES (2)")).await);
             assert!(my_user_can(&s, &user, &format!("SELECT * FROM {table}")).await);
 
             // A grant made behind rdscred's back is revoked.
             my_admin_sql(&s, &format!("GRANT DELETE ON `{db}`.* TO '{name}'@'%'")).await;
             let changes = a.sync_privileges(&with(&[])).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.contains("DELETE")), "{changes:?}");
+            assert!(
+                changes.revoked.iter().any(|r| r.contains("DELETE")),
+                "{changes:?}"
+            );
             assert!(!my_user_can(&s, &user, &format!("DELETE FROM {table}")).await);
             a.close().await;
         },
@@ -550,27 +809,63 @@ async fn mariadb_clone_matches_primary_grants_and_tls() {
     let db = s.database.clone();
     let name = unique("myc");
     let clone = UserPlan::clone_username(&name);
-    let p = plan(&name, vec![grant(&db, None, &[Privilege::Select, Privilege::Insert, Privilege::CreateView])], vec![]);
+    let p = plan(
+        &name,
+        vec![grant(
+            &db,
+            None,
+            &[Privilege::Select, Privilege::Insert, Privilege::CreateView],
+        )],
+        vec![],
+    );
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            a.ensure_login_user(&p, &name, &SecretString::new("primary-pw")).await.unwrap();
+            a.ensure_login_user(&p, &name, &SecretString::new("primary-pw"))
+                .await
+                .unwrap();
             my_admin_sql(&s, &format!("ALTER USER '{name}'@'%' REQUIRE SSL")).await;
-            assert!(a.ensure_login_user(&p, &clone, &SecretString::new("clone-pw")).await.unwrap());
-            assert_eq!(my_grants_of(&s, &clone).await, my_grants_of(&s, &name).await);
-            assert_eq!(my_ssl_type(&s, &clone).await, "ANY", "clone requires TLS like the primary");
+            assert!(
+                a.ensure_login_user(&p, &clone, &SecretString::new("clone-pw"))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                my_grants_of(&s, &clone).await,
+                my_grants_of(&s, &name).await
+            );
+            assert_eq!(
+                my_ssl_type(&s, &clone).await,
+                "ANY",
+                "clone requires TLS like the primary"
+            );
 
             // Drift on the clone: an extra grant; and the primary's requirement changes.
-            my_admin_sql(&s, &format!("GRANT DELETE, DROP ON `{db}`.* TO '{clone}'@'%'")).await;
+            my_admin_sql(
+                &s,
+                &format!("GRANT DELETE, DROP ON `{db}`.* TO '{clone}'@'%'"),
+            )
+            .await;
             my_admin_sql(&s, &format!("ALTER USER '{name}'@'%' REQUIRE X509")).await;
             let changes = a.sync_privileges(&p).await.unwrap();
-            assert!(changes.revoked.iter().any(|r| r.contains("DELETE, DROP") && r.contains(&clone)), "{changes:?}");
-            assert_eq!(my_grants_of(&s, &clone).await, my_grants_of(&s, &name).await);
+            assert!(
+                changes
+                    .revoked
+                    .iter()
+                    .any(|r| r.contains("DELETE, DROP") && r.contains(&clone)),
+                "{changes:?}"
+            );
+            assert_eq!(
+                my_grants_of(&s, &clone).await,
+                my_grants_of(&s, &name).await
+            );
             assert_eq!(my_ssl_type(&s, &clone).await, "X509");
             my_admin_sql(&s, &format!("ALTER USER '{name}'@'%' REQUIRE NONE")).await;
             a.sync_privileges(&p).await.unwrap();
             assert_eq!(my_ssl_type(&s, &clone).await, "");
-            engine::check_login(&s.target, &login(&clone, "clone-pw")).await.expect("clone logs in");
+            engine::check_login(&s.target, &login(&clone, "clone-pw"))
+                .await
+                .expect("clone logs in");
             a.close().await;
         },
         drop_plan(&s, &p),
@@ -589,29 +884,64 @@ async fn mariadb_drop_refuses_definer_of_objects_and_roles_follow_the_plan() {
     my_admin_sql(&s, &format!("CREATE TABLE `{db}`.{table} (id int)")).await;
     my_admin_sql(&s, &format!("CREATE ROLE {role}")).await;
     my_admin_sql(&s, &format!("GRANT SELECT ON `{db}`.{table} TO {role}")).await;
-    let p = plan(&name, vec![grant(&db, None, &[Privilege::CreateView])], vec![role.clone()]);
+    let p = plan(
+        &name,
+        vec![grant(&db, None, &[Privilege::CreateView])],
+        vec![role.clone()],
+    );
     with_cleanup(
         async {
             let mut a = admin(&s).await;
-            a.ensure_login_user(&p, &name, &SecretString::new("definer-pw")).await.unwrap();
+            a.ensure_login_user(&p, &name, &SecretString::new("definer-pw"))
+                .await
+                .unwrap();
             let mut user = my_conn(&s, &login(&name, "definer-pw")).await;
             // SELECT comes from the role, active as the default role.
             assert!(my_can(&mut user, &format!("SELECT * FROM {table}")).await);
-            user.execute(AssertSqlSafe(format!("CREATE VIEW {view} AS SELECT id FROM {table}"))).await.unwrap();
+            user.execute(AssertSqlSafe(format!(
+                "CREATE VIEW {view} AS SELECT id FROM {table}"
+            )))
+            .await
+            .unwrap();
             user.close().await.ok();
 
             let e = a.drop_users(&p).await.unwrap_err();
-            assert!(matches!(&e, DbError::OwnsObjects { detail, .. } if detail.contains("1 view(s)")), "{e}");
+            assert!(
+                matches!(&e, DbError::OwnsObjects { detail, .. } if detail.contains("1 view(s)")),
+                "{e}"
+            );
             assert!(a.user_exists(&name).await.unwrap(), "nothing dropped");
 
-            let changes = a.sync_privileges(&plan(&name, vec![grant(&db, None, &[Privilege::CreateView])], vec![])).await.unwrap();
+            let changes = a
+                .sync_privileges(&plan(
+                    &name,
+                    vec![grant(&db, None, &[Privilege::CreateView])],
+                    vec![],
+                ))
+                .await
+                .unwrap();
             assert_eq!(changes.revoked, vec![format!("ROLE {role} FROM {name}")]);
-            assert!(!my_user_can(&s, &login(&name, "definer-pw"), &format!("SELECT * FROM {table}")).await);
-            let e = a.sync_privileges(&plan(&name, vec![], vec![s.admin.username.clone()])).await.unwrap_err();
-            assert!(matches!(e, DbError::InvalidGrant { .. }), "a user account is not a role: {e:?}");
+            assert!(
+                !my_user_can(
+                    &s,
+                    &login(&name, "definer-pw"),
+                    &format!("SELECT * FROM {table}")
+                )
+                .await
+            );
+            let e = a
+                .sync_privileges(&plan(&name, vec![], vec![s.admin.username.clone()]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, DbError::InvalidGrant { .. }),
+                "a user account is not a role: {e:?}"
+            );
 
             my_admin_sql(&s, &format!("DROP VIEW `{db}`.{view}")).await;
-            a.drop_users(&p).await.expect("drop succeeds once nothing runs as the user");
+            a.drop_users(&p)
+                .await
+                .expect("drop succeeds once nothing runs as the user");
             assert!(!a.user_exists(&name).await.unwrap());
             a.close().await;
         },

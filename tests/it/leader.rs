@@ -43,7 +43,11 @@ impl Instance {
         let task = tokio::spawn(elector.run(async move {
             let _ = stopped.await;
         }));
-        Instance { leader, task, stop: Some(stop) }
+        Instance {
+            leader,
+            task,
+            stop: Some(stop),
+        }
     }
 
     fn is_leader(&self) -> bool {
@@ -62,7 +66,13 @@ impl Instance {
     }
 }
 
-fn config(namespace: &str, lease: &str, identity: &str, lease_duration: Duration, renew_period: Duration) -> LeaseConfig {
+fn config(
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+    lease_duration: Duration,
+    renew_period: Duration,
+) -> LeaseConfig {
     LeaseConfig {
         namespace: namespace.into(),
         name: lease.into(),
@@ -76,20 +86,37 @@ async fn emulator_with_namespace() -> (Emulator, Client, String) {
     let emulator = Emulator::new();
     let client = emulator.client();
     let namespace = unique("leader-");
-    let ns = Namespace { metadata: ObjectMeta { name: Some(namespace.clone()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     (emulator, client, namespace)
 }
 
 /// Waits until `instance` reads `want`, polling every 10 ms, at most `within`.
 /// Returns how long it took.
-async fn until_leader_is(instance: &Instance, want: bool, within: Duration, what: &str) -> Duration {
+async fn until_leader_is(
+    instance: &Instance,
+    want: bool,
+    within: Duration,
+    what: &str,
+) -> Duration {
     let start = Instant::now();
     loop {
         if instance.is_leader() == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() <= within, "timed out after {within:?}: {what}");
+        assert!(
+            start.elapsed() <= within,
+            "timed out after {within:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -126,32 +153,59 @@ impl OverlapMonitor {
 
     fn assert_never_both(self) {
         self.task.abort();
-        assert!(!self.overlap.load(Ordering::SeqCst), "both instances believed they were leader at the same time");
+        assert!(
+            !self.overlap.load(Ordering::SeqCst),
+            "both instances believed they were leader at the same time"
+        );
     }
 }
 
 async fn lease(client: &Client, namespace: &str, name: &str) -> Lease {
-    Api::<Lease>::namespaced(client.clone(), namespace).get(name).await.expect("lease exists")
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .expect("lease exists")
 }
 
 fn holder(lease: &Lease) -> Option<String> {
-    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty())
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty())
 }
 
 fn transitions(lease: &Lease) -> i32 {
-    lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0)
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(0)
 }
 
 /// Waits until the lease's renewTime has advanced `times` times while `standby` stays a
 /// standby: proof that the leader keeps renewing and the standby respects it.
-async fn leader_renews_while_standby_waits(client: &Client, namespace: &str, name: &str, standby: &Instance, times: usize, within: Duration) {
+async fn leader_renews_while_standby_waits(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    standby: &Instance,
+    times: usize,
+    within: Duration,
+) {
     let start = Instant::now();
     let renew_time = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.renew_time.clone());
     let mut last = renew_time(&lease(client, namespace, name).await);
     let mut advanced = 0;
     while advanced < times {
-        assert!(start.elapsed() <= within, "leader did not renew {times} times within {within:?}");
-        assert!(!standby.is_leader(), "standby took over a lease that is being renewed");
+        assert!(
+            start.elapsed() <= within,
+            "leader did not renew {times} times within {within:?}"
+        );
+        assert!(
+            !standby.is_leader(),
+            "standby took over a lease that is being renewed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = renew_time(&lease(client, namespace, name).await);
         if now != last {
@@ -167,22 +221,46 @@ async fn crashed_leader_is_replaced_after_lease_expiry_and_never_two_leaders() {
     let (lease_duration, renew_period) = (Duration::from_secs(1), Duration::from_millis(200));
     let name = "rdscred-leader";
 
-    let a = Instance::start(client.clone(), config(&ns, name, "a", lease_duration, renew_period));
-    until_leader_is(&a, true, Duration::from_secs(5), "first instance acquires the free lease").await;
-    let b = Instance::start(client.clone(), config(&ns, name, "b", lease_duration, renew_period));
+    let a = Instance::start(
+        client.clone(),
+        config(&ns, name, "a", lease_duration, renew_period),
+    );
+    until_leader_is(
+        &a,
+        true,
+        Duration::from_secs(5),
+        "first instance acquires the free lease",
+    )
+    .await;
+    let b = Instance::start(
+        client.clone(),
+        config(&ns, name, "b", lease_duration, renew_period),
+    );
     let monitor = OverlapMonitor::start(&a, &b);
 
     // Several lease durations of renewals: the standby never takes over a live lease.
     leader_renews_while_standby_waits(&client, &ns, name, &b, 8, Duration::from_secs(5)).await;
-    assert_eq!(holder(&lease(&client, &ns, name).await).as_deref(), Some("a"));
+    assert_eq!(
+        holder(&lease(&client, &ns, name).await).as_deref(),
+        Some("a")
+    );
 
     // Crash: abort without releasing. The lease still names "a" until it expires.
     a.task.abort();
-    let took = until_leader_is(&b, true, lease_duration + renew_period + SLACK, "standby takes over the crashed leader's lease").await;
+    let took = until_leader_is(
+        &b,
+        true,
+        lease_duration + renew_period + SLACK,
+        "standby takes over the crashed leader's lease",
+    )
+    .await;
     assert!(!a.is_leader(), "an aborted elector publishes false");
     // Not earlier than the lease allows: the last renewal was at most one renew period
     // (plus the request) before the crash.
-    assert!(took >= lease_duration - 2 * renew_period, "took over after {took:?}, before the lease expired");
+    assert!(
+        took >= lease_duration - 2 * renew_period,
+        "took over after {took:?}, before the lease expired"
+    );
 
     let lease = lease(&client, &ns, name).await;
     assert_eq!(holder(&lease).as_deref(), Some("b"));
@@ -197,9 +275,21 @@ async fn graceful_stop_releases_the_lease_for_immediate_takeover() {
     let (lease_duration, renew_period) = (Duration::from_secs(10), Duration::from_millis(200));
     let name = "rdscred-leader";
 
-    let mut a = Instance::start(client.clone(), config(&ns, name, "a", lease_duration, renew_period));
-    until_leader_is(&a, true, Duration::from_secs(5), "first instance acquires the free lease").await;
-    let b = Instance::start(client.clone(), config(&ns, name, "b", lease_duration, renew_period));
+    let mut a = Instance::start(
+        client.clone(),
+        config(&ns, name, "a", lease_duration, renew_period),
+    );
+    until_leader_is(
+        &a,
+        true,
+        Duration::from_secs(5),
+        "first instance acquires the free lease",
+    )
+    .await;
+    let b = Instance::start(
+        client.clone(),
+        config(&ns, name, "b", lease_duration, renew_period),
+    );
     let monitor = OverlapMonitor::start(&a, &b);
     leader_renews_while_standby_waits(&client, &ns, name, &b, 3, Duration::from_secs(5)).await;
 
@@ -207,9 +297,19 @@ async fn graceful_stop_releases_the_lease_for_immediate_takeover() {
     assert!(!a.is_leader());
     // Released (empty holder) or already taken by "b", whose poll may have run since.
     let released = lease(&client, &ns, name).await;
-    assert_ne!(holder(&released).as_deref(), Some("a"), "graceful stop releases the lease");
+    assert_ne!(
+        holder(&released).as_deref(),
+        Some("a"),
+        "graceful stop releases the lease"
+    );
 
-    until_leader_is(&b, true, renew_period + SLACK, "standby takes the released lease on its next poll").await;
+    until_leader_is(
+        &b,
+        true,
+        renew_period + SLACK,
+        "standby takes the released lease on its next poll",
+    )
+    .await;
     let lease = lease(&client, &ns, name).await;
     assert_eq!(holder(&lease).as_deref(), Some("b"));
     assert_eq!(transitions(&lease), 1);
@@ -223,18 +323,31 @@ async fn simultaneous_candidates_elect_exactly_one() {
     let name = "rdscred-leader";
 
     // Both start against a missing lease: one create wins, the other gets 409.
-    let a = Instance::start(client.clone(), config(&ns, name, "a", lease_duration, renew_period));
-    let b = Instance::start(client.clone(), config(&ns, name, "b", lease_duration, renew_period));
+    let a = Instance::start(
+        client.clone(),
+        config(&ns, name, "a", lease_duration, renew_period),
+    );
+    let b = Instance::start(
+        client.clone(),
+        config(&ns, name, "b", lease_duration, renew_period),
+    );
     let monitor = OverlapMonitor::start(&a, &b);
     let start = Instant::now();
     while !(a.is_leader() || b.is_leader()) {
-        assert!(start.elapsed() < Duration::from_secs(5), "nobody became leader");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "nobody became leader"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let expected = if a.is_leader() { "a" } else { "b" };
     let standby = if a.is_leader() { &b } else { &a };
-    leader_renews_while_standby_waits(&client, &ns, name, standby, 10, Duration::from_secs(5)).await;
-    assert_eq!(holder(&lease(&client, &ns, name).await).as_deref(), Some(expected));
+    leader_renews_while_standby_waits(&client, &ns, name, standby, 10, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        holder(&lease(&client, &ns, name).await).as_deref(),
+        Some(expected)
+    );
     monitor.assert_never_both();
 }
 
@@ -255,7 +368,8 @@ async fn partitionable_client(upstream: Client) -> (Client, Arc<AtomicBool>) {
         let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
             return StatusCode::BAD_REQUEST.into_response();
         };
-        let request = axum::http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
+        let request =
+            axum::http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
         match proxy.upstream.send(request).await {
             Ok(response) => response.map(AxumBody::new).into_response(),
             Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
@@ -263,7 +377,10 @@ async fn partitionable_client(upstream: Client) -> (Client, Arc<AtomicBool>) {
     }
 
     let cut = Arc::new(AtomicBool::new(false));
-    let app = axum::Router::new().fallback(forward).with_state(Proxy { upstream, cut: cut.clone() });
+    let app = axum::Router::new().fallback(forward).with_state(Proxy {
+        upstream,
+        cut: cut.clone(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -278,19 +395,49 @@ async fn partitioned_leader_steps_down_before_the_standby_takes_over() {
     let name = "rdscred-leader";
 
     let (cut_client, cut) = partitionable_client(client.clone()).await;
-    let a = Instance::start(cut_client, config(&ns, name, "a", lease_duration, renew_period));
-    until_leader_is(&a, true, Duration::from_secs(5), "first instance acquires the free lease").await;
-    let b = Instance::start(client.clone(), config(&ns, name, "b", lease_duration, renew_period));
+    let a = Instance::start(
+        cut_client,
+        config(&ns, name, "a", lease_duration, renew_period),
+    );
+    until_leader_is(
+        &a,
+        true,
+        Duration::from_secs(5),
+        "first instance acquires the free lease",
+    )
+    .await;
+    let b = Instance::start(
+        client.clone(),
+        config(&ns, name, "b", lease_duration, renew_period),
+    );
     let monitor = OverlapMonitor::start(&a, &b);
     leader_renews_while_standby_waits(&client, &ns, name, &b, 3, Duration::from_secs(5)).await;
 
     // Requests from "a" now hang. It must stop acting on its own clock, without any
     // answer from the API server, before its lease can expire for others.
     cut.store(true, Ordering::SeqCst);
-    let stepped_down = until_leader_is(&a, false, lease_duration, "partitioned leader steps down within the lease duration").await;
-    assert!(!b.is_leader(), "the standby cannot take over before the lease expires");
-    until_leader_is(&b, true, lease_duration + renew_period + SLACK, "standby takes over the expired lease").await;
-    assert!(stepped_down < lease_duration, "stepped down after {stepped_down:?}");
+    let stepped_down = until_leader_is(
+        &a,
+        false,
+        lease_duration,
+        "partitioned leader steps down within the lease duration",
+    )
+    .await;
+    assert!(
+        !b.is_leader(),
+        "the standby cannot take over before the lease expires"
+    );
+    until_leader_is(
+        &b,
+        true,
+        lease_duration + renew_period + SLACK,
+        "standby takes over the expired lease",
+    )
+    .await;
+    assert!(
+        stepped_down < lease_duration,
+        "stepped down after {stepped_down:?}"
+    );
 
     // Healing the partition does not bring back a second leader.
     cut.store(false, Ordering::SeqCst);

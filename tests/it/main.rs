@@ -9,7 +9,7 @@ mod engine;
 mod leader;
 mod propagation;
 mod provision;
-mod validation;
 mod rotation;
 mod rotation_e2e;
 mod runtime;
+mod validation;

@@ -13,9 +13,9 @@ use rdscred::crd::RdsCredential;
 use rdscred::engine::{self, Admin, DbError, Login};
 use rdscred::reconcile::Settings;
 use rdscred::secret::{RdsSecretValue, SecretString};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{secret_key, unique, wait_for, DbServer, Ground};
+use crate::support::{DbServer, Ground, secret_key, unique, wait_for};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 
@@ -50,7 +50,14 @@ enum Kind {
 }
 
 /// Creates a workload whose pod spec is `pod_spec`, with `annotations` on the workload.
-async fn workload(g: &Ground, ns: &str, kind: Kind, name: &str, pod_spec: Value, annotations: Value) {
+async fn workload(
+    g: &Ground,
+    ns: &str,
+    kind: Kind,
+    name: &str,
+    pod_spec: Value,
+    annotations: Value,
+) {
     let mut spec = json!({
         "selector": { "matchLabels": { "app": name } },
         "template": { "metadata": { "labels": { "app": name } }, "spec": pod_spec },
@@ -61,29 +68,64 @@ async fn workload(g: &Ground, ns: &str, kind: Kind, name: &str, pod_spec: Value,
     let obj = json!({ "metadata": { "name": name, "namespace": ns, "annotations": annotations }, "spec": spec });
     let pp = PostParams::default();
     match kind {
-        Kind::Deployment => drop(Api::<Deployment>::namespaced(g.client.clone(), ns).create(&pp, &serde_json::from_value(obj).unwrap()).await.unwrap()),
-        Kind::StatefulSet => drop(Api::<StatefulSet>::namespaced(g.client.clone(), ns).create(&pp, &serde_json::from_value(obj).unwrap()).await.unwrap()),
-        Kind::DaemonSet => drop(Api::<DaemonSet>::namespaced(g.client.clone(), ns).create(&pp, &serde_json::from_value(obj).unwrap()).await.unwrap()),
+        Kind::Deployment => drop(
+            Api::<Deployment>::namespaced(g.client.clone(), ns)
+                .create(&pp, &serde_json::from_value(obj).unwrap())
+                .await
+                .unwrap(),
+        ),
+        Kind::StatefulSet => drop(
+            Api::<StatefulSet>::namespaced(g.client.clone(), ns)
+                .create(&pp, &serde_json::from_value(obj).unwrap())
+                .await
+                .unwrap(),
+        ),
+        Kind::DaemonSet => drop(
+            Api::<DaemonSet>::namespaced(g.client.clone(), ns)
+                .create(&pp, &serde_json::from_value(obj).unwrap())
+                .await
+                .unwrap(),
+        ),
     }
 }
 
 /// (generation, pod-template annotations) of a workload.
-async fn template_state(g: &Ground, ns: &str, kind: Kind, name: &str) -> (i64, BTreeMap<String, String>) {
+async fn template_state(
+    g: &Ground,
+    ns: &str,
+    kind: Kind,
+    name: &str,
+) -> (i64, BTreeMap<String, String>) {
     let (generation, template) = match kind {
         Kind::Deployment => {
-            let d = Api::<Deployment>::namespaced(g.client.clone(), ns).get(name).await.unwrap();
+            let d = Api::<Deployment>::namespaced(g.client.clone(), ns)
+                .get(name)
+                .await
+                .unwrap();
             (d.metadata.generation, d.spec.unwrap().template)
         }
         Kind::StatefulSet => {
-            let s = Api::<StatefulSet>::namespaced(g.client.clone(), ns).get(name).await.unwrap();
+            let s = Api::<StatefulSet>::namespaced(g.client.clone(), ns)
+                .get(name)
+                .await
+                .unwrap();
             (s.metadata.generation, s.spec.unwrap().template)
         }
         Kind::DaemonSet => {
-            let d = Api::<DaemonSet>::namespaced(g.client.clone(), ns).get(name).await.unwrap();
+            let d = Api::<DaemonSet>::namespaced(g.client.clone(), ns)
+                .get(name)
+                .await
+                .unwrap();
             (d.metadata.generation, d.spec.unwrap().template)
         }
     };
-    (generation.unwrap_or(0), template.metadata.and_then(|m| m.annotations).unwrap_or_default())
+    (
+        generation.unwrap_or(0),
+        template
+            .metadata
+            .and_then(|m| m.annotations)
+            .unwrap_or_default(),
+    )
 }
 
 fn version_key(secret: &str) -> String {
@@ -138,8 +180,17 @@ fn pod_plain() -> Value {
 
 // ------------------------------------------------------------------ status helpers
 
-async fn status_field(g: &Ground, ns: &str, name: &str, f: impl Fn(&rdscred::crd::RdsCredentialStatus) -> Option<String>) -> Option<String> {
-    g.get_credential(ns, name).await?.status.as_ref().and_then(f)
+async fn status_field(
+    g: &Ground,
+    ns: &str,
+    name: &str,
+    f: impl Fn(&rdscred::crd::RdsCredentialStatus) -> Option<String>,
+) -> Option<String> {
+    g.get_credential(ns, name)
+        .await?
+        .status
+        .as_ref()
+        .and_then(f)
 }
 
 /// Credential reconciles finished so far (the controller's own metric).
@@ -147,7 +198,9 @@ fn credential_reconciles(g: &Ground) -> u64 {
     let metrics = g.metrics.encode();
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(r#"rdscred_reconciles_total{kind="RdsCredential",result="ok"} "#))
+        .find_map(|l| {
+            l.strip_prefix(r#"rdscred_reconciles_total{kind="RdsCredential",result="ok"} "#)
+        })
         .and_then(|n| n.trim().parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }
@@ -158,8 +211,15 @@ async fn force_reconcile(g: &Ground, ns: &str, name: &str) {
     let before = credential_reconciles(g);
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), ns);
     let touch = json!({ "metadata": { "annotations": { "test.rdscred.io/touch": unique("t") } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(touch)).await.unwrap();
-    wait_for("a reconcile after the touch", Duration::from_secs(10), || async { (credential_reconciles(g) > before).then_some(()) }).await;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(touch))
+        .await
+        .unwrap();
+    wait_for(
+        "a reconcile after the touch",
+        Duration::from_secs(10),
+        || async { (credential_reconciles(g) > before).then_some(()) },
+    )
+    .await;
     let mut last = (credential_reconciles(g), Instant::now());
     wait_for("the controller to settle", Duration::from_secs(10), || {
         let now = credential_reconciles(g);
@@ -175,15 +235,29 @@ async fn force_reconcile(g: &Ground, ns: &str, name: &str) {
 /// Waits for `n` more bulk polls (each starts with a ListSecrets call).
 async fn wait_polls(g: &Ground, n: u64, timeout: Duration) {
     let start = g.calls.total("ListSecrets");
-    wait_for(&format!("{n} polls"), timeout, || async { (g.calls.total("ListSecrets") >= start + n).then_some(()) }).await;
+    wait_for(&format!("{n} polls"), timeout, || async {
+        (g.calls.total("ListSecrets") >= start + n).then_some(())
+    })
+    .await;
 }
 
 fn settings(g: &Ground, poll: Duration, drift: Duration) -> Settings {
-    Settings { poll_interval: poll, drift_interval: drift, ..g.settings() }
+    Settings {
+        poll_interval: poll,
+        drift_interval: drift,
+        ..g.settings()
+    }
 }
 
 async fn can_login(server: &DbServer, username: &str, password: &str) -> Result<(), DbError> {
-    engine::check_login(&server.target(), &Login { username: username.into(), password: SecretString::new(password) }).await
+    engine::check_login(
+        &server.target(),
+        &Login {
+            username: username.into(),
+            password: SecretString::new(password),
+        },
+    )
+    .await
 }
 
 // ------------------------------------------------------------------ tests
@@ -197,18 +271,34 @@ async fn outside_change_reaches_the_secret_within_a_poll_and_rolls_once() {
     let poll = Duration::from_secs(2);
     let mut g = Ground::new().await;
     // Drift checks far apart: only the bulk poll can notice the change.
-    g.start_with(settings(&g, poll, Duration::from_secs(60))).await;
-    g.emulator.as_ref().expect("emulator").simulate_workload_controllers(Duration::from_millis(300));
+    g.start_with(settings(&g, poll, Duration::from_secs(60)))
+        .await;
+    g.emulator
+        .as_ref()
+        .expect("emulator")
+        .simulate_workload_controllers(Duration::from_millis(300));
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
     // The workload exists before its Secret (pods wait for it): creating the Secret rolls nothing.
-    workload(&g, &ns, Kind::Deployment, "web", pod_env_from("app-db"), json!({})).await;
+    workload(
+        &g,
+        &ns,
+        Kind::Deployment,
+        "web",
+        pod_env_from("app-db"),
+        json!({}),
+    )
+    .await;
     let user = unique("prop_");
-    g.credential(&ns, "app", json!({
-        "databaseRef": { "name": db }, "username": user,
-        "secret": { "name": format!("{prefix}{user}") },
-        "target": { "name": "app-db" },
-    }))
+    g.credential(
+        &ns,
+        "app",
+        json!({
+            "databaseRef": { "name": db }, "username": user,
+            "secret": { "name": format!("{prefix}{user}") },
+            "target": { "name": "app-db" },
+        }),
+    )
     .await
     .unwrap();
     let cred = g.wait_ready(&ns, "app").await;
@@ -216,7 +306,11 @@ async fn outside_change_reaches_the_secret_within_a_poll_and_rolls_once() {
     let arn = status.secret_arn.clone().unwrap();
     let first_version = status.synced_version_id.clone().unwrap();
     assert!(status.synced_at.is_some());
-    assert!(status.rolled_workloads.is_empty(), "no rollout when the Secret is first created: {:?}", status.rolled_workloads);
+    assert!(
+        status.rolled_workloads.is_empty(),
+        "no rollout when the Secret is first created: {:?}",
+        status.rolled_workloads
+    );
     let (generation, annotations) = template_state(&g, &ns, Kind::Deployment, "web").await;
     assert_eq!(generation, 1, "first creation of the Secret rolls nothing");
     assert!(!annotations.contains_key(&version_key("app-db")));
@@ -225,7 +319,9 @@ async fn outside_change_reaches_the_secret_within_a_poll_and_rolls_once() {
     let (_, mut value) = g.current(&arn).await;
     let new_password = format!("Outside-{}", unique("pw"));
     value.password = SecretString::new(new_password.clone());
-    let mut admin = Admin::connect(&server.target(), &server.admin).await.unwrap();
+    let mut admin = Admin::connect(&server.target(), &server.admin)
+        .await
+        .unwrap();
     admin.set_password(&user, &value.password).await.unwrap();
     admin.close().await;
     let new_version = put_current(&g, &arn, &value).await;
@@ -236,22 +332,50 @@ async fn outside_change_reaches_the_secret_within_a_poll_and_rolls_once() {
     })
     .await;
     let latency = changed_at.elapsed();
-    eprintln!("propagation latency (moto PutSecretValue -> Kubernetes Secret), poll interval {poll:?}: {latency:?}");
-    assert!(latency <= poll.mul_f64(1.1) + Duration::from_millis(1500), "within one (jittered) poll interval plus a reconcile: {latency:?}");
+    eprintln!(
+        "propagation latency (moto PutSecretValue -> Kubernetes Secret), poll interval {poll:?}: {latency:?}"
+    );
+    assert!(
+        latency <= poll.mul_f64(1.1) + Duration::from_millis(1500),
+        "within one (jittered) poll interval plus a reconcile: {latency:?}"
+    );
     let secret = g.k8s_secret(&ns, "app-db").await.unwrap();
-    assert_eq!(secret.metadata.annotations.unwrap().get("rdscred.io/version-id"), Some(&new_version));
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .unwrap()
+            .get("rdscred.io/version-id"),
+        Some(&new_version)
+    );
 
     // Rolled exactly once, after the sync; the rollout's completion is recorded.
-    let status = wait_for("rollout recorded complete", Duration::from_secs(15), || async {
-        let st = g.get_credential(&ns, "app").await?.status?;
-        (st.synced_version_id.as_deref() == Some(new_version.as_str()) && st.rolled_workloads.iter().all(|w| w.completed_at.is_some()))
+    let status = wait_for(
+        "rollout recorded complete",
+        Duration::from_secs(15),
+        || async {
+            let st = g.get_credential(&ns, "app").await?.status?;
+            (st.synced_version_id.as_deref() == Some(new_version.as_str())
+                && st.rolled_workloads.iter().all(|w| w.completed_at.is_some()))
             .then_some(st)
-    })
+        },
+    )
     .await;
-    assert_ne!(status.synced_version_id.as_deref(), Some(first_version.as_str()));
-    assert_eq!(status.rolled_workloads.len(), 1, "{:?}", status.rolled_workloads);
+    assert_ne!(
+        status.synced_version_id.as_deref(),
+        Some(first_version.as_str())
+    );
+    assert_eq!(
+        status.rolled_workloads.len(),
+        1,
+        "{:?}",
+        status.rolled_workloads
+    );
     let rolled = &status.rolled_workloads[0];
-    assert_eq!((rolled.name.as_str(), rolled.version_id.as_str()), ("web", new_version.as_str()));
+    assert_eq!(
+        (rolled.name.as_str(), rolled.version_id.as_str()),
+        ("web", new_version.as_str())
+    );
     let (generation, annotations) = template_state(&g, &ns, Kind::Deployment, "web").await;
     assert_eq!(generation, 2, "rolled exactly once");
     assert_eq!(annotations.get(&version_key("app-db")), Some(&new_version));
@@ -260,22 +384,40 @@ async fn outside_change_reaches_the_secret_within_a_poll_and_rolls_once() {
     force_reconcile(&g, &ns, "app").await;
     wait_polls(&g, 2, poll * 4).await;
     force_reconcile(&g, &ns, "app").await;
-    assert_eq!(template_state(&g, &ns, Kind::Deployment, "web").await, (generation, annotations), "no restart on a no-op reconcile");
+    assert_eq!(
+        template_state(&g, &ns, Kind::Deployment, "web").await,
+        (generation, annotations),
+        "no restart on a no-op reconcile"
+    );
     let after = g.get_credential(&ns, "app").await.unwrap().status.unwrap();
     assert_eq!(after.rolled_workloads, status.rolled_workloads);
     assert_eq!(after.synced_at, status.synced_at);
 
     // Events on the workload and on the credential; no password anywhere.
-    let events: Vec<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(g.client.clone(), &ns).list(&ListParams::default()).await.unwrap().items;
+    let events: Vec<k8s_openapi::api::events::v1::Event> = Api::namespaced(g.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let on_web: Vec<_> = events
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("RolledByRdsCredential") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+        .filter(|e| {
+            e.reason.as_deref() == Some("RolledByRdsCredential")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+        })
         .collect();
     assert_eq!(on_web.len(), 1, "one Event on the Deployment");
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("WorkloadRolled")), "an Event on the credential");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("WorkloadRolled")),
+        "an Event on the credential"
+    );
     let text = serde_json::to_string(&(&events, &after)).unwrap();
-    assert!(!text.contains(&new_password), "a password reached an Event or the status");
+    assert!(
+        !text.contains(&new_password),
+        "a password reached an Event or the status"
+    );
 
     // Metrics: sync lag observed (first sync and this one), AWS calls by operation.
     let metrics = g.metrics.encode();
@@ -295,7 +437,8 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
     let server = DbServer::postgres();
     let poll = Duration::from_secs(1);
     let mut g = Ground::new().await;
-    g.start_with(settings(&g, poll, Duration::from_secs(60))).await;
+    g.start_with(settings(&g, poll, Duration::from_secs(60)))
+        .await;
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
     let ignore = json!({ "rdscred.io/ignore": "true" });
@@ -306,7 +449,11 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
         (Kind::Deployment, "d-envfrom", pod_env_from("app-db")),
         (Kind::Deployment, "d-init", pod_init(env_ref("app-db"))),
         (Kind::StatefulSet, "s-volume", pod_volume("app-db")),
-        (Kind::StatefulSet, "s-init-envfrom", pod_init(env_from("app-db"))),
+        (
+            Kind::StatefulSet,
+            "s-init-envfrom",
+            pod_init(env_from("app-db")),
+        ),
         (Kind::StatefulSet, "s-env", pod_env("app-db")),
         (Kind::DaemonSet, "ds-projected", pod_projected("app-db")),
         (Kind::DaemonSet, "ds-envfrom", pod_env_from("app-db")),
@@ -316,13 +463,38 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
     ];
     // Never touched:
     let untouched: Vec<(Kind, &str, Value, Value)> = vec![
-        (Kind::Deployment, "d-ignored", pod_env("app-db"), ignore.clone()),
-        (Kind::StatefulSet, "s-listed-ignored", pod_volume("app-db"), ignore.clone()),
+        (
+            Kind::Deployment,
+            "d-ignored",
+            pod_env("app-db"),
+            ignore.clone(),
+        ),
+        (
+            Kind::StatefulSet,
+            "s-listed-ignored",
+            pod_volume("app-db"),
+            ignore.clone(),
+        ),
         (Kind::Deployment, "d-other", pod_env("other-db"), json!({})),
         (Kind::DaemonSet, "ds-plain", pod_plain(), json!({})),
-        (Kind::Deployment, "d-image-pull", json!({ "containers": [container(json!({}))], "imagePullSecrets": [{ "name": "app-db" }] }), json!({})),
-        (Kind::Deployment, "x-refs-unlisted", pod_env("exp-db"), json!({})),
-        (Kind::Deployment, "n-refs", pod_env_from("none-db"), json!({})),
+        (
+            Kind::Deployment,
+            "d-image-pull",
+            json!({ "containers": [container(json!({}))], "imagePullSecrets": [{ "name": "app-db" }] }),
+            json!({}),
+        ),
+        (
+            Kind::Deployment,
+            "x-refs-unlisted",
+            pod_env("exp-db"),
+            json!({}),
+        ),
+        (
+            Kind::Deployment,
+            "n-refs",
+            pod_env_from("none-db"),
+            json!({}),
+        ),
         (Kind::Deployment, "n-listed", pod_plain(), json!({})),
     ];
     for (kind, name, pod) in &rolled {
@@ -334,9 +506,21 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
 
     // Three sync-only credentials following secrets the test owns (cheap: no database user).
     let creds = [
-        ("auto", "app-db", json!({ "refs": [{ "kind": "Deployment", "name": "d-listed" }, { "kind": "StatefulSet", "name": "s-listed-ignored" }] })),
-        ("explicit", "exp-db", json!({ "policy": "explicit", "refs": [{ "kind": "Deployment", "name": "x-listed" }] })),
-        ("none", "none-db", json!({ "policy": "none", "refs": [{ "kind": "Deployment", "name": "n-listed" }] })),
+        (
+            "auto",
+            "app-db",
+            json!({ "refs": [{ "kind": "Deployment", "name": "d-listed" }, { "kind": "StatefulSet", "name": "s-listed-ignored" }] }),
+        ),
+        (
+            "explicit",
+            "exp-db",
+            json!({ "policy": "explicit", "refs": [{ "kind": "Deployment", "name": "x-listed" }] }),
+        ),
+        (
+            "none",
+            "none-db",
+            json!({ "policy": "none", "refs": [{ "kind": "Deployment", "name": "n-listed" }] }),
+        ),
     ];
     let mut arns = Vec::new();
     for (name, target, workloads) in &creds {
@@ -378,9 +562,16 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
     for (name, _, _) in &creds {
         g.wait_ready(&ns, name).await;
     }
-    let all_names = rolled.iter().map(|(k, n, _)| (*k, *n)).chain(untouched.iter().map(|(k, n, _, _)| (*k, *n)));
+    let all_names = rolled
+        .iter()
+        .map(|(k, n, _)| (*k, *n))
+        .chain(untouched.iter().map(|(k, n, _, _)| (*k, *n)));
     for (kind, name) in all_names.clone() {
-        assert_eq!(template_state(&g, &ns, kind, name).await.0, 1, "{name}: nothing rolls when the Secrets are first created");
+        assert_eq!(
+            template_state(&g, &ns, kind, name).await.0,
+            1,
+            "{name}: nothing rolls when the Secrets are first created"
+        );
     }
 
     // New AWSCURRENT for all three.
@@ -390,19 +581,31 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
         versions.push(put_current(&g, arn, value).await);
     }
     for ((name, _, _), version) in creds.iter().zip(&versions) {
-        wait_for(&format!("{name} synced and rolled"), Duration::from_secs(15), || async {
-            let synced = status_field(&g, &ns, name, |s| s.synced_version_id.clone()).await;
-            (synced.as_deref() == Some(version.as_str())).then_some(())
-        })
+        wait_for(
+            &format!("{name} synced and rolled"),
+            Duration::from_secs(15),
+            || async {
+                let synced = status_field(&g, &ns, name, |s| s.synced_version_id.clone()).await;
+                (synced.as_deref() == Some(version.as_str())).then_some(())
+            },
+        )
         .await;
     }
 
     let auto_version = &versions[0];
     for (kind, name, _) in &rolled {
-        let (secret, version) = if name.starts_with("x-") { ("exp-db", &versions[1]) } else { ("app-db", auto_version) };
+        let (secret, version) = if name.starts_with("x-") {
+            ("exp-db", &versions[1])
+        } else {
+            ("app-db", auto_version)
+        };
         let (generation, annotations) = template_state(&g, &ns, *kind, name).await;
         assert_eq!(generation, 2, "{kind:?} {name} rolled once");
-        assert_eq!(annotations.get(&version_key(secret)), Some(version), "{kind:?} {name}");
+        assert_eq!(
+            annotations.get(&version_key(secret)),
+            Some(version),
+            "{kind:?} {name}"
+        );
     }
     for (kind, name, _, _) in &untouched {
         let (generation, annotations) = template_state(&g, &ns, *kind, name).await;
@@ -410,13 +613,25 @@ async fn discovery_reference_styles_kinds_opt_out_and_policies() {
         assert!(annotations.is_empty(), "{kind:?} {name}: {annotations:?}");
     }
     let auto = g.get_credential(&ns, "auto").await.unwrap().status.unwrap();
-    let mut names: Vec<&str> = auto.rolled_workloads.iter().map(|w| w.name.as_str()).collect();
+    let mut names: Vec<&str> = auto
+        .rolled_workloads
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
     names.sort();
-    let mut want: Vec<&str> = rolled.iter().map(|(_, n, _)| *n).filter(|n| !n.starts_with("x-")).collect();
+    let mut want: Vec<&str> = rolled
+        .iter()
+        .map(|(_, n, _)| *n)
+        .filter(|n| !n.starts_with("x-"))
+        .collect();
     want.sort();
     assert_eq!(names, want);
     let none = g.get_credential(&ns, "none").await.unwrap().status.unwrap();
-    assert!(none.rolled_workloads.is_empty(), "policy none rolls nothing: {:?}", none.rolled_workloads);
+    assert!(
+        none.rolled_workloads.is_empty(),
+        "policy none rolls nothing: {:?}",
+        none.rolled_workloads
+    );
 }
 
 /// Deleting or editing the target Secret puts it back at once (watch on owned Secrets, not
@@ -427,17 +642,34 @@ async fn target_secret_is_restored_after_deletion_and_edits_without_rollout() {
     let server = DbServer::postgres();
     let mut g = Ground::new().await;
     // Requeues and polls a minute apart: only the watch can bring the Secret back in time.
-    g.start_with(settings(&g, Duration::from_secs(60), Duration::from_secs(60))).await;
+    g.start_with(settings(
+        &g,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ))
+    .await;
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
-    workload(&g, &ns, Kind::Deployment, "web", pod_env("app-db"), json!({})).await;
+    workload(
+        &g,
+        &ns,
+        Kind::Deployment,
+        "web",
+        pod_env("app-db"),
+        json!({}),
+    )
+    .await;
     let user = unique("rst_");
-    g.credential(&ns, "app", json!({
-        "databaseRef": { "name": db }, "username": user,
-        "secret": { "name": format!("{prefix}{user}") },
-        "drift": { "policy": "repair" },
-        "target": { "name": "app-db", "labels": { "tier": "db" } },
-    }))
+    g.credential(
+        &ns,
+        "app",
+        json!({
+            "databaseRef": { "name": db }, "username": user,
+            "secret": { "name": format!("{prefix}{user}") },
+            "drift": { "policy": "repair" },
+            "target": { "name": "app-db", "labels": { "tier": "db" } },
+        }),
+    )
     .await
     .unwrap();
     let status = g.wait_ready(&ns, "app").await.status.unwrap();
@@ -445,40 +677,73 @@ async fn target_secret_is_restored_after_deletion_and_edits_without_rollout() {
     let password = value.password.expose().to_string();
     let secrets: Api<Secret> = Api::namespaced(g.client.clone(), &ns);
     let workload_before = template_state(&g, &ns, Kind::Deployment, "web").await;
-    let expect = Expected { password: password.clone(), version: version.clone() };
+    let expect = Expected {
+        password: password.clone(),
+        version: version.clone(),
+    };
     // Deleted.
-    secrets.delete("app-db", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("app-db", &DeleteParams::default())
+        .await
+        .unwrap();
     restored(&secrets, &expect, "deleted Secret").await;
 
     // Data edited: the password is put back and still logs in; the edit never reaches the database.
     let tampered = json!({ "data": { "password": base64(b"tampered-Pw-123") } });
-    secrets.patch("app-db", &PatchParams::default(), &Patch::Merge(tampered)).await.unwrap();
+    secrets
+        .patch("app-db", &PatchParams::default(), &Patch::Merge(tampered))
+        .await
+        .unwrap();
     restored(&secrets, &expect, "edited password").await;
-    can_login(&server, &user, &password).await.expect("AWSCURRENT still logs in");
-    assert!(matches!(can_login(&server, &user, "tampered-Pw-123").await, Err(DbError::AuthFailed { .. })), "the edited password was set on the database user");
+    can_login(&server, &user, &password)
+        .await
+        .expect("AWSCURRENT still logs in");
+    assert!(
+        matches!(
+            can_login(&server, &user, "tampered-Pw-123").await,
+            Err(DbError::AuthFailed { .. })
+        ),
+        "the edited password was set on the database user"
+    );
 
     // A key added by hand is removed; the version annotation is put back.
     let extra = json!({ "data": { "extra": base64(b"x") }, "metadata": { "annotations": { "rdscred.io/version-id": "bogus" } } });
-    secrets.patch("app-db", &PatchParams::default(), &Patch::Merge(extra)).await.unwrap();
+    secrets
+        .patch("app-db", &PatchParams::default(), &Patch::Merge(extra))
+        .await
+        .unwrap();
     let s = restored(&secrets, &expect, "edited annotation and extra key").await;
     assert!(secret_key(&s, "extra").is_none());
 
     // Labels only: our labels are put back (removing managed-by takes the Secret out of the
     // watch's label selector, which the watch reports as a deletion).
     let labels = json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null, "tier": "web" } } });
-    secrets.patch("app-db", &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
+    secrets
+        .patch("app-db", &PatchParams::default(), &Patch::Merge(labels))
+        .await
+        .unwrap();
     restored(&secrets, &expect, "removed and changed labels").await;
 
     // A label and an annotation of someone else's: left alone, and no write at all.
     let foreign = json!({ "metadata": { "labels": { "team": "orders" }, "annotations": { "note": "hands off" } } });
-    let edited = secrets.patch("app-db", &PatchParams::default(), &Patch::Merge(foreign)).await.unwrap();
+    let edited = secrets
+        .patch("app-db", &PatchParams::default(), &Patch::Merge(foreign))
+        .await
+        .unwrap();
     force_reconcile(&g, &ns, "app").await;
     let s = secrets.get("app-db").await.unwrap();
-    assert_eq!(s.metadata.resource_version, edited.metadata.resource_version, "no write when only foreign metadata changed");
+    assert_eq!(
+        s.metadata.resource_version, edited.metadata.resource_version,
+        "no write when only foreign metadata changed"
+    );
     assert!(expect.held_by(&s));
 
     // None of this restarted the workload or changed what was synced.
-    assert_eq!(template_state(&g, &ns, Kind::Deployment, "web").await, workload_before, "no rollout on restore");
+    assert_eq!(
+        template_state(&g, &ns, Kind::Deployment, "web").await,
+        workload_before,
+        "no rollout on restore"
+    );
     let after = g.get_credential(&ns, "app").await.unwrap().status.unwrap();
     assert_eq!(after.synced_version_id.as_deref(), Some(version.as_str()));
     assert!(after.rolled_workloads.is_empty());
@@ -494,8 +759,15 @@ impl Expected {
     fn held_by(&self, s: &Secret) -> bool {
         let labels = s.metadata.labels.clone().unwrap_or_default();
         secret_key(s, "password").as_deref() == Some(self.password.as_str())
-            && s.metadata.annotations.as_ref().and_then(|a| a.get("rdscred.io/version-id")) == Some(&self.version)
-            && labels.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("rdscred")
+            && s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("rdscred.io/version-id"))
+                == Some(&self.version)
+            && labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str)
+                == Some("rdscred")
             && labels.get("rdscred.io/credential").map(String::as_str) == Some("app")
             && labels.get("tier").map(String::as_str) == Some("db")
     }
@@ -504,13 +776,24 @@ impl Expected {
 /// Waits (5s: far less than the minute-long requeue) for the Secret to hold `expect` again.
 async fn restored(secrets: &Api<Secret>, expect: &Expected, what: &str) -> Secret {
     let started = Instant::now();
-    let s = wait_for(what, Duration::from_secs(5), || async { secrets.get_opt("app-db").await.unwrap().filter(|s| expect.held_by(s)) }).await;
+    let s = wait_for(what, Duration::from_secs(5), || async {
+        secrets
+            .get_opt("app-db")
+            .await
+            .unwrap()
+            .filter(|s| expect.held_by(s))
+    })
+    .await;
     eprintln!("{what}: restored in {:?}", started.elapsed());
     s
 }
 
 fn base64(bytes: &[u8]) -> String {
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap().as_str().unwrap().to_string()
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// With N managed credentials, one steady-state poll costs ceil(N/100) ListSecrets calls plus
@@ -526,13 +809,24 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     let drift = Duration::from_secs(30);
     let mut g = Ground::new().await;
     // The database re-proves its admin login (a GetSecretValue) far less often than the window.
-    g.start_with(Settings { database_recheck_interval: Duration::from_secs(600), ..settings(&g, poll, drift) }).await;
+    g.start_with(Settings {
+        database_recheck_interval: Duration::from_secs(600),
+        ..settings(&g, poll, drift)
+    })
+    .await;
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
     // Credentials created before their database is Ready would sit out an error backoff.
     wait_for("database Ready", Duration::from_secs(30), || async {
-        let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone()).get(&db).await.ok()?;
-        d.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+        let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
+            .get(&db)
+            .await
+            .ok()?;
+        d.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
     })
     .await;
     let started = Instant::now();
@@ -546,12 +840,22 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     }))
     .await;
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
-    let ready = |c: &RdsCredential| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|x| x.type_ == "Ready" && x.status == "True"));
-    wait_for(&format!("{N} credentials Ready"), Duration::from_secs(240), || async {
-        let list = api.list(&ListParams::default()).await.ok()?;
-        let n = list.items.iter().filter(|c| ready(c)).count();
-        (n == N).then_some(())
-    })
+    let ready = |c: &RdsCredential| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|x| x.type_ == "Ready" && x.status == "True")
+        })
+    };
+    wait_for(
+        &format!("{N} credentials Ready"),
+        Duration::from_secs(240),
+        || async {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let n = list.items.iter().filter(|c| ready(c)).count();
+            (n == N).then_some(())
+        },
+    )
     .await;
     eprintln!("{N} managed credentials Ready in {:?}", started.elapsed());
 
@@ -570,35 +874,74 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     };
     // Start right after a poll finished: its ListSecrets pages are all counted.
     let boundary = g.calls.total("ListSecrets");
-    wait_for("a poll to finish", poll * 3, || async { (g.calls.total("ListSecrets") >= boundary + pages).then_some(()) }).await;
-    let before = sm_calls(&g);
-    let checks_before: BTreeMap<String, Option<String>> =
-        api.list(&ListParams::default()).await.unwrap().items.into_iter().map(|c| (c.metadata.name.clone().unwrap(), c.status.and_then(|s| s.last_drift_check))).collect();
-    let list_start = g.calls.total("ListSecrets");
-    wait_for(&format!("{polls} polls"), poll * (polls as u32 + 2), || async {
-        (g.calls.total("ListSecrets") >= list_start + polls * pages).then_some(())
+    wait_for("a poll to finish", poll * 3, || async {
+        (g.calls.total("ListSecrets") >= boundary + pages).then_some(())
     })
     .await;
+    let before = sm_calls(&g);
+    let checks_before: BTreeMap<String, Option<String>> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap(),
+                c.status.and_then(|s| s.last_drift_check),
+            )
+        })
+        .collect();
+    let list_start = g.calls.total("ListSecrets");
+    wait_for(
+        &format!("{polls} polls"),
+        poll * (polls as u32 + 2),
+        || async { (g.calls.total("ListSecrets") >= list_start + polls * pages).then_some(()) },
+    )
+    .await;
     let after = sm_calls(&g);
-    let delta: BTreeMap<&str, u64> =
-        after.iter().map(|(op, n)| (op.as_str(), n - before.get(op).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
+    let delta: BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(op, n)| (op.as_str(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let reconciled = api
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|c| checks_before.get(c.metadata.name.as_deref().unwrap()) != Some(&c.status.as_ref().and_then(|s| s.last_drift_check.clone())))
+        .filter(|c| {
+            checks_before.get(c.metadata.name.as_deref().unwrap())
+                != Some(&c.status.as_ref().and_then(|s| s.last_drift_check.clone()))
+        })
         .count();
     let total: u64 = delta.values().sum();
     eprintln!(
         "N={N}: {polls} steady-state polls cost {total} Secrets Manager calls ({:.1} per poll; ceil(N/100) = {pages}); by operation {delta:?}; {reconciled} credentials reconciled (drift check) in the window",
         total as f64 / polls as f64
     );
-    assert!(reconciled >= N / 10, "the window must include steady-state reconciles: {reconciled}");
-    assert_eq!(delta.get("ListSecrets").copied(), Some(polls * pages), "one ListSecrets call per 100 secrets per poll");
-    assert_eq!(delta.get("DescribeSecret"), None, "steady-state reconciles use the poll's metadata: {delta:?}");
+    assert!(
+        reconciled >= N / 10,
+        "the window must include steady-state reconciles: {reconciled}"
+    );
+    assert_eq!(
+        delta.get("ListSecrets").copied(),
+        Some(polls * pages),
+        "one ListSecrets call per 100 secrets per poll"
+    );
+    assert_eq!(
+        delta.get("DescribeSecret"),
+        None,
+        "steady-state reconciles use the poll's metadata: {delta:?}"
+    );
     // The only value read is the database's admin login, cached for a minute per database.
-    assert!(delta.get("GetSecretValue").copied().unwrap_or(0) <= 1, "no GetSecretValue per credential: {delta:?}");
-    assert!(total <= polls * (pages + 1), "at most ceil(N/100) + 1 calls per poll: {delta:?}");
+    assert!(
+        delta.get("GetSecretValue").copied().unwrap_or(0) <= 1,
+        "no GetSecretValue per credential: {delta:?}"
+    );
+    assert!(
+        total <= polls * (pages + 1),
+        "at most ceil(N/100) + 1 calls per poll: {delta:?}"
+    );
 }

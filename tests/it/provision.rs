@@ -9,7 +9,7 @@ use rdscred::engine::{self, Admin, DbError, Login};
 use rdscred::secret::SecretString;
 use serde_json::json;
 
-use crate::support::{secret_key, unique, wait_for, DbServer, Ground};
+use crate::support::{DbServer, Ground, secret_key, unique, wait_for};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 
@@ -21,7 +21,10 @@ async fn admitted_namespace(g: &Ground) -> String {
 }
 
 fn login_of(secret: &k8s_openapi::api::core::v1::Secret) -> Login {
-    Login { username: secret_key(secret, "username").unwrap(), password: SecretString::new(secret_key(secret, "password").unwrap()) }
+    Login {
+        username: secret_key(secret, "username").unwrap(),
+        password: SecretString::new(secret_key(secret, "password").unwrap()),
+    }
 }
 
 async fn can_login(server: &DbServer, login: &Login) -> Result<(), DbError> {
@@ -48,15 +51,35 @@ async fn provisions_end_to_end(server: DbServer) {
     let cred = g.wait_ready(&ns, "app").await;
     let status = cred.status.clone().unwrap();
     for t in ["SecretReady", "UserReady", "Synced"] {
-        assert!(status.conditions.iter().any(|c| c.type_ == t && c.status == "True"), "{t} not True: {:?}", status.conditions);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True"),
+            "{t} not True: {:?}",
+            status.conditions
+        );
     }
     assert_eq!(status.observed_generation, cred.metadata.generation);
 
     // Secrets Manager: RDS JSON, ownership + database + credential tags, description.
-    let meta = g.scope.secrets.describe(&secret_name).await.unwrap().expect("secret exists");
+    let meta = g
+        .scope
+        .secrets
+        .describe(&secret_name)
+        .await
+        .unwrap()
+        .expect("secret exists");
     assert_eq!(status.secret_arn.as_deref(), Some(meta.arn.as_str()));
     let owner = meta.owner().expect("owned");
-    assert_eq!((owner.cluster.as_str(), owner.namespace.as_str(), owner.name.as_str()), (g.cluster.as_str(), ns.as_str(), "app"));
+    assert_eq!(
+        (
+            owner.cluster.as_str(),
+            owner.namespace.as_str(),
+            owner.name.as_str()
+        ),
+        (g.cluster.as_str(), ns.as_str(), "app")
+    );
     assert_eq!(meta.tags.get("team").map(String::as_str), Some("platform"));
     assert_eq!(meta.tags.get("app").map(String::as_str), Some("orders"));
     assert_eq!(meta.description.as_deref(), Some("app login"));
@@ -64,21 +87,54 @@ async fn provisions_end_to_end(server: DbServer) {
     assert_eq!(status.synced_version_id.as_deref(), Some(version.as_str()));
     assert_eq!(value.username, user);
     assert_eq!(value.engine, server.engine.as_str());
-    assert_eq!((value.host.as_str(), value.port), (server.host.as_str(), server.port));
+    assert_eq!(
+        (value.host.as_str(), value.port),
+        (server.host.as_str(), server.port)
+    );
 
     // Kubernetes Secret: default keys + template, version annotation, owner reference.
     let secret = g.k8s_secret(&ns, "app-db").await.expect("target secret");
-    for k in ["username", "password", "host", "port", "dbname", "engine", "DATABASE_URL"] {
+    for k in [
+        "username",
+        "password",
+        "host",
+        "port",
+        "dbname",
+        "engine",
+        "DATABASE_URL",
+    ] {
         assert!(secret_key(&secret, k).is_some(), "key {k} missing");
     }
-    assert_eq!(secret_key(&secret, "password").unwrap(), value.password.expose());
-    assert_eq!(secret.metadata.annotations.as_ref().unwrap().get("rdscred.io/version-id"), Some(&version));
-    assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].uid, cred.metadata.uid.clone().unwrap());
+    assert_eq!(
+        secret_key(&secret, "password").unwrap(),
+        value.password.expose()
+    );
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get("rdscred.io/version-id"),
+        Some(&version)
+    );
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        cred.metadata.uid.clone().unwrap()
+    );
 
     // The database: AWSCURRENT logs in, a wrong password does not.
-    can_login(&server, &login_of(&secret)).await.expect("AWSCURRENT logs in");
-    let wrong = Login { username: user.clone(), password: SecretString::new("not-the-password") };
-    assert!(matches!(can_login(&server, &wrong).await, Err(DbError::AuthFailed { .. })));
+    can_login(&server, &login_of(&secret))
+        .await
+        .expect("AWSCURRENT logs in");
+    let wrong = Login {
+        username: user.clone(),
+        password: SecretString::new("not-the-password"),
+    };
+    assert!(matches!(
+        can_login(&server, &wrong).await,
+        Err(DbError::AuthFailed { .. })
+    ));
 
     // No secret value in the status.
     let status_json = serde_json::to_string(&status).unwrap();
@@ -96,16 +152,48 @@ async fn provisions_mariadb() {
 }
 
 /// Refusals leave no trace: no AWS secret, no database user, no Kubernetes Secret.
-async fn assert_refused(g: &Ground, server: &DbServer, ns: &str, name: &str, reason: &str, secret_name: &str, username: &str) {
-    let cred = g.wait_condition(ns, name, "Ready", "False", Duration::from_secs(30)).await;
-    let ready = cred.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+async fn assert_refused(
+    g: &Ground,
+    server: &DbServer,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    secret_name: &str,
+    username: &str,
+) {
+    let cred = g
+        .wait_condition(ns, name, "Ready", "False", Duration::from_secs(30))
+        .await;
+    let ready = cred
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, reason, "message: {}", ready.message);
-    assert!(g.k8s_secret(ns, name).await.is_none(), "no Kubernetes Secret after a refusal");
+    assert!(
+        g.k8s_secret(ns, name).await.is_none(),
+        "no Kubernetes Secret after a refusal"
+    );
     if !secret_name.is_empty() {
-        assert!(g.scope.secrets.describe(secret_name).await.unwrap().is_none(), "no AWS secret after a refusal");
+        assert!(
+            g.scope
+                .secrets
+                .describe(secret_name)
+                .await
+                .unwrap()
+                .is_none(),
+            "no AWS secret after a refusal"
+        );
     }
-    let mut admin = Admin::connect(&server.target(), &server.admin).await.unwrap();
-    assert!(!admin.user_exists(username).await.unwrap(), "no database user after a refusal");
+    let mut admin = Admin::connect(&server.target(), &server.admin)
+        .await
+        .unwrap();
+    assert!(
+        !admin.user_exists(username).await.unwrap(),
+        "no database user after a refusal"
+    );
     admin.close().await;
 }
 
@@ -120,14 +208,44 @@ async fn refuses_namespace_not_admitted_and_secret_outside_prefix() {
     g.namespace(&outsider, &[("rdscred-test", "no")]).await;
     let user = unique("u_");
     let name = format!("{prefix}{user}");
-    g.credential(&outsider, "c1", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": name } })).await.unwrap();
-    assert_refused(&g, &server, &outsider, "c1", "NamespaceNotAdmitted", &name, &user).await;
+    g.credential(
+        &outsider,
+        "c1",
+        json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": name } }),
+    )
+    .await
+    .unwrap();
+    assert_refused(
+        &g,
+        &server,
+        &outsider,
+        "c1",
+        "NamespaceNotAdmitted",
+        &name,
+        &user,
+    )
+    .await;
 
     let ns = admitted_namespace(&g).await;
     let user2 = unique("u_");
     let outside = format!("elsewhere/{user2}");
-    g.credential(&ns, "c2", json!({ "databaseRef": { "name": db }, "username": user2, "secret": { "name": outside } })).await.unwrap();
-    assert_refused(&g, &server, &ns, "c2", "SecretNameOutsidePrefix", &outside, &user2).await;
+    g.credential(
+        &ns,
+        "c2",
+        json!({ "databaseRef": { "name": db }, "username": user2, "secret": { "name": outside } }),
+    )
+    .await
+    .unwrap();
+    assert_refused(
+        &g,
+        &server,
+        &ns,
+        "c2",
+        "SecretNameOutsidePrefix",
+        &outside,
+        &user2,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -145,11 +263,30 @@ async fn refuses_competing_claims_and_foreign_secrets_and_users() {
     g.wait_ready(&ns, "first").await;
     let other_secret = format!("{prefix}{user}-2");
     g.credential(&ns2, "second", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": other_secret } })).await.unwrap();
-    let cred = g.wait_condition(&ns2, "second", "Ready", "False", Duration::from_secs(30)).await;
-    let ready = cred.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    let cred = g
+        .wait_condition(&ns2, "second", "Ready", "False", Duration::from_secs(30))
+        .await;
+    let ready = cred
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, "AlreadyClaimed");
-    assert!(ready.message.contains(&format!("{ns}/first")), "{}", ready.message);
-    assert!(g.scope.secrets.describe(&other_secret).await.unwrap().is_none());
+    assert!(
+        ready.message.contains(&format!("{ns}/first")),
+        "{}",
+        ready.message
+    );
+    assert!(
+        g.scope
+            .secrets
+            .describe(&other_secret)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Same secret name, other user: refused too.
     let user3 = unique("u_");
@@ -173,27 +310,76 @@ async fn refuses_competing_claims_and_foreign_secrets_and_users() {
         })
         .await
         .unwrap();
-    g.credential(&ns2, "fourth", json!({ "databaseRef": { "name": db }, "username": user4, "secret": { "name": foreign } })).await.unwrap();
-    let cred = g.wait_condition(&ns2, "fourth", "Ready", "False", Duration::from_secs(30)).await;
-    assert_eq!(cred.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().reason, "SecretNotOwned");
+    g.credential(
+        &ns2,
+        "fourth",
+        json!({ "databaseRef": { "name": db }, "username": user4, "secret": { "name": foreign } }),
+    )
+    .await
+    .unwrap();
+    let cred = g
+        .wait_condition(&ns2, "fourth", "Ready", "False", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        cred.status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .reason,
+        "SecretNotOwned"
+    );
     let meta = g.scope.secrets.describe(&foreign).await.unwrap().unwrap();
     assert_eq!(meta.description.as_deref(), Some("not rdscred's"));
     assert!(meta.owner().is_none());
-    let mut admin = Admin::connect(&server.target(), &server.admin).await.unwrap();
+    let mut admin = Admin::connect(&server.target(), &server.admin)
+        .await
+        .unwrap();
     assert!(!admin.user_exists(&user4).await.unwrap());
 
     // A database user that exists before its secret is never claimed.
     let user5 = unique("u_");
-    let plan = rdscred::engine::UserPlan { username: user5.clone(), login_users: vec![user5.clone()], grants: vec![], roles: vec![] };
-    admin.ensure_login_user(&plan, &user5, &SecretString::new("preexisting-Pw-1")).await.unwrap();
+    let plan = rdscred::engine::UserPlan {
+        username: user5.clone(),
+        login_users: vec![user5.clone()],
+        grants: vec![],
+        roles: vec![],
+    };
+    admin
+        .ensure_login_user(&plan, &user5, &SecretString::new("preexisting-Pw-1"))
+        .await
+        .unwrap();
     admin.close().await;
     let s5 = format!("{prefix}{user5}");
-    g.credential(&ns2, "fifth", json!({ "databaseRef": { "name": db }, "username": user5, "secret": { "name": s5 } })).await.unwrap();
-    let cred = g.wait_condition(&ns2, "fifth", "Ready", "False", Duration::from_secs(30)).await;
-    assert_eq!(cred.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().reason, "UserExists");
+    g.credential(
+        &ns2,
+        "fifth",
+        json!({ "databaseRef": { "name": db }, "username": user5, "secret": { "name": s5 } }),
+    )
+    .await
+    .unwrap();
+    let cred = g
+        .wait_condition(&ns2, "fifth", "Ready", "False", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        cred.status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .reason,
+        "UserExists"
+    );
     assert!(g.scope.secrets.describe(&s5).await.unwrap().is_none());
-    let pre = Login { username: user5.clone(), password: SecretString::new("preexisting-Pw-1") };
-    can_login(&server, &pre).await.expect("the foreign user's password is untouched");
+    let pre = Login {
+        username: user5.clone(),
+        password: SecretString::new("preexisting-Pw-1"),
+    };
+    can_login(&server, &pre)
+        .await
+        .expect("the foreign user's password is untouched");
 }
 
 async fn privileges_follow_the_spec(server: DbServer) {
@@ -205,11 +391,19 @@ async fn privileges_follow_the_spec(server: DbServer) {
     let read_only = json!([{ "database": server.database, "privileges": ["CONNECT"] }]);
     let spec = |privs: serde_json::Value| json!({ "databaseRef": { "name": db }, "username": user, "privileges": privs, "secret": { "name": format!("{prefix}{user}") } });
     let grants = if server.engine.family() == rdscred::crd::EngineFamily::Postgres {
-        (read_only, json!([{ "database": server.database, "privileges": ["CONNECT", "CREATE"] }]))
+        (
+            read_only,
+            json!([{ "database": server.database, "privileges": ["CONNECT", "CREATE"] }]),
+        )
     } else {
-        (json!([{ "database": server.database, "privileges": ["SELECT"] }]), json!([{ "database": server.database, "privileges": ["SELECT", "CREATE"] }]))
+        (
+            json!([{ "database": server.database, "privileges": ["SELECT"] }]),
+            json!([{ "database": server.database, "privileges": ["SELECT", "CREATE"] }]),
+        )
     };
-    g.credential(&ns, "p", spec(grants.0.clone())).await.unwrap();
+    g.credential(&ns, "p", spec(grants.0.clone()))
+        .await
+        .unwrap();
     g.wait_ready(&ns, "p").await;
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
 
@@ -220,15 +414,40 @@ async fn privileges_follow_the_spec(server: DbServer) {
         async move { user_can_create(&server, &login).await }
     };
     assert!(!can_create().await, "no CREATE before it is declared");
-    api.patch("p", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "privileges": grants.1 } }))).await.unwrap();
-    wait_for("CREATE granted", Duration::from_secs(30), || async { can_create().await.then_some(()) }).await;
-    api.patch("p", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "privileges": grants.0 } }))).await.unwrap();
-    wait_for("CREATE revoked", Duration::from_secs(30), || async { (!can_create().await).then_some(()) }).await;
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "privileges": grants.1 } })),
+    )
+    .await
+    .unwrap();
+    wait_for("CREATE granted", Duration::from_secs(30), || async {
+        can_create().await.then_some(())
+    })
+    .await;
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "privileges": grants.0 } })),
+    )
+    .await
+    .unwrap();
+    wait_for("CREATE revoked", Duration::from_secs(30), || async {
+        (!can_create().await).then_some(())
+    })
+    .await;
     // Each change is announced with an Event naming the privileges.
     let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(g.client.clone(), &ns);
-    let notes: Vec<String> = evs.list(&Default::default()).await.unwrap().items.into_iter().filter(|e| e.reason.as_deref() == Some("PrivilegesChanged")).filter_map(|e| e.note).collect();
+    let notes: Vec<String> = evs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PrivilegesChanged"))
+        .filter_map(|e| e.note)
+        .collect();
     assert!(!notes.is_empty(), "PrivilegesChanged events");
-
 }
 
 /// Whether `login` may create a table (PostgreSQL: a schema; MySQL: a table) in the test database.
@@ -243,10 +462,17 @@ async fn user_can_create(server: &DbServer, login: &Login) -> bool {
                 .username(&login.username)
                 .password(login.password.expose())
                 .database(&server.database);
-            let mut c = sqlx::PgConnection::connect_with(&opts).await.expect("login");
-            let ok = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut c).await.is_ok();
+            let mut c = sqlx::PgConnection::connect_with(&opts)
+                .await
+                .expect("login");
+            let ok = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+                .execute(&mut c)
+                .await
+                .is_ok();
             if ok {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{name}\""))).execute(&mut c).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{name}\"")))
+                    .execute(&mut c)
+                    .await;
             }
             ok
         }
@@ -257,10 +483,19 @@ async fn user_can_create(server: &DbServer, login: &Login) -> bool {
                 .username(&login.username)
                 .password(login.password.expose())
                 .database(&server.database);
-            let mut c = sqlx::MySqlConnection::connect_with(&opts).await.expect("login");
-            let ok = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE `{name}` (id int)"))).execute(&mut c).await.is_ok();
+            let mut c = sqlx::MySqlConnection::connect_with(&opts)
+                .await
+                .expect("login");
+            let ok = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE `{name}` (id int)"
+            )))
+            .execute(&mut c)
+            .await
+            .is_ok();
             if ok {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE `{name}`"))).execute(&mut c).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE `{name}`")))
+                    .execute(&mut c)
+                    .await;
             }
             ok
         }
@@ -291,10 +526,21 @@ async fn deletion(server: DbServer) {
     g.wait_ready(&ns, "kept").await;
     let login = login_of(&g.k8s_secret(&ns, "kept").await.unwrap());
     api.delete("kept", &DeleteParams::default()).await.unwrap();
-    wait_for("kept deleted", Duration::from_secs(30), || async { g.get_credential(&ns, "kept").await.is_none().then_some(()) }).await;
-    let meta = g.scope.secrets.describe(&kept_secret).await.unwrap().unwrap();
+    wait_for("kept deleted", Duration::from_secs(30), || async {
+        g.get_credential(&ns, "kept").await.is_none().then_some(())
+    })
+    .await;
+    let meta = g
+        .scope
+        .secrets
+        .describe(&kept_secret)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!meta.is_scheduled_for_deletion());
-    can_login(&server, &login).await.expect("retained user still logs in");
+    can_login(&server, &login)
+        .await
+        .expect("retained user still logs in");
 
     // Re-created with the same name: the retained secret is taken back, not refused.
     g.credential(&ns, "kept", json!({ "databaseRef": { "name": db }, "username": kept, "secret": { "name": kept_secret } })).await.unwrap();
@@ -303,20 +549,49 @@ async fn deletion(server: DbServer) {
     // Delete: user dropped, secret scheduled for deletion with the recovery window.
     let gone = unique("d_");
     let gone_secret = format!("{prefix}{gone}");
-    g.credential(&ns, "gone", json!({ "databaseRef": { "name": db }, "username": gone,
-        "secret": { "name": gone_secret, "deletionPolicy": "Delete", "recoveryWindowInDays": 7 } })).await.unwrap();
+    g.credential(
+        &ns,
+        "gone",
+        json!({ "databaseRef": { "name": db }, "username": gone,
+        "secret": { "name": gone_secret, "deletionPolicy": "Delete", "recoveryWindowInDays": 7 } }),
+    )
+    .await
+    .unwrap();
     g.wait_ready(&ns, "gone").await;
     let login = login_of(&g.k8s_secret(&ns, "gone").await.unwrap());
     api.delete("gone", &DeleteParams::default()).await.unwrap();
-    wait_for("gone deleted", Duration::from_secs(30), || async { g.get_credential(&ns, "gone").await.is_none().then_some(()) }).await;
-    assert!(g.scope.secrets.describe(&gone_secret).await.unwrap().unwrap().is_scheduled_for_deletion());
+    wait_for("gone deleted", Duration::from_secs(30), || async {
+        g.get_credential(&ns, "gone").await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        g.scope
+            .secrets
+            .describe(&gone_secret)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_scheduled_for_deletion()
+    );
     let after = can_login(&server, &login).await;
-    assert!(matches!(after, Err(DbError::AuthFailed { .. })), "user dropped, but login gives {after:?}");
+    assert!(
+        matches!(after, Err(DbError::AuthFailed { .. })),
+        "user dropped, but login gives {after:?}"
+    );
 
     // Re-created after Delete: the secret is restored, not an error.
     g.credential(&ns, "gone", json!({ "databaseRef": { "name": db }, "username": gone, "secret": { "name": gone_secret } })).await.unwrap();
-    g.wait_condition(&ns, "gone", "SecretReady", "True", Duration::from_secs(60)).await;
-    assert!(!g.scope.secrets.describe(&gone_secret).await.unwrap().unwrap().is_scheduled_for_deletion());
+    g.wait_condition(&ns, "gone", "SecretReady", "True", Duration::from_secs(60))
+        .await;
+    assert!(
+        !g.scope
+            .secrets
+            .describe(&gone_secret)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_scheduled_for_deletion()
+    );
 }
 
 #[tokio::test]
@@ -337,9 +612,20 @@ async fn hostile_names_and_passwords(server: DbServer) {
     let ns = admitted_namespace(&g).await;
     // Keywords are global names: only one test run at a time may own "select" etc., so pick
     // a keyword per engine and drop leftovers of an earlier run first.
-    let user = if server.engine.family() == rdscred::crd::EngineFamily::Postgres { "user" } else { "select" };
-    let mut admin = Admin::connect(&server.target(), &server.admin).await.unwrap();
-    let plan = rdscred::engine::UserPlan { username: user.into(), login_users: vec![user.into(), format!("{user}_clone")], grants: vec![], roles: vec![] };
+    let user = if server.engine.family() == rdscred::crd::EngineFamily::Postgres {
+        "user"
+    } else {
+        "select"
+    };
+    let mut admin = Admin::connect(&server.target(), &server.admin)
+        .await
+        .unwrap();
+    let plan = rdscred::engine::UserPlan {
+        username: user.into(),
+        login_users: vec![user.into(), format!("{user}_clone")],
+        grants: vec![],
+        roles: vec![],
+    };
     let _ = admin.drop_users(&plan).await;
     admin.close().await;
     g.credential(&ns, "kw", json!({
@@ -354,27 +640,61 @@ async fn hostile_names_and_passwords(server: DbServer) {
     let secret = g.k8s_secret(&ns, "kw").await.unwrap();
     let login = login_of(&secret);
     assert_eq!(login.username, user);
-    can_login(&server, &login).await.expect("keyword user logs in");
+    can_login(&server, &login)
+        .await
+        .expect("keyword user logs in");
 
     // A new AWSCURRENT with every printable character (as another rotator could write it):
     // the controller notices (bulk poll), sees the drift, repairs it with the admin login,
     // and syncs the Secret; the password must survive SQL, JSON and the Secret unharmed.
     let all: String = (0x20u8..=0x7e).map(char::from).collect();
-    let arn = g.get_credential(&ns, "kw").await.unwrap().status.unwrap().secret_arn.unwrap();
+    let arn = g
+        .get_credential(&ns, "kw")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .secret_arn
+        .unwrap();
     let (old_version, mut value) = g.current(&arn).await;
     value.password = SecretString::new(all.clone());
     let token = format!("{:0>40}", unique("all"));
-    g.scope.secrets.put_pending(&arn, &token, &value.to_secret_json()).await.unwrap();
-    g.scope.secrets.move_stage(&arn, "AWSCURRENT", &token, Some(&old_version)).await.unwrap();
-    g.scope.secrets.remove_stage(&arn, "AWSPENDING", &token).await.unwrap();
-    let synced = wait_for("all-printable password synced", Duration::from_secs(60), || async {
-        let s = g.k8s_secret(&ns, "kw").await?;
-        (secret_key(&s, "password").as_deref() == Some(all.as_str())).then_some(s)
+    g.scope
+        .secrets
+        .put_pending(&arn, &token, &value.to_secret_json())
+        .await
+        .unwrap();
+    g.scope
+        .secrets
+        .move_stage(&arn, "AWSCURRENT", &token, Some(&old_version))
+        .await
+        .unwrap();
+    g.scope
+        .secrets
+        .remove_stage(&arn, "AWSPENDING", &token)
+        .await
+        .unwrap();
+    let synced = wait_for(
+        "all-printable password synced",
+        Duration::from_secs(60),
+        || async {
+            let s = g.k8s_secret(&ns, "kw").await?;
+            (secret_key(&s, "password").as_deref() == Some(all.as_str())).then_some(s)
+        },
+    )
+    .await;
+    wait_for("repaired login", Duration::from_secs(60), || async {
+        can_login(&server, &login_of(&synced)).await.ok()
     })
     .await;
-    wait_for("repaired login", Duration::from_secs(60), || async { can_login(&server, &login_of(&synced)).await.ok() }).await;
-    Api::<RdsCredential>::namespaced(g.client.clone(), &ns).delete("kw", &DeleteParams::default()).await.unwrap();
-    wait_for("kw deleted", Duration::from_secs(30), || async { g.get_credential(&ns, "kw").await.is_none().then_some(()) }).await;
+    Api::<RdsCredential>::namespaced(g.client.clone(), &ns)
+        .delete("kw", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("kw deleted", Duration::from_secs(30), || async {
+        g.get_credential(&ns, "kw").await.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -407,22 +727,38 @@ async fn sync_only_follows_the_rds_managed_master_secret() {
         .await
         .expect("moto CreateDBInstance");
     let db = unique("rds-");
-    let spec = |allow: bool| json!({
-        "dbInstanceIdentifier": instance,
-        "adminLogin": { "rdsManaged": true },
-        "allowAdminSecretSync": allow,
-        "namespaceSelector": { "matchLabels": { "rdscred-test": "yes" } },
-        "secretNamePrefix": format!("rdscred/{db}/"),
-    });
+    let spec = |allow: bool| {
+        json!({
+            "dbInstanceIdentifier": instance,
+            "adminLogin": { "rdsManaged": true },
+            "allowAdminSecretSync": allow,
+            "namespaceSelector": { "matchLabels": { "rdscred-test": "yes" } },
+            "secretNamePrefix": format!("rdscred/{db}/"),
+        })
+    };
     g.apply_database(&db, spec(true)).await;
     // The master secret is found through DescribeDBInstances (the endpoint is moto's, so the
     // admin login itself cannot be proven here: sync-only never logs in).
-    let master_arn = wait_for("master secret resolved", Duration::from_secs(30), || async {
-        let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone()).get(&db).await.ok()?;
-        d.status?.admin_secret_arn
-    })
+    let master_arn = wait_for(
+        "master secret resolved",
+        Duration::from_secs(30),
+        || async {
+            let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
+                .get(&db)
+                .await
+                .ok()?;
+            d.status?.admin_secret_arn
+        },
+    )
     .await;
-    let master_name = g.scope.secrets.describe(&master_arn).await.unwrap().unwrap().name;
+    let master_name = g
+        .scope
+        .secrets
+        .describe(&master_arn)
+        .await
+        .unwrap()
+        .unwrap()
+        .name;
     assert!(master_name.starts_with("rds!db-"), "{master_name}");
 
     let ns = admitted_namespace(&g).await;
@@ -433,25 +769,59 @@ async fn sync_only_follows_the_rds_managed_master_secret() {
     let (version, value) = g.current(&master_arn).await;
     let secret = g.k8s_secret(&ns, "pg-master").await.unwrap();
     assert_eq!(secret_key(&secret, "username").unwrap(), value.username);
-    assert_eq!(secret_key(&secret, "password").unwrap(), value.password.expose());
+    assert_eq!(
+        secret_key(&secret, "password").unwrap(),
+        value.password.expose()
+    );
     assert_eq!(secret_key(&secret, "engine").as_deref(), Some("postgres"));
-    assert!(secret_key(&secret, "host").unwrap().contains(&instance), "host filled in from RDS");
-    assert_eq!(secret.metadata.annotations.unwrap().get("rdscred.io/version-id"), Some(&version));
+    assert!(
+        secret_key(&secret, "host").unwrap().contains(&instance),
+        "host filled in from RDS"
+    );
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .unwrap()
+            .get("rdscred.io/version-id"),
+        Some(&version)
+    );
 
     // RDS (here: the test) rotates the master secret; the change arrives within a poll.
     let mut next = value.clone();
     next.password = SecretString::new("rotated-by-RDS-0123456789");
     let token = format!("{:0>40}", unique("rds"));
-    g.scope.secrets.put_pending(&master_arn, &token, &next.to_secret_json()).await.unwrap();
-    g.scope.secrets.move_stage(&master_arn, "AWSCURRENT", &token, Some(&version)).await.unwrap();
-    g.scope.secrets.remove_stage(&master_arn, "AWSPENDING", &token).await.unwrap();
+    g.scope
+        .secrets
+        .put_pending(&master_arn, &token, &next.to_secret_json())
+        .await
+        .unwrap();
+    g.scope
+        .secrets
+        .move_stage(&master_arn, "AWSCURRENT", &token, Some(&version))
+        .await
+        .unwrap();
+    g.scope
+        .secrets
+        .remove_stage(&master_arn, "AWSPENDING", &token)
+        .await
+        .unwrap();
     wait_for("rotated master synced", Duration::from_secs(30), || async {
         let s = g.k8s_secret(&ns, "pg-master").await?;
         (secret_key(&s, "password").as_deref() == Some("rotated-by-RDS-0123456789")).then_some(())
     })
     .await;
     // The master secret was never written by the controller: no ownership tags appeared.
-    assert!(g.scope.secrets.describe(&master_arn).await.unwrap().unwrap().owner().is_none());
+    assert!(
+        g.scope
+            .secrets
+            .describe(&master_arn)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner()
+            .is_none()
+    );
 
     // Without allowAdminSecretSync, syncing the admin secret is refused.
     let db2 = unique("rds-");
@@ -459,9 +829,22 @@ async fn sync_only_follows_the_rds_managed_master_secret() {
     g.credential(&ns, "master2", json!({ "databaseRef": { "name": db2 }, "mode": "sync-only", "secret": { "name": master_name }, "target": { "name": "pg-master-2" } }))
         .await
         .unwrap();
-    let cred = g.wait_condition(&ns, "master2", "Ready", "False", Duration::from_secs(30)).await;
-    let ready = cred.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready.reason == "AdminSecretSyncNotAllowed" || ready.reason == "DatabaseNotReady", "{}: {}", ready.reason, ready.message);
+    let cred = g
+        .wait_condition(&ns, "master2", "Ready", "False", Duration::from_secs(30))
+        .await;
+    let ready = cred
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.reason == "AdminSecretSyncNotAllowed" || ready.reason == "DatabaseNotReady",
+        "{}: {}",
+        ready.reason,
+        ready.message
+    );
     assert!(g.k8s_secret(&ns, "pg-master-2").await.is_none());
 }
 
@@ -487,9 +870,15 @@ async fn passwords_never_reach_logs_or_events() {
     g.wait_ready(&ns, "logged").await;
     let first = secret_key(&g.k8s_secret(&ns, "logged").await.unwrap(), "password").unwrap();
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
-    api.patch("logged", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "now" } } })))
-        .await
-        .unwrap();
+    api.patch(
+        "logged",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "now" } } }),
+        ),
+    )
+    .await
+    .unwrap();
     let second = wait_for("rotated", Duration::from_secs(60), || async {
         let p = secret_key(&g.k8s_secret(&ns, "logged").await?, "password")?;
         (p != first).then_some(p)
@@ -497,13 +886,29 @@ async fn passwords_never_reach_logs_or_events() {
     .await;
     let admin_password = server.admin.password.expose().to_string();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(g.client.clone(), &ns);
-    let events = serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
-    let statuses = serde_json::to_string(&api.list(&Default::default()).await.unwrap().items.iter().map(|c| &c.status).collect::<Vec<_>>()).unwrap();
+    let events =
+        serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    let statuses = serde_json::to_string(
+        &api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|c| &c.status)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let text = logs.contents();
-    assert!(text.contains(&user), "the capture works: the username is logged");
+    assert!(
+        text.contains(&user),
+        "the capture works: the username is logged"
+    );
     for pw in [&first, &second, &admin_password] {
         assert!(!text.contains(pw.as_str()), "a password reached the logs");
         assert!(!events.contains(pw.as_str()), "a password reached an Event");
-        assert!(!statuses.contains(pw.as_str()), "a password reached a status");
+        assert!(
+            !statuses.contains(pw.as_str()),
+            "a password reached a status"
+        );
     }
 }

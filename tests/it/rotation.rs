@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdscred::aws::{AWSCURRENT, AWSPENDING, AWSPREVIOUS, AwsSettings, ApiCalls, Aws, NewSecret, SecretMeta, Secrets, VersionSelector};
+use rdscred::aws::{
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, ApiCalls, Aws, AwsSettings, NewSecret, SecretMeta,
+    Secrets, VersionSelector,
+};
 use rdscred::crd::{EngineKind, PasswordSpec, Privilege, PrivilegeGrant, RotationStrategy};
 use rdscred::engine::{self, Admin, ConnectTarget, Login, TlsSettings, UserPlan};
 use rdscred::rotation::{self, CrashPoint, RotationError, RotationJob, RotationOutcome, Step};
@@ -42,7 +45,10 @@ impl Db {
     }
 
     fn var(self, suffix: &str) -> String {
-        env(&format!("RDSCRED_TEST_{}_{suffix}", if self == Db::Postgres { "PG" } else { "MYSQL" }))
+        env(&format!(
+            "RDSCRED_TEST_{}_{suffix}",
+            if self == Db::Postgres { "PG" } else { "MYSQL" }
+        ))
     }
 
     fn database(self) -> String {
@@ -60,7 +66,10 @@ impl Db {
     }
 
     fn admin(self) -> Login {
-        Login { username: self.var("ADMIN_USER"), password: SecretString::new(self.var("ADMIN_PASSWORD")) }
+        Login {
+            username: self.var("ADMIN_USER"),
+            password: SecretString::new(self.var("ADMIN_PASSWORD")),
+        }
     }
 
     /// Just enough privilege to log in to the test database on each engine.
@@ -69,12 +78,19 @@ impl Db {
             Db::Postgres => vec![Privilege::Connect],
             Db::Mariadb => vec![Privilege::Select],
         };
-        vec![PrivilegeGrant { database: self.database(), schema: None, privileges }]
+        vec![PrivilegeGrant {
+            database: self.database(),
+            schema: None,
+            privileges,
+        }]
     }
 }
 
 async fn secrets() -> Secrets {
-    let settings = AwsSettings { endpoint_url: Some(env("RDSCRED_TEST_AWS_ENDPOINT")), default_region: "us-east-1".into() };
+    let settings = AwsSettings {
+        endpoint_url: Some(env("RDSCRED_TEST_AWS_ENDPOINT")),
+        default_region: "us-east-1".into(),
+    };
     let aws = Aws::new(settings, ApiCalls::default()).await;
     aws.scoped(None, None).await.expect("moto scope").secrets
 }
@@ -83,8 +99,15 @@ async fn secrets() -> Secrets {
 /// `<name>_clone` fits MySQL's 32 characters.
 fn unique_user() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    format!("rot{:x}x{}", nanos % 0xff_ffff_ffff, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "rot{:x}x{}",
+        nanos % 0xff_ffff_ffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ------------------------------------------------------------------ one credential
@@ -109,13 +132,28 @@ impl Fixture {
             AlternatingUsers => vec![username.clone(), UserPlan::clone_username(&username)],
             SingleUser => vec![username.clone()],
         };
-        let plan = UserPlan { username: username.clone(), login_users, grants: db.grants(), roles: vec![] };
+        let plan = UserPlan {
+            username: username.clone(),
+            login_users,
+            grants: db.grants(),
+            roles: vec![],
+        };
         let (target, admin) = (db.target(), db.admin());
         // Every printable character the policy allows: quoting must hold in every step.
-        let password = PasswordSpec { length: 32, exclude_characters: None, alphanumeric_only: false };
+        let password = PasswordSpec {
+            length: 32,
+            exclude_characters: None,
+            alphanumeric_only: false,
+        };
         let initial = generate_password(&password, db.engine()).unwrap();
-        let mut conn = Admin::connect(&target, &admin).await.expect("admin connects");
-        assert!(conn.ensure_login_user(&plan, &username, &initial).await.expect("create user"));
+        let mut conn = Admin::connect(&target, &admin)
+            .await
+            .expect("admin connects");
+        assert!(
+            conn.ensure_login_user(&plan, &username, &initial)
+                .await
+                .expect("create user")
+        );
         conn.sync_privileges(&plan).await.expect("grant");
         conn.close().await;
 
@@ -144,7 +182,17 @@ impl Fixture {
             })
             .await
             .expect("create secret");
-        Arc::new(Fixture { db, strategy, secrets, arn: meta.arn, target, admin, plan, seed, password })
+        Arc::new(Fixture {
+            db,
+            strategy,
+            secrets,
+            arn: meta.arn,
+            target,
+            admin,
+            plan,
+            seed,
+            password,
+        })
     }
 
     fn job<'a>(&'a self, crash_point: Option<&'a CrashPoint>) -> RotationJob<'a> {
@@ -162,13 +210,24 @@ impl Fixture {
     }
 
     async fn meta(&self) -> SecretMeta {
-        self.secrets.describe(&self.arn).await.unwrap().expect("secret exists")
+        self.secrets
+            .describe(&self.arn)
+            .await
+            .unwrap()
+            .expect("secret exists")
     }
 
     /// (version id, value) of the version carrying `stage`, read by stage.
     async fn by_stage(&self, stage: &str) -> Option<(String, RdsSecretValue)> {
-        let v = self.secrets.get_value(&self.arn, VersionSelector::Stage(stage)).await.unwrap()?;
-        Some((v.version_id, RdsSecretValue::parse(v.value.expose()).unwrap()))
+        let v = self
+            .secrets
+            .get_value(&self.arn, VersionSelector::Stage(stage))
+            .await
+            .unwrap()?;
+        Some((
+            v.version_id,
+            RdsSecretValue::parse(v.value.expose()).unwrap(),
+        ))
     }
 
     async fn current(&self) -> (String, RdsSecretValue) {
@@ -176,16 +235,33 @@ impl Fixture {
     }
 
     async fn logs_in(&self, value: &RdsSecretValue) -> bool {
-        engine::check_login(&self.target, &Login { username: value.username.clone(), password: value.password.clone() }).await.is_ok()
+        engine::check_login(
+            &self.target,
+            &Login {
+                username: value.username.clone(),
+                password: value.password.clone(),
+            },
+        )
+        .await
+        .is_ok()
     }
 
     /// No rotation in flight and AWSCURRENT logs in; returns AWSCURRENT.
     async fn assert_settled(&self) -> (String, RdsSecretValue) {
         let meta = self.meta().await;
-        assert_eq!(meta.pending_version(), None, "AWSPENDING left behind: {:?}", meta.versions);
+        assert_eq!(
+            meta.pending_version(),
+            None,
+            "AWSPENDING left behind: {:?}",
+            meta.versions
+        );
         let (version, current) = self.current().await;
         assert_eq!(meta.current_version(), Some(version.as_str()));
-        assert!(self.logs_in(&current).await, "AWSCURRENT ({version}, user {}) does not log in", current.username);
+        assert!(
+            self.logs_in(&current).await,
+            "AWSCURRENT ({version}, user {}) does not log in",
+            current.username
+        );
         (version, current)
     }
 
@@ -193,7 +269,9 @@ impl Fixture {
     fn next_user(&self, current: &RdsSecretValue) -> String {
         match self.strategy {
             SingleUser => current.username.clone(),
-            AlternatingUsers if current.username == self.plan.username => UserPlan::clone_username(&self.plan.username),
+            AlternatingUsers if current.username == self.plan.username => {
+                UserPlan::clone_username(&self.plan.username)
+            }
             AlternatingUsers => self.plan.username.clone(),
         }
     }
@@ -201,13 +279,21 @@ impl Fixture {
     /// Changes a user's password behind the rotation's back (to make a login fail on purpose).
     async fn scramble_password(&self, username: &str) {
         let mut conn = Admin::connect(&self.target, &self.admin).await.unwrap();
-        conn.set_password(username, &generate_password(&PasswordSpec::default(), self.db.engine()).unwrap()).await.unwrap();
+        conn.set_password(
+            username,
+            &generate_password(&PasswordSpec::default(), self.db.engine()).unwrap(),
+        )
+        .await
+        .unwrap();
         conn.close().await;
     }
 
     async fn cleanup(&self) {
         let mut plan = self.plan.clone();
-        plan.login_users = vec![plan.username.clone(), UserPlan::clone_username(&plan.username)];
+        plan.login_users = vec![
+            plan.username.clone(),
+            UserPlan::clone_username(&plan.username),
+        ];
         if let Ok(mut conn) = Admin::connect(&self.target, &self.admin).await {
             let _ = conn.drop_users(&plan).await;
             conn.close().await;
@@ -234,16 +320,29 @@ async fn three_rotations(db: Db, strategy: RotationStrategy) -> (Vec<Duration>, 
     let (mut times, mut logins) = (Vec::new(), Vec::new());
     for i in 1..=3 {
         let started = Instant::now();
-        let outcome = rotation::rotate(&fx.job(None)).await.unwrap_or_else(|e| panic!("{db:?} {strategy:?} rotation {i}: {e}"));
+        let outcome = rotation::rotate(&fx.job(None))
+            .await
+            .unwrap_or_else(|e| panic!("{db:?} {strategy:?} rotation {i}: {e}"));
         times.push(started.elapsed());
         let (old_version, old) = history.last().cloned().unwrap();
         let (version, current) = fx.assert_settled().await;
         let login_started = Instant::now();
         assert!(fx.logs_in(&current).await);
         logins.push(login_started.elapsed());
-        assert_eq!(outcome, RotationOutcome::Completed { version_id: version.clone(), username: current.username.clone() });
-        assert_eq!(version, rotation::client_request_token(&fx.seed, &old_version), "deterministic version id");
-        let (previous_version, previous) = fx.by_stage(AWSPREVIOUS).await.expect("AWSPREVIOUS exists");
+        assert_eq!(
+            outcome,
+            RotationOutcome::Completed {
+                version_id: version.clone(),
+                username: current.username.clone()
+            }
+        );
+        assert_eq!(
+            version,
+            rotation::client_request_token(&fx.seed, &old_version),
+            "deterministic version id"
+        );
+        let (previous_version, previous) =
+            fx.by_stage(AWSPREVIOUS).await.expect("AWSPREVIOUS exists");
         assert_eq!(previous_version, old_version);
         assert_eq!(previous.username, old.username);
         assert_ne!(current.password, old.password);
@@ -251,16 +350,25 @@ async fn three_rotations(db: Db, strategy: RotationStrategy) -> (Vec<Duration>, 
         match strategy {
             AlternatingUsers => {
                 assert_ne!(current.username, old.username, "alternating flips the user");
-                assert!(fx.logs_in(&previous).await, "rotation {i}: the previous user must keep working (pods still on it)");
+                assert!(
+                    fx.logs_in(&previous).await,
+                    "rotation {i}: the previous user must keep working (pods still on it)"
+                );
                 if i >= 2 {
                     let (_, two_back) = &history[history.len() - 2];
                     assert_eq!(two_back.username, current.username);
-                    assert!(!fx.logs_in(two_back).await, "rotation {i}: the user was re-passworded");
+                    assert!(
+                        !fx.logs_in(two_back).await,
+                        "rotation {i}: the user was re-passworded"
+                    );
                 }
             }
             SingleUser => {
                 assert_eq!(current.username, fx.plan.username);
-                assert!(!fx.logs_in(&previous).await, "single-user: the old password is gone");
+                assert!(
+                    !fx.logs_in(&previous).await,
+                    "single-user: the old password is gone"
+                );
             }
         }
         history.push((version, current));
@@ -274,11 +382,28 @@ static TIMES: Mutex<Vec<(Db, RotationStrategy, Duration)>> = Mutex::new(Vec::new
 async fn rotations_in_a_row(db: Db) {
     for strategy in [AlternatingUsers, SingleUser] {
         let (times, logins) = three_rotations(db, strategy).await;
-        TIMES.lock().unwrap().extend(times.iter().map(|t| (db, strategy, *t)));
-        eprintln!("rotation times {db:?} {strategy:?}: {times:?} (median {:?}); one login: median {:?}", median(times.clone()), median(logins));
+        TIMES
+            .lock()
+            .unwrap()
+            .extend(times.iter().map(|t| (db, strategy, *t)));
+        eprintln!(
+            "rotation times {db:?} {strategy:?}: {times:?} (median {:?}); one login: median {:?}",
+            median(times.clone()),
+            median(logins)
+        );
     }
-    let all: Vec<Duration> = TIMES.lock().unwrap().iter().filter(|(d, _, _)| *d == db).map(|(_, _, t)| *t).collect();
-    eprintln!("median rotation time {db:?}: {:?} over {} rotations (both strategies)", median(all.clone()), all.len());
+    let all: Vec<Duration> = TIMES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(d, _, _)| *d == db)
+        .map(|(_, _, t)| *t)
+        .collect();
+    eprintln!(
+        "median rotation time {db:?}: {:?} over {} rotations (both strategies)",
+        median(all.clone()),
+        all.len()
+    );
 }
 
 #[tokio::test]
@@ -323,19 +448,35 @@ async fn crash_after(db: Db, strategy: RotationStrategy, step: Step) {
         // AWSCURRENT still holds the old one. This is the single-user window, which is why
         // resume must finish (not abandon) such a rotation. Alternating never has it.
         let window = strategy == SingleUser && matches!(step, Step::SetSecret | Step::TestSecret);
-        assert_eq!(fx.logs_in(&cur0).await, !window, "{db:?} {strategy:?} after {step}: AWSCURRENT logs in?");
+        assert_eq!(
+            fx.logs_in(&cur0).await,
+            !window,
+            "{db:?} {strategy:?} after {step}: AWSCURRENT logs in?"
+        );
     }
 
     // A new controller starts.
-    let outcome = rotation::resume_pending(&fx.job(None)).await.unwrap_or_else(|e| panic!("{db:?} {strategy:?} resume after {step}: {e}"));
+    let outcome = rotation::resume_pending(&fx.job(None))
+        .await
+        .unwrap_or_else(|e| panic!("{db:?} {strategy:?} resume after {step}: {e}"));
     let (version, current) = fx.assert_settled().await;
     assert_eq!(version, expected_version);
     assert_eq!(current.username, fx.next_user(&cur0));
     assert_eq!(fx.by_stage(AWSPREVIOUS).await.unwrap().0, v0);
     if step == Step::FinishSecret {
-        assert_eq!(outcome, RotationOutcome::NothingPending, "nothing left to do after finishSecret");
+        assert_eq!(
+            outcome,
+            RotationOutcome::NothingPending,
+            "nothing left to do after finishSecret"
+        );
     } else {
-        assert_eq!(outcome, RotationOutcome::Completed { version_id: expected_version, username: current.username.clone() });
+        assert_eq!(
+            outcome,
+            RotationOutcome::Completed {
+                version_id: expected_version,
+                username: current.username.clone()
+            }
+        );
     }
     if strategy == AlternatingUsers {
         assert!(fx.logs_in(&cur0).await, "the previous user keeps working");
@@ -401,13 +542,22 @@ async fn crash_inside_finish_secret_leaves_only_the_label_to_remove() {
     task.abort();
     let _ = task.await;
     let pending = rotation::client_request_token(&fx.seed, &v0);
-    fx.secrets.move_stage(&fx.arn, AWSCURRENT, &pending, Some(&v0)).await.unwrap();
+    fx.secrets
+        .move_stage(&fx.arn, AWSCURRENT, &pending, Some(&v0))
+        .await
+        .unwrap();
     let meta = fx.meta().await;
     assert_eq!(meta.current_version(), meta.pending_version());
 
     let outcome = rotation::resume_pending(&fx.job(None)).await.unwrap();
     let (version, current) = fx.assert_settled().await;
-    assert_eq!(outcome, RotationOutcome::Completed { version_id: pending.clone(), username: current.username.clone() });
+    assert_eq!(
+        outcome,
+        RotationOutcome::Completed {
+            version_id: pending.clone(),
+            username: current.username.clone()
+        }
+    );
     assert_eq!(version, pending);
     assert_eq!(fx.by_stage(AWSPREVIOUS).await.unwrap().0, v0);
     assert!(fx.logs_in(&cur0).await);
@@ -418,7 +568,9 @@ async fn crash_inside_finish_secret_leaves_only_the_label_to_remove() {
 
 /// Pauses the rotation after setSecret, changes the pending user's password behind its back so
 /// the real testSecret login fails, then lets it continue.
-async fn break_pending_login_before_test(fx: &Arc<Fixture>) -> Result<RotationOutcome, RotationError> {
+async fn break_pending_login_before_test(
+    fx: &Arc<Fixture>,
+) -> Result<RotationOutcome, RotationError> {
     let (_, cur0) = fx.current().await;
     let pause = Arc::new(CrashPoint::pause(Step::SetSecret));
     let task = tokio::spawn({
@@ -436,8 +588,13 @@ async fn single_user_test_failure_restores_awscurrent() {
     for db in [Db::Postgres, Db::Mariadb] {
         let fx = Fixture::new(db, SingleUser).await;
         let (v0, cur0) = fx.assert_settled().await;
-        let err = break_pending_login_before_test(&fx).await.expect_err("testSecret must fail");
-        assert!(matches!(err, RotationError::TestFailedRolledBack { .. }), "{db:?}: {err}");
+        let err = break_pending_login_before_test(&fx)
+            .await
+            .expect_err("testSecret must fail");
+        assert!(
+            matches!(err, RotationError::TestFailedRolledBack { .. }),
+            "{db:?}: {err}"
+        );
         assert_eq!(err.step(), Step::TestSecret);
         assert!(err.is_retryable());
         // Rolled back: AWSCURRENT unchanged, logs in, no AWSPENDING.
@@ -448,7 +605,13 @@ async fn single_user_test_failure_restores_awscurrent() {
         let outcome = rotation::rotate(&fx.job(None)).await.unwrap();
         let (version, current) = fx.assert_settled().await;
         assert_eq!(version, rotation::client_request_token(&fx.seed, &v0));
-        assert_eq!(outcome, RotationOutcome::Completed { version_id: version, username: current.username });
+        assert_eq!(
+            outcome,
+            RotationOutcome::Completed {
+                version_id: version,
+                username: current.username
+            }
+        );
         fx.cleanup().await;
     }
 }
@@ -457,18 +620,29 @@ async fn single_user_test_failure_restores_awscurrent() {
 async fn alternating_test_failure_keeps_awscurrent_and_retries() {
     let fx = Fixture::new(Db::Mariadb, AlternatingUsers).await;
     let (v0, cur0) = fx.assert_settled().await;
-    let err = break_pending_login_before_test(&fx).await.expect_err("testSecret must fail");
+    let err = break_pending_login_before_test(&fx)
+        .await
+        .expect_err("testSecret must fail");
     assert!(matches!(err, RotationError::TestFailed { .. }), "{err}");
     // AWSCURRENT untouched and working; AWSPENDING kept for the retry.
     let meta = fx.meta().await;
     assert_eq!(meta.current_version(), Some(v0.as_str()));
-    assert_eq!(meta.pending_version(), Some(rotation::client_request_token(&fx.seed, &v0).as_str()));
+    assert_eq!(
+        meta.pending_version(),
+        Some(rotation::client_request_token(&fx.seed, &v0).as_str())
+    );
     assert!(fx.logs_in(&cur0).await);
     // The retry resumes that rotation (setSecret again) and finishes it.
     let outcome = rotation::rotate(&fx.job(None)).await.unwrap();
     let (version, current) = fx.assert_settled().await;
     assert_eq!(version, rotation::client_request_token(&fx.seed, &v0));
-    assert_eq!(outcome, RotationOutcome::Completed { version_id: version, username: current.username.clone() });
+    assert_eq!(
+        outcome,
+        RotationOutcome::Completed {
+            version_id: version,
+            username: current.username.clone()
+        }
+    );
     assert_ne!(current.username, cur0.username);
     fx.cleanup().await;
 }
@@ -493,15 +667,25 @@ async fn foreign_pending_is_rolled_back_and_awscurrent_restored() {
     assert!(!fx.logs_in(&cur0).await, "the single-user window is open");
 
     let other_seed = format!("{}-recreated", fx.seed);
-    let job = RotationJob { token_seed: &other_seed, ..fx.job(None) };
-    assert_eq!(rotation::resume_pending(&job).await.unwrap(), RotationOutcome::NothingPending);
+    let job = RotationJob {
+        token_seed: &other_seed,
+        ..fx.job(None)
+    };
+    assert_eq!(
+        rotation::resume_pending(&job).await.unwrap(),
+        RotationOutcome::NothingPending
+    );
     let (version, current) = fx.assert_settled().await;
     assert_eq!(version, v0);
     assert_eq!(current, cur0);
     // The abandoned version keeps no label; the version stays (AWS keeps unlabelled versions).
     let meta = fx.meta().await;
     let abandoned = rotation::client_request_token(&fx.seed, &v0);
-    assert!(meta.versions.get(&abandoned).is_none_or(|s| !s.iter().any(|l| l == AWSPENDING)));
+    assert!(
+        meta.versions
+            .get(&abandoned)
+            .is_none_or(|s| !s.iter().any(|l| l == AWSPENDING))
+    );
     fx.cleanup().await;
 }
 
@@ -522,18 +706,42 @@ async fn pending_that_no_longer_fits_the_plan_is_rolled_back() {
     let _ = task.await;
 
     let mut plan = single.plan.clone();
-    plan.login_users.push(UserPlan::clone_username(&plan.username));
-    let job = RotationJob { strategy: AlternatingUsers, plan: &plan, ..single.job(None) };
-    assert_eq!(rotation::resume_pending(&job).await.unwrap(), RotationOutcome::NothingPending);
+    plan.login_users
+        .push(UserPlan::clone_username(&plan.username));
+    let job = RotationJob {
+        strategy: AlternatingUsers,
+        plan: &plan,
+        ..single.job(None)
+    };
+    assert_eq!(
+        rotation::resume_pending(&job).await.unwrap(),
+        RotationOutcome::NothingPending
+    );
     let (version, current) = single.assert_settled().await;
     assert_eq!((version, &current), (v0.clone(), &cur0));
 
     let outcome = rotation::rotate(&job).await.unwrap();
     let (version, current) = single.assert_settled().await;
-    assert_ne!(version, rotation::client_request_token(&single.seed, &v0), "attempt 0's version holds the single-user value");
-    assert_eq!(outcome, RotationOutcome::Completed { version_id: version, username: current.username.clone() });
-    assert_eq!(current.username, UserPlan::clone_username(&single.plan.username));
-    assert!(single.logs_in(&cur0).await, "the previous user keeps working");
+    assert_ne!(
+        version,
+        rotation::client_request_token(&single.seed, &v0),
+        "attempt 0's version holds the single-user value"
+    );
+    assert_eq!(
+        outcome,
+        RotationOutcome::Completed {
+            version_id: version,
+            username: current.username.clone()
+        }
+    );
+    assert_eq!(
+        current.username,
+        UserPlan::clone_username(&single.plan.username)
+    );
+    assert!(
+        single.logs_in(&cur0).await,
+        "the previous user keeps working"
+    );
     single.cleanup().await;
 }
 

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use rdscred::crd::{RdsCredential, RdsDatabase};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{unique, wait_for, DbServer, Ground};
+use crate::support::{DbServer, Ground, unique, wait_for};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 const LEASE: &str = "rdscred-leader";
@@ -48,8 +48,23 @@ impl Rdscred {
         let stderr = std::fs::File::create(&log).expect("create log file");
         let endpoint = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
         let child = Command::new(env!("CARGO_BIN_EXE_rdscred"))
-            .args(["run", "--cluster-name", &g.cluster, "--http-addr", "127.0.0.1:0", "--aws-endpoint-url", &endpoint])
-            .args(["--poll-interval", "2s", "--drift-interval", "30s", "--min-rotation-interval", "1s"])
+            .args([
+                "run",
+                "--cluster-name",
+                &g.cluster,
+                "--http-addr",
+                "127.0.0.1:0",
+                "--aws-endpoint-url",
+                &endpoint,
+            ])
+            .args([
+                "--poll-interval",
+                "2s",
+                "--drift-interval",
+                "30s",
+                "--min-rotation-interval",
+                "1s",
+            ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
@@ -61,7 +76,11 @@ impl Rdscred {
             .stderr(stderr)
             .spawn()
             .expect("start rdscred");
-        Rdscred { name: name.into(), child, log }
+        Rdscred {
+            name: name.into(),
+            child,
+            log,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -76,28 +95,41 @@ impl Rdscred {
     fn json_lines(&self) -> Vec<Value> {
         self.logs()
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", self.name)))
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", self.name))
+            })
             .collect()
     }
 
     /// Index of the first log line with this message (and `field == value` if given).
     fn line_index(&self, message: &str, field: Option<(&str, Value)>) -> Option<usize> {
-        self.json_lines().iter().position(|l| l["message"] == message && field.as_ref().is_none_or(|(k, v)| &l[*k] == v))
+        self.json_lines().iter().position(|l| {
+            l["message"] == message && field.as_ref().is_none_or(|(k, v)| &l[*k] == v)
+        })
     }
 
     /// The bound address of /metrics, /healthz and /readyz, from its log line.
     async fn http_addr(&self) -> SocketAddr {
-        wait_for(&format!("{} serving HTTP", self.name), SLACK * 5, || async {
-            self.logs().lines().find_map(|line| {
-                let line: Value = serde_json::from_str(line).ok()?;
-                (line["message"] == "serving /metrics, /healthz, /readyz").then(|| line["addr"].as_str()?.parse().ok())?
-            })
-        })
+        wait_for(
+            &format!("{} serving HTTP", self.name),
+            SLACK * 5,
+            || async {
+                self.logs().lines().find_map(|line| {
+                    let line: Value = serde_json::from_str(line).ok()?;
+                    (line["message"] == "serving /metrics, /healthz, /readyz")
+                        .then(|| line["addr"].as_str()?.parse().ok())?
+                })
+            },
+        )
         .await
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 
@@ -166,8 +198,11 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let response = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
         stream.write_all(request.as_bytes()).ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
@@ -180,7 +215,10 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 async fn status_of(addr: SocketAddr, path: &str) -> u16 {
-    get(addr, path).await.unwrap_or_else(|| panic!("GET {path} on {addr}: no answer")).0
+    get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("GET {path} on {addr}: no answer"))
+        .0
 }
 
 async fn scrape(addr: SocketAddr) -> String {
@@ -192,8 +230,14 @@ async fn scrape(addr: SocketAddr) -> String {
 /// Value of the sample `series{labels}` (labels in exposition order, without braces; empty
 /// for a series without labels).
 fn sample(text: &str, series: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() { format!("{series} ") } else { format!("{series}{{{labels}}} ") };
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.parse().expect("numeric sample"))
+    let prefix = if labels.is_empty() {
+        format!("{series} ")
+    } else {
+        format!("{series}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("numeric sample"))
 }
 
 /// Sum of every sample of `series` whose labels contain all of `labels`.
@@ -203,43 +247,63 @@ fn total(text: &str, series: &str, labels: &[&str]) -> f64 {
             let rest = l.strip_prefix(series)?;
             let (labelset, value) = rest.rsplit_once(' ')?;
             (labelset.starts_with('{') || labelset.is_empty()).then_some(())?;
-            labels.iter().all(|want| labelset.contains(want)).then(|| value.parse::<f64>().ok())?
+            labels
+                .iter()
+                .all(|want| labelset.contains(want))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), ns).get_opt(LEASE).await.expect("get lease")?;
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(LEASE)
+        .await
+        .expect("get lease")?;
     lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 async fn wait_holder(client: &Client, ns: &str, who: &str, timeout: Duration) {
-    wait_for(&format!("lease held by {who}"), timeout, || async { (lease_holder(client, ns).await.as_deref() == Some(who)).then_some(()) }).await
+    wait_for(&format!("lease held by {who}"), timeout, || async {
+        (lease_holder(client, ns).await.as_deref() == Some(who)).then_some(())
+    })
+    .await
 }
 
 /// An admitted namespace and a PostgreSQL credential `name` in it (with rotation configured).
 async fn credential(g: &Ground, ns: &str, db: &str, prefix: &str, name: &str) {
     let server = DbServer::postgres();
     let user = unique("rt_");
-    g.credential(ns, name, json!({
-        "databaseRef": { "name": db }, "username": user,
-        "privileges": [{ "database": server.database, "privileges": ["CONNECT"] }],
-        "rotation": { "strategy": "alternating-users", "minimumInterval": "1s" },
-        "secret": { "name": format!("{prefix}{user}") },
-    }))
+    g.credential(
+        ns,
+        name,
+        json!({
+            "databaseRef": { "name": db }, "username": user,
+            "privileges": [{ "database": server.database, "privileges": ["CONNECT"] }],
+            "rotation": { "strategy": "alternating-users", "minimumInterval": "1s" },
+            "secret": { "name": format!("{prefix}{user}") },
+        }),
+    )
     .await
     .expect("create credential");
 }
 
 /// Events in `ns` about the object named `name`: (reportingInstance, eventTime).
 async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<(String, jiff::Timestamp)> {
-    let events = Api::<Event>::namespaced(client.clone(), ns).list(&Default::default()).await.expect("list events");
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("list events");
     events
         .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| {
-            let at = e.event_time.map(|t| t.0).or(e.metadata.creation_timestamp.map(|t| t.0)).expect("event has a time");
+            let at = e
+                .event_time
+                .map(|t| t.0)
+                .or(e.metadata.creation_timestamp.map(|t| t.0))
+                .expect("event has a time");
             (e.reporting_instance.unwrap_or_default(), at)
         })
         .collect()
@@ -252,7 +316,13 @@ async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<(String, jif
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_leader_crash_and_graceful_handover() {
     let g = Ground::new().await;
-    let served = g.emulator.as_ref().expect("runs against the emulator").serve("127.0.0.1:0".parse().unwrap()).await.expect("serve emulator");
+    let served = g
+        .emulator
+        .as_ref()
+        .expect("runs against the emulator")
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
     let dir = Workdir::new();
     let kubeconfig = write_kubeconfig(&dir, &served.url());
     let lease_ns = unique("sys-");
@@ -264,12 +334,28 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     let lease_duration = format!("{}ms", LEASE_DURATION.as_millis());
     let renew = format!("{}ms", RENEW_PERIOD.as_millis());
     let elect = |identity: &'static str| {
-        ["--leader-elect", "--leader-election-namespace", &lease_ns, "--identity", identity, "--lease-duration", &lease_duration, "--lease-renew-period", &renew]
-            .map(str::to_owned)
+        [
+            "--leader-elect",
+            "--leader-election-namespace",
+            &lease_ns,
+            "--identity",
+            identity,
+            "--lease-duration",
+            &lease_duration,
+            "--lease-renew-period",
+            &renew,
+        ]
+        .map(str::to_owned)
     };
     let start = |name: &'static str| {
         let args = elect(name);
-        Rdscred::start(name, &dir, &kubeconfig, &g, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        Rdscred::start(
+            name,
+            &dir,
+            &kubeconfig,
+            &g,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     };
 
     // A leads; B, started after, is a ready standby that reconciles nothing.
@@ -277,16 +363,36 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     wait_holder(&g.client, &lease_ns, "a", SLACK * 5).await;
     let b = start("b");
     let (a_http, b_http) = (a.http_addr().await, b.http_addr().await);
-    wait_for("standby b ready", SLACK * 5, || async { (status_of(b_http, "/readyz").await == 200).then_some(()) }).await;
+    wait_for("standby b ready", SLACK * 5, || async {
+        (status_of(b_http, "/readyz").await == 200).then_some(())
+    })
+    .await;
     credential(&g, &ns, &db, &prefix, "one").await;
     g.wait_ready(&ns, "one").await;
     let (a_metrics, b_metrics) = (scrape(a_http).await, scrape(b_http).await);
     assert_eq!(sample(&a_metrics, "rdscred_leader", ""), Some(1.0));
     assert_eq!(sample(&b_metrics, "rdscred_leader", ""), Some(0.0));
-    assert!(total(&a_metrics, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#]) >= 1.0, "{a_metrics}");
-    assert_eq!(total(&b_metrics, "rdscred_reconciles_total", &[]), 0.0, "the standby reconciled:\n{b_metrics}");
-    assert_eq!(lease_holder(&g.client, &lease_ns).await.as_deref(), Some("a"));
-    assert!(b.line_index("became leader", None).is_none(), "b led while a held the lease");
+    assert!(
+        total(
+            &a_metrics,
+            "rdscred_reconciles_total",
+            &[r#"kind="RdsCredential""#]
+        ) >= 1.0,
+        "{a_metrics}"
+    );
+    assert_eq!(
+        total(&b_metrics, "rdscred_reconciles_total", &[]),
+        0.0,
+        "the standby reconciled:\n{b_metrics}"
+    );
+    assert_eq!(
+        lease_holder(&g.client, &lease_ns).await.as_deref(),
+        Some("a")
+    );
+    assert!(
+        b.line_index("became leader", None).is_none(),
+        "b led while a held the lease"
+    );
 
     // SIGKILL the leader: B takes over once the lease expires (not before), then reconciles.
     a.signal("KILL");
@@ -294,17 +400,36 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     let killed_at = jiff::Timestamp::now();
     a.exit_status(SLACK).await;
     credential(&g, &ns, &db, &prefix, "two").await;
-    wait_holder(&g.client, &lease_ns, "b", LEASE_DURATION + RENEW_PERIOD + SLACK).await;
+    wait_holder(
+        &g.client,
+        &lease_ns,
+        "b",
+        LEASE_DURATION + RENEW_PERIOD + SLACK,
+    )
+    .await;
     let takeover = killed.elapsed();
-    assert!(takeover >= LEASE_DURATION - RENEW_PERIOD * 2, "b took over {takeover:?} after the kill: before the lease expired");
+    assert!(
+        takeover >= LEASE_DURATION - RENEW_PERIOD * 2,
+        "b took over {takeover:?} after the kill: before the lease expired"
+    );
     g.wait_ready(&ns, "two").await;
     let b_metrics = scrape(b_http).await;
     assert_eq!(sample(&b_metrics, "rdscred_leader", ""), Some(1.0));
-    assert!(total(&b_metrics, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#]) >= 1.0, "{b_metrics}");
+    assert!(
+        total(
+            &b_metrics,
+            "rdscred_reconciles_total",
+            &[r#"kind="RdsCredential""#]
+        ) >= 1.0,
+        "{b_metrics}"
+    );
 
     // Events name the acting instance: only A before the kill, only B after it.
     let one = events_about(&g.client, &ns, "one").await;
-    assert!(one.iter().any(|(who, _)| who == "a"), "a published events about one: {one:?}");
+    assert!(
+        one.iter().any(|(who, _)| who == "a"),
+        "a published events about one: {one:?}"
+    );
     let two = events_about(&g.client, &ns, "two").await;
     assert!(!two.is_empty(), "events about two");
     for (who, at) in one.iter().chain(&two) {
@@ -319,18 +444,34 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     // period), far sooner than the expiry B's last renewal would imply.
     let c = start("c");
     let c_http = c.http_addr().await;
-    wait_for("standby c ready", SLACK * 5, || async { (status_of(c_http, "/readyz").await == 200).then_some(()) }).await;
+    wait_for("standby c ready", SLACK * 5, || async {
+        (status_of(c_http, "/readyz").await == 200).then_some(())
+    })
+    .await;
     let mut b = b;
     b.signal("TERM");
     let status = b.exit_status(SLACK * 5).await;
     assert!(status.success(), "b exited with {status}:\n{}", b.logs());
     let exited = Instant::now();
     wait_holder(&g.client, &lease_ns, "c", RENEW_PERIOD + SLACK).await;
-    assert!(exited.elapsed() < LEASE_DURATION - RENEW_PERIOD, "takeover waited for expiry, not the release");
-    let released = b.line_index("released leader lease", None).expect("b released the lease");
-    let unready = b.line_index("readiness changed", Some(("ready", json!(false)))).expect("b became unready");
-    assert!(unready < released, "b must stop being ready before handing over");
-    wait_for("c leads", SLACK * 2, || async { (sample(&scrape(c_http).await, "rdscred_leader", "") == Some(1.0)).then_some(()) }).await;
+    assert!(
+        exited.elapsed() < LEASE_DURATION - RENEW_PERIOD,
+        "takeover waited for expiry, not the release"
+    );
+    let released = b
+        .line_index("released leader lease", None)
+        .expect("b released the lease");
+    let unready = b
+        .line_index("readiness changed", Some(("ready", json!(false))))
+        .expect("b became unready");
+    assert!(
+        unready < released,
+        "b must stop being ready before handing over"
+    );
+    wait_for("c leads", SLACK * 2, || async {
+        (sample(&scrape(c_http).await, "rdscred_leader", "") == Some(1.0)).then_some(())
+    })
+    .await;
     drop(served);
 }
 
@@ -344,20 +485,34 @@ async fn metrics_health_logs_and_graceful_shutdown() {
     let g = Ground::new().await;
     let emulator = g.emulator.as_ref().expect("runs against the emulator");
     // The API server's address, not served yet: the controller cannot sync its caches.
-    let api_addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let api_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
     let dir = Workdir::new();
     let kubeconfig = write_kubeconfig(&dir, &format!("http://{api_addr}"));
     // A namespaced install watching two namespaces (one credential controller each).
     let (ns, ns2, unwatched) = (unique("ns-"), unique("ns-"), unique("ns-"));
-    let mut p = Rdscred::start("solo", &dir, &kubeconfig, &g, &["--watch-namespaces", &format!("{ns},{ns2}")]);
+    let mut p = Rdscred::start(
+        "solo",
+        &dir,
+        &kubeconfig,
+        &g,
+        &["--watch-namespaces", &format!("{ns},{ns2}")],
+    );
     let http = p.http_addr().await;
     assert_eq!(get(http, "/healthz").await, Some((200, "ok".into())));
     let (status, body) = get(http, "/readyz").await.expect("readyz answers");
     assert_eq!((status, body.as_str()), (503, "not ready: starting"));
 
     // The API server appears: ready once the watches listed (the watcher retries with backoff).
-    let served = emulator.serve(api_addr).await.expect("serve emulator on the reserved port");
-    wait_for("ready after sync", Duration::from_secs(20), || async { (status_of(http, "/readyz").await == 200).then_some(()) }).await;
+    let served = emulator
+        .serve(api_addr)
+        .await
+        .expect("serve emulator on the reserved port");
+    wait_for("ready after sync", Duration::from_secs(20), || async {
+        (status_of(http, "/readyz").await == 200).then_some(())
+    })
+    .await;
     assert_eq!(status_of(http, "/healthz").await, 200);
 
     // A credential that provisions and rotates, one that fails (unknown database), and one
@@ -370,53 +525,175 @@ async fn metrics_health_logs_and_graceful_shutdown() {
     credential(&g, &ns2, "no-such-db", &prefix, "broken").await;
     credential(&g, &unwatched, &db, &prefix, "ignored").await;
     g.wait_ready(&ns, "app").await;
-    let broken = g.wait_condition(&ns2, "broken", "Ready", "False", Duration::from_secs(30)).await;
-    let broken_reason = broken.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().reason;
+    let broken = g
+        .wait_condition(&ns2, "broken", "Ready", "False", Duration::from_secs(30))
+        .await;
+    let broken_reason = broken
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .reason;
     let creds: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
     creds
         .patch("app", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "now" } } })))
         .await
         .expect("request rotation");
     wait_for("rotation recorded", Duration::from_secs(60), || async {
-        g.get_credential(&ns, "app").await?.status?.last_rotation_time.map(drop)
+        g.get_credential(&ns, "app")
+            .await?
+            .status?
+            .last_rotation_time
+            .map(drop)
     })
     .await;
 
-    let ignored = g.get_credential(&unwatched, "ignored").await.expect("ignored exists");
-    assert!(ignored.status.is_none() && ignored.metadata.finalizers.is_none(), "a credential outside --watch-namespaces was reconciled");
+    let ignored = g
+        .get_credential(&unwatched, "ignored")
+        .await
+        .expect("ignored exists");
+    assert!(
+        ignored.status.is_none() && ignored.metadata.finalizers.is_none(),
+        "a credential outside --watch-namespaces was reconciled"
+    );
 
     let m = wait_for("rotation metrics", SLACK * 5, || async {
         let m = scrape(http).await;
-        sample(&m, "rdscred_seconds_since_last_rotation", &format!(r#"namespace="{ns}",name="app""#)).map(|_| m)
+        sample(
+            &m,
+            "rdscred_seconds_since_last_rotation",
+            &format!(r#"namespace="{ns}",name="app""#),
+        )
+        .map(|_| m)
     })
     .await;
     documented_series_are_served(&m);
     let t = m.as_str();
-    assert!(total(t, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#, r#"result="ok""#]) >= 2.0, "{t}");
-    assert!(total(t, "rdscred_reconciles_total", &[r#"kind="RdsDatabase""#, r#"result="ok""#]) >= 1.0, "{t}");
-    assert!(total(t, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#, r#"result="error""#]) >= 1.0, "{t}");
+    assert!(
+        total(
+            t,
+            "rdscred_reconciles_total",
+            &[r#"kind="RdsCredential""#, r#"result="ok""#]
+        ) >= 2.0,
+        "{t}"
+    );
+    assert!(
+        total(
+            t,
+            "rdscred_reconciles_total",
+            &[r#"kind="RdsDatabase""#, r#"result="ok""#]
+        ) >= 1.0,
+        "{t}"
+    );
+    assert!(
+        total(
+            t,
+            "rdscred_reconciles_total",
+            &[r#"kind="RdsCredential""#, r#"result="error""#]
+        ) >= 1.0,
+        "{t}"
+    );
     let reason = format!(r#"reason="{broken_reason}""#);
-    assert!(total(t, "rdscred_reconcile_errors_total", &[r#"kind="RdsCredential""#, &reason]) >= 1.0, "errors by the Ready reason:\n{t}");
-    assert!(sample(t, "rdscred_reconcile_duration_seconds_count", r#"kind="RdsCredential""#).unwrap_or(0.0) >= 3.0, "{t}");
-    assert!(sample(t, "rdscred_reconcile_duration_seconds_bucket", r#"le="+Inf",kind="RdsCredential""#).is_some(), "{t}");
-    assert_eq!(sample(t, "rdscred_rotations_total", r#"strategy="alternating-users",result="success""#), Some(1.0), "{t}");
-    assert_eq!(sample(t, "rdscred_rotation_duration_seconds_count", r#"strategy="alternating-users""#), Some(1.0), "{t}");
-    let age = sample(t, "rdscred_seconds_since_last_rotation", &format!(r#"namespace="{ns}",name="app""#)).unwrap();
-    assert!((0.0..60.0).contains(&age), "seconds since last rotation: {age}");
-    assert!(sample(t, "rdscred_credentials", r#"ready="True""#).unwrap() >= 1.0, "{t}");
-    assert!(sample(t, "rdscred_credentials", r#"ready="False""#).unwrap() >= 1.0, "{t}");
-    assert!(sample(t, "rdscred_credentials", r#"ready="Unknown""#).is_some(), "{t}");
-    for op in ["CreateSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretVersionStage"] {
+    assert!(
+        total(
+            t,
+            "rdscred_reconcile_errors_total",
+            &[r#"kind="RdsCredential""#, &reason]
+        ) >= 1.0,
+        "errors by the Ready reason:\n{t}"
+    );
+    assert!(
+        sample(
+            t,
+            "rdscred_reconcile_duration_seconds_count",
+            r#"kind="RdsCredential""#
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{t}"
+    );
+    assert!(
+        sample(
+            t,
+            "rdscred_reconcile_duration_seconds_bucket",
+            r#"le="+Inf",kind="RdsCredential""#
+        )
+        .is_some(),
+        "{t}"
+    );
+    assert_eq!(
+        sample(
+            t,
+            "rdscred_rotations_total",
+            r#"strategy="alternating-users",result="success""#
+        ),
+        Some(1.0),
+        "{t}"
+    );
+    assert_eq!(
+        sample(
+            t,
+            "rdscred_rotation_duration_seconds_count",
+            r#"strategy="alternating-users""#
+        ),
+        Some(1.0),
+        "{t}"
+    );
+    let age = sample(
+        t,
+        "rdscred_seconds_since_last_rotation",
+        &format!(r#"namespace="{ns}",name="app""#),
+    )
+    .unwrap();
+    assert!(
+        (0.0..60.0).contains(&age),
+        "seconds since last rotation: {age}"
+    );
+    assert!(
+        sample(t, "rdscred_credentials", r#"ready="True""#).unwrap() >= 1.0,
+        "{t}"
+    );
+    assert!(
+        sample(t, "rdscred_credentials", r#"ready="False""#).unwrap() >= 1.0,
+        "{t}"
+    );
+    assert!(
+        sample(t, "rdscred_credentials", r#"ready="Unknown""#).is_some(),
+        "{t}"
+    );
+    for op in [
+        "CreateSecret",
+        "GetSecretValue",
+        "PutSecretValue",
+        "UpdateSecretVersionStage",
+    ] {
         let labels = format!(r#"service="secretsmanager",operation="{op}",outcome="ok""#);
-        assert!(sample(t, "rdscred_aws_api_calls_total", &labels).unwrap_or(0.0) >= 1.0, "{op} calls:\n{t}");
+        assert!(
+            sample(t, "rdscred_aws_api_calls_total", &labels).unwrap_or(0.0) >= 1.0,
+            "{op} calls:\n{t}"
+        );
     }
-    assert!(sample(t, "rdscred_sync_lag_seconds_count", "").is_some(), "{t}");
-    assert!(sample(t, "rdscred_secret_syncs_total", r#"result="written""#).unwrap_or(0.0) >= 2.0, "{t}");
-    assert_eq!(sample(t, "rdscred_leader", ""), Some(1.0), "an instance without leader election acts");
+    assert!(
+        sample(t, "rdscred_sync_lag_seconds_count", "").is_some(),
+        "{t}"
+    );
+    assert!(
+        sample(t, "rdscred_secret_syncs_total", r#"result="written""#).unwrap_or(0.0) >= 2.0,
+        "{t}"
+    );
+    assert_eq!(
+        sample(t, "rdscred_leader", ""),
+        Some(1.0),
+        "an instance without leader election acts"
+    );
 
     // An RdsDatabase whose endpoint accepts connections and never answers: its reconcile
     // hangs in the login until the engine's connect timeout.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("silent listener");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("silent listener");
     let silent_port = silent.local_addr().unwrap().port();
     let (connected_tx, mut connected) = tokio::sync::mpsc::unbounded_channel();
     let hold = tokio::spawn(async move {
@@ -426,38 +703,74 @@ async fn metrics_health_logs_and_graceful_shutdown() {
             let _ = connected_tx.send(());
         }
     });
-    let (slow_db, _) = g.database(&DbServer::postgres(), json!({ "endpoint": { "host": "127.0.0.1", "port": silent_port } })).await;
-    tokio::time::timeout(Duration::from_secs(30), connected.recv()).await.expect("the reconcile connects to the silent database");
+    let (slow_db, _) = g
+        .database(
+            &DbServer::postgres(),
+            json!({ "endpoint": { "host": "127.0.0.1", "port": silent_port } }),
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), connected.recv())
+        .await
+        .expect("the reconcile connects to the silent database");
 
     // SIGTERM mid-reconcile: not ready at once, the reconcile runs to its end (it writes the
     // status), then a clean exit.
     p.signal("TERM");
-    let (status, body) = get(http, "/readyz").await.expect("still serving while draining");
+    let (status, body) = get(http, "/readyz")
+        .await
+        .expect("still serving while draining");
     assert_eq!((status, body.as_str()), (503, "not ready: shutting down"));
-    let exit = p.exit_status(rdscred::engine::CONNECT_TIMEOUT + SLACK * 5).await;
+    let exit = p
+        .exit_status(rdscred::engine::CONNECT_TIMEOUT + SLACK * 5)
+        .await;
     assert!(exit.success(), "exit status {exit}:\n{}", p.logs());
-    let slow = Api::<RdsDatabase>::all(g.client.clone()).get(&slow_db).await.expect("get database");
-    let ready = slow.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
-    assert_eq!(ready.map(|c| c.status).as_deref(), Some("False"), "the in-flight reconcile finished and wrote its status");
-    assert!(get(http, "/healthz").await.is_none(), "HTTP stopped with the process");
+    let slow = Api::<RdsDatabase>::all(g.client.clone())
+        .get(&slow_db)
+        .await
+        .expect("get database");
+    let ready = slow
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+    assert_eq!(
+        ready.map(|c| c.status).as_deref(),
+        Some("False"),
+        "the in-flight reconcile finished and wrote its status"
+    );
+    assert!(
+        get(http, "/healthz").await.is_none(),
+        "HTTP stopped with the process"
+    );
     hold.abort();
 
     // Logs: JSON, in order, and every line of a credential reconcile names the credential.
     let lines = p.json_lines();
     let order = ["shutdown requested", "readiness changed", "stopped"].map(|m| {
-        lines.iter().rposition(|l| l["message"] == m).unwrap_or_else(|| panic!("no {m:?} line"))
+        lines
+            .iter()
+            .rposition(|l| l["message"] == m)
+            .unwrap_or_else(|| panic!("no {m:?} line"))
     });
     assert!(order.is_sorted(), "shutdown log order {order:?}");
     let mut ours = 0;
-    for line in lines.iter().filter(|l| l["span"].as_str().is_some_and(|s| s.split(':').any(|s| s == "reconcile"))) {
+    for line in lines.iter().filter(|l| {
+        l["span"]
+            .as_str()
+            .is_some_and(|s| s.split(':').any(|s| s == "reconcile"))
+    }) {
         if line.get("rdsdatabase").is_some() {
             continue;
         }
-        assert!(line["namespace"].is_string() && line["rdscredential"].is_string(), "reconcile line without the credential: {line}");
+        assert!(
+            line["namespace"].is_string() && line["rdscredential"].is_string(),
+            "reconcile line without the credential: {line}"
+        );
         ours += usize::from(line["namespace"] == ns.as_str() && line["rdscredential"] == "app");
     }
     assert!(ours >= 1, "no reconcile line of {ns}/app");
-    let retry = lines.iter().find(|l| l["message"] == "will retry" && l["rdscredential"] == "broken").expect("retry line of the broken credential");
+    let retry = lines
+        .iter()
+        .find(|l| l["message"] == "will retry" && l["rdscredential"] == "broken")
+        .expect("retry line of the broken credential");
     assert_eq!(retry["namespace"], ns2.as_str());
     drop(served);
 }
@@ -465,7 +778,8 @@ async fn metrics_health_logs_and_graceful_shutdown() {
 /// Every series in docs/metrics.md's table is exported with its documented type, and every
 /// exported `rdscred_` family is documented.
 fn documented_series_are_served(scrape: &str) {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).expect("docs/metrics.md");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
     let documented: Vec<(String, String)> = docs
         .lines()
         .filter_map(|line| {
@@ -473,22 +787,35 @@ fn documented_series_are_served(scrape: &str) {
             let name = cells.next()?.strip_prefix("`rdscred_")?.strip_suffix('`')?;
             let kind = cells.next()?;
             // OpenMetrics names a counter family without its `_total` suffix.
-            let family = name.strip_suffix("_total").filter(|_| kind == "counter").unwrap_or(name);
+            let family = name
+                .strip_suffix("_total")
+                .filter(|_| kind == "counter")
+                .unwrap_or(name);
             Some((format!("rdscred_{family}"), kind.to_owned()))
         })
         .collect();
-    assert!(documented.len() >= 10, "parsed the metrics table: {documented:?}");
+    assert!(
+        documented.len() >= 10,
+        "parsed the metrics table: {documented:?}"
+    );
     let exported: Vec<(String, String)> = scrape
         .lines()
         .filter_map(|l| {
             let (name, kind) = l.strip_prefix("# TYPE ")?.split_once(' ')?;
-            name.starts_with("rdscred_").then(|| (name.to_owned(), kind.to_owned()))
+            name.starts_with("rdscred_")
+                .then(|| (name.to_owned(), kind.to_owned()))
         })
         .collect();
     for series in &documented {
-        assert!(exported.contains(series), "documented {series:?} is not served; served: {exported:?}");
+        assert!(
+            exported.contains(series),
+            "documented {series:?} is not served; served: {exported:?}"
+        );
     }
     for series in &exported {
-        assert!(documented.contains(series), "served {series:?} is not in docs/metrics.md");
+        assert!(
+            documented.contains(series),
+            "served {series:?} is not in docs/metrics.md"
+        );
     }
 }

@@ -6,15 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube_emulator::Emulator;
-use rdscred::aws::{ApiCalls, Aws, AwsScope, AwsSettings, NewSecret, VersionSelector, AWSCURRENT};
+use rdscred::aws::{AWSCURRENT, ApiCalls, Aws, AwsScope, AwsSettings, NewSecret, VersionSelector};
 use rdscred::crd::{EngineKind, RdsCredential, RdsDatabase};
 use rdscred::engine::{ConnectTarget, Login, TlsSettings};
 use rdscred::reconcile::{Context, Settings};
@@ -23,10 +23,12 @@ use rdscred::telemetry::Metrics;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-const SETUP: &str = "run `bash scripts/test-env.sh up && source .test-env/env` (or the README's test command)";
+const SETUP: &str =
+    "run `bash scripts/test-env.sh up && source .test-env/env` (or the README's test command)";
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: the test ground is not up; {SETUP}"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: the test ground is not up; {SETUP}"))
 }
 
 /// Connection facts of one engine's test server.
@@ -45,7 +47,10 @@ impl DbServer {
             engine: EngineKind::Postgres,
             host: env("RDSCRED_TEST_PG_HOST"),
             port: env("RDSCRED_TEST_PG_PORT").parse().expect("port"),
-            admin: Login { username: env("RDSCRED_TEST_PG_ADMIN_USER"), password: SecretString::new(env("RDSCRED_TEST_PG_ADMIN_PASSWORD")) },
+            admin: Login {
+                username: env("RDSCRED_TEST_PG_ADMIN_USER"),
+                password: SecretString::new(env("RDSCRED_TEST_PG_ADMIN_PASSWORD")),
+            },
             database: env("RDSCRED_TEST_PG_DB"),
         }
     }
@@ -55,13 +60,22 @@ impl DbServer {
             engine: EngineKind::Mariadb,
             host: env("RDSCRED_TEST_MYSQL_HOST"),
             port: env("RDSCRED_TEST_MYSQL_PORT").parse().expect("port"),
-            admin: Login { username: env("RDSCRED_TEST_MYSQL_ADMIN_USER"), password: SecretString::new(env("RDSCRED_TEST_MYSQL_ADMIN_PASSWORD")) },
+            admin: Login {
+                username: env("RDSCRED_TEST_MYSQL_ADMIN_USER"),
+                password: SecretString::new(env("RDSCRED_TEST_MYSQL_ADMIN_PASSWORD")),
+            },
             database: env("RDSCRED_TEST_MYSQL_DB"),
         }
     }
 
     pub fn target(&self) -> ConnectTarget {
-        ConnectTarget { engine: self.engine, host: self.host.clone(), port: self.port, database: Some(self.database.clone()), tls: TlsSettings::default() }
+        ConnectTarget {
+            engine: self.engine,
+            host: self.host.clone(),
+            port: self.port,
+            database: Some(self.database.clone()),
+            tls: TlsSettings::default(),
+        }
     }
 }
 
@@ -73,7 +87,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn aws(calls: ApiCalls) -> Aws {
-    Aws::new(AwsSettings { endpoint_url: Some(env("RDSCRED_TEST_AWS_ENDPOINT")), default_region: "us-east-1".into() }, calls).await
+    Aws::new(
+        AwsSettings {
+            endpoint_url: Some(env("RDSCRED_TEST_AWS_ENDPOINT")),
+            default_region: "us-east-1".into(),
+        },
+        calls,
+    )
+    .await
 }
 
 /// Waits for `check` to return Some, polling every 100ms, at most `timeout`.
@@ -121,9 +142,13 @@ impl Ground {
             Ok(path) => (None, real_cluster_client(&path).await),
             Err(_) => {
                 let emulator = Emulator::new();
-                for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")).expect("crds/ exists") {
+                for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+                    .expect("crds/ exists")
+                {
                     let path = entry.expect("dir entry").path();
-                    emulator.install_crds_yaml(&std::fs::read_to_string(&path).expect("read crd")).expect("install CRD");
+                    emulator
+                        .install_crds_yaml(&std::fs::read_to_string(&path).expect("read crd"))
+                        .expect("install CRD");
                 }
                 let client = emulator.client();
                 (Some(emulator), client)
@@ -162,11 +187,24 @@ impl Ground {
     }
 
     pub async fn start_with(&mut self, settings: Settings) {
-        let ctx = Arc::new(Context::new(self.client.clone(), self.aws.clone(), self.metrics.clone(), settings, Some("test".into())));
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            self.aws.clone(),
+            self.metrics.clone(),
+            settings,
+            Some("test".into()),
+        ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let run = rdscred::controller::run(ctx.clone(), rdscred::controller::Scope { namespaces: vec![], concurrency: 4 }, async move {
-            let _ = rx.await;
-        });
+        let run = rdscred::controller::run(
+            ctx.clone(),
+            rdscred::controller::Scope {
+                namespaces: vec![],
+                concurrency: 4,
+            },
+            async move {
+                let _ = rx.await;
+            },
+        );
         self.controller = Some((tokio::spawn(run), tx));
         self.ctx = Some(ctx);
     }
@@ -187,9 +225,22 @@ impl Ground {
     }
 
     pub async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
-        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() }, ..Default::default() };
-        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
     }
 
     /// An admin secret in moto for `server`, in the RDS JSON shape. Returns its name.
@@ -225,7 +276,11 @@ impl Ground {
 
     /// An RdsDatabase for `server` with a plain endpoint, admitting namespaces labelled
     /// `rdscred-test=yes`. Returns its name and the secret prefix.
-    pub async fn database(&self, server: &DbServer, extra_spec: serde_json::Value) -> (String, String) {
+    pub async fn database(
+        &self,
+        server: &DbServer,
+        extra_spec: serde_json::Value,
+    ) -> (String, String) {
         let name = unique("db-");
         let prefix = format!("rdscred/{name}/");
         let admin = self.admin_secret(server).await;
@@ -250,38 +305,71 @@ impl Ground {
             "metadata": { "name": name }, "spec": spec,
         }))
         .expect("RdsDatabase json");
-        Api::<RdsDatabase>::all(self.client.clone()).create(&PostParams::default(), &db).await.expect("create RdsDatabase");
+        Api::<RdsDatabase>::all(self.client.clone())
+            .create(&PostParams::default(), &db)
+            .await
+            .expect("create RdsDatabase");
     }
 
-    pub async fn credential(&self, ns: &str, name: &str, spec: serde_json::Value) -> Result<RdsCredential, kube::Error> {
+    pub async fn credential(
+        &self,
+        ns: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<RdsCredential, kube::Error> {
         let cred: RdsCredential = serde_json::from_value(json!({
             "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
             "metadata": { "name": name, "namespace": ns }, "spec": spec,
         }))
         .expect("RdsCredential json");
-        Api::<RdsCredential>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &cred).await
+        Api::<RdsCredential>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &cred)
+            .await
     }
 
     pub async fn get_credential(&self, ns: &str, name: &str) -> Option<RdsCredential> {
-        Api::<RdsCredential>::namespaced(self.client.clone(), ns).get_opt(name).await.expect("get credential")
+        Api::<RdsCredential>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .expect("get credential")
     }
 
     /// Waits until the credential's condition `type_` has `status`; returns the credential.
-    pub async fn wait_condition(&self, ns: &str, name: &str, type_: &str, status: &str, timeout: Duration) -> RdsCredential {
-        wait_for(&format!("{ns}/{name} {type_}={status}"), timeout, || async {
-            let c = self.get_credential(ns, name).await?;
-            let ok = c.status.as_ref()?.conditions.iter().any(|x| x.type_ == type_ && x.status == status);
-            ok.then_some(c)
-        })
+    pub async fn wait_condition(
+        &self,
+        ns: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> RdsCredential {
+        wait_for(
+            &format!("{ns}/{name} {type_}={status}"),
+            timeout,
+            || async {
+                let c = self.get_credential(ns, name).await?;
+                let ok = c
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .any(|x| x.type_ == type_ && x.status == status);
+                ok.then_some(c)
+            },
+        )
         .await
     }
 
     pub async fn wait_ready(&self, ns: &str, name: &str) -> RdsCredential {
-        self.wait_condition(ns, name, "Ready", "True", Duration::from_secs(60)).await
+        self.wait_condition(ns, name, "Ready", "True", Duration::from_secs(60))
+            .await
     }
 
     pub async fn k8s_secret(&self, ns: &str, name: &str) -> Option<Secret> {
-        Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await.expect("get secret")
+        Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .expect("get secret")
     }
 
     /// An RDS API client on moto, for creating instances the way RDS users do.
@@ -291,8 +379,17 @@ impl Ground {
 
     /// AWSCURRENT of a secret, read by stage (moto quirk: never without one).
     pub async fn current(&self, id: &str) -> (String, RdsSecretValue) {
-        let v = self.scope.secrets.get_value(id, VersionSelector::Stage(AWSCURRENT)).await.expect("get value").expect("has AWSCURRENT");
-        (v.version_id, RdsSecretValue::parse(v.value.expose()).expect("RDS JSON"))
+        let v = self
+            .scope
+            .secrets
+            .get_value(id, VersionSelector::Stage(AWSCURRENT))
+            .await
+            .expect("get value")
+            .expect("has AWSCURRENT");
+        (
+            v.version_id,
+            RdsSecretValue::parse(v.value.expose()).expect("RDS JSON"),
+        )
     }
 }
 
@@ -303,14 +400,21 @@ impl Drop for Ground {
 }
 
 async fn real_cluster_client(path: &str) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("read RDSCRED_TEST_KUBECONFIG");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig");
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).expect("read RDSCRED_TEST_KUBECONFIG");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
 /// Key of a Secret's data as text.
 pub fn secret_key(secret: &Secret, key: &str) -> Option<String> {
-    secret.data.as_ref()?.get(key).map(|b| String::from_utf8(b.0.clone()).expect("utf8"))
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8(b.0.clone()).expect("utf8"))
 }
 
 /// JSON merge patch (RFC 7386): objects merged, `null` removes a key, anything else replaces.

@@ -5,9 +5,9 @@
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{merge, Ground};
+use crate::support::{Ground, merge};
 
 fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("rdscred.io", "v1alpha1", kind))
@@ -34,7 +34,11 @@ fn good_credential() -> Value {
 async fn create(g: &Ground, kind: &str, name: &str, spec: Value) -> Result<(), kube::Error> {
     let ar = resource(kind);
     let namespaced = kind == "RdsCredential";
-    let api: Api<DynamicObject> = if namespaced { Api::namespaced_with(g.client.clone(), "default", &ar) } else { Api::all_with(g.client.clone(), &ar) };
+    let api: Api<DynamicObject> = if namespaced {
+        Api::namespaced_with(g.client.clone(), "default", &ar)
+    } else {
+        Api::all_with(g.client.clone(), &ar)
+    };
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "rdscred.io/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec,
     }))
@@ -50,7 +54,11 @@ async fn rejected(g: &Ground, kind: &str, base: Value, patch: Value, expect: &st
     match create(g, kind, &name, spec).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 422, "{patch}: {}", s.message);
-            assert!(s.message.contains(expect), "{patch}: message {:?} does not mention {expect:?}", s.message);
+            assert!(
+                s.message.contains(expect),
+                "{patch}: message {:?} does not mention {expect:?}",
+                s.message
+            );
         }
         other => panic!("{kind} with {patch} was not rejected: {other:?}"),
     }
@@ -59,17 +67,46 @@ async fn rejected(g: &Ground, kind: &str, base: Value, patch: Value, expect: &st
 #[tokio::test]
 async fn bad_databases_are_rejected() {
     let g = Ground::new().await;
-    create(&g, "RdsDatabase", "ok", good_database()).await.expect("the good spec is accepted");
+    create(&g, "RdsDatabase", "ok", good_database())
+        .await
+        .expect("the good spec is accepted");
     let cases = [
-        (json!({ "dbInstanceIdentifier": "orders" }), "exactly one of dbInstanceIdentifier"),
-        (json!({ "endpoint": null, "engine": null }), "exactly one of dbInstanceIdentifier"),
-        (json!({ "engine": null }), "engine is required when endpoint is set"),
-        (json!({ "adminLogin": { "rdsManaged": true } }), "set exactly one of adminLogin.secretId"),
-        (json!({ "adminLogin": { "secretId": null } }), "set exactly one of adminLogin.secretId"),
-        (json!({ "endpoint": null, "dbInstanceIdentifier": "orders", "adminLogin": { "secretId": null, "rdsManaged": true }, "engine": null }), ""),
-        (json!({ "tls": { "mode": "verify-full" } }), "tls.caBundle is required"),
-        (json!({ "tls": { "mode": "sometimes" } }), "Unsupported value"),
-        (json!({ "secretNamePrefix": "has space/" }), "secretNamePrefix"),
+        (
+            json!({ "dbInstanceIdentifier": "orders" }),
+            "exactly one of dbInstanceIdentifier",
+        ),
+        (
+            json!({ "endpoint": null, "engine": null }),
+            "exactly one of dbInstanceIdentifier",
+        ),
+        (
+            json!({ "engine": null }),
+            "engine is required when endpoint is set",
+        ),
+        (
+            json!({ "adminLogin": { "rdsManaged": true } }),
+            "set exactly one of adminLogin.secretId",
+        ),
+        (
+            json!({ "adminLogin": { "secretId": null } }),
+            "set exactly one of adminLogin.secretId",
+        ),
+        (
+            json!({ "endpoint": null, "dbInstanceIdentifier": "orders", "adminLogin": { "secretId": null, "rdsManaged": true }, "engine": null }),
+            "",
+        ),
+        (
+            json!({ "tls": { "mode": "verify-full" } }),
+            "tls.caBundle is required",
+        ),
+        (
+            json!({ "tls": { "mode": "sometimes" } }),
+            "Unsupported value",
+        ),
+        (
+            json!({ "secretNamePrefix": "has space/" }),
+            "secretNamePrefix",
+        ),
         (json!({ "engine": "oracle" }), "Unsupported value"),
         (json!({ "endpoint": { "port": 70000 } }), "port"),
         (json!({ "region": "mars-1" }), "region"),
@@ -80,49 +117,124 @@ async fn bad_databases_are_rejected() {
             // The rdsManaged + instance combination is valid: make sure it is accepted.
             let mut spec = good_database();
             merge(&mut spec, patch);
-            create(&g, "RdsDatabase", &crate::support::unique("ok-"), spec).await.expect("rdsManaged with an instance is valid");
+            create(&g, "RdsDatabase", &crate::support::unique("ok-"), spec)
+                .await
+                .expect("rdsManaged with an instance is valid");
             continue;
         }
         rejected(&g, "RdsDatabase", good_database(), patch, expect).await;
     }
     let mut spec = good_database();
-    merge(&mut spec, json!({ "endpoint": null, "engine": null, "dbClusterIdentifier": "aurora-1", "adminLogin": { "secretId": null, "rdsManaged": true } }));
-    create(&g, "RdsDatabase", "cluster", spec).await.expect("cluster + rdsManaged is valid");
+    merge(
+        &mut spec,
+        json!({ "endpoint": null, "engine": null, "dbClusterIdentifier": "aurora-1", "adminLogin": { "secretId": null, "rdsManaged": true } }),
+    );
+    create(&g, "RdsDatabase", "cluster", spec)
+        .await
+        .expect("cluster + rdsManaged is valid");
 }
 
 #[tokio::test]
 async fn bad_credentials_are_rejected() {
     let g = Ground::new().await;
-    create(&g, "RdsCredential", "ok", good_credential()).await.expect("the good spec is accepted");
+    create(&g, "RdsCredential", "ok", good_credential())
+        .await
+        .expect("the good spec is accepted");
     let cases = [
         (json!({ "username": "Orders" }), "username"),
         (json!({ "username": "drop table x;" }), "username"),
-        (json!({ "username": "a_twenty_seven_characters_x", "rotation": { "strategy": "alternating-users" } }), "clone username"),
+        (
+            json!({ "username": "a_twenty_seven_characters_x", "rotation": { "strategy": "alternating-users" } }),
+            "clone username",
+        ),
         (json!({ "username": null }), "username is required"),
-        (json!({ "mode": "sync-only" }), "sync-only credentials own nothing"),
+        (
+            json!({ "mode": "sync-only" }),
+            "sync-only credentials own nothing",
+        ),
         (json!({ "mode": "sometimes" }), "Unsupported value"),
-        (json!({ "rotation": { "rotator": "lambda" } }), "rotator: lambda requires lambdaArn"),
-        (json!({ "rotation": { "lambdaArn": "arn:aws:lambda:us-east-1:123456789012:function:rot" } }), "lambdaArn is only used"),
-        (json!({ "rotation": { "rotator": "lambda", "lambdaArn": "arn:nope" } }), "lambdaArn"),
-        (json!({ "rotation": { "schedule": { "automaticallyAfterDays": 7, "scheduleExpression": "rate(10 days)" } } }), "set exactly one of automaticallyAfterDays"),
-        (json!({ "rotation": { "schedule": {} } }), "set exactly one of automaticallyAfterDays"),
-        (json!({ "rotation": { "schedule": { "automaticallyAfterDays": 0 } } }), "automaticallyAfterDays"),
-        (json!({ "rotation": { "schedule": { "automaticallyAfterDays": 1001 } } }), "automaticallyAfterDays"),
-        (json!({ "rotation": { "schedule": { "scheduleExpression": "every day" } } }), "scheduleExpression"),
-        (json!({ "rotation": { "schedule": { "automaticallyAfterDays": 7, "duration": "25h" } } }), "duration"),
-        (json!({ "rotation": { "password": { "length": 8 } } }), "length"),
-        (json!({ "rotation": { "strategy": "triple-user" } }), "Unsupported value"),
-        (json!({ "secret": { "recoveryWindowInDays": 7 } }), "recoveryWindowInDays only applies"),
-        (json!({ "secret": { "deletionPolicy": "Delete", "recoveryWindowInDays": 3 } }), "recoveryWindowInDays"),
+        (
+            json!({ "rotation": { "rotator": "lambda" } }),
+            "rotator: lambda requires lambdaArn",
+        ),
+        (
+            json!({ "rotation": { "lambdaArn": "arn:aws:lambda:us-east-1:123456789012:function:rot" } }),
+            "lambdaArn is only used",
+        ),
+        (
+            json!({ "rotation": { "rotator": "lambda", "lambdaArn": "arn:nope" } }),
+            "lambdaArn",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "automaticallyAfterDays": 7, "scheduleExpression": "rate(10 days)" } } }),
+            "set exactly one of automaticallyAfterDays",
+        ),
+        (
+            json!({ "rotation": { "schedule": {} } }),
+            "set exactly one of automaticallyAfterDays",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "automaticallyAfterDays": 0 } } }),
+            "automaticallyAfterDays",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "automaticallyAfterDays": 1001 } } }),
+            "automaticallyAfterDays",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "every day" } } }),
+            "scheduleExpression",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "automaticallyAfterDays": 7, "duration": "25h" } } }),
+            "duration",
+        ),
+        (
+            json!({ "rotation": { "password": { "length": 8 } } }),
+            "length",
+        ),
+        (
+            json!({ "rotation": { "strategy": "triple-user" } }),
+            "Unsupported value",
+        ),
+        (
+            json!({ "secret": { "recoveryWindowInDays": 7 } }),
+            "recoveryWindowInDays only applies",
+        ),
+        (
+            json!({ "secret": { "deletionPolicy": "Delete", "recoveryWindowInDays": 3 } }),
+            "recoveryWindowInDays",
+        ),
         (json!({ "secret": { "name": "bad name" } }), "secret.name"),
-        (json!({ "workloads": { "policy": "explicit" } }), "workloads.policy explicit needs workloads.refs"),
-        (json!({ "workloads": { "refs": [{ "kind": "Pod", "name": "x" }] } }), "Unsupported value"),
-        (json!({ "privileges": [{ "database": "app", "privileges": ["ALL", "SELECT"] }] }), "ALL cannot be combined"),
-        (json!({ "privileges": [{ "database": "app", "privileges": ["SUPERUSER"] }] }), "Unsupported value"),
-        (json!({ "privileges": [{ "database": "app; drop", "privileges": ["SELECT"] }] }), "database"),
-        (json!({ "privileges": [{ "database": "app", "privileges": [] }] }), "privileges"),
+        (
+            json!({ "workloads": { "policy": "explicit" } }),
+            "workloads.policy explicit needs workloads.refs",
+        ),
+        (
+            json!({ "workloads": { "refs": [{ "kind": "Pod", "name": "x" }] } }),
+            "Unsupported value",
+        ),
+        (
+            json!({ "privileges": [{ "database": "app", "privileges": ["ALL", "SELECT"] }] }),
+            "ALL cannot be combined",
+        ),
+        (
+            json!({ "privileges": [{ "database": "app", "privileges": ["SUPERUSER"] }] }),
+            "Unsupported value",
+        ),
+        (
+            json!({ "privileges": [{ "database": "app; drop", "privileges": ["SELECT"] }] }),
+            "database",
+        ),
+        (
+            json!({ "privileges": [{ "database": "app", "privileges": [] }] }),
+            "privileges",
+        ),
         (json!({ "roles": ["Admin Role"] }), "roles"),
-        (json!({ "target": { "name": "Not_A_DNS_Name" } }), "target.name"),
+        (
+            json!({ "target": { "name": "Not_A_DNS_Name" } }),
+            "target.name",
+        ),
     ];
     for (patch, expect) in cases {
         rejected(&g, "RdsCredential", good_credential(), patch, expect).await;
@@ -132,20 +244,45 @@ async fn bad_credentials_are_rejected() {
 #[tokio::test]
 async fn immutable_fields_cannot_change() {
     let g = Ground::new().await;
-    create(&g, "RdsCredential", "fixed", good_credential()).await.unwrap();
-    let api: Api<DynamicObject> = Api::namespaced_with(g.client.clone(), "default", &resource("RdsCredential"));
+    create(&g, "RdsCredential", "fixed", good_credential())
+        .await
+        .unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(g.client.clone(), "default", &resource("RdsCredential"));
     for (patch, expect) in [
-        (json!({ "spec": { "username": "other_user" } }), "username is immutable"),
-        (json!({ "spec": { "databaseRef": { "name": "other" } } }), "databaseRef is immutable"),
-        (json!({ "spec": { "secret": { "name": "rdscred/pg/other" } } }), "secret.name is immutable"),
+        (
+            json!({ "spec": { "username": "other_user" } }),
+            "username is immutable",
+        ),
+        (
+            json!({ "spec": { "databaseRef": { "name": "other" } } }),
+            "databaseRef is immutable",
+        ),
+        (
+            json!({ "spec": { "secret": { "name": "rdscred/pg/other" } } }),
+            "secret.name is immutable",
+        ),
     ] {
-        match api.patch("fixed", &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Err(kube::Error::Api(s)) => assert!(s.code == 422 && s.message.contains(expect), "{patch}: {}", s.message),
+        match api
+            .patch("fixed", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) => assert!(
+                s.code == 422 && s.message.contains(expect),
+                "{patch}: {}",
+                s.message
+            ),
             other => panic!("{patch} was accepted: {other:?}"),
         }
     }
     // Mutable fields still change.
-    api.patch("fixed", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "secret": { "description": "ok" } } }))).await.expect("description is mutable");
+    api.patch(
+        "fixed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "secret": { "description": "ok" } } })),
+    )
+    .await
+    .expect("description is mutable");
 }
 
 /// Every example manifest is valid against the generated CRDs (and built-in kinds parse).
@@ -161,7 +298,9 @@ async fn examples_are_valid() {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = Value::deserialize(doc).unwrap_or(Value::Null);
-            let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_owned) else { continue };
+            let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
             let kind = kind.as_str();
             if !matches!(kind, "RdsDatabase" | "RdsCredential") {
                 continue;
@@ -173,18 +312,27 @@ async fn examples_are_valid() {
                     ensure_namespace(&g, ns).await;
                     Api::namespaced_with(g.client.clone(), ns, &ar)
                 }
-                None if kind == "RdsCredential" => Api::namespaced_with(g.client.clone(), "default", &ar),
+                None if kind == "RdsCredential" => {
+                    Api::namespaced_with(g.client.clone(), "default", &ar)
+                }
                 None => Api::all_with(g.client.clone(), &ar),
             };
             let obj: DynamicObject = serde_json::from_value(value).unwrap();
             if let Err(e) = api.create(&PostParams::default(), &obj).await {
                 // The same name may be used by two example files (alternatives): only a 409 is fine.
-                assert!(matches!(&e, kube::Error::Api(s) if s.code == 409), "{} ({kind} {name}) is invalid: {e}", path.display());
+                assert!(
+                    matches!(&e, kube::Error::Api(s) if s.code == 409),
+                    "{} ({kind} {name}) is invalid: {e}",
+                    path.display()
+                );
             }
             checked += 1;
         }
     }
-    assert!(checked >= 5, "examples cover the seed scenarios ({checked} custom resources checked)");
+    assert!(
+        checked >= 5,
+        "examples cover the seed scenarios ({checked} custom resources checked)"
+    );
 }
 
 async fn ensure_namespace(g: &Ground, ns: &str) {
