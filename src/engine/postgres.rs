@@ -928,34 +928,17 @@ async fn sync_default_acls(
         let (missing, extra) = diff(current.get(schema), &want);
         let label = format!("ON FUTURE TABLES IN SCHEMA {database}.{schema}");
         let prefix = format!("ALTER DEFAULT PRIVILEGES IN SCHEMA {} ", pg_ident(schema));
-        if !missing.is_empty() {
-            exec(
-                conn,
-                format!(
-                    "{prefix}GRANT {} ON TABLES TO {}",
-                    missing.join(", "),
-                    pg_ident(grantee)
-                ),
-            )
-            .await?;
-            changes
-                .granted
-                .push(format!("{} {label} TO {grantee}", missing.join(", ")));
-        }
-        if !extra.is_empty() {
-            exec(
-                conn,
-                format!(
-                    "{prefix}REVOKE {} ON TABLES FROM {}",
-                    extra.join(", "),
-                    pg_ident(grantee)
-                ),
-            )
-            .await?;
-            changes
-                .revoked
-                .push(format!("{} {label} FROM {grantee}", extra.join(", ")));
-        }
+        grant_revoke_with(
+            conn,
+            &prefix,
+            &missing,
+            &extra,
+            "ON TABLES",
+            grantee,
+            &label,
+            changes,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -972,26 +955,39 @@ async fn grant_revoke(
     label: &str,
     changes: &mut PrivilegeChanges,
 ) -> Result<(), DbError> {
+    grant_revoke_with(conn, "", missing, extra, on, grantee, label, changes).await
+}
+
+/// [`grant_revoke`] with a statement prefix (`ALTER DEFAULT PRIVILEGES IN SCHEMA s `).
+#[allow(clippy::too_many_arguments)]
+async fn grant_revoke_with(
+    conn: &mut PgConnection,
+    prefix: &str,
+    missing: &[String],
+    extra: &[String],
+    on: &str,
+    grantee: &str,
+    label: &str,
+    changes: &mut PrivilegeChanges,
+) -> Result<(), DbError> {
     if !missing.is_empty() {
-        exec(
-            conn,
-            format!("GRANT {} {on} TO {}", missing.join(", "), pg_ident(grantee)),
-        )
-        .await?;
+        let grant = format!(
+            "{prefix}GRANT {} {on} TO {}",
+            missing.join(", "),
+            pg_ident(grantee)
+        );
+        exec(conn, grant).await?;
         changes
             .granted
             .push(format!("{} {label} TO {grantee}", missing.join(", ")));
     }
     if !extra.is_empty() {
-        exec(
-            conn,
-            format!(
-                "REVOKE {} {on} FROM {}",
-                extra.join(", "),
-                pg_ident(grantee)
-            ),
-        )
-        .await?;
+        let revoke = format!(
+            "{prefix}REVOKE {} {on} FROM {}",
+            extra.join(", "),
+            pg_ident(grantee)
+        );
+        exec(conn, revoke).await?;
         changes
             .revoked
             .push(format!("{} {label} FROM {grantee}", extra.join(", ")));
