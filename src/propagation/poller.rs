@@ -148,8 +148,6 @@ fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
     meta.current_version() != synced || meta.pending_version().is_some()
 }
 
-/// Poll interval bounds used by tests and docs.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

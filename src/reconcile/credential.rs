@@ -391,7 +391,7 @@ async fn apply_sync_only(
         "following AWSCURRENT of an existing secret",
     );
     let current = current_value(cred, &meta, db, ctx).await?;
-    sync_and_roll(cred, &current, db, ctx, p).await
+    sync_and_roll(cred, &current, ctx, p).await
 }
 
 // ------------------------------------------------------------------ managed
@@ -472,7 +472,7 @@ async fn apply_managed(
     };
     p.status.current_username = Some(current.value.username.clone());
     p.status.strategy = Some(strategy_name(strategy).into());
-    sync_and_roll(cred, &current, db, ctx, p).await
+    sync_and_roll(cred, &current, ctx, p).await
 }
 
 fn strategy_name(s: RotationStrategy) -> &'static str {
@@ -657,7 +657,7 @@ async fn create_aws_secret(
     let policy = rotation_spec(cred, db_obj)
         .map(|r| r.password)
         .unwrap_or_default();
-    let value = initial_value(cred, db, plan, &policy)?;
+    let value = initial_value(db, plan, &policy)?;
     let spec = &cred.spec.secret;
     let replicas: Vec<(String, Option<String>)> = spec
         .replica_regions
@@ -693,12 +693,10 @@ async fn create_aws_secret(
 }
 
 fn initial_value(
-    cred: &RdsCredential,
     db: &ResolvedDatabase,
     plan: &UserPlan,
     policy: &PasswordSpec,
 ) -> Result<RdsSecretValue, Error> {
-    let _ = cred;
     Ok(RdsSecretValue {
         engine: db.engine.as_str().into(),
         host: db.endpoint.host.clone(),
@@ -1388,7 +1386,6 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
 async fn sync_and_roll(
     cred: &RdsCredential,
     current: &Current,
-    db: &ResolvedDatabase,
     ctx: &Context,
     p: &mut Progress,
 ) -> Result<(), Error> {
@@ -1401,7 +1398,6 @@ async fn sync_and_roll(
         .inspect_err(|e| {
             p.condition(SYNCED, false, e.reason(), e.to_string());
         })?;
-    let _ = db;
     let previous = p.status.synced_version_id.clone();
     p.status.target_secret = Some(outcome.secret_name.clone());
     if outcome.written {
