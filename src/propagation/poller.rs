@@ -148,7 +148,6 @@ fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
     meta.current_version() != synced || meta.pending_version().is_some()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

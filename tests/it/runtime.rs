@@ -716,9 +716,19 @@ async fn metrics_health_logs_and_graceful_shutdown() {
     // SIGTERM mid-reconcile: not ready at once, the reconcile runs to its end (it writes the
     // status), then a clean exit.
     p.signal("TERM");
-    let (status, body) = get(http, "/readyz")
-        .await
-        .expect("still serving while draining");
+    // The signal is handled asynchronously: poll (bounded) until the process flips readiness,
+    // and it must still be serving while it drains.
+    let (status, body) = crate::support::wait_for(
+        "/readyz to report shutting down",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = get(http, "/readyz")
+                .await
+                .expect("still serving while draining");
+            (status == 503).then_some((status, body))
+        },
+    )
+    .await;
     assert_eq!((status, body.as_str()), (503, "not ready: shutting down"));
     let exit = p
         .exit_status(rdscred::engine::CONNECT_TIMEOUT + SLACK * 5)
