@@ -167,6 +167,14 @@ pub enum Rotator {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.automaticallyAfterDays) != has(self.scheduleExpression)")
     .message("set exactly one of automaticallyAfterDays or scheduleExpression"))]
+// Secrets Manager's own limits, checked at admission as far as a regex can; the controller
+// checks the rest (e.g. that cron() fires at most every 4 hours) and reports InvalidSchedule.
+#[x_kube(validation = Rule::new(r"!has(self.scheduleExpression) || !self.scheduleExpression.startsWith('rate(') || self.scheduleExpression.matches('^rate\\(\\s*(([4-9]|1[0-9]|2[0-3])\\s+hours?|([1-9][0-9]{0,2})\\s+days?)\\s*\\)$')")
+    .message("rate() must be 4-23 hours or 1-999 days (Secrets Manager rotates at most every 4 hours)"))]
+#[x_kube(validation = Rule::new(r"!has(self.scheduleExpression) || !self.scheduleExpression.startsWith('cron(') || self.scheduleExpression.matches('^cron\\(0 \\S+ \\S+ \\S+ \\S+ \\*\\)$')")
+    .message("cron() takes 6 fields in UTC with minutes 0 and year '*': cron(0 hours day-of-month month day-of-week *)"))]
+#[x_kube(validation = Rule::new(r"!has(self.scheduleExpression) || !self.scheduleExpression.startsWith('cron(') || self.scheduleExpression.matches('^cron\\(\\S+ \\S+ (\\? \\S+ [^?\\s]+|[^?\\s]+ \\S+ \\?) \\S+\\)$')")
+    .message("cron(): exactly one of day-of-month and day-of-week must be '?'"))]
 pub struct RotationSchedule {
     #[schemars(range(min = 1, max = 1000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -190,6 +190,38 @@ async fn bad_credentials_are_rejected() {
             "duration",
         ),
         (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "rate(2 hours)" } } }),
+            "rate() must be 4-23 hours or 1-999 days",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "rate(30 hours)" } } }),
+            "rate() must be 4-23 hours or 1-999 days",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "rate(1000 days)" } } }),
+            "rate() must be 4-23 hours or 1-999 days",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "cron(15 4 ? * SUN *)" } } }),
+            "minutes 0 and year '*'",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "cron(0 4 ? * SUN 2027)" } } }),
+            "minutes 0 and year '*'",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "cron(0 4 ? * SUN)" } } }),
+            "minutes 0 and year '*'",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "cron(0 4 * * * *)" } } }),
+            "exactly one of day-of-month and day-of-week",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": "cron(0 4 ? * ? *)" } } }),
+            "exactly one of day-of-month and day-of-week",
+        ),
+        (
             json!({ "rotation": { "password": { "length": 8 } } }),
             "length",
         ),
@@ -238,6 +270,25 @@ async fn bad_credentials_are_rejected() {
     ];
     for (patch, expect) in cases {
         rejected(&g, "RdsCredential", good_credential(), patch, expect).await;
+    }
+    // Schedules Secrets Manager accepts pass admission.
+    for expr in [
+        "rate(4 hours)",
+        "rate(23 hours)",
+        "rate(1 day)",
+        "rate(999 days)",
+        "cron(0 4 ? * SUN *)",
+        "cron(0 */6 1 * ? *)",
+        "cron(0 4 ? * 2#1 *)",
+    ] {
+        let mut spec = good_credential();
+        merge(
+            &mut spec,
+            json!({ "rotation": { "schedule": { "scheduleExpression": expr, "duration": "2h" } } }),
+        );
+        create(&g, "RdsCredential", &crate::support::unique("sched-"), spec)
+            .await
+            .unwrap_or_else(|e| panic!("{expr} rejected: {e}"));
     }
 }
 
