@@ -623,13 +623,8 @@ impl PgAdmin {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let found: Vec<String> =
-            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1)")
-                .bind(&names)
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(|e| map_error(e, "", &[]))?;
-        match names.iter().find(|n| !found.contains(n)) {
+        let sql = "SELECT datname::text FROM pg_database WHERE datname = ANY($1)";
+        match first_missing(&mut self.conn, sql, &names).await? {
             Some(missing) => Err(DbError::InvalidGrant {
                 detail: format!("database {missing} does not exist"),
             }),
@@ -770,18 +765,28 @@ async fn check_schemas_exist(
     wanted: &BTreeMap<String, SchemaWant>,
 ) -> Result<(), DbError> {
     let names: Vec<String> = wanted.keys().cloned().collect();
-    let found: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)")
-            .bind(&names)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| map_error(e, "", &[]))?;
-    match names.iter().find(|n| !found.contains(n)) {
+    let sql = "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)";
+    match first_missing(conn, sql, &names).await? {
         Some(missing) => Err(DbError::InvalidGrant {
             detail: format!("schema {missing} does not exist in database {database}"),
         }),
         None => Ok(()),
     }
+}
+
+/// The first of `names` that `sql` (a catalog query selecting names `= ANY($1)`) does not
+/// return, if any.
+async fn first_missing(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    names: &[String],
+) -> Result<Option<String>, DbError> {
+    let found: Vec<String> = sqlx::query_scalar(sql)
+        .bind(names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| map_error(e, "", &[]))?;
+    Ok(names.iter().find(|n| !found.contains(n)).cloned())
 }
 
 async fn sync_schema_acls(

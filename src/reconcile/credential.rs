@@ -409,7 +409,7 @@ async fn apply_managed(
         .map(|r| r.strategy)
         .unwrap_or_default();
     let plan = user_plan(cred, db)?;
-    let admin = ctx.admin_logins.get(db, ctx).await?;
+    let admin = ctx.admin_logins.get(db).await?;
 
     let meta = ensure_aws_secret(cred, db_obj, db, &plan, &admin, ctx, p)
         .await
@@ -556,10 +556,7 @@ async fn ensure_aws_secret(
             ),
         )
         .await;
-        meta = secrets
-            .describe(&meta.arn)
-            .await?
-            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after restore"))?;
+        meta = refreshed_meta(db, ctx, &meta.arn).await?;
     }
     let kms = db_obj.spec.kms_key_id.as_deref();
     let description = spec.description.as_deref();
@@ -573,11 +570,7 @@ async fn ensure_aws_secret(
         changed = true;
     }
     changed |= secrets.sync_tags(&meta, &tags).await?;
-    let replicas: Vec<(String, Option<String>)> = spec
-        .replica_regions
-        .iter()
-        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
-        .collect();
+    let replicas = replica_regions(spec);
     changed |= secrets.sync_replicas(&meta, &replicas).await?;
     if changed {
         ctx.event(
@@ -591,13 +584,35 @@ async fn ensure_aws_secret(
             ),
         )
         .await;
-        meta = secrets
-            .describe(&meta.arn)
-            .await?
-            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished after update"))?;
+        meta = refreshed_meta(db, ctx, &meta.arn).await?;
     }
     ctx.secrets.remember(&meta);
     Ok(meta)
+}
+
+/// DescribeSecret after we changed the secret (restore, metadata update, rotation), recorded in
+/// the cache like every metadata we see.
+async fn refreshed_meta(
+    db: &ResolvedDatabase,
+    ctx: &Context,
+    arn: &str,
+) -> Result<SecretMeta, Error> {
+    let meta = db.scope.secrets.describe(arn).await?.ok_or_else(|| {
+        Error::not_ready(
+            "SecretNotFound",
+            format!("secret {arn} vanished after it was changed"),
+        )
+    })?;
+    ctx.secrets.remember(&meta);
+    Ok(meta)
+}
+
+/// The spec's replica regions as (region, KMS key) pairs.
+fn replica_regions(spec: &crate::crd::SecretSpec) -> Vec<(String, Option<String>)> {
+    spec.replica_regions
+        .iter()
+        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
+        .collect()
 }
 
 /// How old cached secret metadata may be: a bit more than one poll, so a credential between
@@ -659,11 +674,7 @@ async fn create_aws_secret(
         .unwrap_or_default();
     let value = initial_value(db, plan, &policy)?;
     let spec = &cred.spec.secret;
-    let replicas: Vec<(String, Option<String>)> = spec
-        .replica_regions
-        .iter()
-        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
-        .collect();
+    let replicas = replica_regions(spec);
     let token = rotation::client_request_token(&cred.uid().unwrap_or_default(), "initial");
     let json = value.to_secret_json();
     let meta = db
@@ -986,14 +997,7 @@ async fn resume_rotation(
             )
             .await;
         }
-        let fresh = db
-            .scope
-            .secrets
-            .describe(&meta.arn)
-            .await?
-            .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
-        ctx.secrets.remember(&fresh);
-        fresh
+        refreshed_meta(db, ctx, &meta.arn).await?
     } else {
         meta.clone()
     };
@@ -1197,13 +1201,7 @@ async fn maybe_rotate(
                 format!("rotated ({trigger}): AWSCURRENT is now {version_id} ({username})"),
             );
             ctx.event(cred, false, "Rotated", "Rotate", format!("rotated ({trigger}, {strategy}): AWSCURRENT is now version {version_id}, user {username}")).await;
-            let fresh = db
-                .scope
-                .secrets
-                .describe(&meta.arn)
-                .await?
-                .ok_or_else(|| Error::not_ready("SecretNotFound", "secret vanished"))?;
-            ctx.secrets.remember(&fresh);
+            let fresh = refreshed_meta(db, ctx, &meta.arn).await?;
             let new = current_value(cred, &fresh, db, ctx).await?;
             schedule_next_rotation(spec, now, p)?;
             Ok(Some(new))
@@ -1512,7 +1510,7 @@ async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
             grants: Vec::new(),
             roles: Vec::new(),
         };
-        let admin = ctx.admin_logins.get(&db, ctx).await?;
+        let admin = ctx.admin_logins.get(&db).await?;
         let mut conn = Admin::connect(&db.target(None), &admin).await?;
         let dropped = conn.drop_users(&plan).await;
         conn.close().await;

@@ -343,7 +343,7 @@ pub async fn resolved_from_status(
 async fn prove_admin_login(resolved: &ResolvedDatabase, ctx: &Context) -> Result<(), Error> {
     // A fresh read: this is where a changed admin password is noticed.
     ctx.admin_logins.forget(&resolved.admin_secret_id);
-    let login = ctx.admin_logins.get(resolved, ctx).await?;
+    let login = ctx.admin_logins.get(resolved).await?;
     engine::check_login(&resolved.target(None), &login)
         .await
         .map_err(|e| {
@@ -364,7 +364,7 @@ pub struct AdminLogins {
 const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(60);
 
 impl AdminLogins {
-    pub async fn get(&self, resolved: &ResolvedDatabase, _ctx: &Context) -> Result<Login, Error> {
+    pub async fn get(&self, resolved: &ResolvedDatabase) -> Result<Login, Error> {
         let id = &resolved.admin_secret_id;
         if let Some((at, login)) = self.cache.lock().expect("admin cache").get(id)
             && at.elapsed() < ADMIN_LOGIN_TTL
