@@ -13,10 +13,12 @@
 //! ```
 
 mod apply;
+mod auth;
 mod discovery;
 mod error;
 mod http;
 mod patch;
+mod rbac;
 mod registry;
 mod selector;
 mod store;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use auth::{Denial, RequestAttributes, UserInfo};
 pub use error::EmulatorError;
 
 use store::{State, WriteOpts};
@@ -45,6 +48,8 @@ pub(crate) struct Inner {
     pub bookmark_interval: Mutex<Duration>,
     /// Bumped by `expire_watches`: every open watch ends with a 410 ERROR event.
     pub expire: tokio::sync::watch::Sender<u64>,
+    /// Tokens and the record of authorization decisions.
+    pub auth: Mutex<auth::Auth>,
 }
 
 /// The emulated API server. Cheap to clone (shared state).
@@ -69,6 +74,7 @@ impl Emulator {
                 state: Mutex::new(State::new(tx, DEFAULT_HISTORY)),
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 expire: tokio::sync::watch::channel(0).0,
+                auth: Mutex::new(auth::Auth::default()),
             }),
         }
     }
@@ -152,6 +158,113 @@ impl Emulator {
     /// "default". Must be called inside a tokio runtime (kube's client spawns a buffer task).
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.router(None), "default")
+    }
+
+    /// A client authenticated by `token` (see [`issue_token`](Self::issue_token)), whose
+    /// requests are authorized by RBAC. Must be called inside a tokio runtime.
+    pub fn client_with_token(&self, token: &str) -> kube::Client {
+        let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("tokens are ASCII");
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: axum::http::Request<kube::client::Body>| {
+                req.headers_mut()
+                    .insert(axum::http::header::AUTHORIZATION, value.clone());
+                req
+            })
+            .service(self.router(None));
+        kube::Client::new(service, "default")
+    }
+
+    /// Issues a bearer token for `user`. Requests with it are authorized by the RBAC objects
+    /// in the store (a user in group `system:masters` is allowed everything) and recorded.
+    pub fn issue_token(&self, user: UserInfo) -> String {
+        self.auth().issue(user)
+    }
+
+    /// A token of the ServiceAccount `namespace/name`: user
+    /// `system:serviceaccount:NAMESPACE:NAME`, groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:NAMESPACE`, `system:authenticated`.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.issue_token(UserInfo::service_account(namespace, name))
+    }
+
+    /// Every distinct resource request `user` was authorized for so far.
+    pub fn authorized_requests(&self, user: &str) -> Vec<RequestAttributes> {
+        self.auth().authorized(user)
+    }
+
+    /// Every request of `user` that was denied (403), in order, with its message.
+    pub fn denied_requests(&self, user: &str) -> Vec<Denial> {
+        self.auth().denied(user)
+    }
+
+    fn auth(&self) -> std::sync::MutexGuard<'_, auth::Auth> {
+        self.inner.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates (or replaces) the objects of a multi-document YAML text as the administrator,
+    /// e.g. the Roles and RoleBindings a Helm chart renders. Namespaced objects need their
+    /// namespace to exist.
+    pub fn apply_objects_yaml(&self, yaml: &str) -> Result<(), EmulatorError> {
+        use serde::Deserialize;
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
+            if v.is_null() {
+                continue;
+            }
+            let api_version = v
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let (group, version) = match api_version.rsplit_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), api_version.clone()),
+            };
+            let kind = v
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let mut st = self.state();
+            let rt = st
+                .registry
+                .types
+                .values()
+                .find(|t| t.group == group && t.kind == kind && t.version(&version).is_some())
+                .cloned()
+                .ok_or_else(|| EmulatorError::Api {
+                    code: 404,
+                    message: format!("no kind {kind:?} is served in {api_version:?}"),
+                })?;
+            let ns = if rt.namespaced {
+                v.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string()
+            } else {
+                String::new()
+            };
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let opts = WriteOpts {
+                manager: "kube-emulator".into(),
+                ..Default::default()
+            };
+            match st.get_raw(&rt.key(), &ns, &name).cloned() {
+                None => st.create(&rt, &version, &ns, v, &opts)?,
+                Some(existing) => {
+                    let mut v = v;
+                    v["metadata"]["resourceVersion"] =
+                        existing["metadata"]["resourceVersion"].clone();
+                    st.update(&rt, &version, &ns, &name, v, store::Sub::Main, &opts, true)?
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Serves the API over plain HTTP on `addr` (use port 0 to pick a free port).
@@ -243,6 +356,13 @@ impl Served {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-emulator\n  cluster:\n    server: {}\ncontexts:\n- name: kube-emulator\n  context:\n    cluster: kube-emulator\n    user: kube-emulator\n    namespace: default\ncurrent-context: kube-emulator\nusers:\n- name: kube-emulator\n  user: {{}}\npreferences: {{}}\n",
             self.url()
         )
+    }
+
+    /// A kubeconfig like [`kubeconfig_yaml`](Self::kubeconfig_yaml) whose user authenticates
+    /// with `token` (from [`Emulator::issue_token`]), so its requests are authorized by RBAC.
+    pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
+        self.kubeconfig_yaml()
+            .replace("  user: {}\n", &format!("  user:\n    token: {token}\n"))
     }
 
     /// Stops accepting connections and ends open watches.
