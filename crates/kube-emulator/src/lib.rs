@@ -35,6 +35,8 @@ use tokio::sync::broadcast;
 
 pub use auth::{Denial, RequestAttributes, UserInfo};
 pub use error::EmulatorError;
+/// Whether one RBAC `PolicyRule` (JSON) allows a request, with the authorizer's semantics.
+pub use rbac::rule_allows as rbac_rule_allows;
 
 use store::{State, WriteOpts};
 

@@ -41,7 +41,7 @@ pub struct Decision {
 }
 
 /// Whether one PolicyRule allows the request (`rbac.RuleAllows` upstream).
-fn rule_allows(rule: &Value, a: &RequestAttributes) -> bool {
+pub fn rule_allows(rule: &Value, a: &RequestAttributes) -> bool {
     let verbs = strings(rule.get("verbs"));
     let groups = strings(rule.get("apiGroups"));
     let resources = strings(rule.get("resources"));
