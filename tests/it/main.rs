@@ -9,6 +9,7 @@ mod engine;
 mod leader;
 mod propagation;
 mod provision;
+mod rbac;
 mod rotation;
 mod rotation_e2e;
 mod runtime;

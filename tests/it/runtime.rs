@@ -317,7 +317,10 @@ async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<(String, jif
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_leader_crash_and_graceful_handover() {
     let mut g = Ground::new().await;
-    let token = g.controller_token().await.expect("runs against the emulator");
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
     let served = g
         .emulator
         .as_ref()
@@ -491,7 +494,10 @@ async fn metrics_health_logs_and_graceful_shutdown() {
     for namespace in [&ns, &ns2, &unwatched] {
         g.namespace(namespace, &[NS_LABEL]).await;
     }
-    let token = g.controller_token().await.expect("runs against the emulator");
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
     let emulator = g.emulator.as_ref().expect("runs against the emulator");
     // The API server's address, not served yet: the controller cannot sync its caches.
     let api_addr = std::net::TcpListener::bind("127.0.0.1:0")

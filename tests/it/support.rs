@@ -197,7 +197,12 @@ impl ChartRbac {
     pub async fn apply(&self, emulator: &Emulator) -> String {
         let admin = emulator.client();
         let namespaces: Api<Namespace> = Api::all(admin);
-        if namespaces.get_opt(RELEASE_NAMESPACE).await.expect("get namespace").is_none() {
+        if namespaces
+            .get_opt(RELEASE_NAMESPACE)
+            .await
+            .expect("get namespace")
+            .is_none()
+        {
             let ns: Namespace =
                 serde_json::from_value(json!({ "metadata": { "name": RELEASE_NAMESPACE } }))
                     .expect("namespace");
@@ -242,7 +247,9 @@ impl ChartRbac {
                 atom["resources"] = json!([resource]);
                 atom["verbs"] = json!([verb]);
                 let used = requests.iter().any(|r| {
-                    scope.iter().any(|s| s.is_none() || s.as_deref() == Some(r.namespace.as_str()))
+                    scope
+                        .iter()
+                        .any(|s| s.is_none() || s.as_deref() == Some(r.namespace.as_str()))
                         && kube_emulator::rbac_rule_allows(&atom, r)
                 });
                 if used {
@@ -266,8 +273,17 @@ impl ChartRbac {
             .iter()
             .filter(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")))
             .flat_map(|o| {
-                let role = format!("{} {}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
-                o["rules"].as_array().cloned().unwrap_or_default().into_iter().map(move |r| (role.clone(), r))
+                let role = format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                );
+                o["rules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |r| (role.clone(), r))
             })
             .collect()
     }
@@ -277,17 +293,34 @@ impl ChartRbac {
     fn binding_scope(&self, role: &str) -> Vec<Option<String>> {
         self.objects
             .iter()
-            .filter(|o| matches!(o["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")))
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("RoleBinding" | "ClusterRoleBinding")
+                )
+            })
             .filter(|b| {
-                format!("{} {}", b["roleRef"]["kind"].as_str().unwrap_or(""), b["roleRef"]["name"].as_str().unwrap_or("")) == role
+                format!(
+                    "{} {}",
+                    b["roleRef"]["kind"].as_str().unwrap_or(""),
+                    b["roleRef"]["name"].as_str().unwrap_or("")
+                ) == role
             })
             .filter(|b| {
                 b["subjects"].as_array().into_iter().flatten().any(|s| {
-                    s["kind"] == "ServiceAccount" && s["name"] == RELEASE && s["namespace"] == RELEASE_NAMESPACE
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == RELEASE
+                        && s["namespace"] == RELEASE_NAMESPACE
                 })
             })
             .map(|b| b["metadata"]["namespace"].as_str().map(str::to_string))
-            .map(|ns| if ns.as_deref().is_some_and(|n| !n.is_empty()) { ns } else { None })
+            .map(|ns| {
+                if ns.as_deref().is_some_and(|n| !n.is_empty()) {
+                    ns
+                } else {
+                    None
+                }
+            })
             .collect()
     }
 
@@ -298,8 +331,22 @@ impl ChartRbac {
             denied.is_empty(),
             "the controller was denied {} request(s) under the chart's RBAC:\n{}",
             denied.len(),
-            denied.iter().map(|d| format!("  {}", d.message)).collect::<Vec<_>>().join("\n")
+            denied
+                .iter()
+                .map(|d| format!("  {}", d.message))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
+    }
+
+    /// End of a test (not already failing): no 403 may have happened, and the grants used
+    /// are recorded for the suite-wide check.
+    pub fn finish(&self, emulator: &Emulator) {
+        if std::thread::panicking() {
+            return;
+        }
+        ChartRbac::assert_no_denials(emulator);
+        self.record_used(emulator);
     }
 
     /// Appends the grants this test used to `$RDSCRED_RBAC_RECORDS` (one file per call), for
@@ -327,7 +374,12 @@ pub const RBAC_RECORDS_ENV: &str = "RDSCRED_RBAC_RECORDS";
 /// (apiGroup, resource, verb) of every combination a rule lists.
 fn rule_atoms(rule: &serde_json::Value) -> Vec<(String, String, String)> {
     let list = |k: &str| -> Vec<String> {
-        rule[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+        rule[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
     };
     let mut out = Vec::new();
     for g in list("apiGroups") {
@@ -342,10 +394,17 @@ fn rule_atoms(rule: &serde_json::Value) -> Vec<(String, String, String)> {
 
 /// One template of charts/rdscred rendered by the real Helm library (tests/chart/render.py
 /// in the test venv), as multi-document YAML.
-pub fn render_chart_template(values: &serde_json::Value, template: &str, namespace: &str) -> String {
+pub fn render_chart_template(
+    values: &serde_json::Value,
+    template: &str,
+    namespace: &str,
+) -> String {
     let venv = env("RDSCRED_TEST_VENV");
     let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chart/render.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/chart/render.py"
+        ))
         .args([&values.to_string(), template, namespace, RELEASE])
         .output()
         .expect("run tests/chart/render.py");
@@ -687,14 +746,10 @@ impl Drop for Ground {
     /// controller was denied anything, and records the chart grants it used.
     fn drop(&mut self) {
         self.crash();
-        if std::thread::panicking() {
-            return;
-        }
-        if let (Some(emulator), Some(rbac)) = (&self.emulator, &self.rbac) {
-            if !self.denials_expected {
-                ChartRbac::assert_no_denials(emulator);
-                rbac.record_used(emulator);
-            }
+        if let (Some(emulator), Some(rbac)) = (&self.emulator, &self.rbac)
+            && !self.denials_expected
+        {
+            rbac.finish(emulator);
         }
     }
 }
