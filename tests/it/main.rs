@@ -6,6 +6,8 @@ mod support;
 
 mod aws;
 mod engine;
+mod iam;
+mod iam_eval;
 mod leader;
 mod propagation;
 mod provision;

@@ -421,7 +421,9 @@ pub struct Ground {
     /// None when running against a real cluster (`RDSCRED_TEST_KUBECONFIG`).
     pub emulator: Option<Emulator>,
     pub client: Client,
+    /// The controller's AWS access (counted in `calls`, every request logged).
     pub aws: Aws,
+    /// The tests' own Secrets Manager/RDS clients: not counted, not logged.
     pub scope: AwsScope,
     pub calls: ApiCalls,
     pub metrics: Metrics,
@@ -461,9 +463,15 @@ impl Ground {
                 (Some(emulator), client)
             }
         };
-        let calls = ApiCalls::default();
+        // The controller's AWS access logs every request (for the IAM policy evaluation);
+        // the tests' own setup and reads (`scope`) go through separate, uncounted clients.
+        let calls = ApiCalls::with_request_log();
         let aws = aws(calls.clone()).await;
-        let scope = aws.scoped(None, None).await.expect("aws scope");
+        let scope = self::aws(ApiCalls::default())
+            .await
+            .scoped(None, None)
+            .await
+            .expect("aws scope");
         Ground {
             client,
             emulator,
