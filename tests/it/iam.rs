@@ -112,7 +112,10 @@ impl Model {
             .map(|(a, _)| a.as_str())
             .collect();
         let mut r = Request::new(action, &arn)
-            .with("kms:ViaService", &[&format!("secretsmanager.{region}.amazonaws.com")])
+            .with(
+                "kms:ViaService",
+                &[&format!("secretsmanager.{region}.amazonaws.com")],
+            )
             .with("kms:CallerAccount", &[ACCOUNT]);
         if !aliases.is_empty() {
             r = r.with("kms:ResourceAliases", &aliases);
@@ -161,7 +164,9 @@ impl Model {
             ("secretsmanager", "ListSecrets") => {
                 vec![Request::new("secretsmanager:ListSecrets", "*")]
             }
-            ("secretsmanager", "DescribeSecret") => vec![self.on_secret("DescribeSecret", &id, region)],
+            ("secretsmanager", "DescribeSecret") => {
+                vec![self.on_secret("DescribeSecret", &id, region)]
+            }
             ("secretsmanager", "GetSecretValue") => {
                 let mut out = vec![self.on_secret("GetSecretValue", &id, region)];
                 if let Some(key) = self.customer_key(&name) {
@@ -170,7 +175,10 @@ impl Model {
                 out
             }
             ("secretsmanager", "CreateSecret") => {
-                let name = p["Name"].as_str().expect("CreateSecret names the secret").to_string();
+                let name = p["Name"]
+                    .as_str()
+                    .expect("CreateSecret names the secret")
+                    .to_string();
                 let tags = tags_of(p);
                 let keys: Vec<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
                 let arn = secret_arn(&name, region);
@@ -267,9 +275,10 @@ impl Model {
             ("secretsmanager", "ReplicateSecretToRegions") => {
                 let added = replicas(p);
                 let regions: Vec<&str> = added.iter().map(|(r, _)| r.as_str()).collect();
-                let mut out = vec![self
-                    .on_secret("ReplicateSecretToRegions", &id, region)
-                    .with("secretsmanager:AddReplicaRegions", &regions)];
+                let mut out = vec![
+                    self.on_secret("ReplicateSecretToRegions", &id, region)
+                        .with("secretsmanager:AddReplicaRegions", &regions),
+                ];
                 if let Some(key) = self.customer_key(&name) {
                     out.push(self.kms("kms:Decrypt", &key, region));
                 }
@@ -290,7 +299,14 @@ impl Model {
                 out.insert(0, r);
                 out
             }
-            ("secretsmanager", op @ ("UpdateSecretVersionStage" | "DeleteSecret" | "RestoreSecret" | "CancelRotateSecret" | "RemoveRegionsFromReplication")) => {
+            (
+                "secretsmanager",
+                op @ ("UpdateSecretVersionStage"
+                | "DeleteSecret"
+                | "RestoreSecret"
+                | "CancelRotateSecret"
+                | "RemoveRegionsFromReplication"),
+            ) => {
                 vec![self.on_secret(op, &id, region)]
             }
             ("rds", "DescribeDBInstances") => {
@@ -311,9 +327,9 @@ impl Model {
                 "sts:AssumeRole",
                 p["RoleArn"].as_str().expect("RoleArn"),
             )],
-            (service, op) => panic!(
-                "the IAM model does not know {service}:{op}: add what AWS authorizes for it"
-            ),
+            (service, op) => {
+                panic!("the IAM model does not know {service}:{op}: add what AWS authorizes for it")
+            }
         }
     }
 }
@@ -326,7 +342,11 @@ async fn assert_allowed(
     model: &mut Model,
     policies: &HashMap<Option<String>, Value>,
 ) -> BTreeSet<String> {
-    let log = g.calls.request_log().expect("the ground logs requests").snapshot();
+    let log = g
+        .calls
+        .request_log()
+        .expect("the ground logs requests")
+        .snapshot();
     assert!(!log.is_empty(), "the controller made no AWS request");
     // Secrets the log does not create (admin secrets, RDS-managed ones, pre-existing ones)
     // start with their current tags and key.
@@ -355,7 +375,12 @@ async fn assert_allowed(
             if decision != Decision::Allow {
                 denied.push(format!(
                     "{decision:?}: {} on {} (for {}:{} as {:?}) with {:?}",
-                    check.action, check.resource, req.service, req.operation, req.role_arn, check.context
+                    check.action,
+                    check.resource,
+                    req.service,
+                    req.operation,
+                    req.role_arn,
+                    check.context
                 ));
             }
         }
@@ -371,7 +396,10 @@ async fn assert_allowed(
 
 fn expect_actions(got: &BTreeSet<String>, want: &[&str]) {
     for a in want {
-        assert!(got.contains(*a), "the scenario did not exercise {a}: {got:?}");
+        assert!(
+            got.contains(*a),
+            "the scenario did not exercise {a}: {got:?}"
+        );
     }
 }
 
@@ -384,7 +412,9 @@ async fn admitted(g: &Ground) -> String {
 }
 
 async fn ready_with(g: &Ground, ns: &str, name: &str, spec: Value) -> RdsCredential {
-    g.credential(ns, name, spec).await.expect("create credential");
+    g.credential(ns, name, spec)
+        .await
+        .expect("create credential");
     g.wait_ready(ns, name).await
 }
 
@@ -395,7 +425,13 @@ async fn patch_credential(g: &Ground, ns: &str, name: &str, patch: Value) {
         .expect("patch credential");
 }
 
-async fn wait_status(g: &Ground, ns: &str, name: &str, what: &str, check: impl Fn(&RdsCredential) -> bool) {
+async fn wait_status(
+    g: &Ground,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&RdsCredential) -> bool,
+) {
     wait_for(what, Duration::from_secs(60), || async {
         let c = g.get_credential(ns, name).await?;
         check(&c).then_some(())
@@ -406,7 +442,9 @@ async fn wait_status(g: &Ground, ns: &str, name: &str, what: &str, check: impl F
 fn ready_gen(c: &RdsCredential) -> bool {
     c.status.as_ref().is_some_and(|s| {
         s.observed_generation == c.metadata.generation
-            && s.conditions.iter().any(|x| x.type_ == "Ready" && x.status == "True")
+            && s.conditions
+                .iter()
+                .any(|x| x.type_ == "Ready" && x.status == "True")
     })
 }
 
@@ -440,12 +478,36 @@ async fn prefix_only_policy_allows_every_request() {
         (g.calls.total("ListSecrets") > 0).then_some(())
     })
     .await;
-    patch_credential(&g, &ns, "app", json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "1" } } })).await;
-    wait_status(&g, &ns, "app", "rotated", |c| c.status.as_ref().is_some_and(|s| s.last_rotation_time.is_some())).await;
+    patch_credential(
+        &g,
+        &ns,
+        "app",
+        json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "1" } } }),
+    )
+    .await;
+    wait_status(&g, &ns, "app", "rotated", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_time.is_some())
+    })
+    .await;
     // Someone schedules the secret for deletion: the controller restores it.
-    let arn = g.scope.secrets.describe(&secret).await.unwrap().unwrap().arn;
+    let arn = g
+        .scope
+        .secrets
+        .describe(&secret)
+        .await
+        .unwrap()
+        .unwrap()
+        .arn;
     g.scope.secrets.schedule_deletion(&arn, 7).await.unwrap();
-    patch_credential(&g, &ns, "app", json!({ "metadata": { "annotations": { "iam-test": "reconcile" } } })).await;
+    patch_credential(
+        &g,
+        &ns,
+        "app",
+        json!({ "metadata": { "annotations": { "iam-test": "reconcile" } } }),
+    )
+    .await;
     wait_for("secret restored", Duration::from_secs(60), || async {
         let m = g.scope.secrets.describe(&secret).await.ok()??;
         (!m.is_scheduled_for_deletion()).then_some(())
@@ -455,7 +517,13 @@ async fn prefix_only_policy_allows_every_request() {
     // tag is untagged (a user tag is left alone by design, so use a managed-prefix one).
     patch_credential(&g, &ns, "app", json!({ "spec": { "secret": { "description": "second", "tags": { "app": "shop", "rdscred.io/extra": "x" } } } })).await;
     wait_status(&g, &ns, "app", "tags synced", ready_gen).await;
-    patch_credential(&g, &ns, "app", json!({ "spec": { "secret": { "tags": { "app": "shop", "rdscred.io/extra": null } } } })).await;
+    patch_credential(
+        &g,
+        &ns,
+        "app",
+        json!({ "spec": { "secret": { "tags": { "app": "shop", "rdscred.io/extra": null } } } }),
+    )
+    .await;
     wait_status(&g, &ns, "app", "tag removed", ready_gen).await;
     Api::<RdsCredential>::namespaced(g.client.clone(), &ns)
         .delete("app", &DeleteParams::default())
@@ -469,7 +537,12 @@ async fn prefix_only_policy_allows_every_request() {
     policy_input.secret_prefixes = vec![prefix.clone()];
     policy_input.admin_secret_arns = vec![admin];
     let policy = policy_document(&policy_input);
-    let actions = assert_allowed(&g, &mut Model::default(), &HashMap::from([(None, policy.clone())])).await;
+    let actions = assert_allowed(
+        &g,
+        &mut Model::default(),
+        &HashMap::from([(None, policy.clone())]),
+    )
+    .await;
     expect_actions(
         &actions,
         &[
@@ -491,23 +564,50 @@ async fn prefix_only_policy_allows_every_request() {
     // create without the ownership tag.
     let mut m = Model::default();
     let outside = "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/app-AbC123";
-    let foreign = format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{prefix}someone-AbC123");
-    m.tags.insert(format!("{prefix}someone"), BTreeMap::from([("team".to_string(), "x".to_string())]));
+    let foreign =
+        format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{prefix}someone-AbC123");
+    m.tags.insert(
+        format!("{prefix}someone"),
+        BTreeMap::from([("team".to_string(), "x".to_string())]),
+    );
     for (what, check) in [
-        ("write outside the prefix", m.on_secret("PutSecretValue", outside, REGION)),
-        ("read outside the prefix", m.on_secret("GetSecretValue", outside, REGION)),
-        ("write to a secret not tagged as ours", m.on_secret("PutSecretValue", &foreign, REGION)),
-        ("delete a secret not tagged as ours", m.on_secret("DeleteSecret", &foreign, REGION)),
+        (
+            "write outside the prefix",
+            m.on_secret("PutSecretValue", outside, REGION),
+        ),
+        (
+            "read outside the prefix",
+            m.on_secret("GetSecretValue", outside, REGION),
+        ),
+        (
+            "write to a secret not tagged as ours",
+            m.on_secret("PutSecretValue", &foreign, REGION),
+        ),
+        (
+            "delete a secret not tagged as ours",
+            m.on_secret("DeleteSecret", &foreign, REGION),
+        ),
         (
             "create without the ownership tag",
-            Request::new("secretsmanager:CreateSecret", &format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{prefix}x-AbC123")).with("aws:RequestTag/team", &["x"]),
+            Request::new(
+                "secretsmanager:CreateSecret",
+                &format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{prefix}x-AbC123"),
+            )
+            .with("aws:RequestTag/team", &["x"]),
         ),
         (
             "create outside the prefix",
-            Request::new("secretsmanager:CreateSecret", outside).with(&format!("aws:RequestTag/{MANAGED_BY_TAG}"), &[MANAGED_BY_VALUE]),
+            Request::new("secretsmanager:CreateSecret", outside).with(
+                &format!("aws:RequestTag/{MANAGED_BY_TAG}"),
+                &[MANAGED_BY_VALUE],
+            ),
         ),
     ] {
-        assert_eq!(evaluate(&policy, &check).0, Decision::ImplicitDeny, "{what} must be denied");
+        assert_eq!(
+            evaluate(&policy, &check).0,
+            Decision::ImplicitDeny,
+            "{what} must be denied"
+        );
     }
     // The known limit (docs/iam.md, "Limits"): CreateSecret with tags is also authorized as
     // TagResource, and IAM offers no key telling that implicit check from a TagResource of an
@@ -516,7 +616,10 @@ async fn prefix_only_policy_allows_every_request() {
     // credential); a prefix dedicated to rdscred closes it.
     let adopt = m
         .on_secret("TagResource", &foreign, REGION)
-        .with(&format!("aws:RequestTag/{MANAGED_BY_TAG}"), &[MANAGED_BY_VALUE])
+        .with(
+            &format!("aws:RequestTag/{MANAGED_BY_TAG}"),
+            &[MANAGED_BY_VALUE],
+        )
         .with("aws:TagKeys", &[MANAGED_BY_TAG]);
     assert_eq!(evaluate(&policy, &adopt).0, Decision::Allow);
 }
@@ -544,8 +647,19 @@ async fn kms_key_policy_allows_every_request() {
                     "secret": { "name": format!("{prefix}{user}") } }),
         )
         .await;
-        patch_credential(&g, &ns, &format!("c{i}"), json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "1" } } })).await;
-        wait_status(&g, &ns, &format!("c{i}"), "rotated", |c| c.status.as_ref().is_some_and(|s| s.last_rotation_time.is_some())).await;
+        patch_credential(
+            &g,
+            &ns,
+            &format!("c{i}"),
+            json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": "1" } } }),
+        )
+        .await;
+        wait_status(&g, &ns, &format!("c{i}"), "rotated", |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.last_rotation_time.is_some())
+        })
+        .await;
     }
     let mut policy_input = input();
     policy_input.secret_prefixes = vec![prefix1, prefix2];
@@ -553,8 +667,20 @@ async fn kms_key_policy_allows_every_request() {
     policy_input.kms_key_arns = vec![alias.clone(), key2_arn.clone()];
     let mut model = Model::default();
     model.aliases.insert(alias, key_arn);
-    let actions = assert_allowed(&g, &mut model, &HashMap::from([(None, policy_document(&policy_input))])).await;
-    expect_actions(&actions, &["kms:GenerateDataKey", "kms:Decrypt", "secretsmanager:PutSecretValue"]);
+    let actions = assert_allowed(
+        &g,
+        &mut model,
+        &HashMap::from([(None, policy_document(&policy_input))]),
+    )
+    .await;
+    expect_actions(
+        &actions,
+        &[
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+            "secretsmanager:PutSecretValue",
+        ],
+    );
     // Without the KMS statements the same requests are denied: the check is not vacuous.
     policy_input.kms_key_arns.clear();
     let policy = policy_document(&policy_input);
@@ -582,7 +708,13 @@ async fn replica_policy_allows_every_request() {
     .await;
     let meta = g.scope.secrets.describe(&secret).await.unwrap().unwrap();
     assert_eq!(meta.replica_regions, vec!["us-west-2".to_string()]);
-    patch_credential(&g, &ns, "app", json!({ "spec": { "secret": { "replicaRegions": [{ "region": "eu-west-1" }] } } })).await;
+    patch_credential(
+        &g,
+        &ns,
+        "app",
+        json!({ "spec": { "secret": { "replicaRegions": [{ "region": "eu-west-1" }] } } }),
+    )
+    .await;
     wait_for("replica swapped", Duration::from_secs(60), || async {
         let m = g.scope.secrets.describe(&secret).await.ok()??;
         (m.replica_regions == vec!["eu-west-1".to_string()]).then_some(())
@@ -605,8 +737,19 @@ async fn replica_policy_allows_every_request() {
     policy_input.secret_prefixes = vec![prefix.clone()];
     policy_input.admin_secret_arns = admin_secrets(&g, &[&db]).await;
     let policy = policy_document(&policy_input);
-    let actions = assert_allowed(&g, &mut Model::default(), &HashMap::from([(None, policy.clone())])).await;
-    expect_actions(&actions, &["secretsmanager:ReplicateSecretToRegions", "secretsmanager:RemoveRegionsFromReplication"]);
+    let actions = assert_allowed(
+        &g,
+        &mut Model::default(),
+        &HashMap::from([(None, policy.clone())]),
+    )
+    .await;
+    expect_actions(
+        &actions,
+        &[
+            "secretsmanager:ReplicateSecretToRegions",
+            "secretsmanager:RemoveRegionsFromReplication",
+        ],
+    );
 
     // The denial this avoids: CreateSecret with AddReplicaRegions makes AWS authorize
     // ReplicateSecretToRegions on the secret being created, which has no tags yet.
@@ -645,7 +788,13 @@ async fn lambda_rotation_policy_allows_every_request() {
         m.rotation_enabled.then_some(())
     })
     .await;
-    patch_credential(&g, &ns, "app", json!({ "spec": { "rotation": { "rotator": "controller", "lambdaArn": null } } })).await;
+    patch_credential(
+        &g,
+        &ns,
+        "app",
+        json!({ "spec": { "rotation": { "rotator": "controller", "lambdaArn": null } } }),
+    )
+    .await;
     wait_for("native rotation off", Duration::from_secs(60), || async {
         let m = g.scope.secrets.describe(&secret).await.ok()??;
         (!m.rotation_enabled).then_some(())
@@ -657,7 +806,14 @@ async fn lambda_rotation_policy_allows_every_request() {
     policy_input.lambda_arns = vec![lambda.clone()];
     let policy = policy_document(&policy_input);
     let actions = assert_allowed(&g, &mut Model::default(), &HashMap::from([(None, policy)])).await;
-    expect_actions(&actions, &["secretsmanager:RotateSecret", "lambda:InvokeFunction", "secretsmanager:CancelRotateSecret"]);
+    expect_actions(
+        &actions,
+        &[
+            "secretsmanager:RotateSecret",
+            "lambda:InvokeFunction",
+            "secretsmanager:CancelRotateSecret",
+        ],
+    );
     // The printed policy without the Lambda does not allow invoking it.
     policy_input.lambda_arns.clear();
     let without = policy_document(&policy_input);
@@ -675,7 +831,9 @@ async fn assumed_role_policy_allows_every_request() {
     let mut g = Ground::new().await;
     g.start().await;
     let ns = admitted(&g).await;
-    let (db, prefix) = g.database(&DbServer::postgres(), json!({ "roleArn": role })).await;
+    let (db, prefix) = g
+        .database(&DbServer::postgres(), json!({ "roleArn": role }))
+        .await;
     let user = unique("iam_");
     ready_with(
         &g,
@@ -690,9 +848,13 @@ async fn assumed_role_policy_allows_every_request() {
     target.secret_prefixes = vec![prefix];
     target.admin_secret_arns = admin_secrets(&g, &[&db]).await;
     let log = g.calls.request_log().unwrap().snapshot();
-    assert!(log.iter().any(|r| r.operation == "AssumeRole"), "the role was assumed");
     assert!(
-        log.iter().any(|r| r.operation == "CreateSecret" && r.role_arn.as_deref() == Some(role.as_str())),
+        log.iter().any(|r| r.operation == "AssumeRole"),
+        "the role was assumed"
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.operation == "CreateSecret" && r.role_arn.as_deref() == Some(role.as_str())),
         "the secret was created as the role"
     );
     // The controller's own identity only assumes the role; the rest runs as the role.
@@ -736,16 +898,27 @@ async fn rds_instance_policy_allows_every_request() {
         }),
     )
     .await;
-    let master = wait_for("master secret resolved", Duration::from_secs(30), || async {
-        Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
-            .get(&db)
-            .await
-            .ok()?
-            .status?
-            .admin_secret_arn
-    })
+    let master = wait_for(
+        "master secret resolved",
+        Duration::from_secs(30),
+        || async {
+            Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
+                .get(&db)
+                .await
+                .ok()?
+                .status?
+                .admin_secret_arn
+        },
+    )
     .await;
-    let master_name = g.scope.secrets.describe(&master).await.unwrap().unwrap().name;
+    let master_name = g
+        .scope
+        .secrets
+        .describe(&master)
+        .await
+        .unwrap()
+        .unwrap()
+        .name;
     ready_with(
         &g,
         &ns,
@@ -756,8 +929,16 @@ async fn rds_instance_policy_allows_every_request() {
     let mut policy_input = input();
     policy_input.secret_prefixes = vec![prefix];
     policy_input.db_instance_arns = vec![instance];
-    let actions = assert_allowed(&g, &mut Model::default(), &HashMap::from([(None, policy_document(&policy_input))])).await;
-    expect_actions(&actions, &["rds:DescribeDBInstances", "secretsmanager:GetSecretValue"]);
+    let actions = assert_allowed(
+        &g,
+        &mut Model::default(),
+        &HashMap::from([(None, policy_document(&policy_input))]),
+    )
+    .await;
+    expect_actions(
+        &actions,
+        &["rds:DescribeDBInstances", "secretsmanager:GetSecretValue"],
+    );
 }
 
 /// `adminLogin.secretId` of each database.
@@ -785,7 +966,11 @@ print(key)
         .args(["-c", script, name])
         .output()
         .expect("run the venv's python");
-    assert!(out.status.success(), "creating a KMS key in moto: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "creating a KMS key in moto: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         String::from_utf8(out.stdout).unwrap().trim().to_string(),
         format!("alias/{name}"),
@@ -798,8 +983,12 @@ print(key)
 fn the_model_knows_every_operation_the_code_calls() {
     let re = regex::Regex::new(r#"SERVICE,\s*"(\w+)""#).unwrap();
     let mut seen = 0;
-    for (service, file) in [("secretsmanager", "src/aws/secrets.rs"), ("rds", "src/aws/rds.rs")] {
-        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (service, file) in [
+        ("secretsmanager", "src/aws/secrets.rs"),
+        ("rds", "src/aws/rds.rs"),
+    ] {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         for op in re.captures_iter(&text).map(|c| c[1].to_string()) {
             let req = RecordedRequest {
                 service: service.into(),
@@ -812,5 +1001,8 @@ fn the_model_knows_every_operation_the_code_calls() {
             seen += 1;
         }
     }
-    assert!(seen >= 17, "found only {seen} operations: the pattern no longer matches the code");
+    assert!(
+        seen >= 17,
+        "found only {seen} operations: the pattern no longer matches the code"
+    );
 }

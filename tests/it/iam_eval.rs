@@ -197,11 +197,23 @@ fn operator_holds(operator: &str, present: Option<&Vec<String>>, wanted: &[Strin
     match qualifier {
         // Every value in the request must match (true for an absent or empty key).
         Some("ForAllValues") => values.is_none_or(|vs| {
-            vs.iter().all(|v| if negated { !matches_one(v) } else { matches_one(v) })
+            vs.iter().all(|v| {
+                if negated {
+                    !matches_one(v)
+                } else {
+                    matches_one(v)
+                }
+            })
         }),
         // At least one value in the request must match (false for an absent key).
         Some("ForAnyValue") => values.is_some_and(|vs| {
-            vs.iter().any(|v| if negated { !matches_one(v) } else { matches_one(v) })
+            vs.iter().any(|v| {
+                if negated {
+                    !matches_one(v)
+                } else {
+                    matches_one(v)
+                }
+            })
         }),
         Some(other) => panic!("set qualifier {other} is not supported"),
         None => match values {
@@ -235,13 +247,21 @@ mod tests {
             ("*", "", true),
             ("a*b*c", "axxbyyc", true),
             ("a*b*c", "axxbyy", false),
-            ("arn:aws:kms:*:*:key/*", "arn:aws:kms:eu-west-1:1:key/k", true),
+            (
+                "arn:aws:kms:*:*:key/*",
+                "arn:aws:kms:eu-west-1:1:key/k",
+                true,
+            ),
             ("Secret", "secret", false),
         ];
         for (pattern, value, want) in table {
             assert_eq!(glob(pattern, value, false), want, "{pattern} vs {value}");
         }
-        assert!(glob("SecretsManager:Get*", "secretsmanager:GetSecretValue", true));
+        assert!(glob(
+            "SecretsManager:Get*",
+            "secretsmanager:GetSecretValue",
+            true
+        ));
     }
 
     #[test]
@@ -249,24 +269,48 @@ mod tests {
         let allow = json!({ "Sid": "A", "Effect": "Allow", "Action": "s:*", "Resource": "*" });
         let deny = json!({ "Sid": "D", "Effect": "Deny", "Action": "s:Delete", "Resource": "r1" });
         let p = policy(json!([allow, deny]));
-        assert_eq!(evaluate(&p, &Request::new("s:Delete", "r1")).0, Decision::ExplicitDeny);
-        assert_eq!(evaluate(&p, &Request::new("s:Delete", "r2")).0, Decision::Allow);
-        assert_eq!(evaluate(&p, &Request::new("t:Delete", "r1")).0, Decision::ImplicitDeny);
+        assert_eq!(
+            evaluate(&p, &Request::new("s:Delete", "r1")).0,
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            evaluate(&p, &Request::new("s:Delete", "r2")).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&p, &Request::new("t:Delete", "r1")).0,
+            Decision::ImplicitDeny
+        );
         assert_eq!(
             evaluate(&policy(json!([])), &Request::new("s:Get", "r")).0,
             Decision::ImplicitDeny
         );
         // A single statement object is a valid Statement too.
-        let single = json!({ "Statement": { "Effect": "Allow", "Action": "s:Get", "Resource": "r" } });
-        assert_eq!(evaluate(&single, &Request::new("S:GET", "r")).0, Decision::Allow);
+        let single =
+            json!({ "Statement": { "Effect": "Allow", "Action": "s:Get", "Resource": "r" } });
+        assert_eq!(
+            evaluate(&single, &Request::new("S:GET", "r")).0,
+            Decision::Allow
+        );
     }
 
     #[test]
     fn not_action_and_not_resource() {
-        let p = policy(json!([{ "Effect": "Allow", "NotAction": "s:Delete*", "NotResource": ["r:secret/*"] }]));
-        assert_eq!(evaluate(&p, &Request::new("s:Get", "r:other")).0, Decision::Allow);
-        assert_eq!(evaluate(&p, &Request::new("s:DeleteX", "r:other")).0, Decision::ImplicitDeny);
-        assert_eq!(evaluate(&p, &Request::new("s:Get", "r:secret/x")).0, Decision::ImplicitDeny);
+        let p = policy(
+            json!([{ "Effect": "Allow", "NotAction": "s:Delete*", "NotResource": ["r:secret/*"] }]),
+        );
+        assert_eq!(
+            evaluate(&p, &Request::new("s:Get", "r:other")).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&p, &Request::new("s:DeleteX", "r:other")).0,
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            evaluate(&p, &Request::new("s:Get", "r:secret/x")).0,
+            Decision::ImplicitDeny
+        );
     }
 
     #[test]
@@ -279,13 +323,33 @@ mod tests {
             ("StringEquals", some(&["RDSCRED"]), w(&["rdscred"]), false),
             ("StringEquals", some(&["b"]), w(&["a", "b"]), true),
             ("StringEquals", None, w(&["rdscred"]), false),
-            ("StringEqualsIgnoreCase", some(&["RDSCRED"]), w(&["rdscred"]), true),
+            (
+                "StringEqualsIgnoreCase",
+                some(&["RDSCRED"]),
+                w(&["rdscred"]),
+                true,
+            ),
             ("StringNotEquals", some(&["x"]), w(&["rdscred"]), true),
-            ("StringNotEquals", some(&["rdscred"]), w(&["rdscred"]), false),
+            (
+                "StringNotEquals",
+                some(&["rdscred"]),
+                w(&["rdscred"]),
+                false,
+            ),
             // A negated operator holds when the key is absent.
             ("StringNotEquals", None, w(&["rdscred"]), true),
-            ("StringLike", some(&["secretsmanager.eu-west-1.amazonaws.com"]), w(&["secretsmanager.*.amazonaws.com"]), true),
-            ("StringLike", some(&["kms.eu-west-1.amazonaws.com"]), w(&["secretsmanager.*.amazonaws.com"]), false),
+            (
+                "StringLike",
+                some(&["secretsmanager.eu-west-1.amazonaws.com"]),
+                w(&["secretsmanager.*.amazonaws.com"]),
+                true,
+            ),
+            (
+                "StringLike",
+                some(&["kms.eu-west-1.amazonaws.com"]),
+                w(&["secretsmanager.*.amazonaws.com"]),
+                false,
+            ),
             ("StringNotLike", some(&["a/b"]), w(&["a/*"]), false),
             ("StringEqualsIfExists", None, w(&["x"]), true),
             ("StringEqualsIfExists", some(&["y"]), w(&["x"]), false),
@@ -309,14 +373,42 @@ mod tests {
     fn set_qualifiers() {
         let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // ForAnyValue: at least one request value matches; an absent key never does.
-        assert!(operator_holds("ForAnyValue:StringEquals", Some(&w(&["alias/a", "alias/b"])), &w(&["alias/b"])));
-        assert!(!operator_holds("ForAnyValue:StringEquals", Some(&w(&["alias/a"])), &w(&["alias/b"])));
-        assert!(!operator_holds("ForAnyValue:StringEquals", None, &w(&["alias/b"])));
+        assert!(operator_holds(
+            "ForAnyValue:StringEquals",
+            Some(&w(&["alias/a", "alias/b"])),
+            &w(&["alias/b"])
+        ));
+        assert!(!operator_holds(
+            "ForAnyValue:StringEquals",
+            Some(&w(&["alias/a"])),
+            &w(&["alias/b"])
+        ));
+        assert!(!operator_holds(
+            "ForAnyValue:StringEquals",
+            None,
+            &w(&["alias/b"])
+        ));
         // ForAllValues: every request value matches; an absent key always does.
-        assert!(operator_holds("ForAllValues:StringEquals", Some(&w(&["a", "b"])), &w(&["a", "b", "c"])));
-        assert!(!operator_holds("ForAllValues:StringEquals", Some(&w(&["a", "d"])), &w(&["a", "b"])));
-        assert!(operator_holds("ForAllValues:StringEquals", None, &w(&["a"])));
-        assert!(operator_holds("ForAllValues:StringLike", Some(&w(&["rdscred.io/x"])), &w(&["rdscred.io/*"])));
+        assert!(operator_holds(
+            "ForAllValues:StringEquals",
+            Some(&w(&["a", "b"])),
+            &w(&["a", "b", "c"])
+        ));
+        assert!(!operator_holds(
+            "ForAllValues:StringEquals",
+            Some(&w(&["a", "d"])),
+            &w(&["a", "b"])
+        ));
+        assert!(operator_holds(
+            "ForAllValues:StringEquals",
+            None,
+            &w(&["a"])
+        ));
+        assert!(operator_holds(
+            "ForAllValues:StringLike",
+            Some(&w(&["rdscred.io/x"])),
+            &w(&["rdscred.io/*"])
+        ));
     }
 
     #[test]
@@ -341,7 +433,10 @@ mod tests {
             .with("S:NAME", &["a"])
             .with("aws:tagkeys", &["owner"]);
         assert_eq!(evaluate(&p, &upper).0, Decision::Allow);
-        assert_eq!(evaluate(&p, &base.clone().with("s:Name", &["c"])).0, Decision::ImplicitDeny);
+        assert_eq!(
+            evaluate(&p, &base.clone().with("s:Name", &["c"])).0,
+            Decision::ImplicitDeny
+        );
         assert_eq!(
             evaluate(&p, &base.clone().with("aws:TagKeys", &["owner", "other"])).0,
             Decision::ImplicitDeny

@@ -2,6 +2,9 @@
 //! kube-runtime watchers/controllers and `kubectl` use, either as the tower service behind
 //! a `kube::Client` (no socket) or over HTTP on a loopback port.
 //!
+//! Requests with a bearer token (`issue_token`, `service_account_token`) are authorized by the
+//! RBAC objects in the store; requests without one are the administrator.
+//!
 //! What it does not do like a real API server is listed in `GAPS.md` next to this crate.
 //!
 //! ```no_run
