@@ -318,7 +318,8 @@ mod tests {
         let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let some = |v: &[&str]| Some(w(v));
         // (operator, request values, policy values, holds)
-        let table: &[(&str, Option<Vec<String>>, Vec<String>, bool)] = &[
+        type Row = (&'static str, Option<Vec<String>>, Vec<String>, bool);
+        let table: &[Row] = &[
             ("StringEquals", some(&["rdscred"]), w(&["rdscred"]), true),
             ("StringEquals", some(&["RDSCRED"]), w(&["rdscred"]), false),
             ("StringEquals", some(&["b"]), w(&["a", "b"]), true),
