@@ -221,14 +221,8 @@ impl ChartRbac {
     pub fn grants(&self) -> Vec<Grant> {
         let mut out = BTreeSet::new();
         for (role, rule) in self.rules() {
-            for (group, resource, verb) in rule_atoms(&rule) {
-                out.insert(Grant {
-                    install: self.install.label().into(),
-                    role: role.clone(),
-                    api_group: group,
-                    resource,
-                    verb,
-                });
+            for atom in rule_atoms(&rule) {
+                out.insert(self.grant(&role, atom));
             }
         }
         out.into_iter().collect()
@@ -253,21 +247,26 @@ impl ChartRbac {
                         && kube_emulator::rbac_rule_allows(&atom, r)
                 });
                 if used {
-                    out.insert(Grant {
-                        install: self.install.label().into(),
-                        role: role.clone(),
-                        api_group: group,
-                        resource,
-                        verb,
-                    });
+                    out.insert(self.grant(&role, (group, resource, verb)));
                 }
             }
         }
         out.into_iter().collect()
     }
 
-    /// (`Kind name`, rule) of every rule of every Role/ClusterRole. A Role's key includes its
-    /// namespace for `binding_scope`; `role_name` strips it.
+    fn grant(&self, role: &str, (api_group, resource, verb): (String, String, String)) -> Grant {
+        Grant {
+            install: self.install.label().into(),
+            role: role.into(),
+            api_group,
+            resource,
+            verb,
+        }
+    }
+
+    /// (`Kind name`, rule) of every rule of every Role/ClusterRole. Roles of one name in several
+    /// namespaces (the namespaced install's per-namespace Role) share the key: they are the
+    /// same template, and `binding_scope` lists all the namespaces they are bound in.
     fn rules(&self) -> Vec<(String, serde_json::Value)> {
         self.objects
             .iter()

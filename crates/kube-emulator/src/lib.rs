@@ -91,44 +91,49 @@ impl Emulator {
     /// Installs (or replaces) every CustomResourceDefinition of a multi-document YAML text.
     /// Documents of other kinds are an error.
     pub fn install_crds_yaml(&self, yaml: &str) -> Result<(), EmulatorError> {
-        use serde::Deserialize;
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
-            if v.is_null() {
-                continue;
-            }
+        for v in yaml_documents(yaml)? {
             if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
                 return Err(EmulatorError::InvalidCrd(format!(
                     "not a CustomResourceDefinition: kind {:?}",
                     v.get("kind")
                 )));
             }
-            let mut st = self.state();
-            let rt = st
+            let rt = self
+                .state()
                 .registry
                 .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
                 .expect("built-in");
-            let name = v
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let opts = WriteOpts {
-                manager: "kube-emulator".into(),
-                ..Default::default()
-            };
-            let result = match st.get_raw(&rt.key(), "", &name).cloned() {
-                None => st.create(&rt, "v1", "", v, &opts),
-                Some(existing) => {
-                    let mut v = v;
-                    v["metadata"]["resourceVersion"] =
-                        existing["metadata"]["resourceVersion"].clone();
-                    st.update(&rt, "v1", "", &name, v, store::Sub::Main, &opts, true)
-                }
-            };
-            result.map_err(|e| EmulatorError::InvalidCrd(e.message))?;
+            self.create_or_replace(&rt, "v1", "", v)
+                .map_err(|e| EmulatorError::InvalidCrd(e.message))?;
         }
         Ok(())
+    }
+
+    /// Creates `v` as the administrator, or replaces the object of that name.
+    fn create_or_replace(
+        &self,
+        rt: &Arc<registry::ResourceType>,
+        version: &str,
+        ns: &str,
+        mut v: Value,
+    ) -> Result<Value, error::ApiError> {
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let opts = WriteOpts {
+            manager: "kube-emulator".into(),
+            ..Default::default()
+        };
+        let mut st = self.state();
+        match st.get_raw(&rt.key(), ns, &name).cloned() {
+            None => st.create(rt, version, ns, v, &opts),
+            Some(existing) => {
+                v["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+                st.update(rt, version, ns, &name, v, store::Sub::Main, &opts, true)
+            }
+        }
     }
 
     /// Installs every `*.yaml`/`*.yml` file of a directory (or one file) with
@@ -211,63 +216,29 @@ impl Emulator {
     /// e.g. the Roles and RoleBindings a Helm chart renders. Namespaced objects need their
     /// namespace to exist.
     pub fn apply_objects_yaml(&self, yaml: &str) -> Result<(), EmulatorError> {
-        use serde::Deserialize;
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
-            if v.is_null() {
-                continue;
-            }
-            let api_version = v
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let (group, version) = match api_version.rsplit_once('/') {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (String::new(), api_version.clone()),
-            };
-            let kind = v
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let mut st = self.state();
-            let rt = st
+        for v in yaml_documents(yaml)? {
+            let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+            let rt = self
+                .state()
                 .registry
                 .types
                 .values()
-                .find(|t| t.group == group && t.kind == kind && t.version(&version).is_some())
+                .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
                 .cloned()
                 .ok_or_else(|| EmulatorError::Api {
                     code: 404,
                     message: format!("no kind {kind:?} is served in {api_version:?}"),
                 })?;
-            let ns = if rt.namespaced {
-                v.pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string()
-            } else {
-                String::new()
-            };
-            let name = v
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let opts = WriteOpts {
-                manager: "kube-emulator".into(),
-                ..Default::default()
-            };
-            match st.get_raw(&rt.key(), &ns, &name).cloned() {
-                None => st.create(&rt, &version, &ns, v, &opts)?,
-                Some(existing) => {
-                    let mut v = v;
-                    v["metadata"]["resourceVersion"] =
-                        existing["metadata"]["resourceVersion"].clone();
-                    st.update(&rt, &version, &ns, &name, v, store::Sub::Main, &opts, true)?
-                }
-            };
+            let ns = match v.pointer("/metadata/namespace").and_then(Value::as_str) {
+                _ if !rt.namespaced => "",
+                Some(ns) => ns,
+                None => "default",
+            }
+            .to_string();
+            let version = version.to_string();
+            self.create_or_replace(&rt, &version, &ns, v)?;
         }
         Ok(())
     }
@@ -388,4 +359,17 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// The non-empty documents of a multi-document YAML text.
+fn yaml_documents(yaml: &str) -> Result<Vec<Value>, EmulatorError> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
