@@ -348,6 +348,10 @@ async fn assert_allowed(
         .expect("the ground logs requests")
         .snapshot();
     assert!(!log.is_empty(), "the controller made no AWS request");
+    assert!(
+        log.iter().all(|r| r.params.get("SecretString").is_none()),
+        "the request log must never hold a secret value"
+    );
     // Secrets the log does not create (admin secrets, RDS-managed ones, pre-existing ones)
     // start with their current tags and key.
     let mut known: BTreeSet<String> = BTreeSet::new();

@@ -85,24 +85,24 @@ pub fn authorize(st: &State, user: &UserInfo, a: &RequestAttributes) -> Decision
         };
     }
     let mut errors = Vec::new();
-    let mut role_rules = |kind: &str, namespace: &str, name: &str| -> Vec<Value> {
+    let mut role_rules = |kind: &str, namespace: &str, name: &str| -> &[Value] {
         let (resource, ns) = match kind {
             "ClusterRole" => ("clusterroles", ""),
             "Role" => ("roles", namespace),
-            _ => return vec![],
+            _ => return &[],
         };
         match st.get_raw(&gr(resource), ns, name) {
             Some(role) => role
                 .get("rules")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default(),
             None => {
                 errors.push(format!(
                     "{}.{GROUP} \"{name}\" not found",
                     kind.to_lowercase()
                 ));
-                vec![]
+                &[]
             }
         }
     };
