@@ -5,6 +5,7 @@ mod controller;
 mod crud;
 mod lifecycle;
 mod patch;
+mod rbac;
 mod served;
 mod status;
 mod validation;
