@@ -29,7 +29,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -271,15 +270,21 @@ impl<D: DescribeSecret> Consumer<'_, D> {
             for &m in &plan.unmanaged {
                 metrics.event_ignored(types[m], Ignored::Unmanaged.label());
             }
-            let outcomes: Vec<(&Work, Option<Fate>)> = futures::stream::iter(&plan.work)
-                .map(|work| async move {
-                    let outcome =
-                        tokio::time::timeout_at(deadline, self.handle_work(work, index)).await;
-                    (work, outcome.ok())
-                })
-                .buffer_unordered(DESCRIBE_CONCURRENCY)
-                .collect()
-                .await;
+            let limit = tokio::sync::Semaphore::new(DESCRIBE_CONCURRENCY);
+            let outcomes = futures::future::join_all(plan.work.iter().map(|work| {
+                let limit = &limit;
+                async move {
+                    let work_done = async {
+                        let _permit = limit.acquire().await;
+                        self.handle_work(work, index).await
+                    };
+                    (
+                        work,
+                        tokio::time::timeout_at(deadline, work_done).await.ok(),
+                    )
+                }
+            }))
+            .await;
             let mut abandoned = 0;
             for (work, fate) in outcomes {
                 let fate = fate.unwrap_or_else(|| {

@@ -6,6 +6,7 @@ mod support;
 
 mod aws;
 mod engine;
+mod events;
 mod leader;
 mod propagation;
 mod provision;
