@@ -396,6 +396,15 @@ impl Metrics {
         for r#type in EVENT_TYPES {
             drop(events_received.get_or_create(&TypeLabel { r#type }));
             drop(events_handled.get_or_create(&TypeLabel { r#type }));
+            drop(events_ignored.get_or_create(&TypeReason {
+                r#type,
+                reason: "unmanaged",
+            }));
+        }
+        for reason in ["AwsAccessDenied", "AwsResourceNotFound", "AwsUnavailable"] {
+            drop(queue_errors.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            }));
         }
 
         // Known label sets start at 0: `increase()`/`rate()` need a sample before the first

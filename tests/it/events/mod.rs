@@ -761,3 +761,85 @@ async fn pod_events(g: &Ground) -> Vec<Event> {
         })
         .collect()
 }
+
+/// Two controller processes on one Lease, both configured with the queue: only the leader
+/// reads it (the standby's queue metrics stay absent); after a graceful handover the new
+/// leader does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_consumes_the_queue() {
+    use crate::runtime::{
+        LEASE_DURATION, RENEW_PERIOD, Rdscred, SLACK, Workdir, sample as scraped, scrape,
+        wait_holder, write_kubeconfig,
+    };
+    let g = Ground::new().await;
+    let served = g
+        .emulator
+        .as_ref()
+        .expect("runs against the emulator")
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url());
+    let lease_ns = unique("sys-");
+    g.namespace(&lease_ns, &[]).await;
+    // A short visibility timeout: the old leader's last long poll, still open at the server
+    // when the process exits, may take messages with it until it expires.
+    let queue = Queue::create(&g, 3).await;
+    let (lease, renew) = (
+        format!("{}ms", LEASE_DURATION.as_millis()),
+        format!("{}ms", RENEW_PERIOD.as_millis()),
+    );
+    let start = |name: &str| {
+        let args = [
+            "--leader-elect",
+            "--leader-election-namespace",
+            &lease_ns,
+            "--identity",
+            name,
+            "--lease-duration",
+            &lease,
+            "--lease-renew-period",
+            &renew,
+            "--events-queue-url",
+            &queue.url,
+        ];
+        Rdscred::start(name, &dir, &kubeconfig, &g, &args)
+    };
+    let malformed = |text: &str| scraped(text, "rdscred_events_malformed_total", "");
+    let up = format!(r#"queue="{}""#, queue.url);
+
+    let mut a = start("a");
+    wait_holder(&g.client, &lease_ns, "a", SLACK * 5).await;
+    let b = start("b");
+    let (a_http, b_http) = (a.http_addr().await, b.http_addr().await);
+    // Messages nobody can use: cheap, and counted by whoever reads them.
+    queue.send(&vec!["not an event".to_string(); 3]).await;
+    queue.wait_drained(SLACK * 10).await;
+    wait_for("a counted them", SLACK * 2, || async {
+        (malformed(&scrape(a_http).await) == Some(3.0)).then_some(())
+    })
+    .await;
+    let b_metrics = scrape(b_http).await;
+    assert_eq!(
+        malformed(&b_metrics),
+        Some(0.0),
+        "the standby read the queue"
+    );
+    assert_eq!(scraped(&b_metrics, "rdscred_events_queue_up", &up), None);
+    assert_eq!(
+        scraped(&scrape(a_http).await, "rdscred_events_queue_up", &up),
+        Some(1.0)
+    );
+
+    a.signal("TERM");
+    a.exit_status(SLACK * 5).await;
+    wait_holder(&g.client, &lease_ns, "b", RENEW_PERIOD + SLACK * 2).await;
+    queue.send(&vec!["{}".to_string(); 2]).await;
+    queue.wait_drained(SLACK * 10).await;
+    wait_for("b counted them", SLACK * 2, || async {
+        (malformed(&scrape(b_http).await) == Some(2.0)).then_some(())
+    })
+    .await;
+    drop(served);
+}
