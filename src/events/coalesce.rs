@@ -83,9 +83,27 @@ pub struct Work {
     pub messages: Vec<usize>,
     /// The earliest event time among them: the start of the end-to-end lag.
     pub earliest: Option<jiff::Timestamp>,
+    /// The latest event time among them; `None` if any event has no time.
+    pub latest: Option<jiff::Timestamp>,
     /// Set when every event is a `Secret Label Updated` of AWSCURRENT to this one version:
     /// if AWSCURRENT is already known to be it, there is nothing to re-read.
     pub claimed_current: Option<String>,
+}
+
+/// How far a re-read must start after an event's `time` to be sure it saw the change: the
+/// time is truncated to the second, and AWS's clock and ours may differ a little (EKS nodes
+/// sync with the Amazon Time Sync Service, well under a second).
+pub const READ_AFTER_EVENT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether a re-read that started at `read_started` (our clock) already reflects every event
+/// of `work`, so a later batch naming the same secret needs no new DescribeSecret.
+pub fn covered(work: &Work, read_started: Option<jiff::Timestamp>) -> bool {
+    match (work.latest, read_started) {
+        (Some(latest), Some(read)) => {
+            latest + jiff::SignedDuration::try_from(READ_AFTER_EVENT).expect("small") <= read
+        }
+        _ => false,
+    }
 }
 
 /// What a batch amounts to.
@@ -118,6 +136,7 @@ pub fn coalesce<C>(index: &Index<C>, events: &[(usize, SecretEvent)]) -> Plan {
                 followers: Vec::new(),
                 messages: Vec::new(),
                 earliest: None,
+                latest: event.time,
                 claimed_current: None,
             });
             if !work.followers.contains(&i) {
@@ -130,6 +149,7 @@ pub fn coalesce<C>(index: &Index<C>, events: &[(usize, SecretEvent)]) -> Plan {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            work.latest = work.latest.zip(event.time).map(|(a, b)| a.max(b));
             claims
                 .entry(key)
                 .or_default()
@@ -372,6 +392,44 @@ mod tests {
             all,
             (0..500).collect::<Vec<_>>(),
             "every message in exactly one unit"
+        );
+    }
+
+    #[test]
+    fn a_read_covers_events_only_well_before_it_started() {
+        let idx = index();
+        let at = |second: i64| Some(jiff::Timestamp::from_second(1_700_000_000 + second).unwrap());
+        let plan = coalesce(
+            &idx,
+            &[
+                (0, ev(&["rdscred/db/app"], "us-east-1", 0, None)),
+                (1, ev(&["rdscred/db/app"], "us-east-1", 10, None)),
+            ],
+        );
+        let work = &plan.work[0];
+        assert_eq!(work.latest, at(10));
+        let cases = [
+            (None, false, "never read"),
+            (at(12), false, "read within the margin of the latest event"),
+            (at(13), true, "read three seconds after the latest event"),
+            (at(100), true, "read long after"),
+        ];
+        for (read, want, what) in cases {
+            assert_eq!(covered(work, read), want, "{what}");
+        }
+        let mut untimed = ev(&["rdscred/db/app"], "us-east-1", 0, None);
+        untimed.time = None;
+        let plan = coalesce(
+            &idx,
+            &[
+                (0, ev(&["rdscred/db/app"], "us-east-1", 0, None)),
+                (1, untimed),
+            ],
+        );
+        assert_eq!(plan.work[0].latest, None);
+        assert!(
+            !covered(&plan.work[0], at(100)),
+            "an event without a time is never covered"
         );
     }
 

@@ -5,7 +5,8 @@
 //! The consumer long-polls the queue (20 s, 10 messages a call), drains what is waiting into one
 //! batch, parses the envelopes ([`envelope`]), drops events about secrets no credential follows
 //! (in memory: credentials, their status and the metadata cache), groups the rest by secret
-//! ([`coalesce`]) and re-reads each changed secret once with DescribeSecret — the event is only
+//! ([`coalesce`]) and re-reads each changed secret once with DescribeSecret (not again for
+//! events that happened well before its last re-read began) — the event is only
 //! a hint; what the secret now holds is always read from Secrets Manager, so duplicates and
 //! events delivered out of order are harmless. Credentials whose AWSCURRENT moved (or that have
 //! a rotation half done) are handed to their controller through the poller's
@@ -109,23 +110,21 @@ pub async fn consume<D: DescribeSecret>(
     up: &watch::Sender<bool>,
     describer: &D,
 ) {
-    let queue = loop {
-        match ctx
-            .aws
-            .queue(
-                &cfg.queue_url,
-                cfg.region.as_deref(),
-                cfg.role_arn.as_deref(),
-            )
-            .await
-        {
-            Ok(q) => break q,
-            Err(e) => {
-                // Only a malformed role ARN gets here: say so, and keep polling instead.
-                warn!(queue = %cfg.queue_url, error = %e, "event queue not usable; polling only");
-                ctx.metrics.set_queue_up(&cfg.queue_url, false);
-                std::future::pending::<()>().await;
-            }
+    let queue = match ctx
+        .aws
+        .queue(
+            &cfg.queue_url,
+            cfg.region.as_deref(),
+            cfg.role_arn.as_deref(),
+        )
+        .await
+    {
+        Ok(q) => q,
+        Err(e) => {
+            // Only a malformed role ARN gets here: say so, and keep polling instead.
+            warn!(queue = %cfg.queue_url, error = %e, "event queue not usable; polling only");
+            ctx.metrics.set_queue_up(&cfg.queue_url, false);
+            return std::future::pending().await;
         }
     };
     let mut consumer = Consumer {
@@ -136,6 +135,7 @@ pub async fn consume<D: DescribeSecret>(
         up,
         describer,
         health: Health::Unknown,
+        last_read: Default::default(),
     };
     consumer.run().await
 }
@@ -155,6 +155,8 @@ struct Consumer<'a, D> {
     up: &'a watch::Sender<bool>,
     describer: &'a D,
     health: Health,
+    /// When the last successful re-read of each secret started (our clock).
+    last_read: std::sync::Mutex<HashMap<String, jiff::Timestamp>>,
 }
 
 /// What became of one message of a batch.
@@ -338,6 +340,11 @@ impl<D: DescribeSecret> Consumer<'_, D> {
     /// One secret named by events: re-read it (unless an AWSCURRENT label event says what the
     /// cache already knows) and hand every credential whose AWSCURRENT moved to its controller.
     async fn handle_work(&self, work: &Work, index: &Index<Arc<RdsCredential>>) -> Fate {
+        let last_read = self.last_read().get(&work.secret_id).copied();
+        if coalesce::covered(work, last_read) {
+            // An earlier batch's re-read started after these events: it saw their changes.
+            return Fate::Delete;
+        }
         let cached = work.claimed_current.as_deref().and_then(|claimed| {
             self.ctx
                 .secrets
@@ -346,7 +353,7 @@ impl<D: DescribeSecret> Consumer<'_, D> {
         });
         let meta = match cached {
             Some(meta) => Some(meta),
-            None => match self.describer.describe(&work.scope, &work.secret_id).await {
+            None => match self.describe(work).await {
                 Ok(meta) => {
                     if let Some(meta) = &meta {
                         self.ctx.secrets.remember_after_event(meta, work.earliest);
@@ -372,6 +379,25 @@ impl<D: DescribeSecret> Consumer<'_, D> {
             }
         }
         Fate::Delete
+    }
+
+    /// DescribeSecret for `work`, remembering when a successful one started.
+    async fn describe(&self, work: &Work) -> Result<Option<SecretMeta>, AwsError> {
+        let started = jiff::Timestamp::now();
+        let out = self.describer.describe(&work.scope, &work.secret_id).await;
+        if out.is_ok() {
+            let mut reads = self.last_read();
+            if reads.len() > 10_000 {
+                let cutoff = started - jiff::SignedDuration::from_hours(1);
+                reads.retain(|_, at| *at > cutoff);
+            }
+            reads.insert(work.secret_id.clone(), started);
+        }
+        out
+    }
+
+    fn last_read(&self) -> std::sync::MutexGuard<'_, HashMap<String, jiff::Timestamp>> {
+        self.last_read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every secret a watched credential follows, with the scope it is read in.

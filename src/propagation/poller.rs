@@ -93,14 +93,19 @@ async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Rece
                 ctx.settings.events.as_ref(),
                 up,
             );
+            let due = done + interval.mul_f64(spread);
             tokio::select! {
-                _ = tokio::time::sleep_until(done + interval.mul_f64(spread)) => break,
-                changed = events_up.changed() => {
+                _ = tokio::time::sleep_until(due) => break,
+                changed = events_up.changed() => match changed {
                     // Events lost: poll now. Events back: wait for the (longer) backstop.
-                    if changed.is_err() || !*events_up.borrow() {
+                    Ok(()) if !*events_up.borrow() => break,
+                    Ok(()) => {}
+                    // No event source any more: plain interval.
+                    Err(_) => {
+                        tokio::time::sleep_until(due).await;
                         break;
                     }
-                }
+                },
             }
         }
     }

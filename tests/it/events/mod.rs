@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use rdscred::aws::{AwsError, SecretMeta};
 use rdscred::crd::RdsCredential;
 use rdscred::engine::Admin;
-use rdscred::events::{AwsDescribe, DescribeSecret, consume};
+use rdscred::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
 use rdscred::propagation::poller::Triggers;
 use rdscred::reconcile::Settings;
 use rdscred::secret::RdsSecretValue;
@@ -448,39 +448,78 @@ fn drain_triggers(
     out
 }
 
+/// What running the consumer directly takes: the controller without events (it supplies the
+/// credential stores), `n` sync-only credentials whose secrets were then changed outside
+/// rdscred (name, secret, value, new version), a queue, and the triggers as a channel.
+struct Direct {
+    g: Ground,
+    creds: Vec<(String, SecretMeta, RdsSecretValue, String)>,
+    queue: Queue,
+    cfg: EventsConfig,
+    triggers: Triggers,
+    rx: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<RdsCredential>>,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Direct {
+    async fn new(n: usize, visibility: u32) -> Direct {
+        let server = DbServer::postgres();
+        let mut g = Ground::new().await;
+        g.start_with(Settings {
+            poll_interval: BACKSTOP,
+            drift_interval: Duration::from_secs(600),
+            ..g.settings()
+        })
+        .await;
+        let ns = admitted_namespace(&g).await;
+        let (db, prefix) = g.database(&server, json!({})).await;
+        let mut creds = Vec::new();
+        for (name, meta, mut value) in many_sync_only(&g, &ns, &db, &prefix, n, &server).await {
+            new_password(&mut value);
+            let version = outside_rotate(&g, &meta, &value).await;
+            creds.push((name, meta, value, version));
+        }
+        let queue = Queue::create(&g, visibility).await;
+        let cfg = events_config(&queue, Duration::from_secs(300));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut triggers = Triggers::default();
+        triggers.add(None, tx);
+        let (up, _) = tokio::sync::watch::channel(false);
+        Direct {
+            g,
+            creds,
+            queue,
+            cfg,
+            triggers,
+            rx,
+            up,
+        }
+    }
+}
+
 /// 500 events for 50 changed secrets, queued up behind the first batch: one DescribeSecret per
 /// secret, every changed credential handed to its controller, every message deleted.
 #[tokio::test]
 async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
     const SECRETS: usize = 50;
-    let server = DbServer::postgres();
-    let mut g = Ground::new().await;
-    // The controller without events: it only supplies the credential stores here; this test
-    // runs the consumer itself, with a DescribeSecret it can observe.
-    g.start_with(Settings {
-        poll_interval: BACKSTOP,
-        drift_interval: Duration::from_secs(600),
-        ..g.settings()
-    })
-    .await;
-    let ns = admitted_namespace(&g).await;
-    let (db, prefix) = g.database(&server, json!({})).await;
-    let mut creds = many_sync_only(&g, &ns, &db, &prefix, SECRETS + 1, &server).await;
-    let (_, gate, _) = creds.pop().unwrap();
-    let mut versions = BTreeMap::new();
-    for (name, meta, value) in &mut creds {
-        new_password(value);
-        versions.insert(name.clone(), outside_rotate(&g, meta, value).await);
-    }
     // moto needs ~0.4 s per ReceiveMessage with 500 messages waiting (AWS: milliseconds), so
     // draining the burst takes ~20 s: a visibility timeout that leaves time to gather it.
-    let queue = Queue::create(&g, 300).await;
-    let cfg = events_config(&queue, Duration::from_secs(300));
+    let Direct {
+        g,
+        mut creds,
+        queue,
+        cfg,
+        triggers,
+        mut rx,
+        up,
+    } = Direct::new(SECRETS + 1, 300).await;
+    // The last one's event goes first and holds the consumer until the burst is queued.
+    let (gate_name, gate, _, _) = creds.pop().unwrap();
+    let versions: BTreeMap<String, String> = creds
+        .iter()
+        .map(|(name, _, _, v)| (name.clone(), v.clone()))
+        .collect();
     let ctx = g.ctx.clone().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut triggers = Triggers::default();
-    triggers.add(None, tx);
-    let (up, _up_rx) = tokio::sync::watch::channel(false);
     let describer = Observed::new(&g, &gate.arn, None);
 
     let test = async {
@@ -496,7 +535,7 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
         // service events, and repeats.
         let mut burst = Vec::new();
         for round in 0..10 {
-            for (name, meta, _) in &creds {
+            for (name, meta, _, _) in &creds {
                 let v = &versions[name];
                 burst.push(match round % 5 {
                     0 | 3 => label_updated(meta, v),
@@ -517,7 +556,7 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
             Duration::from_secs(10),
             || {
                 triggered.extend(drain_triggers(&mut rx));
-                let done = triggered.len() >= SECRETS;
+                let done = triggered.len() > SECRETS;
                 async move { done.then_some(()) }
             },
         )
@@ -531,7 +570,7 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
     };
     let per_secret: Vec<(String, usize)> = creds
         .iter()
-        .map(|(_, m, _)| (m.name.clone(), describer.calls_for(&m.arn)))
+        .map(|(_, m, _, _)| (m.name.clone(), describer.calls_for(&m.arn)))
         .collect();
     eprintln!(
         "burst: 500 events for {SECRETS} secrets -> {describes} DescribeSecret calls (consumer: {})",
@@ -551,7 +590,8 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
         consumer <= SECRETS,
         "at most {SECRETS} DescribeSecret for the burst: {consumer}"
     );
-    let want: BTreeSet<String> = creds.iter().map(|(n, _, _)| n.clone()).collect();
+    let mut want: BTreeSet<String> = creds.iter().map(|(n, _, _, _)| n.clone()).collect();
+    want.insert(gate_name);
     assert_eq!(triggered, want, "exactly the changed credentials");
     assert_eq!(
         sample(
@@ -568,31 +608,21 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
 /// (never run twice at once), the message is not deleted, comes back, and is handled once.
 #[tokio::test]
 async fn handling_longer_than_the_visibility_timeout_is_abandoned_and_redone_once() {
-    let server = DbServer::postgres();
-    let mut g = Ground::new().await;
-    g.start_with(Settings {
-        poll_interval: BACKSTOP,
-        drift_interval: Duration::from_secs(600),
-        ..g.settings()
-    })
-    .await;
-    let ns = admitted_namespace(&g).await;
-    let (db, prefix) = g.database(&server, json!({})).await;
-    let mut creds = many_sync_only(&g, &ns, &db, &prefix, 1, &server).await;
-    let (_, meta, value) = &mut creds[0];
-    new_password(value);
-    let v2 = outside_rotate(&g, meta, value).await;
     // Two seconds of visibility; the first DescribeSecret takes four.
-    let queue = Queue::create(&g, 2).await;
-    let cfg = events_config(&queue, Duration::from_secs(300));
+    let Direct {
+        g,
+        creds,
+        queue,
+        cfg,
+        triggers,
+        mut rx,
+        up,
+    } = Direct::new(1, 2).await;
+    let (_, meta, _, v2) = &creds[0];
     let ctx = g.ctx.clone().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut triggers = Triggers::default();
-    triggers.add(None, tx);
-    let (up, _up_rx) = tokio::sync::watch::channel(false);
     let describer = Observed::new(&g, "-", Some((meta.arn.clone(), Duration::from_secs(4))));
     let test = async {
-        queue.send(&bodies(&[label_updated(meta, &v2)])).await;
+        queue.send(&bodies(&[label_updated(meta, v2)])).await;
         let mut triggered = Vec::new();
         wait_for("the credential triggered", Duration::from_secs(20), || {
             triggered.extend(drain_triggers(&mut rx));
@@ -662,17 +692,7 @@ async fn lost_queue_falls_back_to_polling_and_recovers() {
     // Queue gone: said so, and the poll (every second now) carries an unannounced change.
     queue.delete().await;
     wait_queue_up(&g, &queue, false, Duration::from_secs(30)).await;
-    let warning = wait_for(
-        "a Warning Event on the Pod",
-        Duration::from_secs(10),
-        || async {
-            pod_events(&g)
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("EventQueueUnavailable"))
-        },
-    )
-    .await;
+    let warning = pod_event(&g, "EventQueueUnavailable").await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let note = warning.note.unwrap_or_default();
     assert!(
@@ -714,17 +734,7 @@ async fn lost_queue_falls_back_to_polling_and_recovers() {
     // Queue back (moto allows the name again at once; AWS after 60 s).
     queue.recreate().await;
     wait_queue_up(&g, &queue, true, Duration::from_secs(30)).await;
-    let back = wait_for(
-        "a Normal Event on the Pod",
-        Duration::from_secs(10),
-        || async {
-            pod_events(&g)
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("EventQueueAvailable"))
-        },
-    )
-    .await;
+    let back = pod_event(&g, "EventQueueAvailable").await;
     assert_eq!(back.type_.as_deref(), Some("Normal"));
     // A poll may have begun before the queue answered again; after it, polls stop.
     let settled = g.calls.total("ListSecrets");
@@ -747,19 +757,27 @@ async fn lost_queue_falls_back_to_polling_and_recovers() {
     );
 }
 
-async fn pod_events(g: &Ground) -> Vec<Event> {
-    Api::<Event>::namespaced(g.client.clone(), POD_NS)
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            let r = e.regarding.as_ref();
-            r.and_then(|r| r.kind.as_deref()) == Some("Pod")
-                && r.and_then(|r| r.name.as_deref()) == Some(POD)
-        })
-        .collect()
+/// Waits for an Event with `reason` about the controller's Pod.
+async fn pod_event(g: &Ground, reason: &str) -> Event {
+    wait_for(
+        &format!("a {reason} Event on the Pod"),
+        Duration::from_secs(10),
+        || async {
+            Api::<Event>::namespaced(g.client.clone(), POD_NS)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    let r = e.regarding.as_ref();
+                    e.reason.as_deref() == Some(reason)
+                        && r.and_then(|r| r.kind.as_deref()) == Some("Pod")
+                        && r.and_then(|r| r.name.as_deref()) == Some(POD)
+                })
+        },
+    )
+    .await
 }
 
 /// Two controller processes on one Lease, both configured with the queue: only the leader
