@@ -109,6 +109,11 @@ async fn latencies(mode: Mode, samples: usize) -> (Vec<Duration>, f64) {
     let before = sm_calls(&g);
     let mut out = Vec::new();
     for i in 0..samples {
+        if let Mode::Polling(poll) = mode {
+            // A random phase against the poll: changes right after a sync would otherwise
+            // always wait almost a whole interval.
+            tokio::time::sleep(rdscred::reconcile::jitter(poll / 2, 1.0)).await;
+        }
         let (target, meta, value) = &mut creds[i % 4];
         let password = new_password(value);
         let version = outside_rotate(&g, meta, value).await;
@@ -283,7 +288,7 @@ fn main() {
             format!("polling only ({}m)", interval.as_secs() / 60)
         };
         println!(
-            "{:<48} {:>8.0} Secrets Manager calls/hour steady state, +{:.1} per change{}",
+            "{:<48} {:>8.0} Secrets Manager calls/hour steady state, +{:.1} per change (sync-only){}",
             format!("N={n}, {name}"),
             polls_per_hour * poll_calls as f64,
             per_change[&events],

@@ -3,13 +3,11 @@
 //! targets the queue (the rule's pattern is the documented one, `examples/06-…`), or written
 //! to the queue directly — and an outside change reaches the Kubernetes Secret and rolls its
 //! dependents within 2 s while the bulk poll runs only every 30 minutes. Duplicates, events out
-//! of order, unmanaged secrets, malformed bodies, a burst, a slow handler and a lost queue.
+//! of order, unmanaged secrets, malformed bodies, a burst, a slow handler, a lost queue, and
+//! only the leader consuming.
 //!
-//! moto leniencies met here (see docs/events.md): PutEvents accepts the reserved `aws.` source
-//! (AWS refuses it for custom events: the events AWS would send are simulated), a queue name
-//! can be reused at once after DeleteQueue (AWS: after 60 s), and DeleteMessage with an old
-//! receipt handle deletes a redelivered message (AWS may not) — the consumer never relies on
-//! that: it does not delete what it did not finish within the visibility timeout.
+//! moto's differences from AWS are listed in docs/events.md ("Testing it locally"); none of
+//! them is relied on where safety depends on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
