@@ -490,7 +490,9 @@ pub async fn synced_and_rolled(
     started.elapsed()
 }
 
-/// Waits until every rollout the credential started is complete (it requeues itself until then).
+/// Waits until every rollout the credential started is complete (it requeues itself until
+/// then) and no reconcile has finished for half a second: from here on nothing but an event
+/// (or a poll) looks at its secret for a drift interval.
 pub async fn rollouts_complete(g: &Ground, ns: &str, name: &str) {
     wait_for("rollouts complete", Duration::from_secs(15), || async {
         let st = g.get_credential(ns, name).await?.status?;
@@ -499,7 +501,25 @@ pub async fn rollouts_complete(g: &Ground, ns: &str, name: &str) {
             .all(|w| w.completed_at.is_some())
             .then_some(())
     })
-    .await
+    .await;
+    let reconciles = |g: &Ground| {
+        g.metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("rdscred_reconciles_total{kind=\"RdsCredential\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let mut last = (reconciles(g), Instant::now());
+    wait_for("the controller to settle", Duration::from_secs(15), || {
+        let now = reconciles(g);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        let settled = last.1.elapsed() >= Duration::from_millis(500);
+        async move { settled.then_some(()) }
+    })
+    .await;
 }
 
 pub fn new_password(value: &mut RdsSecretValue) -> String {

@@ -92,17 +92,20 @@ async fn outside_changes_reach_the_secret_by_event_within_two_seconds() {
     };
 
     // 1. Managed, through EventBridge: the two API calls and the label event.
+    rollouts_complete(&g, &ns, "app").await;
     let (pw, v) = outside_managed(&mut app_value).await;
     bus.put(&rotation_events(&app, &v, false));
     latencies.push(synced_and_rolled(&g, &ns, ("app-db", "web"), &pw, &v).await);
 
     // 2. Sync-only, written to the queue: the API calls name the secret by name.
+    rollouts_complete(&g, &ns, "ext").await;
     let pw = new_password(&mut ext_value);
     let v = outside_rotate(&g, &ext, &ext_value).await;
     queue.send(&bodies(&rotation_events(&ext, &v, true))).await;
     latencies.push(synced_and_rolled(&g, &ns, ("ext-db", "ext-web"), &pw, &v).await);
 
     // 3. Managed, written to the queue: only the service event (a Lambda's RotationSucceeded).
+    rollouts_complete(&g, &ns, "app").await;
     let (pw, v) = outside_managed(&mut app_value).await;
     queue
         .send(&bodies(&[service_event("RotationSucceeded", &app.arn)]))
@@ -110,6 +113,7 @@ async fn outside_changes_reach_the_secret_by_event_within_two_seconds() {
     latencies.push(synced_and_rolled(&g, &ns, ("app-db", "web"), &pw, &v).await);
 
     // 4. Sync-only, through EventBridge: only the label event.
+    rollouts_complete(&g, &ns, "ext").await;
     let pw = new_password(&mut ext_value);
     let v = outside_rotate(&g, &ext, &ext_value).await;
     bus.put(&[label_updated(&ext, &v)]);
