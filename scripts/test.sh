@@ -27,5 +27,8 @@ cargo nextest run --locked --profile ci --test it --run-ignored only rbac::chart
 # The hot-path bench, in the test profile and shortened: keeps it building and running (the
 # figures come from `cargo bench --bench hotpaths`).
 RDSCRED_BENCH_QUICK=1 cargo test --locked --bench hotpaths
+# Event-driven change detection: latency with events vs polling, calls per hour (quick mode;
+# the figures come from `cargo bench --bench events`).
+RDSCRED_BENCH_QUICK=1 cargo test --locked --bench events
 
 bash tests/chart/run.sh

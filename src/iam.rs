@@ -334,9 +334,93 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+/// SQS actions the event consumer uses (`DeleteMessageBatch` is authorised as DeleteMessage).
+pub const EVENTS_QUEUE_ACTIONS: [&str; 3] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+];
+
+/// `policy_document` plus, for `--events-queue-url` (event-driven change detection), the
+/// statement `ConsumeSecretEventsQueue` on those queues (ARNs, URLs or names). Kept apart from
+/// [`policy_document`] so the rest of the policy does not depend on it.
+pub fn with_events_queues(mut doc: Value, input: &IamPolicyInput, queues: &[String]) -> Value {
+    let arns = dedup(
+        queues
+            .iter()
+            .filter(|q| !q.is_empty())
+            .map(|q| events_queue_arn(input, q)),
+    );
+    if arns.is_empty() {
+        return doc;
+    }
+    if let Some(statements) = doc["Statement"].as_array_mut() {
+        statements.push(statement(
+            "ConsumeSecretEventsQueue",
+            &EVENTS_QUEUE_ACTIONS,
+            arns,
+        ));
+    }
+    doc
+}
+
+/// A queue ARN from an ARN, a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`) or a
+/// bare name (in the input's region and account).
+fn events_queue_arn(input: &IamPolicyInput, queue: &str) -> String {
+    if is_arn(queue) {
+        return queue.to_string();
+    }
+    if queue.contains("://") {
+        if let Some(arn) = crate::aws::sqs::queue_arn_from_url(queue, input.partition()) {
+            return arn;
+        }
+        let name = queue.rsplit('/').find(|s| !s.is_empty()).unwrap_or(queue);
+        return input.arn("sqs", name);
+    }
+    input.arn("sqs", queue)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_queue_statement_only_when_asked_and_scoped_to_the_queue() {
+        let doc = with_events_queues(policy_document(&input()), &input(), &[]);
+        assert!(stmt(&doc, "ConsumeSecretEventsQueue").is_none());
+        let queues = vec![
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/rdscred-events".to_string(),
+            "arn:aws:sqs:eu-west-1:123456789012:rdscred-events".to_string(),
+            "other-queue".to_string(),
+        ];
+        let doc = with_events_queues(policy_document(&input()), &input(), &queues);
+        let s = stmt(&doc, "ConsumeSecretEventsQueue").expect("statement");
+        assert_eq!(
+            strings(&s["Action"]),
+            vec![
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes"
+            ]
+        );
+        assert_eq!(
+            strings(&s["Resource"]),
+            vec![
+                "arn:aws:sqs:eu-west-1:123456789012:rdscred-events".to_string(),
+                input().arn("sqs", "other-queue"),
+            ],
+            "URL and ARN of one queue are one resource; a name takes the input's region/account"
+        );
+        assert!(s.get("Condition").is_none());
+        // Nothing else changes.
+        let before = policy_document(&input());
+        let n = before["Statement"].as_array().unwrap().len();
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), n + 1);
+        assert_eq!(
+            doc["Statement"].as_array().unwrap()[..n],
+            before["Statement"].as_array().unwrap()[..n]
+        );
+    }
 
     fn input() -> IamPolicyInput {
         IamPolicyInput {

@@ -7,6 +7,7 @@
 //! - [`aws`]: Secrets Manager and RDS access, ownership tags, bulk change detection;
 //! - [`reconcile`]: reconcile of each kind (+ conditions, events, errors);
 //! - [`controller`]: the kube-runtime controllers, watches and the bulk poller wiring;
+//! - [`events`]: event-driven change detection (EventBridge → SQS), the poll's fast path;
 //! - [`rotation`]: the four-step rotation protocol; [`schedule`]: when rotations are due;
 //! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
 //! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
@@ -16,6 +17,7 @@ pub mod aws;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod events;
 pub mod iam;
 pub mod leader;
 pub mod propagation;

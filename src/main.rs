@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use k8s_openapi::api::core::v1::ObjectReference;
 use tracing::{error, info, warn};
 
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
 use rdscred::controller::{self, Scope};
-use rdscred::iam::{IamPolicyInput, policy_document};
+use rdscred::events::EventsConfig;
+use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::reconcile::{Context, Settings};
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
@@ -104,6 +106,20 @@ struct RunArgs {
     /// Identity in the Lease and in Events (defaults to the pod name / hostname).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// SQS queue an EventBridge rule delivers Secrets Manager events to: changes made outside
+    /// rdscred then reach the Kubernetes Secret within seconds, and the bulk poll runs only as
+    /// a backstop (docs/events.md).
+    #[arg(long, env = "RDSCRED_EVENTS_QUEUE_URL")]
+    events_queue_url: Option<String>,
+    /// Region of the event queue (default: the one in its URL, else --aws-region).
+    #[arg(long, env = "RDSCRED_EVENTS_REGION")]
+    events_region: Option<String>,
+    /// Role to assume for reading the event queue (default: the controller's own credentials).
+    #[arg(long, env = "RDSCRED_EVENTS_ROLE_ARN")]
+    events_role_arn: Option<String>,
+    /// Bulk poll interval while events flow; --poll-interval applies while the queue cannot be read.
+    #[arg(long, env = "RDSCRED_EVENTS_BACKSTOP_INTERVAL", default_value = "30m", value_parser = parse_duration)]
+    events_backstop_interval: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +139,9 @@ struct IamArgs {
     /// Rotation Lambdas (rotator: lambda) the controller configures on secrets.
     #[arg(long = "lambda-arn")]
     lambda_arns: Vec<String>,
+    /// Event queues (`run --events-queue-url`) as URLs, ARNs or names: adds the SQS statement.
+    #[arg(long = "events-queue")]
+    events_queues: Vec<String>,
     #[arg(long, default_value = "aws")]
     partition: String,
     #[arg(long)]
@@ -160,10 +179,8 @@ fn main() -> anyhow::Result<()> {
                 admin_secret_arns: a.admin_secret_arns,
                 lambda_arns: a.lambda_arns,
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&policy_document(&input))?
-            );
+            let doc = with_events_queues(policy_document(&input), &input, &a.events_queues);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Command::Run(args) => {
             // Logging first: every later failure is a log line in the chosen format.
@@ -252,9 +269,33 @@ async fn run_controller(
         calls,
     )
     .await;
+    let events = args
+        .events_queue_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(|queue_url| EventsConfig {
+            queue_url,
+            region: args.events_region.clone(),
+            role_arn: args.events_role_arn.clone(),
+            fallback_poll_interval: args.poll_interval,
+            retry_max: Duration::from_secs(30),
+            report_to: args.identity.as_ref().map(|pod| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.clone()),
+                namespace: Some(args.leader_election_namespace.clone()),
+                ..ObjectReference::default()
+            }),
+        });
     let settings = Settings {
         cluster_name: args.cluster_name.clone(),
-        poll_interval: args.poll_interval,
+        // With events the bulk poll is a backstop; --poll-interval applies while the queue is lost.
+        poll_interval: if events.is_some() {
+            args.events_backstop_interval
+        } else {
+            args.poll_interval
+        },
+        events,
         drift_interval: args.drift_interval,
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,

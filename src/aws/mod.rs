@@ -1,4 +1,4 @@
-//! AWS access: Secrets Manager and RDS, nothing else. A thin, typed layer: every SDK call goes
+//! AWS access: Secrets Manager and RDS, plus the optional SQS event queue. A thin, typed layer: every SDK call goes
 //! through [`call`], which counts it in [`ApiCalls`] and maps the service error code to an
 //! [`AwsError`]. No reconcile logic lives here.
 //!
@@ -6,6 +6,7 @@
 //!   Identity, profile; ring-based rustls; standard retries with jittered backoff) and a cache
 //!   of clients per (region, role to assume);
 //! - [`secrets`]: Secrets Manager ([`Secrets`], [`SecretMeta`]); [`rds`]: endpoint discovery;
+//! - [`sqs`]: the queue EventBridge delivers Secrets Manager events to ([`Queue`]);
 //! - [`ownership`]: the tags naming the RdsCredential a secret belongs to;
 //! - [`calls`]: the API call counters the telemetry module exports.
 //!
@@ -16,6 +17,7 @@ pub mod calls;
 pub mod ownership;
 pub mod rds;
 pub mod secrets;
+pub mod sqs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,7 @@ pub use secrets::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, NewSecret, RotationRules, SecretMeta, SecretVersion,
     Secrets, VersionSelector,
 };
+pub use sqs::Queue;
 
 /// Session name of every AssumeRole rdscred makes (visible in CloudTrail).
 pub const SESSION_NAME: &str = "rdscred";
@@ -162,15 +165,7 @@ impl Aws {
             .filter(|r| !r.is_empty())
             .unwrap_or(&self.default_region)
             .to_string();
-        let role = role_arn.filter(|r| !r.is_empty()).map(str::to_string);
-        if let Some(role) = &role
-            && !role.starts_with("arn:")
-        {
-            return Err(AwsError::InvalidRequest {
-                operation: "AssumeRole",
-                detail: format!("{role:?} is not a role ARN"),
-            });
-        }
+        let role = role_to_assume(role_arn)?.map(str::to_string);
         let key = (region.clone(), role.clone());
         if let Some(scope) = self
             .scopes
@@ -180,18 +175,7 @@ impl Aws {
         {
             return Ok(scope.clone());
         }
-        let mut builder = self.base.to_builder();
-        builder.set_region(Some(Region::new(region.clone())));
-        if let Some(role) = &role {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                .session_name(SESSION_NAME)
-                .region(Region::new(region.clone()))
-                .configure(&self.base)
-                .build()
-                .await;
-            builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
-        }
-        let config = builder.build();
+        let config = self.config_for(&region, role.as_deref()).await;
         let mut secrets_config = aws_sdk_secretsmanager::config::Builder::from(&config);
         let mut rds_config = aws_sdk_rds::config::Builder::from(&config);
         if let Some(log) = self.calls.request_log() {
@@ -226,6 +210,69 @@ impl Aws {
         };
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         Ok(scopes.entry(key).or_insert(scope).clone())
+    }
+
+    /// The base configuration in `region`, acting as `role` (AssumeRole with session name
+    /// `rdscred`, credentials cached and refreshed by the SDK) or as the controller itself.
+    async fn config_for(&self, region: &str, role: Option<&str>) -> SdkConfig {
+        let mut builder = self.base.to_builder();
+        builder.set_region(Some(Region::new(region.to_string())));
+        if let Some(role) = role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name(SESSION_NAME)
+                .region(Region::new(region.to_string()))
+                .configure(&self.base)
+                .build()
+                .await;
+            builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
+        }
+        builder.build()
+    }
+
+    /// The event queue at `url`, in `region` (else the one the URL names, else the default
+    /// region), read as `role_arn` or as the controller itself. Its attempt timeout leaves
+    /// room for a 20-second long poll.
+    pub async fn queue(
+        &self,
+        url: &str,
+        region: Option<&str>,
+        role_arn: Option<&str>,
+    ) -> Result<Queue, AwsError> {
+        let region = region
+            .filter(|r| !r.is_empty())
+            .or_else(|| sqs::region_of_queue_url(url))
+            .unwrap_or(&self.default_region)
+            .to_string();
+        let role = role_to_assume(role_arn)?;
+        let config = self.config_for(&region, role).await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .operation_timeout(Duration::from_secs(70))
+            .build();
+        let mut sqs_config = aws_sdk_sqs::config::Builder::from(&config).timeout_config(timeouts);
+        // The IAM evaluator in the tests checks queue calls like every other call.
+        if let Some(log) = self.calls.request_log() {
+            sqs_config = sqs_config.interceptor(log.interceptor("sqs", &region, role));
+        }
+        let sqs_config = sqs_config.build();
+        Ok(Queue::new(
+            aws_sdk_sqs::Client::from_conf(sqs_config),
+            self.calls.clone(),
+            url.to_string(),
+        ))
+    }
+}
+
+/// The role to assume (`None` or empty: the controller's own credentials); refuses what is
+/// not an ARN before any STS call.
+fn role_to_assume(role_arn: Option<&str>) -> Result<Option<&str>, AwsError> {
+    match role_arn.filter(|r| !r.is_empty()) {
+        Some(role) if !role.starts_with("arn:") => Err(AwsError::InvalidRequest {
+            operation: "AssumeRole",
+            detail: format!("{role:?} is not a role ARN"),
+        }),
+        role => Ok(role),
     }
 }
 
@@ -376,7 +423,9 @@ fn from_code(
         | "DBInstanceNotFound"
         | "DBInstanceNotFoundFault"
         | "DBClusterNotFoundFault"
-        | "DBClusterNotFound" => AwsError::NotFound {
+        | "DBClusterNotFound"
+        | "QueueDoesNotExist"
+        | "AWS.SimpleQueueService.NonExistentQueue" => AwsError::NotFound {
             what: format!("{} {subject}", noun(service, operation)),
         },
         "AccessDeniedException"
@@ -398,7 +447,9 @@ fn from_code(
         | "RequestThrottledException"
         | "SlowDown"
         | "ProvisionedThroughputExceededException"
-        | "PriorRequestNotComplete" => AwsError::Throttled { operation },
+        | "PriorRequestNotComplete"
+        | "KmsThrottled"
+        | "OverLimit" => AwsError::Throttled { operation },
         "EncryptionFailure"
         | "DecryptionFailure"
         | "KMSInvalidStateException"
@@ -408,7 +459,11 @@ fn from_code(
         | "KMSInternalException"
         | "KMSKeyNotAccessibleFault"
         | "KMSKeyNotAccessible"
-        | "InvalidKMSKeyFault" => AwsError::Kms { detail },
+        | "InvalidKMSKeyFault"
+        | "KmsAccessDenied"
+        | "KmsDisabled"
+        | "KmsInvalidState"
+        | "KmsNotFound" => AwsError::Kms { detail },
         "ResourceExistsException" => AwsError::AlreadyExists {
             id: subject.to_string(),
         },
@@ -446,6 +501,7 @@ fn noun(service: &str, operation: &str) -> &'static str {
         ("rds", "DescribeDBInstances") => "DB instance",
         ("rds", "DescribeDBClusters") => "DB cluster",
         ("rds", _) => "RDS resource",
+        ("sqs", _) => "SQS queue",
         _ => "secret",
     }
 }
@@ -520,6 +576,24 @@ mod tests {
         assert!(matches!(
             m("ResourceExistsException", ""),
             AwsError::AlreadyExists { .. }
+        ));
+        let queue = "https://sqs.eu-west-1.amazonaws.com/1/q";
+        for code in [
+            "QueueDoesNotExist",
+            "AWS.SimpleQueueService.NonExistentQueue",
+        ] {
+            assert!(
+                matches!(from_code(code, "", 400, "sqs", "ReceiveMessage", queue), AwsError::NotFound { what } if what == format!("SQS queue {queue}")),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            from_code("KmsAccessDenied", "", 400, "sqs", "ReceiveMessage", queue),
+            AwsError::Kms { .. }
+        ));
+        assert!(matches!(
+            from_code("OverLimit", "", 403, "sqs", "ReceiveMessage", queue),
+            AwsError::Throttled { .. }
         ));
         assert!(matches!(
             from_code("Weird", "", 503, "rds", "Op", "x"),

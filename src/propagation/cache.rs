@@ -25,6 +25,9 @@ struct Inner {
     entries: HashMap<String, (Instant, SecretMeta)>,
     /// When a new AWSCURRENT version was first seen (for the sync-lag metric).
     change_seen: HashMap<String, Instant>,
+    /// When the event that led us to a new AWSCURRENT version happened, by AWS's clock (for
+    /// the event-lag metric). Only versions first seen through an event.
+    change_event: HashMap<String, jiff::Timestamp>,
     /// Target Secret (`namespace/name`) -> (AWSCURRENT version, digest of its data) as this
     /// process last wrote or verified it. In memory only: the digest never leaves the process.
     synced: HashMap<String, (String, [u8; 32])>,
@@ -38,6 +41,12 @@ impl SecretCache {
     /// poll's metadata need not describe the secret to compare replicas. (Replica changes made
     /// outside rdscred are then seen at the next DescribeSecret: spec change, own write, restart.)
     pub fn remember(&self, meta: &SecretMeta) {
+        self.remember_after_event(meta, None);
+    }
+
+    /// [`remember`](Self::remember) for metadata re-read because of an event that happened at
+    /// `event_time`: a new AWSCURRENT version found this way records that time.
+    pub fn remember_after_event(&self, meta: &SecretMeta, event_time: Option<jiff::Timestamp>) {
         let mut inner = self.inner.lock().expect("secret cache");
         let prev = inner.entries.get(&meta.arn).map(|(_, m)| m);
         let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
@@ -55,6 +64,9 @@ impl SecretCache {
                 .change_seen
                 .entry(current.to_owned())
                 .or_insert_with(Instant::now);
+            if let Some(at) = event_time {
+                inner.change_event.entry(current.to_owned()).or_insert(at);
+            }
         }
         let now = Instant::now();
         inner.entries.insert(meta.name.clone(), (now, meta.clone()));
@@ -63,6 +75,10 @@ impl SecretCache {
             inner
                 .change_seen
                 .retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+        }
+        if inner.change_event.len() > 10_000 {
+            let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+            inner.change_event.retain(|_, at| *at > cutoff);
         }
     }
 
@@ -85,6 +101,22 @@ impl SecretCache {
             .entries
             .get(id)
             .and_then(|(_, m)| m.current_version().map(str::to_owned))
+    }
+
+    /// The last metadata seen of `id` (name or ARN), however old.
+    pub fn latest(&self, id: &str) -> Option<SecretMeta> {
+        let inner = self.inner.lock().expect("secret cache");
+        inner.entries.get(id).map(|(_, m)| m.clone())
+    }
+
+    /// When the event behind AWSCURRENT version `version_id` happened, if an event led to it.
+    pub fn change_event_time(&self, version_id: &str) -> Option<jiff::Timestamp> {
+        self.inner
+            .lock()
+            .expect("secret cache")
+            .change_event
+            .get(version_id)
+            .copied()
     }
 
     /// When the AWSCURRENT version `version_id` was first seen.
@@ -143,6 +175,50 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
             .collect()
+    }
+
+    fn meta(current: &str) -> SecretMeta {
+        SecretMeta {
+            arn: "arn:aws:secretsmanager:us-east-1:1:secret:s-AbCdEf".into(),
+            name: "s".into(),
+            description: None,
+            kms_key_id: None,
+            tags: BTreeMap::new(),
+            versions: [(
+                current.to_string(),
+                vec![crate::aws::AWSCURRENT.to_string()],
+            )]
+            .into(),
+            deleted_date: None,
+            rotation_enabled: false,
+            rotation_lambda_arn: None,
+            rotation_rules: None,
+            replica_regions: Vec::new(),
+            replicas_known: true,
+        }
+    }
+
+    #[test]
+    fn event_time_is_kept_only_for_versions_an_event_revealed() {
+        let cache = SecretCache::default();
+        let t1: jiff::Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
+        let t2: jiff::Timestamp = "2026-01-01T00:00:09Z".parse().unwrap();
+        cache.remember(&meta("v1"));
+        cache.remember_after_event(&meta("v1"), Some(t1));
+        assert_eq!(cache.change_event_time("v1"), None, "the poll saw v1 first");
+        cache.remember_after_event(&meta("v2"), Some(t1));
+        cache.remember_after_event(&meta("v2"), Some(t2));
+        assert_eq!(
+            cache.change_event_time("v2"),
+            Some(t1),
+            "the first event counts"
+        );
+        assert_eq!(cache.latest("s").unwrap().current_version(), Some("v2"));
+        assert_eq!(
+            cache.latest(&meta("v2").arn).unwrap().current_version(),
+            Some("v2")
+        );
+        assert!(cache.latest("other").is_none());
     }
 
     #[test]

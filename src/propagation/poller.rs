@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::aws::SecretMeta;
@@ -53,21 +54,59 @@ impl Triggers {
 }
 
 /// Polls until `shutdown` resolves, every poll interval (±10% jitter so replicas and restarts
-/// do not line up).
+/// do not line up). With an event queue configured, also consumes it: the poll interval is then
+/// the backstop interval while the queue is read, and the normal one while it is not (a poll
+/// runs at once when the queue is lost, events may have been missed).
 pub async fn run(
     ctx: Arc<Context>,
     trigger: Triggers,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
+    let (events_up, up) = watch::channel(false);
+    let events = async {
+        match &ctx.settings.events {
+            Some(cfg) => crate::events::run(&ctx, cfg, &trigger, &events_up).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = events => {}
+        () = poll_loop(&ctx, &trigger, up) => {}
+    }
+}
+
+async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Receiver<bool>) {
     loop {
-        match poll_once(&ctx, &trigger).await {
+        match poll_once(ctx, trigger).await {
             Ok(stats) => debug!(?stats, "bulk poll done"),
             Err(e) => warn!(error = %e, "bulk poll failed"),
         }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(next_delay(ctx.settings.poll_interval)) => {}
+        let done = tokio::time::Instant::now();
+        // One jitter factor per cycle: the interval itself changes with the queue's health.
+        let unit = Duration::from_secs(1000);
+        let spread = next_delay(unit).as_secs_f64() / unit.as_secs_f64();
+        loop {
+            let up = *events_up.borrow_and_update();
+            let interval = crate::events::poll_interval(
+                ctx.settings.poll_interval,
+                ctx.settings.events.as_ref(),
+                up,
+            );
+            let due = done + interval.mul_f64(spread);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => break,
+                changed = events_up.changed() => match changed {
+                    // Events lost: poll now. Events back: wait for the (longer) backstop.
+                    Ok(()) if !*events_up.borrow() => break,
+                    Ok(()) => {}
+                    // No event source any more: plain interval.
+                    Err(_) => {
+                        tokio::time::sleep_until(due).await;
+                        break;
+                    }
+                },
+            }
         }
     }
 }
@@ -140,7 +179,7 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
 }
 
 /// AWSCURRENT moved away from what the credential synced, or a rotation is half done.
-fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
+pub(crate) fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
     let synced = cred
         .status
         .as_ref()

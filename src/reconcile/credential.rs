@@ -1403,6 +1403,9 @@ async fn sync_and_roll(
         if let Some(seen) = ctx.secrets.change_seen_at(&current.version_id) {
             ctx.metrics.sync_lag(seen.elapsed());
         }
+        if let Some(event_time) = ctx.secrets.change_event_time(&current.version_id) {
+            ctx.metrics.event_lag(event_time);
+        }
         ctx.event(
             cred,
             false,

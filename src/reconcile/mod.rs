@@ -30,8 +30,11 @@ pub const FINALIZER: &str = "rdscred.io/cleanup";
 pub struct Settings {
     /// Written into the ownership tags: one AWS account can host several clusters.
     pub cluster_name: String,
-    /// Default interval of the bulk AWSCURRENT change poll.
+    /// Default interval of the bulk AWSCURRENT change poll; with `events`, the backstop
+    /// interval used while events flow.
     pub poll_interval: Duration,
+    /// Event-driven change detection (an SQS queue fed by EventBridge), if configured.
+    pub events: Option<crate::events::EventsConfig>,
     /// Default drift-check interval.
     pub drift_interval: Duration,
     /// How often a Ready database re-proves its admin login.
@@ -54,6 +57,7 @@ impl Default for Settings {
         Settings {
             cluster_name: "default".into(),
             poll_interval: Duration::from_secs(300),
+            events: None,
             drift_interval: Duration::from_secs(300),
             database_recheck_interval: Duration::from_secs(300),
             max_concurrent_rotations: 4,

@@ -55,6 +55,30 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeReason {
+    r#type: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+/// Detail types of the event source (`type` label), created at 0.
+const EVENT_TYPES: [&str; 3] = ["label_updated", "api_call", "service_event"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct Credential {
     namespace: String,
@@ -208,6 +232,13 @@ struct Inner {
     drifted: Family<Credential, Gauge>,
     rollouts: Family<KindLabel, Counter>,
     leader: Gauge,
+    events_received: Family<TypeLabel, Counter>,
+    events_handled: Family<TypeLabel, Counter>,
+    events_ignored: Family<TypeReason, Counter>,
+    events_malformed: Counter,
+    event_lag: Histogram,
+    queue_errors: Family<ReasonLabel, Counter>,
+    queue_up: Family<QueueLabel, Gauge>,
 }
 
 /// The controller's metrics. Cheap to clone; all clones share one registry.
@@ -318,6 +349,64 @@ impl Metrics {
             leader.clone(),
         );
 
+        let events_received = Family::<TypeLabel, Counter>::default();
+        registry.register(
+            "rdscred_events_received",
+            "Secrets Manager events received from the event queue, by detail type (unknown: not parsed)",
+            events_received.clone(),
+        );
+        let events_handled = Family::<TypeLabel, Counter>::default();
+        registry.register(
+            "rdscred_events_handled",
+            "Events about followed secrets that were acted on (metadata re-read or found current), by detail type",
+            events_handled.clone(),
+        );
+        let events_ignored = Family::<TypeReason, Counter>::default();
+        registry.register(
+            "rdscred_events_ignored",
+            "Well-formed events that could not matter, by detail type and reason",
+            events_ignored.clone(),
+        );
+        let events_malformed = Counter::default();
+        registry.register(
+            "rdscred_events_malformed",
+            "Queue messages that are not a usable EventBridge envelope (deleted, not retried)",
+            events_malformed.clone(),
+        );
+        let event_lag = Histogram::new([
+            0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+        ]);
+        registry.register(
+            "rdscred_event_lag_seconds",
+            "Time from a Secrets Manager event (its time, whole seconds) to the Kubernetes Secret written",
+            event_lag.clone(),
+        );
+        let queue_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rdscred_events_queue_errors",
+            "Failed calls to the event queue, by reason",
+            queue_errors.clone(),
+        );
+        let queue_up = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "rdscred_events_queue_up",
+            "1 while the event queue is consumed, 0 while the controller falls back to polling (leader only)",
+            queue_up.clone(),
+        );
+        for r#type in EVENT_TYPES {
+            drop(events_received.get_or_create(&TypeLabel { r#type }));
+            drop(events_handled.get_or_create(&TypeLabel { r#type }));
+            drop(events_ignored.get_or_create(&TypeReason {
+                r#type,
+                reason: "unmanaged",
+            }));
+        }
+        for reason in ["AwsAccessDenied", "AwsResourceNotFound", "AwsUnavailable"] {
+            drop(queue_errors.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            }));
+        }
+
         // Known label sets start at 0: `increase()`/`rate()` need a sample before the first
         // event, or the first rotation failure (say) would never fire an alert.
         for kind in ["RdsDatabase", "RdsCredential"] {
@@ -360,6 +449,13 @@ impl Metrics {
                 drifted,
                 rollouts,
                 leader,
+                events_received,
+                events_handled,
+                events_ignored,
+                events_malformed,
+                event_lag,
+                queue_errors,
+                queue_up,
             }),
         }
     }
@@ -488,6 +584,67 @@ impl Metrics {
         self.inner.leader.set(i64::from(leader));
     }
 
+    /// A message arrived on the event queue; `detail_type` is `unknown` when it did not parse.
+    pub fn event_received(&self, detail_type: &'static str) {
+        self.inner
+            .events_received
+            .get_or_create(&TypeLabel {
+                r#type: detail_type,
+            })
+            .inc();
+    }
+
+    /// An event about a followed secret was acted on.
+    pub fn event_handled(&self, detail_type: &'static str) {
+        self.inner
+            .events_handled
+            .get_or_create(&TypeLabel {
+                r#type: detail_type,
+            })
+            .inc();
+    }
+
+    /// A well-formed event that could not matter (`reason`: e.g. `unmanaged`, `read_only`).
+    pub fn event_ignored(&self, detail_type: &'static str, reason: &'static str) {
+        self.inner
+            .events_ignored
+            .get_or_create(&TypeReason {
+                r#type: detail_type,
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn event_malformed(&self) {
+        self.inner.events_malformed.inc();
+    }
+
+    /// The Kubernetes Secret now holds a version an event at `event_time` revealed.
+    pub fn event_lag(&self, event_time: jiff::Timestamp) {
+        let lag = jiff::Timestamp::now().duration_since(event_time);
+        self.inner.event_lag.observe(lag.as_secs_f64().max(0.0));
+    }
+
+    /// A call to the event queue failed (`reason`: the AWS error reason).
+    pub fn queue_error(&self, reason: &str) {
+        self.inner
+            .queue_errors
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Whether the event queue at `queue` is being consumed.
+    pub fn set_queue_up(&self, queue: &str, up: bool) {
+        self.inner
+            .queue_up
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
     /// The OpenMetrics text exposition (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -545,6 +702,14 @@ mod tests {
         metrics.drift("team-a", "orders", true);
         metrics.rollout("Deployment");
         metrics.set_leader(true);
+        metrics.event_received("label_updated");
+        metrics.event_received("unknown");
+        metrics.event_handled("label_updated");
+        metrics.event_ignored("api_call", "unmanaged");
+        metrics.event_malformed();
+        metrics.event_lag(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2));
+        metrics.queue_error("AwsAccessDenied");
+        metrics.set_queue_up("https://sqs.us-east-1.amazonaws.com/1/q", true);
         calls.record("secretsmanager", "GetSecretValue", "ok");
         calls.record("secretsmanager", "GetSecretValue", "ok");
         calls.record("rds", "DescribeDBInstances", "AccessDenied");
@@ -664,6 +829,57 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(plain_sample(t, "rdscred_leader"), Some(1.0));
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_events_received_total",
+                r#"type="label_updated""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_events_received_total", r#"type="unknown""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_events_received_total", r#"type="api_call""#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(t, "rdscred_events_handled_total", r#"type="label_updated""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_events_ignored_total",
+                r#"type="api_call",reason="unmanaged""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(plain_sample(t, "rdscred_events_malformed_total"), Some(1.0));
+        assert_eq!(
+            plain_sample(t, "rdscred_event_lag_seconds_count"),
+            Some(1.0)
+        );
+        let lag = plain_sample(t, "rdscred_event_lag_seconds_sum").unwrap();
+        assert!((2.0..5.0).contains(&lag), "lag {lag}");
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_events_queue_errors_total",
+                r#"reason="AwsAccessDenied""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                t,
+                "rdscred_events_queue_up",
+                r#"queue="https://sqs.us-east-1.amazonaws.com/1/q""#
+            ),
+            Some(1.0)
+        );
         assert!(t.contains("# TYPE rdscred_reconcile_duration_seconds histogram"));
         assert!(t.contains("# TYPE rdscred_aws_api_calls counter"));
         assert!(t.ends_with("# EOF\n"));

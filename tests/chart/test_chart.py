@@ -21,6 +21,14 @@ VALUE_SETS = {
     "irsa": {"serviceAccount": {"irsaRoleArn": "arn:aws:iam::123456789012:role/rdscred"}},
     "pdb-off-netpol-on": {"podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": True}},
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "events": {
+        "watchNamespaces": ["apps"],
+        "events": {
+            "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/rdscred-events",
+            "roleArn": "arn:aws:iam::123456789012:role/rdscred-events",
+            "backstopInterval": "1h",
+        },
+    },
     "everything": {
         "watchNamespaces": ["apps"],
         "clusterName": "prod-eu-1",
@@ -86,6 +94,10 @@ KNOWN_ENV = {
     "RDSCRED_LEADER_ELECT",
     "POD_NAMESPACE",
     "POD_NAME",
+    "RDSCRED_EVENTS_QUEUE_URL",
+    "RDSCRED_EVENTS_REGION",
+    "RDSCRED_EVENTS_ROLE_ARN",
+    "RDSCRED_EVENTS_BACKSTOP_INTERVAL",
 }
 
 
@@ -224,6 +236,20 @@ def test_env_and_args_from_values():
     pod = one(objects, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"a": "b"}
     assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
+def test_events_queue_values():
+    assert not [k for k in env_of(container(render())) if k.startswith("RDSCRED_EVENTS_")], "polling only by default"
+    objects = render(VALUE_SETS["events"])
+    env = env_of(container(objects))
+    assert env["RDSCRED_EVENTS_QUEUE_URL"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/rdscred-events"
+    assert env["RDSCRED_EVENTS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/rdscred-events"
+    assert env["RDSCRED_EVENTS_BACKSTOP_INTERVAL"] == "1h"
+    assert "RDSCRED_EVENTS_REGION" not in env
+    # A namespaced install may publish the queue's Events about its own Pod, and nothing more.
+    role = one(objects, "Role", "rdscred-queue-events", NAMESPACE)
+    assert rules_by_resource(role["rules"]) == {("events.k8s.io", "events"): {"create", "patch"}}
+    assert find(render(VALUE_SETS["namespaced"]), "Role", "rdscred-queue-events") == []
 
 
 def test_watch_namespaces_are_joined():
@@ -478,6 +504,9 @@ def test_network_policy_from_values():
         {"log": {"format": "xml"}},
         {"image": {"pullPolicy": "Sometimes"}},
         {"watchNamespaces": "team-a"},
+        {"events": {"queueUrl": "rdscred-events"}},
+        {"events": {"backstopInterval": "half an hour"}},
+        {"events": {"queue": "https://sqs.eu-west-1.amazonaws.com/1/q"}},
         {"watchNamespaces": ["Team_A"]},
         {"serviceAccount": {"irsaRoleArn": "rdscred-role"}},
         {"pollInterval": "five minutes"},

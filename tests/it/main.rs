@@ -6,6 +6,7 @@ mod support;
 
 mod aws;
 mod engine;
+mod events;
 mod iam;
 mod iam_eval;
 mod leader;
