@@ -13,6 +13,7 @@
 //! ```
 
 mod apply;
+pub mod cel_cost;
 mod discovery;
 mod error;
 mod http;
