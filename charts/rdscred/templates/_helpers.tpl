@@ -33,6 +33,9 @@ app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | qu
 app.kubernetes.io/component: controller
 app.kubernetes.io/part-of: rdscred
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "rdscred.serviceAccountName" -}}
@@ -88,6 +91,12 @@ Events, workloads). Shared by the ClusterRole (all namespaces) and the per-names
 - apiGroups: ["rdscred.io"]
   resources: ["rdsdatabases/finalizers"]
   verbs: ["update"]
+{{- end }}
+
+{{/* Whether the cluster serves a kind (`helm template` knows only built-in kinds unless
+given --api-versions). */}}
+{{- define "rdscred.served" -}}
+{{- if .root.Capabilities.APIVersions.Has .kind }}true{{ end }}
 {{- end }}
 
 {{/* Guard rails that a JSON schema cannot express well. */}}
