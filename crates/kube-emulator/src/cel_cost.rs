@@ -477,7 +477,11 @@ impl Sizes for ValueSizes<'_> {
     fn estimate(&self, path: &[String]) -> Option<Range> {
         let first = path.first()?;
         let start = if first == "oldSelf" {
-            self.old_value?
+            // optionalOldSelf on create: there is nothing to traverse.
+            let Some(old) = self.old_value else {
+                return Some(Range::ZERO);
+            };
+            old
         } else {
             self.self_value
         };
@@ -1620,7 +1624,7 @@ impl SchemaCost {
         let mut observe = |field: String, cost: u64| {
             if cost >= STATIC_ESTIMATED_CRD_COST_LIMIT / 100 {
                 expensive.push((field, cost));
-                expensive.sort_by(|a, b| b.1.cmp(&a.1));
+                expensive.sort_by_key(|e| std::cmp::Reverse(e.1));
                 expensive.truncate(4);
             }
         };
