@@ -16,7 +16,14 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   cargo install --locked cargo-nextest
 fi
 
+# Every controller-running test records the chart RBAC grants it exercised here; the check
+# after the suite fails on any grant no test needed (tests/it/rbac.rs).
+RDSCRED_RBAC_RECORDS="$(pwd)/target/rbac-records"
+export RDSCRED_RBAC_RECORDS
+rm -rf "$RDSCRED_RBAC_RECORDS"
+
 cargo nextest run --locked --workspace --no-fail-fast --profile ci
+cargo nextest run --locked --profile ci --test it --run-ignored only rbac::chart_grants_nothing_the_suite_did_not_use
 
 # The hot-path bench, in the test profile and shortened: keeps it building and running (the
 # figures come from `cargo bench --bench hotpaths`).

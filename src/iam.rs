@@ -15,7 +15,7 @@
 //! | `ManageOwnedSecrets` | every write | `secret:PREFIX*` | `secretsmanager:ResourceTag/rdscred.io/managed-by = rdscred` |
 //! | `ReadAdminSecrets` | `DescribeSecret`, `GetSecretValue` | the admin secrets, or `rds!db-*` / `rds!cluster-*` | — |
 //! | `DescribeDbInstances` / `DescribeDbClusters` | `rds:Describe…` | the instances / clusters (or `db:*` / `cluster:*`) | — |
-//! | `UseSecretKmsKeys` (+ `UseSecretKmsKeysByAlias`) | `kms:Decrypt`, `kms:Encrypt`, `kms:GenerateDataKey`, `kms:DescribeKey` | the keys | `kms:ViaService = secretsmanager.REGION.amazonaws.com` |
+//! | `UseSecretKmsKeys` (+ `UseSecretKmsKeysByAlias`) | `kms:GenerateDataKey`, `kms:Decrypt`, `kms:Encrypt` | the keys | `kms:ViaService = secretsmanager.REGION.amazonaws.com` |
 //! | `InvokeRotationLambdas` | `lambda:InvokeFunction` | the rotation Lambdas (`rotator: lambda`) | — |
 //! | `AssumeDatabaseRoles` | `sts:AssumeRole` | the roles of multi-account `RdsDatabase`s | — |
 //!
@@ -251,13 +251,10 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
         cluster_arns,
     ));
 
-    // KMS: only through Secrets Manager, in the regions involved.
-    let kms_actions = [
-        "kms:Decrypt",
-        "kms:Encrypt",
-        "kms:GenerateDataKey",
-        "kms:DescribeKey",
-    ];
+    // KMS: only through Secrets Manager, in the regions involved. Writing a value takes
+    // GenerateDataKey + Decrypt, reading one Decrypt, changing a secret's key (UpdateSecret
+    // re-encrypts its versions) also Encrypt. DescribeKey is the console's, not the API's.
+    let kms_actions = ["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"];
     let is_alias = |k: &str| k.starts_with("alias/") || (is_arn(k) && k.contains(":alias/"));
     let keys: Vec<&String> = input
         .kms_key_arns
@@ -562,7 +559,7 @@ mod tests {
             ]
         );
         let actions = strings(&kms["Action"]);
-        for a in ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"] {
+        for a in ["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"] {
             assert!(actions.contains(&a.to_string()));
         }
         assert!(stmt(&doc, "UseSecretKmsKeysByAlias").is_none());
@@ -728,6 +725,7 @@ mod tests {
             "secretsmanager:GetRandomPassword",
             "iam:PassRole",
             "kms:CreateGrant",
+            "kms:DescribeKey",
         ] {
             assert!(!all.contains(&banned.to_string()), "{banned}");
         }

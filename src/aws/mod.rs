@@ -32,7 +32,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-pub use calls::ApiCalls;
+pub use calls::{ApiCalls, RecordedRequest, RequestLog};
 pub use rds::{DbEndpointInfo, Rds};
 pub use secrets::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, NewSecret, RotationRules, SecretMeta, SecretVersion,
@@ -192,12 +192,36 @@ impl Aws {
             builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
         }
         let config = builder.build();
+        let mut secrets_config = aws_sdk_secretsmanager::config::Builder::from(&config);
+        let mut rds_config = aws_sdk_rds::config::Builder::from(&config);
+        if let Some(log) = self.calls.request_log() {
+            secrets_config = secrets_config.interceptor(log.interceptor(
+                "secretsmanager",
+                &region,
+                role.as_deref(),
+            ));
+            rds_config = rds_config.interceptor(log.interceptor("rds", &region, role.as_deref()));
+            // The AssumeRole provider's own STS client is not ours to intercept: every call of
+            // this scope runs on the role's credentials, obtained by AssumeRole(role, rdscred).
+            if let Some(role) = &role {
+                log.push(calls::RecordedRequest {
+                    service: "sts".into(),
+                    operation: "AssumeRole".into(),
+                    region: region.clone(),
+                    role_arn: None,
+                    params: serde_json::json!({ "RoleArn": role, "RoleSessionName": SESSION_NAME }),
+                });
+            }
+        }
         let scope = AwsScope {
             secrets: Secrets::new(
-                aws_sdk_secretsmanager::Client::new(&config),
+                aws_sdk_secretsmanager::Client::from_conf(secrets_config.build()),
                 self.calls.clone(),
             ),
-            rds: Rds::new(aws_sdk_rds::Client::new(&config), self.calls.clone()),
+            rds: Rds::new(
+                aws_sdk_rds::Client::from_conf(rds_config.build()),
+                self.calls.clone(),
+            ),
             region,
         };
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());

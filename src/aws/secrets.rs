@@ -256,8 +256,16 @@ impl Secrets {
         }
     }
 
-    /// CreateSecret (value, KMS key, description, tags, replicas, ClientRequestToken as the
-    /// first version id), then DescribeSecret. A retry with the same token and value succeeds.
+    /// CreateSecret (value, KMS key, description, tags, ClientRequestToken as the first version
+    /// id), then ReplicateSecretToRegions if replicas are wanted, then DescribeSecret. A retry
+    /// with the same token and value succeeds.
+    ///
+    /// Replicas are added after the create, not with `AddReplicaRegions`: that makes Secrets
+    /// Manager authorize `ReplicateSecretToRegions` on the secret being created, which carries
+    /// no tags yet, so the least-privilege policy (replication only of secrets tagged as ours)
+    /// denies it. Once created with its tags, the secret is ours and may be replicated. A crash
+    /// in between leaves a secret without replicas, which the next reconcile adds
+    /// (`sync_replicas`).
     /// The name being taken yields `ScheduledForDeletion` when the existing secret is scheduled
     /// for deletion (AWS says so in an InvalidRequestException; moto answers
     /// ResourceExistsException, disambiguated with a DescribeSecret), else `AlreadyExists`.
@@ -270,9 +278,6 @@ impl Secrets {
             .set_description(new.description.map(str::to_string))
             .set_kms_key_id(new.kms_key_id.map(str::to_string))
             .set_tags(Some(sdk_tags(new.tags)).filter(|t| !t.is_empty()))
-            .set_add_replica_regions(
-                Some(replica_types(new.replica_regions)).filter(|r| !r.is_empty()),
-            )
             .client_request_token(new.client_request_token)
             .send();
         let created = call(&self.calls, SERVICE, "CreateSecret", new.name, request).await;
@@ -288,11 +293,18 @@ impl Secrets {
             }
             Err(e) => return Err(e),
         };
-        self.describe(&arn)
-            .await?
-            .ok_or_else(|| AwsError::NotFound {
-                what: format!("secret {} (just created)", new.name),
-            })
+        let describe = || async {
+            self.describe(&arn)
+                .await?
+                .ok_or_else(|| AwsError::NotFound {
+                    what: format!("secret {} (just created)", new.name),
+                })
+        };
+        let meta = describe().await?;
+        if self.sync_replicas(&meta, new.replica_regions).await? {
+            return describe().await;
+        }
+        Ok(meta)
     }
 
     /// GetSecretValue of one version, by staging label or version id. `None` if the secret,

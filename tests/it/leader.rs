@@ -14,16 +14,15 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use kube_emulator::Emulator;
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::support::unique;
+use crate::support::{ChartRbac, Install, RELEASE_NAMESPACE};
 
 /// Scheduling and request latency allowance on a loaded 2-core CI machine, on top of the
 /// protocol's own bounds.
@@ -82,22 +81,30 @@ fn config(
     }
 }
 
-async fn emulator_with_namespace() -> (Emulator, Client, String) {
+/// An emulator with the chart's RBAC (cluster-wide install) and a client of the chart's
+/// ServiceAccount, which the electors use: the Lease is in the release namespace, with the
+/// chart's lease name. The guard checks on drop that nothing was denied.
+async fn emulator_with_namespace() -> (ChartGuard, Client, String) {
     let emulator = Emulator::new();
-    let client = emulator.client();
-    let namespace = unique("leader-");
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    (emulator, client, namespace)
+    let rbac = ChartRbac::render(Install::ClusterWide, serde_json::json!({}));
+    let token = rbac.apply(&emulator).await;
+    let client = emulator.client_with_token(&token);
+    (
+        ChartGuard { emulator, rbac },
+        client,
+        RELEASE_NAMESPACE.to_string(),
+    )
+}
+
+struct ChartGuard {
+    emulator: Emulator,
+    rbac: ChartRbac,
+}
+
+impl Drop for ChartGuard {
+    fn drop(&mut self) {
+        self.rbac.finish(&self.emulator);
+    }
 }
 
 /// Waits until `instance` reads `want`, polling every 10 ms, at most `within`.

@@ -6,9 +6,12 @@ mod support;
 
 mod aws;
 mod engine;
+mod iam;
+mod iam_eval;
 mod leader;
 mod propagation;
 mod provision;
+mod rbac;
 mod rotation;
 mod rotation_e2e;
 mod runtime;

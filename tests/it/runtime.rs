@@ -22,7 +22,7 @@ use rdscred::crd::{RdsCredential, RdsDatabase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{DbServer, Ground, unique, wait_for};
+use crate::support::{DbServer, Ground, RELEASE_NAMESPACE, unique, wait_for};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 const LEASE: &str = "rdscred-leader";
@@ -183,10 +183,11 @@ impl Drop for Workdir {
 }
 
 /// A kubeconfig for an API server at `url` (the emulator needs no credentials).
-fn write_kubeconfig(dir: &Path, url: &str) -> PathBuf {
+/// A kubeconfig for `url` whose user is the chart's ServiceAccount (`token`).
+fn write_kubeconfig(dir: &Path, url: &str, token: &str) -> PathBuf {
     let path = dir.join("kubeconfig");
     let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {url}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator\ncurrent-context: emulator\nusers:\n- name: emulator\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {url}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator\ncurrent-context: emulator\nusers:\n- name: emulator\n  user:\n    token: {token}\n"
     );
     std::fs::write(&path, yaml).expect("write kubeconfig");
     path
@@ -315,7 +316,11 @@ async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<(String, jif
 /// the leader hands over once the lease expires; SIGTERM releases it for an immediate takeover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_leader_crash_and_graceful_handover() {
-    let g = Ground::new().await;
+    let mut g = Ground::new().await;
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
     let served = g
         .emulator
         .as_ref()
@@ -324,9 +329,9 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
         .await
         .expect("serve emulator");
     let dir = Workdir::new();
-    let kubeconfig = write_kubeconfig(&dir, &served.url());
-    let lease_ns = unique("sys-");
-    g.namespace(&lease_ns, &[]).await;
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    // The chart's leader-election Role lives in the release namespace.
+    let lease_ns = RELEASE_NAMESPACE;
     let ns = unique("ns-");
     g.namespace(&ns, &[NS_LABEL]).await;
     let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
@@ -337,7 +342,7 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
         [
             "--leader-elect",
             "--leader-election-namespace",
-            &lease_ns,
+            lease_ns,
             "--identity",
             identity,
             "--lease-duration",
@@ -360,7 +365,7 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
 
     // A leads; B, started after, is a ready standby that reconciles nothing.
     let mut a = start("a");
-    wait_holder(&g.client, &lease_ns, "a", SLACK * 5).await;
+    wait_holder(&g.client, lease_ns, "a", SLACK * 5).await;
     let b = start("b");
     let (a_http, b_http) = (a.http_addr().await, b.http_addr().await);
     wait_for("standby b ready", SLACK * 5, || async {
@@ -386,7 +391,7 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
         "the standby reconciled:\n{b_metrics}"
     );
     assert_eq!(
-        lease_holder(&g.client, &lease_ns).await.as_deref(),
+        lease_holder(&g.client, lease_ns).await.as_deref(),
         Some("a")
     );
     assert!(
@@ -402,7 +407,7 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     credential(&g, &ns, &db, &prefix, "two").await;
     wait_holder(
         &g.client,
-        &lease_ns,
+        lease_ns,
         "b",
         LEASE_DURATION + RENEW_PERIOD + SLACK,
     )
@@ -453,7 +458,7 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     let status = b.exit_status(SLACK * 5).await;
     assert!(status.success(), "b exited with {status}:\n{}", b.logs());
     let exited = Instant::now();
-    wait_holder(&g.client, &lease_ns, "c", RENEW_PERIOD + SLACK).await;
+    wait_holder(&g.client, lease_ns, "c", RENEW_PERIOD + SLACK).await;
     assert!(
         exited.elapsed() < LEASE_DURATION - RENEW_PERIOD,
         "takeover waited for expiry, not the release"
@@ -482,16 +487,24 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
 /// finish while /readyz already says 503, then exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_logs_and_graceful_shutdown() {
-    let g = Ground::new().await;
+    // A namespaced install watching two namespaces (one credential controller each), under
+    // the chart's RBAC for exactly those.
+    let (ns, ns2, unwatched) = (unique("ns-"), unique("ns-"), unique("ns-"));
+    let mut g = Ground::namespaced(&[&ns, &ns2]).await;
+    for namespace in [&ns, &ns2, &unwatched] {
+        g.namespace(namespace, &[NS_LABEL]).await;
+    }
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
     let emulator = g.emulator.as_ref().expect("runs against the emulator");
     // The API server's address, not served yet: the controller cannot sync its caches.
     let api_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
     let dir = Workdir::new();
-    let kubeconfig = write_kubeconfig(&dir, &format!("http://{api_addr}"));
-    // A namespaced install watching two namespaces (one credential controller each).
-    let (ns, ns2, unwatched) = (unique("ns-"), unique("ns-"), unique("ns-"));
+    let kubeconfig = write_kubeconfig(&dir, &format!("http://{api_addr}"), &token);
     let mut p = Rdscred::start(
         "solo",
         &dir,
@@ -517,9 +530,6 @@ async fn metrics_health_logs_and_graceful_shutdown() {
 
     // A credential that provisions and rotates, one that fails (unknown database), and one
     // outside the watched namespaces.
-    for namespace in [&ns, &ns2, &unwatched] {
-        g.namespace(namespace, &[NS_LABEL]).await;
-    }
     let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
     credential(&g, &ns, &db, &prefix, "app").await;
     credential(&g, &ns2, "no-such-db", &prefix, "broken").await;

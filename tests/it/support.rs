@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -115,17 +115,325 @@ where
     }
 }
 
+// ------------------------------------------------------------------ the chart's RBAC
+
+/// Namespace and release name the chart is rendered for; the controller's identity is the
+/// chart's ServiceAccount there.
+pub const RELEASE_NAMESPACE: &str = "rdscred-system";
+pub const RELEASE: &str = "rdscred";
+/// `system:serviceaccount:rdscred-system:rdscred`: who the controller is in the tests.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:rdscred-system:rdscred";
+
+/// How the chart is installed: every namespace, or `watchNamespaces`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Install {
+    ClusterWide,
+    Namespaced(Vec<String>),
+}
+
+impl Install {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Install::ClusterWide => "cluster-wide",
+            Install::Namespaced(_) => "namespaced",
+        }
+    }
+
+    fn values(&self) -> serde_json::Value {
+        match self {
+            Install::ClusterWide => json!({}),
+            Install::Namespaced(namespaces) => json!({ "watchNamespaces": namespaces }),
+        }
+    }
+}
+
+/// One verb the chart grants on one resource, by one role. Namespaces (and resourceNames,
+/// which name test objects) are left out, so grants compare across tests and renders.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
+    pub install: String,
+    /// `ClusterRole rdscred`, `Role rdscred-leader-election`.
+    pub role: String,
+    pub api_group: String,
+    pub resource: String,
+    pub verb: String,
+}
+
+/// The RBAC objects `charts/rdscred` renders (real Helm, through helm-python-sdk in the test
+/// venv), loaded into an emulator as the administrator; the controller then runs as the
+/// chart's ServiceAccount, so every request it makes is authorized by the chart's rules.
+pub struct ChartRbac {
+    pub install: Install,
+    /// The rendered multi-document YAML of templates/rbac.yaml.
+    pub yaml: String,
+    objects: Vec<serde_json::Value>,
+}
+
+impl ChartRbac {
+    /// Renders templates/rbac.yaml with `install`'s values merged with `extra_values`.
+    pub fn render(install: Install, extra_values: serde_json::Value) -> ChartRbac {
+        let mut values = install.values();
+        merge(&mut values, extra_values);
+        let yaml = render_chart_template(&values, "rbac.yaml", RELEASE_NAMESPACE);
+        ChartRbac::from_yaml(install, yaml)
+    }
+
+    /// From already rendered (possibly edited) YAML.
+    pub fn from_yaml(install: Install, yaml: String) -> ChartRbac {
+        use serde::Deserialize;
+        let objects = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde_json::Value::deserialize(d).expect("rendered YAML parses"))
+            .filter(|v| !v.is_null())
+            .collect();
+        ChartRbac {
+            install,
+            yaml,
+            objects,
+        }
+    }
+
+    /// Loads the objects into `emulator` (creating the release namespace if missing) and
+    /// returns a token of the controller's ServiceAccount.
+    pub async fn apply(&self, emulator: &Emulator) -> String {
+        let admin = emulator.client();
+        let namespaces: Api<Namespace> = Api::all(admin);
+        if namespaces
+            .get_opt(RELEASE_NAMESPACE)
+            .await
+            .expect("get namespace")
+            .is_none()
+        {
+            let ns: Namespace =
+                serde_json::from_value(json!({ "metadata": { "name": RELEASE_NAMESPACE } }))
+                    .expect("namespace");
+            namespaces
+                .create(&PostParams::default(), &ns)
+                .await
+                .expect("create release namespace");
+        }
+        emulator
+            .apply_objects_yaml(&self.yaml)
+            .unwrap_or_else(|e| panic!("loading the chart's RBAC: {e}\n{}", self.yaml));
+        emulator.service_account_token(RELEASE_NAMESPACE, RELEASE)
+    }
+
+    /// Every (role, group, resource, verb) the rendered chart grants.
+    pub fn grants(&self) -> Vec<Grant> {
+        let mut out = BTreeSet::new();
+        for (role, rule) in self.rules() {
+            for atom in rule_atoms(&rule) {
+                out.insert(self.grant(&role, atom));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The grants that allowed at least one of the controller's requests recorded by
+    /// `emulator` (only roles bound where the request was made count).
+    pub fn used_grants(&self, emulator: &Emulator) -> Vec<Grant> {
+        let requests = emulator.authorized_requests(CONTROLLER_USER);
+        let mut out = BTreeSet::new();
+        for (role, rule) in self.rules() {
+            let scope = self.binding_scope(&role);
+            for (group, resource, verb) in rule_atoms(&rule) {
+                let mut atom = rule.clone();
+                atom["apiGroups"] = json!([group]);
+                atom["resources"] = json!([resource]);
+                atom["verbs"] = json!([verb]);
+                let used = requests.iter().any(|r| {
+                    scope
+                        .iter()
+                        .any(|s| s.is_none() || s.as_deref() == Some(r.namespace.as_str()))
+                        && kube_emulator::rbac_rule_allows(&atom, r)
+                });
+                if used {
+                    out.insert(self.grant(&role, (group, resource, verb)));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn grant(&self, role: &str, (api_group, resource, verb): (String, String, String)) -> Grant {
+        Grant {
+            install: self.install.label().into(),
+            role: role.into(),
+            api_group,
+            resource,
+            verb,
+        }
+    }
+
+    /// (`Kind name`, rule) of every rule of every Role/ClusterRole. Roles of one name in several
+    /// namespaces (the namespaced install's per-namespace Role) share the key: they are the
+    /// same template, and `binding_scope` lists all the namespaces they are bound in.
+    fn rules(&self) -> Vec<(String, serde_json::Value)> {
+        self.objects
+            .iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")))
+            .flat_map(|o| {
+                let role = format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                );
+                o["rules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |r| (role.clone(), r))
+            })
+            .collect()
+    }
+
+    /// Where a role is bound for the controller: `None` = cluster-wide (ClusterRoleBinding),
+    /// `Some(ns)` = a RoleBinding in `ns`.
+    fn binding_scope(&self, role: &str) -> Vec<Option<String>> {
+        self.objects
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("RoleBinding" | "ClusterRoleBinding")
+                )
+            })
+            .filter(|b| {
+                format!(
+                    "{} {}",
+                    b["roleRef"]["kind"].as_str().unwrap_or(""),
+                    b["roleRef"]["name"].as_str().unwrap_or("")
+                ) == role
+            })
+            .filter(|b| {
+                b["subjects"].as_array().into_iter().flatten().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == RELEASE
+                        && s["namespace"] == RELEASE_NAMESPACE
+                })
+            })
+            .map(|b| b["metadata"]["namespace"].as_str().map(str::to_string))
+            .map(|ns| {
+                if ns.as_deref().is_some_and(|n| !n.is_empty()) {
+                    ns
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Fails the test if the controller got any 403, naming every denied request.
+    pub fn assert_no_denials(emulator: &Emulator) {
+        let denied = emulator.denied_requests(CONTROLLER_USER);
+        assert!(
+            denied.is_empty(),
+            "the controller was denied {} request(s) under the chart's RBAC:\n{}",
+            denied.len(),
+            denied
+                .iter()
+                .map(|d| format!("  {}", d.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// End of a test (not already failing): no 403 may have happened, and the grants used
+    /// are recorded for the suite-wide check.
+    pub fn finish(&self, emulator: &Emulator) {
+        if std::thread::panicking() {
+            return;
+        }
+        ChartRbac::assert_no_denials(emulator);
+        self.record_used(emulator);
+    }
+
+    /// Appends the grants this test used to `$RDSCRED_RBAC_RECORDS` (one file per call), for
+    /// the suite-wide unused-grant check (`rbac::chart_grants_nothing_the_suite_did_not_use`).
+    pub fn record_used(&self, emulator: &Emulator) {
+        let Ok(dir) = std::env::var(RBAC_RECORDS_ENV) else {
+            return;
+        };
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::path::Path::new(&dir).join(format!(
+            "{}-{}-{}.json",
+            self.install.label(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create RBAC records dir");
+        let used = serde_json::to_string(&self.used_grants(emulator)).expect("grants serialize");
+        std::fs::write(&path, used).expect("write RBAC record");
+    }
+}
+
+/// Directory the tests record the chart grants they exercised into.
+pub const RBAC_RECORDS_ENV: &str = "RDSCRED_RBAC_RECORDS";
+
+/// (apiGroup, resource, verb) of every combination a rule lists.
+fn rule_atoms(rule: &serde_json::Value) -> Vec<(String, String, String)> {
+    let list = |k: &str| -> Vec<String> {
+        rule[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for g in list("apiGroups") {
+        for r in list("resources") {
+            for v in list("verbs") {
+                out.push((g.clone(), r.clone(), v));
+            }
+        }
+    }
+    out
+}
+
+/// One template of charts/rdscred rendered by the real Helm library (tests/chart/render.py
+/// in the test venv), as multi-document YAML.
+pub fn render_chart_template(
+    values: &serde_json::Value,
+    template: &str,
+    namespace: &str,
+) -> String {
+    let venv = env("RDSCRED_TEST_VENV");
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/chart/render.py"
+        ))
+        .args([&values.to_string(), template, namespace, RELEASE])
+        .output()
+        .expect("run tests/chart/render.py");
+    assert!(
+        out.status.success(),
+        "rendering the chart failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 YAML")
+}
+
 /// Emulator (or a real cluster) + AWS + the running controller.
 pub struct Ground {
     /// None when running against a real cluster (`RDSCRED_TEST_KUBECONFIG`).
     pub emulator: Option<Emulator>,
     pub client: Client,
+    /// The controller's AWS access (counted in `calls`, every request logged).
     pub aws: Aws,
+    /// The tests' own Secrets Manager/RDS clients: not counted, not logged.
     pub scope: AwsScope,
     pub calls: ApiCalls,
     pub metrics: Metrics,
     pub cluster: String,
     pub ctx: Option<Arc<Context>>,
+    /// How the chart is installed for the controller (its RBAC and watched namespaces).
+    pub install: Install,
+    /// The chart's RBAC, once loaded (emulator only): checked and recorded on drop.
+    pub rbac: Option<ChartRbac>,
+    /// The negative RBAC test expects 403s: skip the no-denial check on drop.
+    pub denials_expected: bool,
     controller: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
 }
 
@@ -154,9 +462,15 @@ impl Ground {
                 (Some(emulator), client)
             }
         };
-        let calls = ApiCalls::default();
+        // The controller's AWS access logs every request (for the IAM policy evaluation);
+        // the tests' own setup and reads (`scope`) go through separate, uncounted clients.
+        let calls = ApiCalls::with_request_log();
         let aws = aws(calls.clone()).await;
-        let scope = aws.scoped(None, None).await.expect("aws scope");
+        let scope = self::aws(ApiCalls::default())
+            .await
+            .scoped(None, None)
+            .await
+            .expect("aws scope");
         Ground {
             client,
             emulator,
@@ -166,8 +480,44 @@ impl Ground {
             aws,
             cluster: unique("c"),
             ctx: None,
+            install: Install::ClusterWide,
+            rbac: None,
+            denials_expected: false,
             controller: None,
         }
+    }
+
+    /// A ground whose controller runs as a namespaced install watching `namespaces` (which
+    /// must exist before [`start`](Self::start) loads the chart's Roles into them).
+    pub async fn namespaced(namespaces: &[&str]) -> Ground {
+        let mut g = Ground::new().await;
+        g.install = Install::Namespaced(namespaces.iter().map(|s| s.to_string()).collect());
+        g
+    }
+
+    /// Loads the chart's RBAC for `self.install` into the emulator (once) and returns the
+    /// client the controller uses: the chart's ServiceAccount. Against a real cluster, the
+    /// test client itself.
+    pub async fn controller_client(&mut self) -> Client {
+        self.controller_token()
+            .await
+            .map(|token| {
+                self.emulator
+                    .as_ref()
+                    .expect("a token implies the emulator")
+                    .client_with_token(&token)
+            })
+            .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// The ServiceAccount token of the controller under the chart's RBAC (loaded on first
+    /// use); `None` against a real cluster.
+    pub async fn controller_token(&mut self) -> Option<String> {
+        let emulator = self.emulator.clone()?;
+        if self.rbac.is_none() {
+            self.rbac = Some(ChartRbac::render(self.install.clone(), json!({})));
+        }
+        Some(self.rbac.as_ref().expect("just set").apply(&emulator).await)
     }
 
     pub fn settings(&self) -> Settings {
@@ -187,8 +537,13 @@ impl Ground {
     }
 
     pub async fn start_with(&mut self, settings: Settings) {
+        let client = self.controller_client().await;
+        let namespaces = match &self.install {
+            Install::ClusterWide => vec![],
+            Install::Namespaced(namespaces) => namespaces.clone(),
+        };
         let ctx = Arc::new(Context::new(
-            self.client.clone(),
+            client,
             self.aws.clone(),
             self.metrics.clone(),
             settings,
@@ -198,7 +553,7 @@ impl Ground {
         let run = rdscred::controller::run(
             ctx.clone(),
             rdscred::controller::Scope {
-                namespaces: vec![],
+                namespaces,
                 concurrency: 4,
             },
             async move {
@@ -394,8 +749,15 @@ impl Ground {
 }
 
 impl Drop for Ground {
+    /// Stops the controller; then (unless the test already failed) fails the test if the
+    /// controller was denied anything, and records the chart grants it used.
     fn drop(&mut self) {
         self.crash();
+        if let (Some(emulator), Some(rbac)) = (&self.emulator, &self.rbac)
+            && !self.denials_expected
+        {
+            rbac.finish(emulator);
+        }
     }
 }
 

@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::Inner;
+use crate::auth::{Denial, Identity, RequestAttributes, UserInfo};
 use crate::discovery;
 use crate::error::ApiError;
+use crate::rbac;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, PatchType, Sub, WriteOpts};
@@ -72,8 +74,19 @@ async fn handle(State(app): State<AppState>, req: Request) -> Response {
             .collect(),
     );
     tracing::debug!(method = %parts.method, uri = %parts.uri, "kube-emulator request");
+    let identity = match app
+        .inner
+        .auth
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .authenticate(&parts.headers)
+    {
+        Ok(i) => i,
+        Err(e) => return error_response(e),
+    };
     match dispatch(
         &app,
+        &identity,
         &parts.method,
         parts.uri.path(),
         &parts.headers,
@@ -96,6 +109,7 @@ struct Target {
 
 fn dispatch(
     app: &AppState,
+    identity: &Identity,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -137,8 +151,32 @@ fn dispatch(
             discovery::openapi_v3_group_version(&st().registry, g, v)
                 .ok_or_else(ApiError::no_route)?,
         ),
-        ["api", "v1", rest @ ..] => resource(app, method, headers, q, body, "", "v1", rest),
-        ["apis", g, v, rest @ ..] => resource(app, method, headers, q, body, g, v, rest),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] if method == Method::POST => {
+            let user = match identity {
+                Identity::Admin => None,
+                Identity::User(u) => Some(u),
+            };
+            let protobuf = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.contains("protobuf"));
+            let review = if protobuf {
+                rbac::self_subject_access_review_from_protobuf(body)?
+            } else {
+                parse_body(headers, body)?
+            };
+            let review = rbac::self_subject_access_review(&st(), user, review)?;
+            Ok(json_response(201, &review))
+        }
+        ["api", "v1", rest @ ..] => {
+            resource(app, identity, method, headers, q, body, "", "v1", rest)
+        }
+        ["apis", g, v, rest @ ..] => resource(app, identity, method, headers, q, body, g, v, rest),
         _ => Err(ApiError::no_route()),
     }
 }
@@ -184,6 +222,64 @@ fn parse_target(
         name,
         sub,
     })
+}
+
+/// The authorizer's view of a resource request (`RequestInfoFactory` upstream): the verb from
+/// the method, the name from the path or a `metadata.name` field selector of a list/watch.
+fn request_attributes(method: &Method, q: &Query, t: &Target) -> RequestAttributes {
+    let verb = match (method.as_str(), t.name.is_some()) {
+        ("GET" | "HEAD", _) if q.flag("watch") => "watch",
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (other, _) => other,
+    };
+    let name = t.name.clone().unwrap_or_else(|| {
+        let by_name = q.get("fieldSelector").and_then(|fs| {
+            fs.split(',')
+                .find_map(|term| term.strip_prefix("metadata.name="))
+                .map(str::to_string)
+        });
+        match verb {
+            "list" | "watch" => by_name.unwrap_or_default(),
+            _ => String::new(),
+        }
+    });
+    RequestAttributes {
+        verb: verb.to_lowercase(),
+        api_group: t.rt.group.clone(),
+        resource: t.rt.plural.clone(),
+        subresource: t.sub.clone().unwrap_or_default(),
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name,
+    }
+}
+
+/// RBAC for a token identity: records the decision, 403 when denied.
+fn authorize(app: &AppState, user: &UserInfo, a: &RequestAttributes) -> Result<(), ApiError> {
+    let decision = {
+        let st = app.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        rbac::authorize(&st, user, a)
+    };
+    let mut auth = app.inner.auth.lock().unwrap_or_else(|e| e.into_inner());
+    if decision.allowed {
+        auth.record_allowed(&user.name, a.clone());
+        return Ok(());
+    }
+    let err = rbac::forbidden(&user.name, a, &decision.reason);
+    tracing::debug!(user = %user.name, message = %err.message, "kube-emulator: forbidden");
+    auth.record_denied(
+        &user.name,
+        Denial {
+            attributes: a.clone(),
+            message: err.message.clone(),
+        },
+    );
+    Err(err)
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -247,6 +343,7 @@ fn wants_table(headers: &HeaderMap) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn resource(
     app: &AppState,
+    identity: &Identity,
     method: &Method,
     headers: &HeaderMap,
     q: &Query,
@@ -256,6 +353,9 @@ fn resource(
     rest: &[&str],
 ) -> Result<Response, ApiError> {
     let t = parse_target(app, group, version, rest)?;
+    if let Identity::User(user) = identity {
+        authorize(app, user, &request_attributes(method, q, &t))?;
+    }
     let ns = t.namespace.clone().unwrap_or_default();
     let rt = &t.rt;
     let out = |v: Value| at_version(v, rt, &t.version);

@@ -2,6 +2,9 @@
 //! kube-runtime watchers/controllers and `kubectl` use, either as the tower service behind
 //! a `kube::Client` (no socket) or over HTTP on a loopback port.
 //!
+//! Requests with a bearer token (`issue_token`, `service_account_token`) are authorized by the
+//! RBAC objects in the store; requests without one are the administrator.
+//!
 //! What it does not do like a real API server is listed in `GAPS.md` next to this crate.
 //!
 //! ```no_run
@@ -13,11 +16,13 @@
 //! ```
 
 mod apply;
+mod auth;
 pub mod cel_cost;
 mod discovery;
 mod error;
 mod http;
 mod patch;
+mod rbac;
 mod registry;
 mod selector;
 mod store;
@@ -32,7 +37,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use auth::{Denial, RequestAttributes, UserInfo};
 pub use error::EmulatorError;
+/// Whether one RBAC `PolicyRule` (JSON) allows a request, with the authorizer's semantics.
+pub use rbac::rule_allows as rbac_rule_allows;
 
 use store::{State, WriteOpts};
 
@@ -46,6 +54,8 @@ pub(crate) struct Inner {
     pub bookmark_interval: Mutex<Duration>,
     /// Bumped by `expire_watches`: every open watch ends with a 410 ERROR event.
     pub expire: tokio::sync::watch::Sender<u64>,
+    /// Tokens and the record of authorization decisions.
+    pub auth: Mutex<auth::Auth>,
 }
 
 /// The emulated API server. Cheap to clone (shared state).
@@ -70,6 +80,7 @@ impl Emulator {
                 state: Mutex::new(State::new(tx, DEFAULT_HISTORY)),
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 expire: tokio::sync::watch::channel(0).0,
+                auth: Mutex::new(auth::Auth::default()),
             }),
         }
     }
@@ -81,44 +92,49 @@ impl Emulator {
     /// Installs (or replaces) every CustomResourceDefinition of a multi-document YAML text.
     /// Documents of other kinds are an error.
     pub fn install_crds_yaml(&self, yaml: &str) -> Result<(), EmulatorError> {
-        use serde::Deserialize;
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
-            if v.is_null() {
-                continue;
-            }
+        for v in yaml_documents(yaml)? {
             if v.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
                 return Err(EmulatorError::InvalidCrd(format!(
                     "not a CustomResourceDefinition: kind {:?}",
                     v.get("kind")
                 )));
             }
-            let mut st = self.state();
-            let rt = st
+            let rt = self
+                .state()
                 .registry
                 .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
                 .expect("built-in");
-            let name = v
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let opts = WriteOpts {
-                manager: "kube-emulator".into(),
-                ..Default::default()
-            };
-            let result = match st.get_raw(&rt.key(), "", &name).cloned() {
-                None => st.create(&rt, "v1", "", v, &opts),
-                Some(existing) => {
-                    let mut v = v;
-                    v["metadata"]["resourceVersion"] =
-                        existing["metadata"]["resourceVersion"].clone();
-                    st.update(&rt, "v1", "", &name, v, store::Sub::Main, &opts, true)
-                }
-            };
-            result.map_err(|e| EmulatorError::InvalidCrd(e.message))?;
+            self.create_or_replace(&rt, "v1", "", v)
+                .map_err(|e| EmulatorError::InvalidCrd(e.message))?;
         }
         Ok(())
+    }
+
+    /// Creates `v` as the administrator, or replaces the object of that name.
+    fn create_or_replace(
+        &self,
+        rt: &Arc<registry::ResourceType>,
+        version: &str,
+        ns: &str,
+        mut v: Value,
+    ) -> Result<Value, error::ApiError> {
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let opts = WriteOpts {
+            manager: "kube-emulator".into(),
+            ..Default::default()
+        };
+        let mut st = self.state();
+        match st.get_raw(&rt.key(), ns, &name).cloned() {
+            None => st.create(rt, version, ns, v, &opts),
+            Some(existing) => {
+                v["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+                st.update(rt, version, ns, &name, v, store::Sub::Main, &opts, true)
+            }
+        }
     }
 
     /// Installs every `*.yaml`/`*.yml` file of a directory (or one file) with
@@ -153,6 +169,79 @@ impl Emulator {
     /// "default". Must be called inside a tokio runtime (kube's client spawns a buffer task).
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.router(None), "default")
+    }
+
+    /// A client authenticated by `token` (see [`issue_token`](Self::issue_token)), whose
+    /// requests are authorized by RBAC. Must be called inside a tokio runtime.
+    pub fn client_with_token(&self, token: &str) -> kube::Client {
+        let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("tokens are ASCII");
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: axum::http::Request<kube::client::Body>| {
+                req.headers_mut()
+                    .insert(axum::http::header::AUTHORIZATION, value.clone());
+                req
+            })
+            .service(self.router(None));
+        kube::Client::new(service, "default")
+    }
+
+    /// Issues a bearer token for `user`. Requests with it are authorized by the RBAC objects
+    /// in the store (a user in group `system:masters` is allowed everything) and recorded.
+    pub fn issue_token(&self, user: UserInfo) -> String {
+        self.auth().issue(user)
+    }
+
+    /// A token of the ServiceAccount `namespace/name`: user
+    /// `system:serviceaccount:NAMESPACE:NAME`, groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:NAMESPACE`, `system:authenticated`.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.issue_token(UserInfo::service_account(namespace, name))
+    }
+
+    /// Every distinct resource request `user` was authorized for so far.
+    pub fn authorized_requests(&self, user: &str) -> Vec<RequestAttributes> {
+        self.auth().authorized(user)
+    }
+
+    /// Every request of `user` that was denied (403), in order, with its message.
+    pub fn denied_requests(&self, user: &str) -> Vec<Denial> {
+        self.auth().denied(user)
+    }
+
+    fn auth(&self) -> std::sync::MutexGuard<'_, auth::Auth> {
+        self.inner.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates (or replaces) the objects of a multi-document YAML text as the administrator,
+    /// e.g. the Roles and RoleBindings a Helm chart renders. Namespaced objects need their
+    /// namespace to exist.
+    pub fn apply_objects_yaml(&self, yaml: &str) -> Result<(), EmulatorError> {
+        for v in yaml_documents(yaml)? {
+            let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+            let rt = self
+                .state()
+                .registry
+                .types
+                .values()
+                .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
+                .cloned()
+                .ok_or_else(|| EmulatorError::Api {
+                    code: 404,
+                    message: format!("no kind {kind:?} is served in {api_version:?}"),
+                })?;
+            let ns = match v.pointer("/metadata/namespace").and_then(Value::as_str) {
+                _ if !rt.namespaced => "",
+                Some(ns) => ns,
+                None => "default",
+            }
+            .to_string();
+            let version = version.to_string();
+            self.create_or_replace(&rt, &version, &ns, v)?;
+        }
+        Ok(())
     }
 
     /// Serves the API over plain HTTP on `addr` (use port 0 to pick a free port).
@@ -246,6 +335,13 @@ impl Served {
         )
     }
 
+    /// A kubeconfig like [`kubeconfig_yaml`](Self::kubeconfig_yaml) whose user authenticates
+    /// with `token` (from [`Emulator::issue_token`]), so its requests are authorized by RBAC.
+    pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
+        self.kubeconfig_yaml()
+            .replace("  user: {}\n", &format!("  user:\n    token: {token}\n"))
+    }
+
     /// Stops accepting connections and ends open watches.
     pub fn shutdown(self) {
         drop(self);
@@ -264,4 +360,17 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// The non-empty documents of a multi-document YAML text.
+fn yaml_documents(yaml: &str) -> Result<Vec<Value>, EmulatorError> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(doc).map_err(|e| EmulatorError::Yaml(e.to_string()))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }

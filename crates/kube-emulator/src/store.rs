@@ -540,6 +540,7 @@ impl State {
             },
             Flavor::Pod | Flavor::CoreEvent | Flavor::Event | Flavor::Lease | Flavor::DaemonSet => {
             }
+            Flavor::Rbac => crate::rbac::admit(rt, obj, old)?,
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod controller;
 mod crud;
 mod lifecycle;
 mod patch;
+mod rbac;
 mod served;
 mod status;
 mod validation;
