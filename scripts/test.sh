@@ -2,7 +2,8 @@
 # The whole test suite, from nothing: brings up the test ground (moto in a pinned venv,
 # PostgreSQL and MariaDB, installing them if absent), then runs every Rust test (unit,
 # integration against the ground and the Kubernetes API emulator, the emulator's own
-# conformance suite) and the Helm chart tests (real Helm library via helm-python-sdk).
+# conformance suite), the Helm chart tests (real Helm library via helm-python-sdk) and the
+# delivery tests (the image's build context, the Dockerfile and workflow lints).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,3 +33,7 @@ RDSCRED_BENCH_QUICK=1 cargo test --locked --bench hotpaths
 RDSCRED_BENCH_QUICK=1 cargo test --locked --bench events
 
 bash tests/chart/run.sh
+
+# Delivery: the image's build context built with the Dockerfile's own cargo command (a release
+# build into target/image-context, kept between runs), hadolint, actionlint on the workflows.
+"$RDSCRED_TEST_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/delivery

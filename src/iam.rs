@@ -34,8 +34,9 @@ pub use crate::aws::ownership::{MANAGED_BY_TAG, MANAGED_BY_VALUE};
 pub struct IamPolicyInput {
     /// `aws`, `aws-cn`, `aws-us-gov` (empty = `aws`).
     pub partition: String,
-    /// Region of the secrets and databases (`None` = any region).
-    pub region: Option<String>,
+    /// Regions of the secrets and databases (empty = any region); resource ARNs are listed
+    /// once per region.
+    pub regions: Vec<String>,
     /// Account id (`None` = any account).
     pub account: Option<String>,
     /// `secretNamePrefix` of every `RdsDatabase` the controller serves.
@@ -65,11 +66,14 @@ impl IamPolicyInput {
             &self.partition
         }
     }
-    fn region(&self) -> &str {
-        self.region
-            .as_deref()
+    fn regions(&self) -> Vec<&str> {
+        let given: Vec<&str> = self
+            .regions
+            .iter()
+            .map(String::as_str)
             .filter(|r| !r.is_empty())
-            .unwrap_or("*")
+            .collect();
+        if given.is_empty() { vec!["*"] } else { given }
     }
     fn account(&self) -> &str {
         self.account
@@ -77,13 +81,18 @@ impl IamPolicyInput {
             .filter(|a| !a.is_empty())
             .unwrap_or("*")
     }
-    fn arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:{}:{service}:{}:{}:{resource}",
-            self.partition(),
-            self.region(),
-            self.account()
-        )
+    /// The resource's ARN in each region.
+    fn arns(&self, service: &str, resource: &str) -> Vec<String> {
+        self.regions()
+            .into_iter()
+            .map(|region| {
+                format!(
+                    "arn:{}:{service}:{region}:{}:{resource}",
+                    self.partition(),
+                    self.account()
+                )
+            })
+            .collect()
     }
     fn dns_suffix(&self) -> &'static str {
         if self.partition().starts_with("aws-cn") {
@@ -142,7 +151,7 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
             .secret_prefixes
             .iter()
             .filter(|p| !p.is_empty())
-            .map(|p| input.arn("secretsmanager", &format!("secret:{p}*"))),
+            .flat_map(|p| input.arns("secretsmanager", &format!("secret:{p}*"))),
     );
     if !prefix_arns.is_empty() {
         // Reading is not tag-conditioned: the ownership check itself needs DescribeSecret on
@@ -185,16 +194,17 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
     // Admin logins: named secrets (ARN, or name + the 6-character suffix Secrets Manager
     // appends), or the RDS-managed master secrets.
     let admin_arns = if input.admin_secret_arns.is_empty() {
-        vec![
-            input.arn("secretsmanager", "secret:rds!db-*"),
-            input.arn("secretsmanager", "secret:rds!cluster-*"),
+        [
+            input.arns("secretsmanager", "secret:rds!db-*"),
+            input.arns("secretsmanager", "secret:rds!cluster-*"),
         ]
+        .concat()
     } else {
-        dedup(input.admin_secret_arns.iter().map(|s| {
+        dedup(input.admin_secret_arns.iter().flat_map(|s| {
             if is_arn(s) {
-                s.clone()
+                vec![s.clone()]
             } else {
-                input.arn("secretsmanager", &format!("secret:{s}-??????"))
+                input.arns("secretsmanager", &format!("secret:{s}-??????"))
             }
         }))
     };
@@ -208,13 +218,13 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
     ));
 
     let instance_arns = if input.db_instance_arns.is_empty() {
-        vec![input.arn("rds", "db:*")]
+        input.arns("rds", "db:*")
     } else {
-        dedup(input.db_instance_arns.iter().map(|s| {
+        dedup(input.db_instance_arns.iter().flat_map(|s| {
             if is_arn(s) {
-                s.clone()
+                vec![s.clone()]
             } else {
-                input.arn("rds", &format!("db:{s}"))
+                input.arns("rds", &format!("db:{s}"))
             }
         }))
     };
@@ -225,13 +235,13 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
     ));
 
     let cluster_arns = if input.db_cluster_arns.is_empty() {
-        vec![input.arn("rds", "cluster:*")]
+        input.arns("rds", "cluster:*")
     } else {
-        dedup(input.db_cluster_arns.iter().map(|s| {
+        dedup(input.db_cluster_arns.iter().flat_map(|s| {
             if is_arn(s) {
-                s.clone()
+                vec![s.clone()]
             } else {
-                input.arn("rds", &format!("cluster:{s}"))
+                input.arns("rds", &format!("cluster:{s}"))
             }
         }))
     };
@@ -253,17 +263,18 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
         .collect();
     let aliases: Vec<&String> = input.kms_key_arns.iter().filter(|k| is_alias(k)).collect();
     if !keys.is_empty() || !aliases.is_empty() {
-        let key_arns = dedup(keys.iter().map(|k| {
+        let key_arns = dedup(keys.iter().flat_map(|k| {
             if is_arn(k) {
-                (*k).clone()
+                vec![(*k).clone()]
             } else {
-                input.arn("kms", &format!("key/{k}"))
+                input.arns("kms", &format!("key/{k}"))
             }
         }));
         let mut regions: BTreeSet<String> = BTreeSet::new();
-        let mut any_region = input.region() == "*";
-        if !any_region {
-            regions.insert(input.region().to_string());
+        let mut any_region = false;
+        for r in input.regions() {
+            any_region |= r == "*";
+            regions.insert(r.to_string());
         }
         for arn in key_arns
             .iter()
@@ -304,20 +315,26 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
                 statement(
                     "UseSecretKmsKeysByAlias",
                     &kms_actions,
-                    vec![input.arn("kms", "key/*")],
+                    input.arns("kms", "key/*"),
                 ),
                 cond,
             ));
         }
     }
 
-    let lambdas = dedup(input.lambda_arns.iter().filter(|s| !s.is_empty()).map(|s| {
-        if is_arn(s) {
-            s.clone()
-        } else {
-            input.arn("lambda", &format!("function:{s}"))
-        }
-    }));
+    let lambdas = dedup(
+        input
+            .lambda_arns
+            .iter()
+            .filter(|s| !s.is_empty())
+            .flat_map(|s| {
+                if is_arn(s) {
+                    vec![s.clone()]
+                } else {
+                    input.arns("lambda", &format!("function:{s}"))
+                }
+            }),
+    );
     if !lambdas.is_empty() {
         statements.push(statement(
             "InvokeRotationLambdas",
@@ -349,7 +366,7 @@ pub fn with_events_queues(mut doc: Value, input: &IamPolicyInput, queues: &[Stri
         queues
             .iter()
             .filter(|q| !q.is_empty())
-            .map(|q| events_queue_arn(input, q)),
+            .flat_map(|q| events_queue_arns(input, q)),
     );
     if arns.is_empty() {
         return doc;
@@ -364,20 +381,20 @@ pub fn with_events_queues(mut doc: Value, input: &IamPolicyInput, queues: &[Stri
     doc
 }
 
-/// A queue ARN from an ARN, a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`) or a
-/// bare name (in the input's region and account).
-fn events_queue_arn(input: &IamPolicyInput, queue: &str) -> String {
+/// The queue's ARN from an ARN or a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`);
+/// for a bare name (or a URL without region/account), one ARN per `--region` of the input.
+fn events_queue_arns(input: &IamPolicyInput, queue: &str) -> Vec<String> {
     if is_arn(queue) {
-        return queue.to_string();
+        return vec![queue.to_string()];
     }
     if queue.contains("://") {
         if let Some(arn) = crate::aws::sqs::queue_arn_from_url(queue, input.partition()) {
-            return arn;
+            return vec![arn];
         }
         let name = queue.rsplit('/').find(|s| !s.is_empty()).unwrap_or(queue);
-        return input.arn("sqs", name);
+        return input.arns("sqs", name);
     }
-    input.arn("sqs", queue)
+    input.arns("sqs", queue)
 }
 
 #[cfg(test)]
@@ -407,7 +424,7 @@ mod tests {
             strings(&s["Resource"]),
             vec![
                 "arn:aws:sqs:eu-west-1:123456789012:rdscred-events".to_string(),
-                input().arn("sqs", "other-queue"),
+                input().arns("sqs", "other-queue")[0].clone(),
             ],
             "URL and ARN of one queue are one resource; a name takes the input's region/account"
         );
@@ -425,7 +442,7 @@ mod tests {
     fn input() -> IamPolicyInput {
         IamPolicyInput {
             partition: "aws".into(),
-            region: Some("eu-west-1".into()),
+            regions: vec!["eu-west-1".into()],
             account: Some("123456789012".into()),
             secret_prefixes: vec!["rdscred/orders-prod/".into()],
             db_instance_arns: vec!["orders-prod".into()],
@@ -552,10 +569,42 @@ mod tests {
         );
     }
 
+    /// `--region` is repeatable: every regional resource is listed once per region, and KMS
+    /// is reachable through Secrets Manager in each of them.
+    #[test]
+    fn several_regions_list_each_resource_per_region() {
+        let mut i = input();
+        i.regions = vec!["eu-west-1".into(), "eu-central-1".into()];
+        i.kms_key_arns = vec!["1111-2222".into()];
+        let doc = policy_document(&i);
+        assert_eq!(
+            strings(&stmt(&doc, "ReadSecretsUnderPrefix").unwrap()["Resource"]),
+            vec![
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rdscred/orders-prod/*",
+                "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rdscred/orders-prod/*",
+            ]
+        );
+        assert_eq!(
+            strings(&stmt(&doc, "DescribeDbInstances").unwrap()["Resource"]),
+            vec![
+                "arn:aws:rds:eu-west-1:123456789012:db:orders-prod",
+                "arn:aws:rds:eu-central-1:123456789012:db:orders-prod",
+            ]
+        );
+        let kms = stmt(&doc, "UseSecretKmsKeys").unwrap();
+        assert_eq!(
+            strings(&kms["Condition"]["StringEquals"]["kms:ViaService"]),
+            vec![
+                "secretsmanager.eu-central-1.amazonaws.com",
+                "secretsmanager.eu-west-1.amazonaws.com",
+            ]
+        );
+    }
+
     #[test]
     fn wildcard_region_and_account_when_not_given() {
         let mut i = input();
-        i.region = None;
+        i.regions = vec![];
         i.account = None;
         i.partition = String::new();
         i.kms_key_arns = vec!["1111-2222".into()];
@@ -622,7 +671,7 @@ mod tests {
     fn china_partition_uses_its_service_domain() {
         let mut i = input();
         i.partition = "aws-cn".into();
-        i.region = Some("cn-north-1".into());
+        i.regions = vec!["cn-north-1".into()];
         i.kms_key_arns = vec!["k1".into()];
         let doc = policy_document(&i);
         let kms = stmt(&doc, "UseSecretKmsKeys").unwrap();

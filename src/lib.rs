@@ -27,3 +27,16 @@ pub mod schedule;
 pub mod secret;
 pub mod telemetry;
 pub mod template;
+
+/// `0.1.0 (commit 1a2b3c4...)`: the crate version and the commit the binary was built from,
+/// taken from `RDSCRED_GIT_COMMIT` at compile time (the image build passes it in, as its
+/// context has no `.git`), `unknown` otherwise. What `rdscred --version` prints.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let commit = option_env!("RDSCRED_GIT_COMMIT")
+            .filter(|c| !c.is_empty())
+            .unwrap_or("unknown");
+        format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    });
+    &VERSION
+}

@@ -22,7 +22,7 @@ use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 #[derive(Parser)]
 #[command(
     name = "rdscred",
-    version,
+    version = rdscred::version(),
     about = "Database credentials on AWS, owned end to end"
 )]
 struct Cli {
@@ -144,8 +144,9 @@ struct IamArgs {
     events_queues: Vec<String>,
     #[arg(long, default_value = "aws")]
     partition: String,
-    #[arg(long)]
-    region: Option<String>,
+    /// Regions of the secrets and databases (repeatable; absent: any region).
+    #[arg(long = "region")]
+    regions: Vec<String>,
     #[arg(long)]
     account: Option<String>,
 }
@@ -169,7 +170,7 @@ fn main() -> anyhow::Result<()> {
         Command::IamPolicy(a) => {
             let input = IamPolicyInput {
                 partition: a.partition,
-                region: a.region,
+                regions: a.regions,
                 account: a.account,
                 secret_prefixes: a.secret_prefixes,
                 db_instance_arns: a.db_instance_arns,
@@ -203,7 +204,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    info!(cluster = %args.cluster_name, %identity, "starting rdscred");
+    info!(cluster = %args.cluster_name, %identity, version = rdscred::version(), "starting rdscred");
 
     let calls = ApiCalls::default();
     let metrics = Metrics::new(calls.clone());

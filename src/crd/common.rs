@@ -131,7 +131,8 @@ pub struct PrivilegeGrant {
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
-    #[schemars(length(min = 1))]
+    /// Up to 22, the size of the allowlist.
+    #[schemars(length(min = 1, max = 22))]
     #[x_kube(validation = Rule::new("self.all(p, p != 'ALL') || self.size() == 1").message("ALL cannot be combined with other privileges"))]
     pub privileges: Vec<Privilege>,
 }
@@ -176,16 +177,20 @@ pub enum Rotator {
 #[x_kube(validation = Rule::new(r"!has(self.scheduleExpression) || !self.scheduleExpression.startsWith('cron(') || self.scheduleExpression.matches('^cron\\(\\S+ \\S+ (\\? \\S+ [^?\\s]+|[^?\\s]+ \\S+ \\?) \\S+\\)$')")
     .message("cron(): exactly one of day-of-month and day-of-week must be '?'"))]
 pub struct RotationSchedule {
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = 1000), extend("format" = "int32"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automatically_after_days: Option<u32>,
     /// `rate(N hours|days)` or `cron(min hour dom month dow year)` in UTC, with the rules
     /// Secrets Manager applies (minute 0 where hours are given, year `*`, at most every 4 hours).
-    #[schemars(regex(pattern = r"^(rate\(\s*\d+\s+(hour|hours|day|days)\s*\)|cron\([^()]+\))$"))]
+    /// At most 256 characters, Secrets Manager's limit.
+    #[schemars(
+        length(max = 256),
+        regex(pattern = r"^(rate\(\s*\d+\s+(hour|hours|day|days)\s*\)|cron\([^()]+\))$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_expression: Option<String>,
     /// Length of the rotation window, e.g. `3h` (Secrets Manager's `Duration`, 1h–24h).
-    #[schemars(regex(pattern = r"^([1-9]|1\d|2[0-4])h$"))]
+    #[schemars(length(max = 3), regex(pattern = r"^([1-9]|1\d|2[0-4])h$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
 }
@@ -195,7 +200,7 @@ pub struct RotationSchedule {
 #[serde(rename_all = "camelCase")]
 pub struct PasswordSpec {
     /// Length, 16–128 (default 32).
-    #[schemars(range(min = 16, max = 128))]
+    #[schemars(range(min = 16, max = 128), extend("format" = "int32"))]
     #[serde(default = "default_password_length")]
     pub length: u32,
     /// Characters never used. Default: none beyond the always-unsafe set of the engine.
@@ -241,9 +246,12 @@ pub struct RotationSpec {
     pub rotate_immediately: bool,
     #[serde(default)]
     pub rotator: Rotator,
-    #[schemars(regex(
-        pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"
-    ))]
+    #[schemars(
+        length(max = 2048),
+        regex(
+            pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"
+        )
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_arn: Option<String>,
     #[serde(default)]

@@ -15,6 +15,7 @@ use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
     group = "rdscred.io",
     version = "v1alpha1",
     kind = "RdsCredential",
+    doc = "One database login for an application: its Secrets Manager secret, the database user and its privileges, rotation, the Kubernetes Secret the workload reads, and the workloads rolled when AWSCURRENT changes. Issued against a cluster-scoped RdsDatabase that admits this namespace.",
     plural = "rdscredentials",
     shortname = "rdscred",
     namespaced,
@@ -54,13 +55,18 @@ pub struct RdsCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
 
-    /// Privileges, re-asserted on every reconcile; removed ones are revoked.
+    /// Privileges, re-asserted on every reconcile; removed ones are revoked. At most 32 grants.
+    #[schemars(length(max = 32))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileges: Option<Vec<PrivilegeGrant>>,
 
     /// Existing database roles the user is a member of (PostgreSQL; MySQL 8 / MariaDB roles).
+    /// At most 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$")))]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))
+    )]
     pub roles: Option<Vec<String>>,
 
     /// The Secrets Manager secret.
@@ -121,10 +127,13 @@ pub struct SecretSpec {
     #[schemars(length(max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Extra tags (the database's tags and the ownership tags always win).
+    /// Extra tags (the database's tags and the ownership tags always win). Secrets Manager
+    /// allows 50 tags per secret, values up to 256 characters.
+    #[schemars(extend("maxProperties" = 50, "additionalProperties" = { "type": "string", "maxLength": 256 }))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     /// Regions to replicate the secret to.
+    #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_regions: Vec<ReplicaRegion>,
     /// What happens to the AWS secret and the database user when the RdsCredential is deleted.
@@ -139,8 +148,10 @@ pub struct SecretSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaRegion {
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
     pub region: String,
+    /// KMS key (id, ARN or alias) of the replica; default: the region's `aws/secretsmanager`.
+    #[schemars(length(min = 1, max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
 }
@@ -167,13 +178,19 @@ pub struct TargetSpec {
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Labels of the Secret (at most 64).
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 63 }))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Annotations of the Secret (at most 64, values up to 4096 characters).
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Extra keys rendered from templates: `{{ username }}`, `{{ password }}`, `{{ host }}`,
     /// `{{ port }}`, `{{ dbname }}`, `{{ engine }}`, each optionally piped through
     /// `| urlencode`. Example: `DATABASE_URL: postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}`.
+    /// At most 32 keys, each template up to 4096 characters.
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, String>,
 }
@@ -187,6 +204,8 @@ pub struct WorkloadsSpec {
     #[serde(default)]
     pub policy: RolloutPolicy,
     /// Workloads rolled in addition to the discovered ones (`auto`) or instead (`explicit`).
+    /// At most 64.
+    #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refs: Vec<WorkloadRef>,
 }
@@ -223,6 +242,12 @@ pub enum WorkloadKind {
 pub struct RdsCredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions, one per type: `Ready`, `SecretReady`, `UserReady`, `Synced`,
+    /// `Rotating`, `Drifted`.
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +255,7 @@ pub struct RdsCredentialStatus {
     /// AWSCURRENT version id last written to the Kubernetes Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_version_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,8 +265,10 @@ pub struct RdsCredentialStatus {
     pub current_username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<String>,
     /// Value of the rotate-requested annotation last acted on.
@@ -249,6 +277,7 @@ pub struct RdsCredentialStatus {
     /// Workloads rolled for the last AWSCURRENT change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_workloads: Vec<RolledWorkload>,
+    #[schemars(extend("format" = "date-time"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift_check: Option<String>,
     /// `rotator: lambda`: the native rotation configuration last applied (Lambda ARN and
@@ -263,8 +292,10 @@ pub struct RolledWorkload {
     pub kind: WorkloadKind,
     pub name: String,
     pub version_id: String,
+    #[schemars(extend("format" = "date-time"))]
     pub rolled_at: String,
     /// When the rollout was observed complete (all replicas updated and available).
+    #[schemars(extend("format" = "date-time"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
 }

@@ -16,6 +16,7 @@ use super::common::{DriftSpec, EngineKind, RotationSpec};
     group = "rdscred.io",
     version = "v1alpha1",
     kind = "RdsDatabase",
+    doc = "A database (RDS instance, Aurora cluster, or plain endpoint) that RdsCredentials may issue logins on, written by the platform team: how the controller logs in as admin, which namespaces it admits, and the secret-name prefix, tags and KMS key every credential's secret carries.",
     plural = "rdsdatabases",
     shortname = "rdsdb",
     status = "RdsDatabaseStatus",
@@ -49,6 +50,7 @@ pub struct RdsDatabaseSpec {
     pub endpoint: Option<Endpoint>,
 
     /// Database engine. Discovered for RDS; required with `endpoint`.
+    #[schemars(schema_with = "super::schema::optional_enum::<EngineKind>")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineKind>,
 
@@ -61,12 +63,15 @@ pub struct RdsDatabaseSpec {
     pub database_name: Option<String>,
 
     /// AWS region of the database and its secrets. Defaults to the controller's region.
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 
     /// IAM role to assume for everything about this database (multi-account).
-    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
 
@@ -79,6 +84,7 @@ pub struct RdsDatabaseSpec {
 
     /// Namespaces whose RdsCredentials may use this database. `{}` admits every namespace;
     /// absent admits none.
+    #[schemars(schema_with = "super::schema::namespace_selector")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 
@@ -88,10 +94,13 @@ pub struct RdsDatabaseSpec {
     pub secret_name_prefix: String,
 
     /// KMS key (id, ARN or alias) every credential's secret is encrypted with.
+    #[schemars(length(min = 1, max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
 
-    /// Tags every credential's secret carries (credentials may add, not override).
+    /// Tags every credential's secret carries (credentials may add, not override). Secrets
+    /// Manager allows 50 tags per secret, values up to 256 characters.
+    #[schemars(extend("maxProperties" = 50, "additionalProperties" = { "type": "string", "maxLength": 256 }))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
 
@@ -116,7 +125,7 @@ pub struct RdsDatabaseSpec {
 pub struct Endpoint {
     #[schemars(length(min = 1, max = 253))]
     pub host: String,
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), extend("format" = "int32"))]
     pub port: u16,
 }
 
@@ -144,7 +153,8 @@ pub struct AdminLogin {
 pub struct TlsSpec {
     #[serde(default)]
     pub mode: TlsMode,
-    /// PEM CA bundle (for RDS: the regional global-bundle.pem).
+    /// PEM CA bundle (for RDS: the regional global-bundle.pem, about 170 KB), at most 1 MiB.
+    #[schemars(length(min = 1, max = 1048576))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
 }
@@ -169,9 +179,15 @@ pub enum TlsMode {
 pub struct RdsDatabaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions, one per type: `Ready`, `AdminLoginReady`, `EndpointResolved`.
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Resolved engine.
+    #[schemars(schema_with = "super::schema::optional_enum::<EngineKind>")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineKind>,
     /// Resolved endpoint.

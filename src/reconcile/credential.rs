@@ -1531,16 +1531,30 @@ async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         }
     }
     if !meta.is_scheduled_for_deletion() {
+        // Secrets Manager refuses DeleteSecret while the secret has replicas ("You can't
+        // delete secret ... that still has replica regions"): remove them first. A crash in
+        // between leaves a secret without replicas, which the next attempt deletes.
+        if !meta.replica_regions.is_empty() {
+            db.scope.secrets.sync_replicas(&meta, &[]).await?;
+        }
         let days = cred.spec.secret.recovery_window_in_days.unwrap_or(30);
         db.scope.secrets.schedule_deletion(&meta.arn, days).await?;
     }
+    let replicas = if meta.replica_regions.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", after removing its replicas in {}",
+            meta.replica_regions.join(", ")
+        )
+    };
     ctx.event(
         cred,
         false,
         "Deleted",
         "Delete",
         format!(
-            "dropped the database user and scheduled secret {} for deletion",
+            "dropped the database user and scheduled secret {} for deletion{replicas}",
             meta.name
         ),
     )

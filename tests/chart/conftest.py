@@ -16,16 +16,41 @@ NAMESPACE = "rdscred-system"
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (scripts/test-env.sh up)")
 
+# The kinds a cluster with the Prometheus Operator serves beyond the built-in ones.
+MONITORING_APIS = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"]
 
-def render_raw(values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE, name: str = RELEASE) -> dict[str, str]:
+
+def render_raw(
+    values: dict[str, Any] | None = None,
+    *,
+    namespace: str = NAMESPACE,
+    name: str = RELEASE,
+    api_versions: list[str] | None = None,
+) -> dict[str, str]:
+    """Rendered templates by path. `api_versions`: what `.Capabilities.APIVersions` holds
+    beyond the built-in kinds (helm's --api-versions)."""
     with helm.Chart.load(str(CHART)) as chart:
-        return chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+        if not api_versions:
+            return chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+        # helm-python-sdk's render() does not pass api_versions on; its Helm library takes them.
+        import json
+
+        from helm_python import _native
+
+        opts = {"name": name, "namespace": namespace, "is_install": True, "api_versions": api_versions}
+        return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values or {}), json.dumps(opts)))
 
 
-def render(values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE, name: str = RELEASE) -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any] | None = None,
+    *,
+    namespace: str = NAMESPACE,
+    name: str = RELEASE,
+    api_versions: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Rendered Kubernetes objects (NOTES.txt excluded), in template order."""
     objects: list[dict[str, Any]] = []
-    for path, text in sorted(render_raw(values, namespace=namespace, name=name).items()):
+    for path, text in sorted(render_raw(values, namespace=namespace, name=name, api_versions=api_versions).items()):
         if path.endswith("NOTES.txt"):
             continue
         for doc in yaml.safe_load_all(text):

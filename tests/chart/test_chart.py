@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, NAMESPACE, RELEASE, ROOT, container, env_of, find, helm, one, render, render_raw, rules_by_resource
+from conftest import CHART, MONITORING_APIS, NAMESPACE, RELEASE, ROOT, container, env_of, find, helm, one, render, render_raw, rules_by_resource
 
 # Value sets the chart is rendered and linted with.
 VALUE_SETS = {
@@ -397,7 +397,7 @@ def test_monitoring_off_by_default():
 
 
 def test_service_monitor():
-    sm = one(render(VALUE_SETS["monitoring"]), "ServiceMonitor")
+    sm = one(render(VALUE_SETS["monitoring"], api_versions=MONITORING_APIS), "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     (ep,) = sm["spec"]["endpoints"]
     assert ep["port"] == "http-metrics" and ep["path"] == "/metrics"
@@ -407,7 +407,7 @@ def test_service_monitor():
 
 
 def test_prometheus_rule_alerts():
-    pr = one(render(VALUE_SETS["monitoring"]), "PrometheusRule")
+    pr = one(render(VALUE_SETS["monitoring"], api_versions=MONITORING_APIS), "PrometheusRule")
     rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
     by_name = {r["alert"]: r for r in rules}
     assert set(by_name) == {
@@ -439,13 +439,13 @@ def test_prometheus_rule_alerts():
 
 
 def test_rotation_overdue_alert_is_optional():
-    pr = one(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    pr = one(render({"metrics": {"prometheusRule": {"enabled": True}}}, api_versions=MONITORING_APIS), "PrometheusRule")
     assert "RdscredRotationOverdue" not in {r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]}
 
 
 def test_no_leader_alert_only_with_leader_election():
     values = {"replicaCount": 1, "leaderElection": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}
-    pr = one(render(values), "PrometheusRule")
+    pr = one(render(values, api_versions=MONITORING_APIS), "PrometheusRule")
     assert "RdscredNoLeader" not in {r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]}
 
 

@@ -41,7 +41,7 @@ const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 fn input() -> IamPolicyInput {
     IamPolicyInput {
         partition: "aws".into(),
-        region: Some(REGION.into()),
+        regions: vec![REGION.into()],
         account: Some(ACCOUNT.into()),
         ..IamPolicyInput::default()
     }

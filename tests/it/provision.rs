@@ -604,6 +604,83 @@ async fn deletion_policies_mariadb() {
     deletion(DbServer::mariadb()).await;
 }
 
+/// `deletionPolicy: Delete` on a secret with replica regions: Secrets Manager (and moto)
+/// refuse DeleteSecret while replicas exist, so the controller removes them first; the
+/// credential does not stay stuck on its finalizer, the replica is gone, and the primary is
+/// scheduled for deletion with the recovery window.
+#[tokio::test]
+async fn deletion_removes_replicas_before_deleting_the_secret() {
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let (db, prefix) = g.database(&server, json!({})).await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("r_");
+    let name = format!("{prefix}{user}");
+    g.credential(
+        &ns,
+        "replicated",
+        json!({ "databaseRef": { "name": db }, "username": user,
+            "secret": { "name": name, "deletionPolicy": "Delete", "recoveryWindowInDays": 7,
+                "replicaRegions": [{ "region": "eu-west-1" }] } }),
+    )
+    .await
+    .unwrap();
+    g.wait_ready(&ns, "replicated").await;
+    let meta = g.scope.secrets.describe(&name).await.unwrap().unwrap();
+    assert_eq!(meta.replica_regions, vec!["eu-west-1".to_string()]);
+    let replica_scope = g.aws.scoped(Some("eu-west-1"), None).await.unwrap();
+    assert!(
+        replica_scope
+            .secrets
+            .describe(&name)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    api.delete("replicated", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("replicated deleted", Duration::from_secs(30), || async {
+        g.get_credential(&ns, "replicated")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let meta = g.scope.secrets.describe(&name).await.unwrap().unwrap();
+    assert!(meta.is_scheduled_for_deletion());
+    assert!(
+        meta.replica_regions.is_empty(),
+        "{:?}",
+        meta.replica_regions
+    );
+    assert!(
+        replica_scope
+            .secrets
+            .describe(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // DeleteSecret was never refused: the replicas were gone before it.
+    let calls = g.calls.snapshot();
+    let count = |op: &str, outcome: &str| {
+        calls
+            .iter()
+            .filter(|((_, o, r), _)| o == op && r == outcome)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert!(
+        count("RemoveRegionsFromReplication", "ok") >= 1,
+        "{calls:?}"
+    );
+    assert_eq!(count("DeleteSecret", "error"), 0, "{calls:?}");
+}
+
 /// Every printable ASCII character in the password and a SQL keyword as username.
 async fn hostile_names_and_passwords(server: DbServer) {
     let mut g = Ground::new().await;

@@ -111,6 +111,23 @@ async fn bad_databases_are_rejected() {
         (json!({ "endpoint": { "port": 70000 } }), "port"),
         (json!({ "region": "mars-1" }), "region"),
         (json!({ "roleArn": "not-an-arn" }), "roleArn"),
+        // Bounds (issue 17): what keeps the CEL cost estimate small, and AWS's own limits.
+        (
+            json!({ "tags": (0..51).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>() }),
+            "spec.tags: Too many: 51: must have at most 50 items",
+        ),
+        (
+            json!({ "tags": { "team": "x".repeat(257) } }),
+            "spec.tags.team: Too long",
+        ),
+        (
+            json!({ "namespaceSelector": { "matchExpressions": [{ "key": "team", "operator": "Like" }] } }),
+            "spec.namespaceSelector.matchExpressions[0].operator: Unsupported value",
+        ),
+        (
+            json!({ "namespaceSelector": { "matchExpressions": [{ "key": "team", "operator": "In", "values": (0..65).map(|i| format!("t{i}")).collect::<Vec<_>>() }] } }),
+            "spec.namespaceSelector.matchExpressions[0].values: Too many: 65",
+        ),
     ];
     for (patch, expect) in cases {
         if expect.is_empty() {
@@ -266,6 +283,23 @@ async fn bad_credentials_are_rejected() {
         (
             json!({ "target": { "name": "Not_A_DNS_Name" } }),
             "target.name",
+        ),
+        // Bounds (issue 17).
+        (
+            json!({ "privileges": (0..33).map(|i| json!({ "database": format!("db{i}"), "privileges": ["SELECT"] })).collect::<Vec<_>>() }),
+            "spec.privileges: Too many: 33: must have at most 32 items",
+        ),
+        (
+            json!({ "secret": { "replicaRegions": (0..65).map(|_| json!({ "region": "eu-west-1" })).collect::<Vec<_>>() } }),
+            "spec.secret.replicaRegions: Too many: 65",
+        ),
+        (
+            json!({ "target": { "templates": (0..33).map(|i| (format!("K{i}"), json!("{{ host }}"))).collect::<serde_json::Map<_, _>>() } }),
+            "spec.target.templates: Too many: 33",
+        ),
+        (
+            json!({ "rotation": { "schedule": { "scheduleExpression": format!("cron({})", "0 ".repeat(130)) } } }),
+            "spec.rotation.schedule.scheduleExpression: Too long",
         ),
     ];
     for (patch, expect) in cases {

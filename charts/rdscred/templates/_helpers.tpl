@@ -33,6 +33,9 @@ app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | qu
 app.kubernetes.io/component: controller
 app.kubernetes.io/part-of: rdscred
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "rdscred.serviceAccountName" -}}
@@ -90,6 +93,12 @@ database), list/watch (informers), status patch. No finalizer, no writes to the 
 - apiGroups: ["rdscred.io"]
   resources: ["rdsdatabases/status"]
   verbs: ["patch"]
+{{- end }}
+
+{{/* Whether the cluster serves a kind (`helm template` knows only built-in kinds unless
+given --api-versions). */}}
+{{- define "rdscred.served" -}}
+{{- if .root.Capabilities.APIVersions.Has .kind }}true{{ end }}
 {{- end }}
 
 {{/* Guard rails that a JSON schema cannot express well. */}}

@@ -17,6 +17,7 @@
 
 mod apply;
 mod auth;
+pub mod cel_cost;
 mod discovery;
 mod error;
 mod http;

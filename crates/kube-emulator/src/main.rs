@@ -2,6 +2,9 @@
 //!
 //! Serves the emulated API over HTTP, prints its URL, writes a kubeconfig, and runs until
 //! SIGTERM/SIGINT.
+//!
+//! `kube-emulator cel-cost DIR_OR_FILE...` prints the API server's estimated cost of every
+//! CEL rule of the CRDs and exits 1 if a real server would refuse one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +16,8 @@ const USAGE: &str = "usage: kube-emulator [--listen ADDR] [--crds DIR_OR_FILE]..
   --listen              address to listen on (default 127.0.0.1:0 = a free port)\n\
   --crds                CRD YAML file or directory of *.yaml files to install (repeatable)\n\
   --kubeconfig          write a kubeconfig pointing at the server to this path\n\
-  --simulate-workloads  report Deployments/StatefulSets/DaemonSets rolled out after this delay (e.g. 2s, 500ms)";
+  --simulate-workloads  report Deployments/StatefulSets/DaemonSets rolled out after this delay (e.g. 2s, 500ms)\n\
+       kube-emulator cel-cost DIR_OR_FILE...   print the estimated CEL cost of every rule of the CRDs";
 
 struct Args {
     listen: SocketAddr,
@@ -71,8 +75,75 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `cel-cost`: one line per rule (cost = per call × cardinality), a total per schema, and the
+/// refusals a real API server would give.
+fn cel_cost(paths: &[String]) -> Result<bool, String> {
+    use kube_emulator::cel_cost::{crd_schemas, estimate_schema};
+    use serde::Deserialize;
+    let mut ok = true;
+    for path in paths {
+        let yaml = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for doc in serde_yaml::Deserializer::from_str(&yaml) {
+            let crd = serde_json::Value::deserialize(doc).map_err(|e| format!("{path}: {e}"))?;
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?");
+            for (field, schema) in crd_schemas(&crd) {
+                let cost = estimate_schema(schema, &field);
+                println!("{name}");
+                for r in &cost.rules {
+                    let at = r.field.strip_prefix(&field).unwrap_or(&r.field);
+                    println!(
+                        "  {:>15} = {:>9} x {:<9} {at}\n  {:>15}   {}",
+                        r.cost, r.per_call, r.cardinality, "", r.rule
+                    );
+                }
+                println!(
+                    "  {:>15}   total (limits: 10000000 per rule, 100000000 per CRD)",
+                    cost.total
+                );
+                for refusal in cost.refusals(&field) {
+                    ok = false;
+                    println!("  REFUSED: {refusal}");
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("cel-cost") {
+        let mut files = Vec::new();
+        for p in &argv[1..] {
+            let path = std::path::Path::new(p);
+            if path.is_dir() {
+                let mut entries: Vec<String> = std::fs::read_dir(path)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| e.path().display().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                entries.retain(|f| f.ends_with(".yaml") || f.ends_with(".yml"));
+                entries.sort();
+                files.extend(entries);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        match cel_cost(&files) {
+            Ok(true) => std::process::exit(0),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

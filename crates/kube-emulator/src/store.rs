@@ -510,6 +510,9 @@ impl State {
                         ));
                     }
                 }
+                // The API server's CEL cost limits (per rule, per CRD).
+                crate::cel_cost::check_crd(obj)
+                    .map_err(|errs| ApiError::invalid(rt, &name, errs))?;
                 if old.is_none() {
                     obj["status"] = json!({
                         "conditions": [

@@ -257,6 +257,16 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
             {
                 errs.push(FieldError::too_long(path, max));
             }
+            // Of the formats the API server checks, the one rdscred's CRDs declare.
+            if schema.get("format").and_then(Value::as_str) == Some("date-time")
+                && s.parse::<jiff::Timestamp>().is_err()
+            {
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &in_body(format!("must be of type date-time: {}", render_value(v))),
+                ));
+            }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
                 match regex_cache(p) {
                     Some(re) if !re.is_match(s) => errs.push(FieldError::invalid(
@@ -328,6 +338,36 @@ pub fn validate_schema(v: &Value, schema: &Value, path: &str, errs: &mut Vec<Fie
                             field: format!("{path}[{i}]"),
                             reason: "FieldValueDuplicate",
                             message: format!("Duplicate value: {}", render_value(item)),
+                        });
+                    }
+                }
+            }
+            if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+                let keys: Vec<&str> = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let key_of = |item: &Value| -> Vec<Value> {
+                    keys.iter()
+                        .map(|k| item.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let key = key_of(item);
+                    if items[..i].iter().any(|earlier| key_of(earlier) == key) {
+                        let rendered: Vec<String> = keys
+                            .iter()
+                            .zip(&key)
+                            .map(|(k, v)| format!("{k:?}:{v}"))
+                            .collect();
+                        errs.push(FieldError {
+                            field: format!("{path}[{i}]"),
+                            reason: "FieldValueDuplicate",
+                            message: format!(
+                                "Duplicate value: map[string]interface {{}}{{{}}}",
+                                rendered.join(", ")
+                            ),
                         });
                     }
                 }
@@ -473,6 +513,11 @@ pub fn validate_cel(
     obj: &Value,
     old: Option<&Value>,
 ) -> Vec<FieldError> {
+    // The API server's per-request CEL cost limits stop evaluation before the rules run here.
+    let over_budget = crate::cel_cost::check_object(schema, obj, old);
+    if !over_budget.is_empty() {
+        return over_budget;
+    }
     let validator = kube_cel::Validator::new();
     let root = kube_cel::RootContext {
         api_version: rt.api_version(version),

@@ -1,6 +1,7 @@
 //! Conformance tests of the Kubernetes API emulator: behaviour kube-rs, kube-runtime and
 //! kubectl rely on, checked through real clients.
 
+mod cel_cost;
 mod controller;
 mod crud;
 mod lifecycle;
