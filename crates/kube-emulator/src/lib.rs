@@ -56,6 +56,9 @@ pub(crate) struct Inner {
     pub expire: tokio::sync::watch::Sender<u64>,
     /// Tokens and the record of authorization decisions.
     pub auth: Mutex<auth::Auth>,
+    /// `Some((min, max))`: every live watch event reaches its watcher after a random delay in
+    /// `min..=max` (see [`Emulator::set_watch_delay`]).
+    pub watch_delay: Mutex<Option<(Duration, Duration)>>,
 }
 
 /// The emulated API server. Cheap to clone (shared state).
@@ -81,6 +84,7 @@ impl Emulator {
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 expire: tokio::sync::watch::channel(0).0,
                 auth: Mutex::new(auth::Auth::default()),
+                watch_delay: Mutex::new(None),
             }),
         }
     }
@@ -269,7 +273,30 @@ impl Emulator {
     /// Starts the stand-in Deployment/StatefulSet/DaemonSet controllers (see `workloads`).
     /// Must be called inside a tokio runtime.
     pub fn simulate_workload_controllers(&self, rollout_delay: Duration) {
-        workloads::spawn(self.inner.clone(), rollout_delay);
+        workloads::spawn(self.inner.clone(), rollout_delay, false);
+    }
+
+    /// Like [`simulate_workload_controllers`](Self::simulate_workload_controllers), but the
+    /// rollout progresses in steps as a real one does: at half the delay the status shows the
+    /// new generation observed with fewer updated (and available) replicas than desired, and
+    /// only after the whole delay all of them. A client that takes "observed the generation"
+    /// for "rolled out" is caught by the intermediate state.
+    pub fn simulate_stepped_workload_controllers(&self, rollout_delay: Duration) {
+        workloads::spawn(self.inner.clone(), rollout_delay, true);
+    }
+
+    /// Delays every live watch event (ADDED/MODIFIED/DELETED after the initial state, and the
+    /// BOOKMARKs behind them) by a random duration in `min..=max`, keeping their order: the
+    /// staleness of informer caches on a busy real cluster, where a controller's cached copy
+    /// of an object can trail its own writes and others'. GET and LIST stay current
+    /// (quorum reads). `None` (the default) delivers at once. Applies to watches open now and
+    /// later.
+    pub fn set_watch_delay(&self, delay: Option<(Duration, Duration)>) {
+        *self
+            .inner
+            .watch_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = delay.map(|(a, b)| (a.min(b), a.max(b)));
     }
 
     /// Test hook: forget the event history, so a watch from any earlier resourceVersion

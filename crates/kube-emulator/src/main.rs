@@ -1,4 +1,4 @@
-//! `kube-emulator --listen 127.0.0.1:0 --crds DIR_OR_FILE --kubeconfig OUT_PATH [--simulate-workloads 2s]`
+//! `kube-emulator --listen 127.0.0.1:0 --crds DIR_OR_FILE --kubeconfig OUT_PATH [--simulate-workloads 2s [--stepped-rollouts]] [--watch-delay 50ms-500ms]`
 //!
 //! Serves the emulated API over HTTP, prints its URL, writes a kubeconfig, and runs until
 //! SIGTERM/SIGINT.
@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use kube_emulator::Emulator;
 
-const USAGE: &str = "usage: kube-emulator [--listen ADDR] [--crds DIR_OR_FILE]... [--kubeconfig OUT_PATH] [--simulate-workloads DURATION]\n\
+const USAGE: &str = "usage: kube-emulator [--listen ADDR] [--crds DIR_OR_FILE]... [--kubeconfig OUT_PATH] [--simulate-workloads DURATION [--stepped-rollouts]] [--watch-delay MIN[-MAX]]\n\
   --listen              address to listen on (default 127.0.0.1:0 = a free port)\n\
   --crds                CRD YAML file or directory of *.yaml files to install (repeatable)\n\
   --kubeconfig          write a kubeconfig pointing at the server to this path\n\
   --simulate-workloads  report Deployments/StatefulSets/DaemonSets rolled out after this delay (e.g. 2s, 500ms)\n\
+  --stepped-rollouts    with --simulate-workloads: half way, report part of the replicas updated first\n\
+  --watch-delay         deliver watch events after a random delay in MIN-MAX (e.g. 50ms-500ms): stale informers\n\
        kube-emulator cel-cost DIR_OR_FILE...   print the estimated CEL cost of every rule of the CRDs";
 
 struct Args {
@@ -24,6 +26,8 @@ struct Args {
     crds: Vec<PathBuf>,
     kubeconfig: Option<PathBuf>,
     simulate: Option<Duration>,
+    stepped: bool,
+    watch_delay: Option<(Duration, Duration)>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -47,6 +51,8 @@ fn parse_args() -> Result<Args, String> {
         crds: vec![],
         kubeconfig: None,
         simulate: None,
+        stepped: false,
+        watch_delay: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -65,6 +71,12 @@ fn parse_args() -> Result<Args, String> {
             "--crds" => args.crds.push(PathBuf::from(value()?)),
             "--kubeconfig" => args.kubeconfig = Some(PathBuf::from(value()?)),
             "--simulate-workloads" => args.simulate = Some(parse_duration(&value()?)?),
+            "--stepped-rollouts" => args.stepped = true,
+            "--watch-delay" => {
+                let v = value()?;
+                let (min, max) = v.split_once('-').unwrap_or((&v, &v));
+                args.watch_delay = Some((parse_duration(min)?, parse_duration(max)?));
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -158,9 +170,16 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    if let Some(d) = args.simulate {
-        emu.simulate_workload_controllers(d);
+    match args.simulate {
+        Some(d) if args.stepped => emu.simulate_stepped_workload_controllers(d),
+        Some(d) => emu.simulate_workload_controllers(d),
+        None if args.stepped => {
+            eprintln!("--stepped-rollouts needs --simulate-workloads");
+            std::process::exit(2);
+        }
+        None => {}
     }
+    emu.set_watch_delay(args.watch_delay);
     let served = match emu.serve(args.listen).await {
         Ok(s) => s,
         Err(e) => {

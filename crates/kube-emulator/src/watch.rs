@@ -56,6 +56,10 @@ fn line(kind: &str, object: Value) -> Bytes {
 struct Watch {
     p: WatchParams,
     queue: VecDeque<Bytes>,
+    /// Live events held back by the watch delay, with when each is due (non-decreasing, so
+    /// the order of events is kept).
+    delayed: VecDeque<(Instant, Bytes)>,
+    inner: Arc<Inner>,
     rx: broadcast::Receiver<Arc<Change>>,
     /// Every change up to this RV has been considered (what a BOOKMARK may announce).
     last_rv: u64,
@@ -116,6 +120,40 @@ impl Watch {
         }
     }
 
+    /// Queues a live event (or a BOOKMARK), behind the watch delay when one is set.
+    fn push_live(&mut self, b: Bytes) {
+        let delay = *self
+            .inner
+            .watch_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((min, max)) = delay else {
+            if self.delayed.is_empty() {
+                self.queue.push_back(b);
+            } else {
+                let due = self
+                    .delayed
+                    .back()
+                    .map(|(t, _)| *t)
+                    .unwrap_or_else(Instant::now);
+                self.delayed.push_back((due, b));
+            }
+            return;
+        };
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).expect("OS randomness");
+        let span = max.saturating_sub(min).as_nanos() as u64;
+        let extra = if span == 0 {
+            0
+        } else {
+            u64::from_le_bytes(r) % (span + 1)
+        };
+        let due = Instant::now() + min + Duration::from_nanos(extra);
+        // Never before an earlier event: a watch delivers in resourceVersion order.
+        let due = self.delayed.back().map_or(due, |(t, _)| due.max(*t));
+        self.delayed.push_back((due, b));
+    }
+
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Watch)> {
         loop {
             if let Some(b) = self.queue.pop_front() {
@@ -126,13 +164,21 @@ impl Watch {
             }
             let deadline = self.deadline;
             let mut shutdown = self.shutdown.clone();
+            let next_due = self.delayed.front().map(|(t, _)| *t);
             tokio::select! {
                 biased;
+                _ = async { match next_due { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending::<()>().await } } => {
+                    let now = Instant::now();
+                    while self.delayed.front().is_some_and(|(t, _)| *t <= now) {
+                        let (_, b) = self.delayed.pop_front().expect("checked");
+                        self.queue.push_back(b);
+                    }
+                }
                 r = self.rx.recv() => match r {
                     Ok(c) => {
                         self.last_rv = c.rv;
                         if let Some(b) = self.render(&c) {
-                            self.queue.push_back(b);
+                            self.push_live(b);
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
@@ -152,8 +198,10 @@ impl Watch {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending::<()>().await } } => self.done = true,
                 _ = self.bookmark.tick() => {
                     if self.p.bookmarks {
+                        // Behind the delayed events: a BOOKMARK must not announce a
+                        // resourceVersion whose events the watcher has not received.
                         let b = self.bookmark_line(false);
-                        self.queue.push_back(b);
+                        self.push_live(b);
                     }
                 }
             }
@@ -185,6 +233,8 @@ pub fn start(
     bookmark.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut w = Watch {
         queue: VecDeque::new(),
+        delayed: VecDeque::new(),
+        inner: inner.clone(),
         rx,
         last_rv: st.rv,
         deadline: p.timeout.map(|t| Instant::now() + t),

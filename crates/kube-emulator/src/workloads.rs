@@ -1,6 +1,10 @@
 //! Optional stand-in for the Deployment/StatefulSet/DaemonSet controllers: after a
 //! generation change, wait `rollout_delay`, then report the rollout complete in `.status`,
 //! so a controller that waits for "rolled out" can observe it. No pods are created.
+//!
+//! Stepped (`stepped = true`): half way through the delay the status first shows the new
+//! generation observed with part of the replicas updated (fewer than desired), as a real
+//! rolling update does, and only at the end all of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +16,7 @@ use crate::Inner;
 use crate::registry::Flavor;
 use crate::store::{ChangeKind, Sub, WriteOpts};
 
-pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
+pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration, stepped: bool) {
     let mut rx = inner
         .state
         .lock()
@@ -65,62 +69,102 @@ pub fn spawn(inner: Arc<Inner>, rollout_delay: Duration) {
             let ns = change.namespace.clone();
             let scheduled = scheduled.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(rollout_delay).await;
-                let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                if stepped {
+                    tokio::time::sleep(rollout_delay / 2).await;
+                    if !write_status(&inner, &gr, &ns, &name, generation, true) {
+                        scheduled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        return;
+                    }
+                    tokio::time::sleep(rollout_delay - rollout_delay / 2).await;
+                } else {
+                    tokio::time::sleep(rollout_delay).await;
+                }
+                write_status(&inner, &gr, &ns, &name, generation, false);
                 scheduled
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&key);
-                let Some(rt) = st.registry.get(&gr) else {
-                    return;
-                };
-                let Some(cur) = st.get_raw(&gr, &ns, &name).cloned() else {
-                    return;
-                };
-                // A newer generation will be handled by its own change.
-                if cur.pointer("/metadata/generation").and_then(Value::as_i64) != Some(generation) {
-                    return;
-                }
-                let replicas = cur
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
-                let status = match rt.flavor {
-                    Flavor::DaemonSet => json!({
-                        "observedGeneration": generation,
-                        "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0,
-                        "updatedNumberScheduled": 1, "numberAvailable": 1, "numberReady": 1,
-                    }),
-                    Flavor::StatefulSet => json!({
-                        "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                        "readyReplicas": replicas, "availableReplicas": replicas, "currentReplicas": replicas,
-                        "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}"),
-                    }),
-                    _ => json!({
-                        "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                        "readyReplicas": replicas, "availableReplicas": replicas,
-                        "conditions": [
-                            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
-                            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}\" has successfully progressed.")},
-                        ],
-                    }),
-                };
-                let mut next = cur.clone();
-                next["status"] = status;
-                let opts = WriteOpts {
-                    manager: "kube-controller-manager".into(),
-                    ..Default::default()
-                };
-                let version = rt.storage_version.clone();
-                if let Err(e) =
-                    st.update(&rt, &version, &ns, &name, next, Sub::Status, &opts, false)
-                {
-                    tracing::debug!(
-                        "workload simulation: status update of {ns}/{name} failed: {}",
-                        e.message
-                    );
-                }
             });
         }
     });
+}
+
+/// Writes the rollout status of generation `generation` of `ns/name`: complete, or (`partial`)
+/// observed with fewer replicas updated than desired. False when the object is gone or has
+/// moved on to a newer generation (which is handled by its own change).
+fn write_status(
+    inner: &Inner,
+    gr: &crate::registry::GroupResource,
+    ns: &str,
+    name: &str,
+    generation: i64,
+    partial: bool,
+) -> bool {
+    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(rt) = st.registry.get(gr) else {
+        return false;
+    };
+    let Some(cur) = st.get_raw(gr, ns, name).cloned() else {
+        return false;
+    };
+    if cur.pointer("/metadata/generation").and_then(Value::as_i64) != Some(generation) {
+        return false;
+    }
+    let replicas = cur
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    // Half way: at least one replica still on the old template (none of one replica).
+    let updated = if partial { replicas / 2 } else { replicas };
+    let old = replicas - updated;
+    let status = match rt.flavor {
+        Flavor::DaemonSet => json!({
+            "observedGeneration": generation,
+            "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0,
+            "updatedNumberScheduled": if partial { 0 } else { 1 },
+            "numberAvailable": 1, "numberReady": 1,
+        }),
+        Flavor::StatefulSet => json!({
+            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": updated,
+            "readyReplicas": replicas, "availableReplicas": replicas, "currentReplicas": if partial { old } else { replicas },
+            "currentRevision": format!("{name}-{}", if partial { generation - 1 } else { generation }),
+            "updateRevision": format!("{name}-{generation}"),
+        }),
+        _ if partial => json!({
+            "observedGeneration": generation,
+            // A surge replica of the new template next to the old ones.
+            "replicas": replicas + 1, "updatedReplicas": updated,
+            "readyReplicas": replicas, "availableReplicas": replicas, "unavailableReplicas": 1,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": format!("ReplicaSet \"{name}\" is progressing.")},
+            ],
+        }),
+        _ => json!({
+            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}\" has successfully progressed.")},
+            ],
+        }),
+    };
+    let mut next = cur.clone();
+    next["status"] = status;
+    let opts = WriteOpts {
+        manager: "kube-controller-manager".into(),
+        ..Default::default()
+    };
+    let version = rt.storage_version.clone();
+    if let Err(e) = st.update(&rt, &version, ns, name, next, Sub::Status, &opts, false) {
+        tracing::debug!(
+            "workload simulation: status update of {ns}/{name} failed: {}",
+            e.message
+        );
+        return false;
+    }
+    true
 }

@@ -108,3 +108,34 @@ async fn simulated_workload_controllers_report_rollouts() {
     .unwrap();
     wait_until("second rollout", || rolled(2)).await;
 }
+
+/// Stepped rollouts: the new generation is observed with part of the replicas updated before
+/// the rollout completes, as a real rolling update shows it.
+#[tokio::test]
+async fn stepped_workload_controllers_report_progress_then_completion() {
+    let emu = emulator();
+    emu.simulate_stepped_workload_controllers(Duration::from_millis(400));
+    let api: Api<Deployment> = Api::default_namespaced(emu.client());
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let seen = |partial: bool| {
+        let api = api.clone();
+        async move {
+            let s = api.get("web").await.unwrap().status.unwrap_or_default();
+            let updated = s.updated_replicas.unwrap_or(0);
+            s.observed_generation == Some(1)
+                && if partial {
+                    updated > 0 && updated < 3
+                } else {
+                    updated == 3 && s.replicas == Some(3)
+                }
+        }
+    };
+    wait_until("part of the replicas updated", || seen(true)).await;
+    wait_until("all replicas updated", || seen(false)).await;
+}

@@ -290,3 +290,58 @@ async fn streaming_list_watcher() {
         }
     }
 }
+
+/// With a watch delay, live events arrive late (never before `min`), in resourceVersion
+/// order, while GET already shows the newest state; without it they arrive at once.
+#[tokio::test]
+async fn watch_delay_holds_events_back_in_order() {
+    let emu = emulator();
+    emu.set_watch_delay(Some((
+        Duration::from_millis(150),
+        Duration::from_millis(300),
+    )));
+    let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
+    let rv = api
+        .create(&PostParams::default(), &cm("d0", "x"))
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let sent = std::time::Instant::now();
+    for i in 1..=5 {
+        api.create(&PostParams::default(), &cm(&format!("d{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    assert!(api.get_opt("d5").await.unwrap().is_some(), "GET is current");
+    let mut names = Vec::new();
+    for _ in 1..=5 {
+        match next_event(&mut stream).await {
+            WatchEvent::Added(c) => names.push(c.name_any()),
+            other => panic!("unexpected {other:?}"),
+        }
+        if names.len() == 1 {
+            assert!(
+                sent.elapsed() >= Duration::from_millis(150),
+                "the first event waited at least the minimum delay: {:?}",
+                sent.elapsed()
+            );
+        }
+    }
+    assert_eq!(names, ["d1", "d2", "d3", "d4", "d5"], "order kept");
+    emu.set_watch_delay(None);
+    let before = std::time::Instant::now();
+    api.create(&PostParams::default(), &cm("d6", "x"))
+        .await
+        .unwrap();
+    assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(c) if c.name_any() == "d6"));
+    assert!(
+        before.elapsed() < Duration::from_millis(150),
+        "no delay once turned off"
+    );
+}
