@@ -240,6 +240,12 @@ fn error_policy_database(db: Arc<RdsDatabase>, err: &Error, ctx: Arc<Context>) -
 }
 
 fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_conflict() {
+        // A guarded status write lost to a newer one: decide again at once from a fresh read
+        // (not a failure of the credential, so no backoff).
+        debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "status changed meanwhile; reconciling again");
+        return Action::requeue(std::time::Duration::from_millis(50));
+    }
     let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err);
     // The same fields as the reconcile span, so the line is found with the rest.
     warn!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");

@@ -274,6 +274,11 @@ pub struct RdsCredentialStatus {
     /// Value of the rotate-requested annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
+    /// The rotation being served, recorded (with a resourceVersion precondition) before its
+    /// first step: one request, from one AWSCURRENT version. Whoever reconciles next finds
+    /// it and either finishes that same rotation or records it done; never a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_claim: Option<RotationClaim>,
     /// Workloads rolled for the last AWSCURRENT change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_workloads: Vec<RolledWorkload>,
@@ -284,6 +289,24 @@ pub struct RdsCredentialStatus {
     /// rules), so it is re-applied only when the spec changes or AWS shows it turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_rotation: Option<String>,
+}
+
+/// A rotation claimed before it starts: what asked for it and the AWSCURRENT version it
+/// starts from (which also fixes its ClientRequestToken, so at most one new version).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationClaim {
+    /// `annotation`, `schedule` or `rotateImmediately`.
+    #[schemars(length(max = 32))]
+    pub trigger: String,
+    /// The rotate-requested annotation value served (trigger `annotation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// AWSCURRENT version id the rotation starts from.
+    #[schemars(length(max = 128))]
+    pub from_version: String,
+    #[schemars(extend("format" = "date-time"))]
+    pub claimed_at: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -75,6 +75,57 @@ struct Workload {
     template: PodTemplateSpec,
     opted_out: bool,
     reference: ObjectReference,
+    /// Its rollout status says done (see [`deployment_complete`] and siblings).
+    complete: bool,
+}
+
+/// A dependent that may still run pods started before AWSCURRENT reached its Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsettled {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// Its pod template carries AWSCURRENT's version: rolled, the rollout not complete yet.
+    /// False: it carries an older version (not rolled onto AWSCURRENT yet).
+    pub rolled: bool,
+    /// When rdscred last restarted it (the pod-template annotation).
+    pub restarted_at: Option<Timestamp>,
+}
+
+/// The first dependent whose pods may still hold a credential older than `version_id`, read
+/// from the workloads themselves (their pod-template annotations and rollout status), never
+/// from status bookkeeping: a dependent carrying an older version annotation, or carrying
+/// this one with its rollout not complete. A dependent without our annotation was never
+/// rolled by rdscred, so it was created (or started referencing the Secret) after the last
+/// roll, when the Secret already held AWSCURRENT: it only has to be rolled out.
+pub async fn first_unsettled(
+    ctx: &Context,
+    cred: &RdsCredential,
+    secret_name: &str,
+    version_id: &str,
+) -> Result<Option<Unsettled>, Error> {
+    let ns = cred.namespace().unwrap_or_default();
+    let key = version_annotation(secret_name);
+    for w in dependents(ctx, cred, &ns, secret_name).await? {
+        let annotations = w
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref());
+        let carried = annotations.and_then(|a| a.get(&key)).map(String::as_str);
+        let restarted_at = annotations
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .and_then(|t| t.parse().ok());
+        let rolled = carried.is_none_or(|v| v == version_id);
+        if !rolled || !w.complete {
+            return Ok(Some(Unsettled {
+                kind: w.kind,
+                name: w.name,
+                rolled,
+                restarted_at,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Rolls every dependent not already running `version_id`, appending what it rolled to
@@ -223,6 +274,7 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
             WorkloadKind::Deployment,
             &d,
             d.spec.as_ref().map(|s| s.template.clone()),
+            deployment_complete(&d),
         ));
     }
     for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
@@ -233,6 +285,7 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
             WorkloadKind::StatefulSet,
             &s,
             s.spec.as_ref().map(|s| s.template.clone()),
+            statefulset_complete(&s),
         ));
     }
     for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
@@ -243,6 +296,7 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
             WorkloadKind::DaemonSet,
             &d,
             d.spec.as_ref().map(|s| s.template.clone()),
+            daemonset_complete(&d),
         ));
     }
     Ok(out)
@@ -252,8 +306,10 @@ fn workload<K: Resource<DynamicType = ()>>(
     kind: WorkloadKind,
     obj: &K,
     template: Option<PodTemplateSpec>,
+    complete: bool,
 ) -> Workload {
     Workload {
+        complete,
         kind,
         name: obj.meta().name.clone().unwrap_or_default(),
         template: template.unwrap_or_default(),
@@ -303,35 +359,41 @@ async fn rollout_complete(
         WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
             .get_opt(name)
             .await?
-            .is_none_or(|d| {
-                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let st = d.status.unwrap_or_default();
-                st.observed_generation >= d.metadata.generation
-                    && st.updated_replicas.unwrap_or(0) >= want
-                    && st.available_replicas.unwrap_or(0) >= want
-                    && st.replicas.unwrap_or(0) <= want
-            }),
+            .is_none_or(|d| deployment_complete(&d)),
         WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
             .get_opt(name)
             .await?
-            .is_none_or(|s| {
-                let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let st = s.status.unwrap_or_default();
-                st.observed_generation >= s.metadata.generation
-                    && st.updated_replicas.unwrap_or(0) >= want
-                    && st.ready_replicas.unwrap_or(0) >= want
-            }),
+            .is_none_or(|s| statefulset_complete(&s)),
         WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
             .get_opt(name)
             .await?
-            .is_none_or(|d| {
-                let st = d.status.unwrap_or_default();
-                st.observed_generation >= d.metadata.generation
-                    && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
-                    && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
-            }),
+            .is_none_or(|d| daemonset_complete(&d)),
     };
     Ok(done)
+}
+
+fn deployment_complete(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    st.observed_generation >= d.metadata.generation
+        && st.updated_replicas.unwrap_or(0) >= want
+        && st.available_replicas.unwrap_or(0) >= want
+        && st.replicas.unwrap_or(0) <= want
+}
+
+fn statefulset_complete(s: &StatefulSet) -> bool {
+    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = s.status.clone().unwrap_or_default();
+    st.observed_generation >= s.metadata.generation
+        && st.updated_replicas.unwrap_or(0) >= want
+        && st.ready_replicas.unwrap_or(0) >= want
+}
+
+fn daemonset_complete(d: &DaemonSet) -> bool {
+    let st = d.status.clone().unwrap_or_default();
+    st.observed_generation >= d.metadata.generation
+        && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
+        && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
 }
 
 #[cfg(test)]

@@ -12,20 +12,21 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::conditions::{self, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY};
 use super::database::{ResolvedDatabase, resolved_from_status};
+use super::request::{self, ClaimState, Trigger};
+use super::status_write::{self, StatusBase};
 use super::{Context, Error, FINALIZER};
 use crate::aws::ownership::Owner;
 use crate::aws::{AWSCURRENT, NewSecret, SecretMeta, SecretVersion, VersionSelector};
 use crate::crd::{
     CredentialMode, DeletionPolicy, DriftPolicy, PasswordSpec, RdsCredential, RdsCredentialStatus,
-    RdsDatabase, RotationSpec, RotationStrategy, Rotator,
+    RdsDatabase, RotationClaim, RotationSpec, RotationStrategy, Rotator,
 };
 use crate::engine::{self, Admin, Login, UserPlan};
 use crate::propagation::{self, SyncedValue};
@@ -67,6 +68,9 @@ struct Progress {
     generation: Option<i64>,
     /// Earliest time something is due again (rotation, drift check, rollout watch, poll).
     requeue: Duration,
+    /// What status holds in the API server and at which resourceVersion: every write is
+    /// guarded by it.
+    base: StatusBase,
 }
 
 impl Progress {
@@ -83,14 +87,37 @@ impl Progress {
     fn requeue_within(&mut self, d: Duration) {
         self.requeue = self.requeue.min(d.max(Duration::from_secs(1)));
     }
+    /// Like [`requeue_within`](Self::requeue_within) below one second: only for waits that
+    /// end on an outside event (a rollout completing) with a request queued behind them.
+    fn requeue_soon(&mut self, d: Duration) {
+        self.requeue = self.requeue.min(d.max(Duration::from_millis(100)));
+    }
+    /// Writes the status built so far (guarded), e.g. a rotation claim before its first step.
+    async fn checkpoint(&mut self, cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
+        let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
+        status_write::write(&api, &cred.name_any(), &mut self.base, &self.status).await
+    }
 }
 
-async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
+async fn apply(cached: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
+    // Decide from a quorum read, not the reflector's copy: right after our own status write
+    // (or another replica's) the cache may still hold an older object, and a decision from it
+    // (rotate again, roll nothing) would be made on a status that no longer exists.
+    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cached));
+    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if fresh.uid() != cached.uid() || fresh.metadata.deletion_timestamp.is_some() {
+        // Deleted (and maybe created again) since the cache saw it: the watch event follows.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let cred = &fresh;
     let old = cred.status.clone().unwrap_or_default();
     let mut p = Progress {
         status: old.clone(),
         generation: cred.metadata.generation,
         requeue: ctx.settings.drift_interval,
+        base: StatusBase::of(cred),
     };
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
@@ -113,7 +140,8 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         }
     }
     p.status.observed_generation = cred.metadata.generation;
-    write_status(cred, ctx, &old, &p.status).await?;
+    let status = p.status.clone();
+    status_write::write(&api, &cred.name_any(), &mut p.base, &status).await?;
     result?;
     ctx.reset_failures(&super::object_key(cred));
     Ok(Action::requeue(super::jitter(p.requeue, 0.1)))
@@ -128,34 +156,6 @@ fn ready_message(cred: &RdsCredential, s: &RdsCredentialStatus) -> String {
             s.current_username.clone().unwrap_or_default()
         ),
     }
-}
-
-async fn write_status(
-    cred: &RdsCredential,
-    ctx: &Context,
-    old: &RdsCredentialStatus,
-    new: &RdsCredentialStatus,
-) -> Result<(), Error> {
-    if old == new {
-        return Ok(());
-    }
-    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
-    // Replace the whole status (merge patch on a JSON object would keep removed keys).
-    let mut status = serde_json::to_value(new).expect("status serializes");
-    if let (Some(obj), Ok(serde_json::Value::Object(prev))) =
-        (status.as_object_mut(), serde_json::to_value(old))
-    {
-        for key in prev.keys() {
-            obj.entry(key.clone()).or_insert(serde_json::Value::Null);
-        }
-    }
-    api.patch_status(
-        &cred.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
@@ -918,6 +918,26 @@ async fn check_drift(
                     format!("{msg}; set drift.policy: repair to reset it, or rotate"),
                 ));
             }
+            // Re-passwording is irreversible: reset only to what AWSCURRENT is NOW. Metadata
+            // cached by a poll may name a version a rotation has since replaced, and resetting
+            // to it would take the password of the new AWSCURRENT's user away from its pods.
+            let labels = db.scope.secrets.describe(&cred.spec.secret.name).await?;
+            if let Some(labels) = &labels {
+                ctx.secrets.remember(labels);
+            }
+            let still_current = labels.as_ref().is_some_and(|m| {
+                m.current_version() == Some(current.version_id.as_str())
+                    && m.pending_version().is_none()
+            });
+            if !still_current {
+                return Err(Error::not_ready(
+                    "DriftRepairDeferred",
+                    format!(
+                        "{msg}; not repaired: AWSCURRENT is no longer version {} (or a rotation is pending), so the next reconcile decides from the new state",
+                        current.version_id
+                    ),
+                ));
+            }
             let mut conn = Admin::connect(&target, admin).await?;
             let reset = conn.set_password(&login.username, &login.password).await;
             conn.close().await;
@@ -1001,40 +1021,69 @@ async fn resume_rotation(
     } else {
         meta.clone()
     };
-    let (Some(synced), Some(current)) =
-        (p.status.synced_version_id.clone(), meta.current_version())
-    else {
-        return Ok(meta);
+    settle_claim(cred, &meta, spec, ctx, p)?;
+    Ok(meta)
+}
+
+/// What the rotation claim in status says now that AWSCURRENT is known (see
+/// [`request::claim_state`]). A completed claim is a rotation whose controller died (or whose
+/// status write was lost) after finishSecret, or the one just finished by resuming it: it is
+/// recorded as the answer to its request, or the next step would rotate AGAIN for the same
+/// request, before the workloads were rolled onto this version, and under alternating users
+/// re-password the user those pods still run with.
+fn settle_claim(
+    cred: &RdsCredential,
+    meta: &SecretMeta,
+    spec: Option<&RotationSpec>,
+    ctx: &Context,
+    p: &mut Progress,
+) -> Result<(), Error> {
+    let Some(current) = meta.current_version() else {
+        return Ok(());
     };
-    let recorded = match (
-        parse_time(p.status.last_rotation_time.as_deref()),
-        parse_time(p.status.synced_at.as_deref()),
-    ) {
-        (Some(last), Some(synced_at)) => last >= synced_at,
-        _ => false,
-    };
-    if synced != current && !recorded && rotation::made_by_rotation_from(&uid, &synced, current) {
-        let now = Timestamp::now();
-        info!(version = %current, from_version = %synced, "recording a rotation finished by an earlier controller");
-        p.status.last_rotation_time = Some(now.to_string());
-        p.status.last_rotation_request = cred
-            .annotations()
-            .get(ROTATE_ANNOTATION)
-            .cloned()
-            .or(p.status.last_rotation_request.take());
-        ctx.metrics
-            .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
-        p.condition(
-            ROTATING,
-            false,
-            "Succeeded",
-            format!("AWSCURRENT is now {current} (an interrupted rotation, finished)"),
-        );
-        if let Some(spec) = spec {
-            schedule_next_rotation(spec, now, p)?;
+    let uid = cred.uid().unwrap_or_default();
+    let state = request::claim_state(p.status.rotation_claim.as_ref(), current, |from, to| {
+        rotation::made_by_rotation_from(&uid, from, to)
+    });
+    match state {
+        ClaimState::None | ClaimState::Open => {}
+        ClaimState::Void => {
+            info!(version = %current, "AWSCURRENT moved outside the claimed rotation; claim dropped");
+            p.status.rotation_claim = None;
+        }
+        ClaimState::Completed => {
+            let claim = p.status.rotation_claim.take().expect("a completed claim");
+            info!(version = %current, from_version = %claim.from_version, trigger = %claim.trigger, "recording a claimed rotation finished earlier");
+            let now = Timestamp::now();
+            record_rotation(cred, &claim, now, ctx, p);
+            p.condition(
+                ROTATING,
+                false,
+                "Succeeded",
+                format!("AWSCURRENT is now {current} (a claimed rotation, finished)"),
+            );
+            if let Some(spec) = spec {
+                schedule_next_rotation(spec, now, p)?;
+            }
         }
     }
-    Ok(meta)
+    Ok(())
+}
+
+/// A rotation served its claim: the request is answered.
+fn record_rotation(
+    cred: &RdsCredential,
+    claim: &RotationClaim,
+    now: Timestamp,
+    ctx: &Context,
+    p: &mut Progress,
+) {
+    p.status.last_rotation_time = Some(now.to_string());
+    if claim.trigger == Trigger::Annotation.as_str() {
+        p.status.last_rotation_request = claim.request.clone();
+    }
+    ctx.metrics
+        .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
 }
 
 fn rotation_error(e: rotation::RotationError, p: &mut Progress) -> Error {
@@ -1133,24 +1182,56 @@ async fn maybe_rotate(
         return Ok(None);
     };
     let now = Timestamp::now();
-    let Some(trigger) = rotation_trigger(cred, spec, now, p)? else {
+    // After settle_claim a claim in status is open (it starts from AWSCURRENT) or gone.
+    let open_claim = p
+        .status
+        .rotation_claim
+        .clone()
+        .filter(|c| c.from_version == current.version_id);
+    let schedule_due = schedule_due(cred, spec, now, p)?;
+    let Some(req) = request::due_request(
+        cred.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        p.status.last_rotation_request.as_deref(),
+        spec.rotate_immediately,
+        p.status.last_rotation_time.is_some(),
+        open_claim.as_ref(),
+        schedule_due,
+    ) else {
         return Ok(None);
     };
-    if let Some(blocked) = rotation_blocked(spec, &p.status, &current.version_id, now, ctx) {
-        let already_reported = conditions::get(&p.status.conditions, ROTATING)
-            .is_some_and(|c| c.reason == blocked.reason);
-        if blocked.reason == "RolloutTimedOut" && !already_reported {
-            ctx.event(
-                cred,
-                true,
-                blocked.reason,
-                "Rotate",
-                blocked.message.clone(),
-            )
-            .await;
+    let trigger = req.trigger;
+    // Alternating users: the dependents' own pod templates and rollout status say whether
+    // the previous user is still in use, not bookkeeping in status that may be stale.
+    let unsettled = if spec.strategy == RotationStrategy::AlternatingUsers {
+        propagation::rollout::first_unsettled(
+            ctx,
+            cred,
+            &propagation::sync::target_name(cred),
+            &current.version_id,
+        )
+        .await?
+    } else {
+        None
+    };
+    if let Some(mut blocked) = rotation_blocked(
+        spec,
+        &p.status,
+        &current.version_id,
+        unsettled.as_ref(),
+        now,
+        ctx,
+    ) {
+        if let Some(v) = &req.value {
+            blocked.message = format!(
+                "request {v:?} is queued: {}; requests arriving meanwhile are coalesced into this one rotation",
+                blocked.message
+            );
+        }        p.condition(ROTATING, false, blocked.reason, blocked.message);
+        if blocked.retry < Duration::from_secs(1) {
+            p.requeue_soon(blocked.retry);
+        } else {
+            p.requeue_within(blocked.retry);
         }
-        p.condition(ROTATING, false, blocked.reason, blocked.message);
-        p.requeue_within(blocked.retry);
         return Ok(None);
     }
     let Ok(_slot) = ctx.rotation_slots.clone().try_acquire_owned() else {
@@ -1164,6 +1245,43 @@ async fn maybe_rotate(
         // queue of credentials turns into a stream of reconciles.
         p.requeue_within(Duration::from_secs(5));
         return Ok(None);
+    };
+    // Irreversible steps follow: decide from Secrets Manager's labels as they are now, not
+    // from metadata a poll cached.
+    let labels = refreshed_meta(db, ctx, &meta.arn).await?;
+    if labels.current_version() != Some(current.version_id.as_str())
+        || labels.pending_version().is_some()
+    {
+        info!(cached = %current.version_id, "AWSCURRENT moved or a rotation is pending since this reconcile read it; deciding again");
+        p.requeue_soon(Duration::from_millis(200));
+        return Ok(None);
+    }
+    // The claim: written (guarded by the resourceVersion this reconcile read) before the
+    // first step, so that whoever reconciles next, after a crash or a lost write, serves this
+    // same rotation instead of starting another one. A concurrent reconcile (another replica,
+    // an older object) fails the precondition and decides again.
+    let claim = match open_claim {
+        Some(c) if !request::needs_claim(Some(&c), &req, &current.version_id) => c,
+        _ => {
+            let c = RotationClaim {
+                trigger: trigger.as_str().into(),
+                request: req.value.clone(),
+                from_version: current.version_id.clone(),
+                claimed_at: now.to_string(),
+            };
+            p.status.rotation_claim = Some(c.clone());
+            p.condition(
+                ROTATING,
+                true,
+                "InProgress",
+                format!(
+                    "rotating ({trigger}) from AWSCURRENT version {}",
+                    current.version_id
+                ),
+            );
+            p.checkpoint(cred, ctx).await?;
+            c
+        }
     };
     let started = Instant::now();
     let strategy = strategy_name(spec.strategy);
@@ -1188,12 +1306,8 @@ async fn maybe_rotate(
         }) => {
             ctx.metrics
                 .rotation_finished(strategy, "success", started.elapsed());
-            ctx.metrics
-                .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
-            p.status.last_rotation_time = Some(now.to_string());
-            if trigger == Trigger::Annotation {
-                p.status.last_rotation_request = cred.annotations().get(ROTATE_ANNOTATION).cloned();
-            }
+            p.status.rotation_claim = None;
+            record_rotation(cred, &claim, now, ctx, p);
             p.condition(
                 ROTATING,
                 false,
@@ -1220,51 +1334,27 @@ async fn maybe_rotate(
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Trigger {
-    Schedule,
-    Annotation,
-    Immediately,
-}
-
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Annotation => "on demand",
-            Trigger::Immediately => "rotateImmediately",
-        })
-    }
-}
-
-fn rotation_trigger(
+/// Whether the schedule is due now; when it is not, reports the next time in status and
+/// requeues for it.
+fn schedule_due(
     cred: &RdsCredential,
     spec: &RotationSpec,
     now: Timestamp,
     p: &mut Progress,
-) -> Result<Option<Trigger>, Error> {
-    let status = &p.status;
-    if let Some(requested) = cred.annotations().get(ROTATE_ANNOTATION)
-        && status.last_rotation_request.as_ref() != Some(requested)
-    {
-        return Ok(Some(Trigger::Annotation));
-    }
-    if spec.rotate_immediately && status.last_rotation_time.is_none() {
-        return Ok(Some(Trigger::Immediately));
-    }
+) -> Result<bool, Error> {
     let Some(schedule) = &spec.schedule else {
-        return Ok(None);
+        return Ok(false);
     };
-    let last = parse_time(status.last_rotation_time.as_deref())
+    let last = parse_time(p.status.last_rotation_time.as_deref())
         .or_else(|| cred.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
     let plan = RotationPlan::from_spec(schedule)?;
     match plan.due(last, now) {
-        Due::Now => Ok(Some(Trigger::Schedule)),
+        Due::Now => Ok(true),
         Due::At(t) => {
             p.status.next_rotation_time = Some(t.to_string());
             p.requeue_within(until(now, t));
-            Ok(None)
+            Ok(false)
         }
     }
 }
@@ -1301,6 +1391,7 @@ fn rotation_blocked(
     spec: &RotationSpec,
     status: &RdsCredentialStatus,
     current_version: &str,
+    unsettled: Option<&propagation::rollout::Unsettled>,
     now: Timestamp,
     ctx: &Context,
 ) -> Option<Blocked> {
@@ -1336,21 +1427,29 @@ fn rotation_blocked(
             .rollout_timeout
             .map(Duration::from)
             .unwrap_or(ctx.settings.default_rollout_timeout);
-        if let Some(w) = status
-            .rolled_workloads
-            .iter()
-            .find(|w| w.completed_at.is_none())
-        {
-            let since = parse_time(Some(&w.rolled_at)).unwrap_or(now);
+        if let Some(w) = unsettled {
+            // Rolled when its pod template got the version annotation; one not even rolled
+            // yet (a rollout cut short) counts from when the Secret got the version.
+            let since = w
+                .restarted_at
+                .or_else(|| parse_time(status.synced_at.as_deref()))
+                .unwrap_or(now);
             let waited = until(since, now);
+            let what = if w.rolled {
+                "to finish rolling out"
+            } else {
+                "to be rolled onto AWSCURRENT"
+            };
             return Some(if waited < timeout {
                 Blocked {
                     reason: "Waiting",
                     message: format!(
-                        "waiting for {:?} {} to finish rolling out before re-passwording the previous user",
+                        "waiting for {:?} {} {what} before re-passwording the previous user",
                         w.kind, w.name
                     ),
-                    retry: (timeout - waited).min(Duration::from_secs(5)),
+                    // The wait ends with the rollout: look again soon, so the next rotation
+                    // starts within about a second of it.
+                    retry: (timeout - waited).min(Duration::from_millis(500)),
                 }
             } else {
                 Blocked {

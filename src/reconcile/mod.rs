@@ -5,6 +5,8 @@ pub mod conditions;
 pub mod credential;
 pub mod database;
 mod error;
+pub mod request;
+pub mod status_write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
