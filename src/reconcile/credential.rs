@@ -42,6 +42,16 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
     let started = Instant::now();
     let ns = cred.namespace().unwrap_or_default();
     let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns);
+    // Decide from a quorum read, not the reflector's copy: right after our own writes (or
+    // another replica's) the cache may still hold an older object, and a decision from it
+    // (add the finalizer again, rotate again, roll nothing) would be made on a state that no
+    // longer exists.
+    let cred = match api.get_opt(&cred.name_any()).await {
+        Ok(Some(fresh)) if fresh.uid() == cred.uid() => Arc::new(fresh),
+        // Gone, or deleted and created again: the watch event for it follows.
+        Ok(_) => return Ok(Action::await_change()),
+        Err(e) => return Err(Error::Kube(e)),
+    };
     let result = finalizer(&api, FINALIZER, cred, |event| async {
         match event {
             finalizer::Event::Apply(c) => apply(&c, &ctx).await,
@@ -99,19 +109,9 @@ impl Progress {
     }
 }
 
-async fn apply(cached: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
-    // Decide from a quorum read, not the reflector's copy: right after our own status write
-    // (or another replica's) the cache may still hold an older object, and a decision from it
-    // (rotate again, roll nothing) would be made on a status that no longer exists.
-    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cached));
-    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
-    if fresh.uid() != cached.uid() || fresh.metadata.deletion_timestamp.is_some() {
-        // Deleted (and maybe created again) since the cache saw it: the watch event follows.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let cred = &fresh;
+async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
+    // `cred` is a quorum read (see `reconcile`); its resourceVersion guards every status write.
+    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
     let old = cred.status.clone().unwrap_or_default();
     let mut p = Progress {
         status: old.clone(),
@@ -1190,7 +1190,9 @@ async fn maybe_rotate(
         .filter(|c| c.from_version == current.version_id);
     let schedule_due = schedule_due(cred, spec, now, p)?;
     let Some(req) = request::due_request(
-        cred.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        cred.annotations()
+            .get(ROTATE_ANNOTATION)
+            .map(String::as_str),
         p.status.last_rotation_request.as_deref(),
         spec.rotate_immediately,
         p.status.last_rotation_time.is_some(),
@@ -1226,7 +1228,8 @@ async fn maybe_rotate(
                 "request {v:?} is queued: {}; requests arriving meanwhile are coalesced into this one rotation",
                 blocked.message
             );
-        }        p.condition(ROTATING, false, blocked.reason, blocked.message);
+        }
+        p.condition(ROTATING, false, blocked.reason, blocked.message);
         if blocked.retry < Duration::from_secs(1) {
             p.requeue_soon(blocked.retry);
         } else {

@@ -100,7 +100,8 @@ pub fn due_request(
             value: Some(v.to_string()),
         });
     }
-    let immediately_claimed = open_claim.is_some_and(|c| c.trigger == Trigger::Immediately.as_str());
+    let immediately_claimed =
+        open_claim.is_some_and(|c| c.trigger == Trigger::Immediately.as_str());
     if rotate_immediately && !ever_rotated && (open_claim.is_none() || immediately_claimed) {
         return Some(Request {
             trigger: Trigger::Immediately,
@@ -152,7 +153,11 @@ mod tests {
             (Some(&c), "v9", ClaimState::Void),
         ];
         for (claim, current, want) in cases {
-            assert_eq!(claim_state(claim, current, ours), want, "{claim:?} at {current}");
+            assert_eq!(
+                claim_state(claim, current, ours),
+                want,
+                "{claim:?} at {current}"
+            );
         }
     }
 
@@ -176,7 +181,15 @@ mod tests {
         let open_ann = claim(Trigger::Annotation, Some("r1"), "v1");
         let open_sched = claim(Trigger::Schedule, None, "v1");
         // (annotation, last answered, rotateImmediately, ever rotated, open claim, schedule due)
-        let cases: [(Option<&str>, Option<&str>, bool, bool, Option<&RotationClaim>, bool, Option<Request>); 13] = [
+        let cases: [(
+            Option<&str>,
+            Option<&str>,
+            bool,
+            bool,
+            Option<&RotationClaim>,
+            bool,
+            Option<Request>,
+        ); 13] = [
             (None, None, false, false, None, false, None),
             (Some("r1"), None, false, false, None, false, ann("r1")),
             // The same value twice: one rotation.
@@ -191,9 +204,25 @@ mod tests {
             (None, None, true, false, Some(&open_imm), false, imm.clone()),
             (None, Some("r1"), true, false, Some(&open_ann), false, None),
             (None, None, false, true, None, true, sched.clone()),
-            (None, None, false, true, Some(&open_sched), false, sched.clone()),
+            (
+                None,
+                None,
+                false,
+                true,
+                Some(&open_sched),
+                false,
+                sched.clone(),
+            ),
             (None, None, false, false, Some(&open_ann), false, None),
-            (Some("r1"), None, false, false, Some(&open_ann), false, ann("r1")),
+            (
+                Some("r1"),
+                None,
+                false,
+                false,
+                Some(&open_ann),
+                false,
+                ann("r1"),
+            ),
         ];
         for (i, (a, last, ri, ever, open, due, want)) in cases.into_iter().enumerate() {
             assert_eq!(due_request(a, last, ri, ever, open, due), want, "case {i}");
@@ -208,9 +237,18 @@ mod tests {
             value: Some(v.into()),
         };
         assert!(needs_claim(None, &r("r1"), "v1"));
-        assert!(!needs_claim(Some(&c), &r("r1"), "v1"), "the same rotation again");
-        assert!(needs_claim(Some(&c), &r("r2"), "v1"), "a newer value coalesces: re-claim");
-        assert!(needs_claim(Some(&c), &r("r1"), "v2"), "another version: a new rotation");
+        assert!(
+            !needs_claim(Some(&c), &r("r1"), "v1"),
+            "the same rotation again"
+        );
+        assert!(
+            needs_claim(Some(&c), &r("r2"), "v1"),
+            "a newer value coalesces: re-claim"
+        );
+        assert!(
+            needs_claim(Some(&c), &r("r1"), "v2"),
+            "another version: a new rotation"
+        );
         let imm = Request {
             trigger: Trigger::Immediately,
             value: None,

@@ -55,7 +55,7 @@ VALUE_SETS = {
 SECRETS_VERBS = {"get", "list", "watch", "create", "patch"}
 WORKLOAD_VERBS = {"get", "list", "patch"}
 EXPECTED_NAMESPACED = {
-    ("rdscred.io", "rdscredentials"): {"list", "watch", "patch"},
+    ("rdscred.io", "rdscredentials"): {"get", "list", "watch", "patch"},
     ("rdscred.io", "rdscredentials/status"): {"patch"},
     ("", "secrets"): SECRETS_VERBS,
     ("events.k8s.io", "events"): {"create", "patch"},

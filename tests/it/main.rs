@@ -5,6 +5,7 @@
 mod support;
 
 mod aws;
+mod concurrency;
 mod engine;
 mod events;
 mod iam;

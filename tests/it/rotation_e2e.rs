@@ -34,7 +34,7 @@ const SYNCED_VERSION: &str = "rdscred.io/version-id";
 
 // ------------------------------------------------------------------ helpers
 
-async fn admitted_namespace(g: &Ground) -> String {
+pub(crate) async fn admitted_namespace(g: &Ground) -> String {
     let ns = unique("ns-");
     g.namespace(&ns, &[NS_LABEL]).await;
     ns
@@ -42,16 +42,16 @@ async fn admitted_namespace(g: &Ground) -> String {
 
 /// One managed credential under test: its namespace/name (also the Kubernetes Secret's name),
 /// database user and Secrets Manager secret.
-struct Cred {
-    ns: String,
-    name: String,
-    user: String,
-    secret: String,
+pub(crate) struct Cred {
+    pub(crate) ns: String,
+    pub(crate) name: String,
+    pub(crate) user: String,
+    pub(crate) secret: String,
 }
 
 /// Creates a managed credential (user `e2e_…`, all privileges on the test database) with
 /// `rotation` and the extra spec keys in `extra`, and waits until it is Ready.
-async fn new_cred(
+pub(crate) async fn new_cred(
     g: &Ground,
     server: &DbServer,
     db: &(String, String),
@@ -84,7 +84,7 @@ async fn new_cred(
     }
 }
 
-async fn status(g: &Ground, c: &Cred) -> RdsCredentialStatus {
+pub(crate) async fn status(g: &Ground, c: &Cred) -> RdsCredentialStatus {
     g.get_credential(&c.ns, &c.name)
         .await
         .expect("credential exists")
@@ -96,7 +96,12 @@ fn condition<'a>(s: &'a RdsCredentialStatus, type_: &str) -> Option<&'a Conditio
     s.conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn has_condition(s: &RdsCredentialStatus, type_: &str, status: &str, reason: &str) -> bool {
+pub(crate) fn has_condition(
+    s: &RdsCredentialStatus,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> bool {
     condition(s, type_).is_some_and(|c| c.status == status && c.reason == reason)
 }
 
@@ -109,7 +114,7 @@ async fn uid(g: &Ground, c: &Cred) -> String {
         .expect("uid")
 }
 
-async fn request_rotation(g: &Ground, c: &Cred, value: &str) {
+pub(crate) async fn request_rotation(g: &Ground, c: &Cred, value: &str) {
     let patch = json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: value } } });
     Api::<RdsCredential>::namespaced(g.client.clone(), &c.ns)
         .patch(&c.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -126,7 +131,7 @@ async fn patch_spec(g: &Ground, c: &Cred, spec: serde_json::Value) {
 }
 
 /// The AWSCURRENT version the Kubernetes Secret holds.
-async fn synced_version(g: &Ground, c: &Cred) -> Option<String> {
+pub(crate) async fn synced_version(g: &Ground, c: &Cred) -> Option<String> {
     g.k8s_secret(&c.ns, &c.name)
         .await?
         .metadata
@@ -135,7 +140,7 @@ async fn synced_version(g: &Ground, c: &Cred) -> Option<String> {
         .cloned()
 }
 
-async fn meta(g: &Ground, c: &Cred) -> SecretMeta {
+pub(crate) async fn meta(g: &Ground, c: &Cred) -> SecretMeta {
     g.scope
         .secrets
         .describe(&c.secret)
@@ -178,7 +183,7 @@ where
 
 /// Waits until the rotation requested with `request` is recorded and synced: the status names
 /// the request, the Kubernetes Secret holds AWSCURRENT, nothing is pending. Returns the status.
-async fn wait_rotated(g: &Ground, c: &Cred, request: &str) -> RdsCredentialStatus {
+pub(crate) async fn wait_rotated(g: &Ground, c: &Cred, request: &str) -> RdsCredentialStatus {
     wait_for(
         &format!("{}/{} rotated for {request}", c.ns, c.name),
         Duration::from_secs(60),
@@ -212,7 +217,7 @@ async fn scramble_password(server: &DbServer, username: &str) {
 }
 
 /// Drops the user, its clone and (PostgreSQL) owner role: the servers are shared.
-async fn drop_users(server: &DbServer, c: &Cred) {
+pub(crate) async fn drop_users(server: &DbServer, c: &Cred) {
     let plan = UserPlan {
         username: c.user.clone(),
         login_users: vec![c.user.clone(), UserPlan::clone_username(&c.user)],
@@ -237,7 +242,7 @@ async fn events(g: &Ground, ns: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
@@ -247,7 +252,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 /// Three annotation-triggered rotations per strategy. Returns the time from the annotation to
 /// the new AWSCURRENT in the Kubernetes Secret, per rotation.
 async fn rotations_in_a_row(server: DbServer) {
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     g.start().await;
     let ns = admitted_namespace(&g).await;
     let db = g.database(&server, json!({})).await;
@@ -376,11 +381,11 @@ async fn mariadb_rotations_in_a_row() {
 /// How long the emulated Deployment controller takes to report a rollout complete. Longer
 /// than any simulated pod's restart: Kubernetes reports a rollout complete only once the new
 /// pods are up (and the old ones gone).
-const ROLLOUT: Duration = Duration::from_millis(2200);
+pub(crate) const ROLLOUT: Duration = Duration::from_millis(2200);
 /// Restart delays of the simulated pods (scheduling, image pull, start-up). Longer than the
 /// minimum interval between rotations (1s here), so only waiting for the rollouts keeps the
 /// next alternating rotation from re-passwording the user old pods still run with.
-const POD_RESTARTS: [(&str, Duration); 3] = [
+pub(crate) const POD_RESTARTS: [(&str, Duration); 3] = [
     ("api", Duration::from_millis(1000)),
     ("api", Duration::from_millis(1400)),
     ("worker", Duration::from_millis(1800)),
@@ -388,7 +393,7 @@ const POD_RESTARTS: [(&str, Duration); 3] = [
 const LOGIN_EVERY: Duration = Duration::from_millis(40);
 
 /// A Deployment whose pods read the Secret `secret` (env and envFrom).
-async fn deployment(g: &Ground, ns: &str, name: &str, secret: &str, replicas: i32) {
+pub(crate) async fn deployment(g: &Ground, ns: &str, name: &str, secret: &str, replicas: i32) {
     let d: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": { "name": name, "namespace": ns },
@@ -413,28 +418,28 @@ async fn deployment(g: &Ground, ns: &str, name: &str, secret: &str, replicas: i3
 }
 
 #[derive(Default)]
-struct PodStats {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    restarts: AtomicU64,
+pub(crate) struct PodStats {
+    pub(crate) ok: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) restarts: AtomicU64,
     /// The AWSCURRENT version the pod started with.
-    version: Mutex<String>,
+    pub(crate) version: Mutex<String>,
 }
 
 /// A simulated pod of Deployment `deploy`: reads the Secret when it starts and keeps those
 /// values; logs in (a real login) every LOGIN_EVERY; when the Deployment's pod template
 /// changes (a rollout), it keeps running on the old values for `restart` (the replacement
 /// pod starting) and then "restarts": re-reads the Secret.
-struct Pod {
-    client: Client,
-    target: ConnectTarget,
-    ns: String,
-    deploy: String,
-    secret: String,
-    restart: Duration,
+pub(crate) struct Pod {
+    pub(crate) client: Client,
+    pub(crate) target: ConnectTarget,
+    pub(crate) ns: String,
+    pub(crate) deploy: String,
+    pub(crate) secret: String,
+    pub(crate) restart: Duration,
 }
 
-async fn run_pod(pod: Pod, stats: Arc<PodStats>, stop: Arc<AtomicBool>) {
+pub(crate) async fn run_pod(pod: Pod, stats: Arc<PodStats>, stop: Arc<AtomicBool>) {
     let Pod {
         client,
         target,
@@ -589,11 +594,8 @@ async fn rotations_under_load(
 }
 
 async fn zero_downtime(server: DbServer) {
-    let mut g = Ground::new().await;
-    g.emulator
-        .as_ref()
-        .expect("the emulator simulates the Deployment controller")
-        .simulate_workload_controllers(ROLLOUT);
+    let mut g = Ground::stale().await;
+    g.stepped_rollouts(ROLLOUT);
     g.start().await;
     let db = g.database(&server, json!({})).await;
     let ((alt_ok, alt_failed), (single_ok, single_failed)) = tokio::join!(
@@ -626,7 +628,7 @@ async fn mariadb_zero_failed_logins_alternating() {
 /// starts. The rotation is finished exactly once (no second rotation for the same request),
 /// recorded, synced, and AWSCURRENT logs in.
 async fn crash_after(server: DbServer, strategy: &str, step: Step) {
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     let crash = Arc::new(CrashPoint::hang(step));
     g.start_with(Settings {
         crash_point: Some(crash.clone()),
@@ -740,7 +742,7 @@ async fn crash_after_finish_secret_single_user_postgres() {
 #[tokio::test]
 async fn single_user_test_secret_failure_restores_awscurrent_and_retries() {
     let server = DbServer::postgres();
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     let pause = Arc::new(CrashPoint::pause(Step::SetSecret));
     g.start_with(Settings {
         crash_point: Some(pause.clone()),
@@ -840,7 +842,7 @@ async fn single_user_test_secret_failure_restores_awscurrent_and_retries() {
 /// The password is changed directly in the database. With `report`: Drifted=True, an Event,
 /// `rdscred_drifted` = 1, and AWSCURRENT stays broken. Switched to `repair`: fixed.
 async fn drift(server: DbServer) {
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     g.start().await;
     let ns = admitted_namespace(&g).await;
     let db = g.database(&server, json!({})).await;
@@ -919,7 +921,7 @@ async fn mariadb_drift_reported_then_repaired() {
 #[tokio::test]
 async fn lambda_rotator_configured_followed_and_turned_off() {
     let server = DbServer::postgres();
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     g.start().await;
     let ns = admitted_namespace(&g).await;
     let db = g.database(&server, json!({})).await;
@@ -1059,7 +1061,7 @@ async fn lambda_rotator_configured_followed_and_turned_off() {
 #[tokio::test]
 async fn rotations_are_bounded_and_never_overlap() {
     let server = DbServer::postgres();
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     let pause = Arc::new(CrashPoint::pause(Step::SetSecret));
     g.start_with(Settings {
         max_concurrent_rotations: 1,
@@ -1197,7 +1199,7 @@ async fn rotations_are_bounded_and_never_overlap() {
 #[tokio::test]
 async fn stuck_rollout_holds_the_next_alternating_rotation_and_is_reported() {
     let server = DbServer::mariadb();
-    let mut g = Ground::new().await;
+    let mut g = Ground::stale().await;
     g.start().await;
     let ns = admitted_namespace(&g).await;
     let db = g.database(&server, json!({})).await;

@@ -487,6 +487,30 @@ impl Ground {
         }
     }
 
+    /// A ground with the staleness of a busy real cluster (emulator only): watch events reach
+    /// informers 50–500 ms late (random, in order), so the controller's cached objects trail
+    /// its own writes; with `rollout`, simulated rollouts that pass through a partial state
+    /// (fewer replicas updated than desired) before they complete after `rollout`. The
+    /// rotation suites run on this ground.
+    pub async fn stale() -> Ground {
+        let g = Ground::new().await;
+        if let Some(e) = &g.emulator {
+            e.set_watch_delay(Some((
+                Duration::from_millis(50),
+                Duration::from_millis(500),
+            )));
+        }
+        g
+    }
+
+    /// Stepped simulated rollouts of `rollout` (emulator only; see [`stale`](Self::stale)).
+    pub fn stepped_rollouts(&self, rollout: Duration) {
+        self.emulator
+            .as_ref()
+            .expect("the emulator simulates the workload controllers")
+            .simulate_stepped_workload_controllers(rollout);
+    }
+
     /// A ground whose controller runs as a namespaced install watching `namespaces` (which
     /// must exist before [`start`](Self::start) loads the chart's Roles into them).
     pub async fn namespaced(namespaces: &[&str]) -> Ground {

@@ -57,8 +57,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Rules on the namespaced objects the controller works with, shared by the ClusterRole
 (all namespaces) and the per-namespace Roles. Exactly what the code uses (the test suite fails
 on any verb listed here that no test exercised, and on any 403):
-- RdsCredentials: list/watch (the controller's informer; reconciles read the cache) and patch
-  (the finalizer helper's JSON patches); status: patch (merge patch of the whole status).
+- RdsCredentials: list/watch (the controller's informer, which triggers reconciles), get (each
+  reconcile decides from a quorum read, never the possibly stale cache) and patch (the
+  finalizer helper's JSON patches); status: patch (merge patch of the whole status, guarded by
+  the resourceVersion that read returned).
 - Secrets: list/watch (owned Secrets, label-selected), get (fresh read before every write),
   create, patch (merge patch of data/labels/annotations). Never update or delete: owned
   Secrets go with their RdsCredential by garbage collection (ownerReference).
@@ -69,7 +71,7 @@ on any verb listed here that no test exercised, and on any 403):
 {{- define "rdscred.namespacedRules" -}}
 - apiGroups: ["rdscred.io"]
   resources: ["rdscredentials"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["rdscred.io"]
   resources: ["rdscredentials/status"]
   verbs: ["patch"]
