@@ -31,6 +31,9 @@ RDSCRED_BENCH_QUICK=1 cargo test --locked --bench hotpaths
 # Event-driven change detection: latency with events vs polling, calls per hour (quick mode;
 # the figures come from `cargo bench --bench events`).
 RDSCRED_BENCH_QUICK=1 cargo test --locked --bench events
+# Rotation under concurrency: failed logins, rotation time spaced vs back to back, rollout
+# complete -> next rotation (quick mode; the figures come from `cargo bench --bench rotation`).
+RDSCRED_BENCH_QUICK=1 cargo test --locked --bench rotation
 
 bash tests/chart/run.sh
 

@@ -95,8 +95,10 @@ pub struct Unsettled {
 /// from the workloads themselves (their pod-template annotations and rollout status), never
 /// from status bookkeeping: a dependent carrying an older version annotation, or carrying
 /// this one with its rollout not complete. A dependent without our annotation was never
-/// rolled by rdscred, so it was created (or started referencing the Secret) after the last
-/// roll, when the Secret already held AWSCURRENT: it only has to be rolled out.
+/// rolled by rdscred: it existed at no roll (each roll lists and annotates every dependent
+/// after the Secret was written), so its pods started from the Secret holding AWSCURRENT or
+/// the version before any rotation, never from the previous user's: it does not hold the
+/// rotation, whatever its rollout state.
 pub async fn first_unsettled(
     ctx: &Context,
     cred: &RdsCredential,
@@ -115,7 +117,10 @@ pub async fn first_unsettled(
         let restarted_at = annotations
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
             .and_then(|t| t.parse().ok());
-        let rolled = carried.is_none_or(|v| v == version_id);
+        let Some(carried) = carried else {
+            continue;
+        };
+        let rolled = carried == version_id;
         if !rolled || !w.complete {
             return Ok(Some(Unsettled {
                 kind: w.kind,

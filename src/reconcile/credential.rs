@@ -1229,6 +1229,18 @@ async fn maybe_rotate(
                 blocked.message
             );
         }
+        let already_reported = conditions::get(&p.status.conditions, ROTATING)
+            .is_some_and(|c| c.reason == blocked.reason);
+        if blocked.reason == "RolloutTimedOut" && !already_reported {
+            ctx.event(
+                cred,
+                true,
+                blocked.reason,
+                "Rotate",
+                blocked.message.clone(),
+            )
+            .await;
+        }
         p.condition(ROTATING, false, blocked.reason, blocked.message);
         if blocked.retry < Duration::from_secs(1) {
             p.requeue_soon(blocked.retry);

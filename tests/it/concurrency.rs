@@ -238,6 +238,67 @@ pub(crate) struct Figures {
     pub(crate) failed: u64,
     /// Per answered request: request sent → status records it answered.
     pub(crate) rotation_times: Vec<Duration>,
+    /// With the probe on: per rotation that followed a rollout, the time from the last
+    /// dependent's rollout completing (its status, as the emulator wrote it) to the next
+    /// rotation's AWSPENDING appearing (createSecret; setSecret follows within milliseconds).
+    pub(crate) rollout_to_next: Vec<Duration>,
+}
+
+/// Watches (polling every 20 ms) when all dependents are rolled out and when an AWSPENDING
+/// version first appears, for [`Figures::rollout_to_next`].
+struct Probe {
+    gaps: Arc<Mutex<Vec<Duration>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    fn start(g: &Ground, c: &Cred) -> Probe {
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(g.client.clone(), &c.ns);
+        let secrets = g.scope.secrets.clone();
+        let id = c.secret.clone();
+        let gaps = Arc::new(Mutex::new(Vec::new()));
+        let into = gaps.clone();
+        let task = tokio::spawn(async move {
+            let mut complete_since: Option<Instant> = None;
+            let mut seen_pending: Option<String> = None;
+            loop {
+                let mut all_done = true;
+                for name in ["api", "worker"] {
+                    let Ok(d) = deployments.get(name).await else {
+                        all_done = false;
+                        continue;
+                    };
+                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let st = d.status.clone().unwrap_or_default();
+                    all_done &= st.observed_generation >= d.metadata.generation
+                        && st.updated_replicas.unwrap_or(0) >= want
+                        && st.replicas.unwrap_or(0) <= want;
+                }
+                match (all_done, complete_since) {
+                    (true, None) => complete_since = Some(Instant::now()),
+                    (false, Some(_)) => complete_since = None,
+                    _ => {}
+                }
+                if let Ok(Some(m)) = secrets.describe(&id).await {
+                    let pending = m.pending_version().map(str::to_string);
+                    if pending.is_some() && pending != seen_pending {
+                        if let Some(t) = complete_since {
+                            into.lock().unwrap().push(t.elapsed());
+                        }
+                        seen_pending = pending;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Probe { gaps, task }
+    }
+
+    fn stop(self) -> Vec<Duration> {
+        self.task.abort();
+        self.gaps.lock().unwrap().clone()
+    }
 }
 
 /// How the requests of a scenario are sent (`Spaced`: the bench).
@@ -272,7 +333,12 @@ fn random_below(max: Duration) -> Duration {
 }
 
 /// `n` rotation requests at `pace` on an alternating-users credential with pods logging in.
-pub(crate) async fn requests_under_load(server: DbServer, n: usize, pace: Pace) -> Figures {
+pub(crate) async fn requests_under_load(
+    server: DbServer,
+    n: usize,
+    pace: Pace,
+    probe: bool,
+) -> Figures {
     let (mut g, db) = ground(&server).await;
     let ns = admitted_namespace(&g).await;
     let c = new_cred(
@@ -288,6 +354,7 @@ pub(crate) async fn requests_under_load(server: DbServer, n: usize, pace: Pace) 
     let history = History::record(&g, &c);
     let load = Load::start(&g, &server, &ns).await;
     let before = versions(&g, &c).await;
+    let probe = probe.then(|| Probe::start(&g, &c));
     let order: Vec<String> = (1..=n).map(|i| format!("req-{i}")).collect();
     let mut times = Vec::new();
     let mut sent_at = Vec::new();
@@ -345,6 +412,7 @@ pub(crate) async fn requests_under_load(server: DbServer, n: usize, pace: Pace) 
         },
     )
     .await;
+    let rollout_to_next = probe.map(Probe::stop).unwrap_or_default();
     let (ok, failed) = load.finish(&version).await;
     let new_versions = versions(&g, &c).await - before;
     history.wait_answered(&last).await;
@@ -364,6 +432,7 @@ pub(crate) async fn requests_under_load(server: DbServer, n: usize, pace: Pace) 
         ok,
         failed,
         rotation_times: times,
+        rollout_to_next,
     }
 }
 
@@ -380,7 +449,7 @@ fn assert_one_rotation_per_answered_request(f: &Figures) {
 }
 
 async fn back_to_back(server: DbServer) {
-    let f = requests_under_load(server, 10, Pace::BackToBack).await;
+    let f = requests_under_load(server, 10, Pace::BackToBack, false).await;
     assert_eq!(
         f.answered, 10,
         "back to back, each request is answered by its own rotation"
@@ -405,6 +474,7 @@ async fn random_timing(server: DbServer) {
         Pace::Random {
             max: Duration::from_secs(3),
         },
+        false,
     )
     .await;
     assert!(f.answered >= 1 && f.answered <= f.requests);
