@@ -161,6 +161,18 @@ mod tests {
         }
     }
 
+    /// (annotation, last answered, rotateImmediately, ever rotated, open claim, schedule due,
+    /// the request due).
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        bool,
+        bool,
+        Option<&'a RotationClaim>,
+        bool,
+        Option<Request>,
+    );
+
     #[test]
     fn due_requests() {
         let ann = |v: &str| {
@@ -181,15 +193,7 @@ mod tests {
         let open_ann = claim(Trigger::Annotation, Some("r1"), "v1");
         let open_sched = claim(Trigger::Schedule, None, "v1");
         // (annotation, last answered, rotateImmediately, ever rotated, open claim, schedule due)
-        let cases: [(
-            Option<&str>,
-            Option<&str>,
-            bool,
-            bool,
-            Option<&RotationClaim>,
-            bool,
-            Option<Request>,
-        ); 13] = [
+        let cases: [Case; 13] = [
             (None, None, false, false, None, false, None),
             (Some("r1"), None, false, false, None, false, ann("r1")),
             // The same value twice: one rotation.
