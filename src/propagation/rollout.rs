@@ -117,11 +117,7 @@ pub async fn first_unsettled(
         let restarted_at = annotations
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
             .and_then(|t| t.parse().ok());
-        let Some(carried) = carried else {
-            continue;
-        };
-        let rolled = carried == version_id;
-        if !rolled || !w.complete {
+        if let Some(rolled) = holds_rotation(carried, w.complete, version_id) {
             return Ok(Some(Unsettled {
                 kind: w.kind,
                 name: w.name,
@@ -193,6 +189,16 @@ pub async fn roll_dependents(
         });
     }
     Ok(None)
+}
+
+/// Whether a dependent holds the next rotation, from its own pod template and rollout
+/// status (see [`first_unsettled`]): `Some(rolled)` when it does (`rolled`: it carries
+/// `version_id` but has not finished rolling out; not rolled: it carries an older version),
+/// `None` when it does not (rolled out on `version_id`, or never rolled by rdscred).
+fn holds_rotation(carried: Option<&str>, complete: bool, version_id: &str) -> Option<bool> {
+    let carried = carried?;
+    let rolled = carried == version_id;
+    (!rolled || !complete).then_some(rolled)
 }
 
 /// An Event on the workload itself, so `kubectl describe deployment` says why it restarted.
@@ -433,6 +439,27 @@ mod tests {
         );
         // A clock reading older than the last refill adds nothing (and does not panic).
         assert!(limiter.try_acquire_at(at(0)).is_err());
+    }
+
+    #[test]
+    fn which_dependents_hold_the_next_rotation() {
+        let cases = [
+            // (version annotation on the template, rollout complete, holds?)
+            (Some("v2"), true, None),
+            (Some("v2"), false, Some(true)),
+            (Some("v1"), true, Some(false)),
+            (Some("v1"), false, Some(false)),
+            // Never rolled by rdscred: its pods never held the previous user's password.
+            (None, false, None),
+            (None, true, None),
+        ];
+        for (carried, complete, want) in cases {
+            assert_eq!(
+                holds_rotation(carried, complete, "v2"),
+                want,
+                "{carried:?} complete={complete}"
+            );
+        }
     }
 
     #[test]
