@@ -125,6 +125,14 @@ pub(crate) async fn check_login(target: &ConnectTarget, login: &Login) -> Result
     result
 }
 
+/// Whether SQLSTATE `code` means the server refused the login: class 28
+/// (`invalid_authorization_specification` 28000 — no pg_hba entry, role cannot log in or does
+/// not exist; `invalid_password` 28P01). Every member of the class counts, so a new subcode
+/// cannot turn a refused login into a retryable generic error.
+pub(crate) fn login_refused(code: &str) -> bool {
+    code.starts_with("28")
+}
+
 /// SQLSTATE → [`DbError`]. `secrets` are scrubbed from the server's message.
 fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
     let sqlx::Error::Database(db) = &error else {
@@ -141,7 +149,7 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
         secrets,
     );
     match code.as_str() {
-        "28P01" | "28000" => DbError::AuthFailed {
+        c if login_refused(c) => DbError::AuthFailed {
             username: username.to_owned(),
         },
         "42501" => DbError::PermissionDenied { detail },
@@ -1004,6 +1012,21 @@ async fn grant_revoke_with(
 mod tests {
     use super::*;
     use crate::crd::PrivilegeGrant;
+
+    #[test]
+    fn every_refused_login_is_auth_failed() {
+        let table = [
+            ("28P01", true),
+            ("28000", true),
+            ("42501", false),
+            ("3D000", false),
+            ("08006", false),
+            ("", false),
+        ];
+        for (code, refused) in table {
+            assert_eq!(login_refused(code), refused, "SQLSTATE {code:?}");
+        }
+    }
 
     #[test]
     fn plan_maps_to_database_schema_and_table_privileges() {
