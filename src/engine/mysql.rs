@@ -464,6 +464,33 @@ impl MyAdmin {
         Ok(changes)
     }
 
+    /// Reads only: every role of the plan is a real role (not another account), every
+    /// database named by a grant exists. MySQL accepts a grant on a database that does not
+    /// exist (it applies once one is created by that name): a typo would silently grant
+    /// nothing now and everything to whoever creates the database later, so it is refused.
+    pub(crate) async fn check_plan(&mut self, plan: &UserPlan) -> Result<(), DbError> {
+        plan.validate(self.engine)?;
+        for role in &plan.roles {
+            self.check_is_role(role).await?;
+        }
+        let databases: BTreeSet<&String> = plan.grants.iter().map(|g| &g.database).collect();
+        for database in databases {
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            )
+            .bind(database)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| map_error(e, "", &[]))?;
+            if found.is_none() {
+                return Err(DbError::InvalidGrant {
+                    detail: format!("database {database} does not exist"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn drop_users(&mut self, plan: &UserPlan) -> Result<(), DbError> {
         let existing = self.existing_users(&plan.login_users).await?;
         if existing.is_empty() {

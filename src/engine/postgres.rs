@@ -441,6 +441,32 @@ impl PgAdmin {
         Ok(changes)
     }
 
+    /// Reads only: every role of the plan is a grantable NOLOGIN group role without
+    /// administrative attributes, every database exists, every schema exists in its
+    /// database. The planning phase runs this before anything is written, so a grant that
+    /// would fail halfway through a sync never starts.
+    pub(crate) async fn check_plan(&mut self, plan: &UserPlan) -> Result<(), DbError> {
+        plan.validate(self.target.engine)?;
+        for role in &plan.roles {
+            self.check_grantable_role(role).await?;
+        }
+        let desired = Desired::from_plan(plan);
+        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys()))
+            .await?;
+        for database in desired.schemas.keys() {
+            let wanted = desired.schemas_in(database);
+            if *database == self.database {
+                check_schemas_exist(&mut self.conn, database, &wanted).await?;
+            } else {
+                let mut conn = connect_admin(&self.target, &self.admin, database).await?;
+                let result = check_schemas_exist(&mut conn, database, &wanted).await;
+                let _ = conn.close().await;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn drop_users(&mut self, plan: &UserPlan) -> Result<(), DbError> {
         let max = self.target.engine.max_username_len();
         plan.login_users

@@ -162,8 +162,8 @@ async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> R
     let db_obj = database_of(cred, ctx).await?;
     admit_namespace(cred, &db_obj, ctx).await?;
     let db = resolved_from_status(&db_obj, ctx, cred.spec.mode == CredentialMode::Managed).await?;
-    check_secret_name(cred, &db_obj, &db)?;
-    check_claims(cred, ctx)?;
+    // Every refusal of the spec is decided here, before anything is written anywhere.
+    super::plan::prepare(cred, &db_obj, &db, ctx, &p.status).await?;
     // The bulk poller triggers a reconcile when AWSCURRENT moves; requeue only for a per-credential poll interval shorter than its.
     if poll_interval(cred, ctx) < ctx.settings.poll_interval {
         p.requeue_within(poll_interval(cred, ctx));
@@ -233,7 +233,7 @@ async fn admit_namespace(
 
 /// Managed secrets must live under the database's prefix; sync-only may also name the admin
 /// secret when the database explicitly allows handing it out.
-fn check_secret_name(
+pub(super) fn check_secret_name(
     cred: &RdsCredential,
     db: &RdsDatabase,
     resolved: &ResolvedDatabase,
@@ -281,7 +281,7 @@ fn secret_id_matches(id: &str, reference: &str) -> bool {
 
 /// Two credentials never claim one secret, nor one database user on one database. The older
 /// claim wins (creation time, then uid), so the outcome does not depend on reconcile order.
-fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
+pub(super) fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
     let mine = claimed_names(cred);
     for other in ctx.all_credentials() {
         if other.uid() == cred.uid() || other.metadata.deletion_timestamp.is_some() {

@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod credential;
 pub mod database;
 mod error;
+pub mod plan;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
