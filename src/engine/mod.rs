@@ -152,6 +152,7 @@ impl UserPlan {
     pub fn validate(&self, engine: EngineKind) -> Result<(), DbError> {
         let max = engine.max_username_len();
         quote::check_user_name(&self.username, max)?;
+        check_not_reserved(&self.username, engine)?;
         // The clone name must fit even before the clone exists: it is created on first rotation.
         quote::check_user_name(&Self::clone_username(&self.username), max)?;
         if engine.family() == EngineFamily::Postgres {
@@ -214,6 +215,30 @@ const SYSTEM_DATABASES_MY: &[&str] = &[
 /// PostgreSQL schemas that are the catalog (`pg_*` is reserved for system schemas).
 fn is_system_schema(schema: &str) -> bool {
     schema.starts_with("pg_") || schema == "information_schema"
+}
+
+/// Names a user of rdscred's may not have: PostgreSQL's reserved role names (`public`,
+/// `none`, the `current_user` family, the `pg_` prefix: `CREATE ROLE` refuses them), and the
+/// server's own accounts and roles on every engine.
+fn check_not_reserved(username: &str, engine: EngineKind) -> Result<(), DbError> {
+    const PG_RESERVED: &[&str] = &[
+        "public",
+        "none",
+        "current_user",
+        "session_user",
+        "current_role",
+    ];
+    let reserved = FORBIDDEN_ROLES.contains(&username)
+        || matches!(username, "mysql" | "mariadb" | "postgres" | "rdsproxyadmin")
+        || (engine.family() == EngineFamily::Postgres
+            && (PG_RESERVED.contains(&username) || username.starts_with("pg_")));
+    if reserved {
+        return Err(DbError::InvalidName {
+            name: username.to_owned(),
+            reason: "reserved for the server or its own accounts; choose another username".into(),
+        });
+    }
+    Ok(())
 }
 
 fn validate_grant(grant: &PrivilegeGrant, engine: EngineKind) -> Result<(), DbError> {

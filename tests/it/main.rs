@@ -17,3 +17,4 @@ mod rotation;
 mod rotation_e2e;
 mod runtime;
 mod validation;
+mod validation_refusals;
