@@ -366,3 +366,39 @@ fn a_database_answer_names_the_role_or_grant() {
         "spec.privileges[2]"
     );
 }
+
+/// docs/troubleshooting.md lists every refusal reason the code can give: the planning
+/// phase's, and every `Error::refused("Reason", …)` in the source tree.
+#[test]
+fn troubleshooting_lists_every_refusal_reason() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/troubleshooting.md")).unwrap();
+    let mut reasons: Vec<String> = REFUSAL_REASONS.iter().map(|s| s.to_string()).collect();
+    reasons.push("TargetSecretNotOwned".into());
+    let re = regex::Regex::new(r#"Error::refused\(\s*"([A-Za-z]+)""#).unwrap();
+    let mut dirs = vec![std::path::PathBuf::from(format!("{root}/src"))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && !path.ends_with("plan/tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                reasons.extend(re.captures_iter(&text).map(|c| c[1].to_string()));
+            }
+        }
+    }
+    reasons.sort();
+    reasons.dedup();
+    assert!(reasons.len() >= 20, "found only {reasons:?}");
+    let missing: Vec<&String> = reasons
+        .iter()
+        .filter(|r| !doc.contains(&format!("`{r}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/troubleshooting.md does not list {missing:?}"
+    );
+}
