@@ -167,8 +167,10 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// The Kubernetes Secret written from AWSCURRENT.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+/// The Kubernetes Secret written from AWSCURRENT. Keys, labels and annotations are held to
+/// the API server's rules for a Secret here, so `kubectl apply` fails at once instead of the
+/// Secret write failing later; the planning phase checks the same (and the templates' syntax).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// Secret name (default: the RdsCredential's name).
@@ -180,10 +182,20 @@ pub struct TargetSpec {
     pub name: Option<String>,
     /// Labels of the Secret (at most 64).
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 63 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))")
+        .message("label keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new(r"self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))")
+        .message("label values must be empty or alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new("!('rdscred.io/credential' in self) && !('app.kubernetes.io/managed-by' in self)")
+        .message("rdscred.io/credential and app.kubernetes.io/managed-by are written by rdscred itself"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Annotations of the Secret (at most 64, values up to 4096 characters).
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.lowerAscii().matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$'))")
+        .message("annotation keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new("!('rdscred.io/version-id' in self)")
+        .message("rdscred.io/version-id is written by rdscred itself"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Extra keys rendered from templates: `{{ username }}`, `{{ password }}`, `{{ host }}`,
@@ -191,6 +203,8 @@ pub struct TargetSpec {
     /// `| urlencode`. Example: `DATABASE_URL: postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}`.
     /// At most 32 keys, each template up to 4096 characters.
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^[-._a-zA-Z0-9]{1,253}$') && k != '.' && !k.startsWith('..'))")
+        .message("template keys become Secret data keys: 1-253 alphanumeric characters, '-', '_' or '.', and not '.', '..' or starting with '..'"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, String>,
 }

@@ -6,8 +6,10 @@
 //! outside Kubernetes, and says why.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use rdscred::crd::{EngineKind, Privilege, PrivilegeGrant, RdsCredential};
@@ -40,8 +42,9 @@ async fn user_fingerprint(server: &DbServer, login: &Login) -> Vec<String> {
             let rows: Vec<String> = sqlx::query_scalar(
                 "SELECT concat_ws(' ', rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text) FROM pg_roles WHERE rolname = $1 \
                  UNION ALL SELECT 'member of ' || r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) \
-                 UNION ALL SELECT 'db ' || datname || ' ' || coalesce(datacl::text, '') FROM pg_database WHERE datacl::text LIKE '%' || $1 || '%' \
-                 UNION ALL SELECT 'schema ' || nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspacl::text LIKE '%' || $1 || '%'",
+                 UNION ALL SELECT 'db ' || d.datname || ' ' || g.rolname || ' ' || a.privilege_type || ' ' || a.is_grantable FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles g ON g.oid = a.grantee WHERE g.rolname IN ($1, $1 || '_owner') \
+                 UNION ALL SELECT 'schema ' || n.nspname || ' ' || g.rolname || ' ' || a.privilege_type || ' ' || a.is_grantable FROM pg_namespace n, aclexplode(n.nspacl) a JOIN pg_roles g ON g.oid = a.grantee WHERE g.rolname IN ($1, $1 || '_owner') \
+                 ORDER BY 1",
             )
             .bind(u)
             .fetch_all(&mut c)
@@ -372,18 +375,7 @@ fn cases(server: &DbServer, existing_user: &str, foreign_target: &str, prefix: &
 }
 
 async fn refusals_leave_no_trace(server: DbServer) {
-    let mut g = Ground::new().await;
-    g.start().await;
-    let ns = unique("ns-");
-    g.namespace(&ns, &[("rdscred-test", "yes")]).await;
-    let (db, prefix) = g.database(&server, json!({})).await;
-
-    // Pre-existing objects rdscred must never touch.
     let existing_user = unique("pre_");
-    let existing_login = Login {
-        username: existing_user.clone(),
-        password: SecretString::new("pre-Existing-Pa55"),
-    };
     let existing_plan = UserPlan {
         username: existing_user.clone(),
         login_users: vec![existing_user.clone()],
@@ -397,14 +389,44 @@ async fn refusals_leave_no_trace(server: DbServer) {
         }],
         roles: vec![],
     };
+    let outcome = AssertUnwindSafe(refusals_table(&server, &existing_plan))
+        .catch_unwind()
+        .await;
+    // The pre-existing user is the test's own: drop it whatever happened.
+    let mut admin = Admin::connect(&server.target(), &server.admin)
+        .await
+        .unwrap();
+    if let Err(e) = admin.drop_users(&existing_plan).await {
+        eprintln!("cleanup of {existing_user}: {e}");
+    }
+    admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn refusals_table(server: &DbServer, existing_plan: &UserPlan) {
+    let server = server.clone();
+    let existing_user = existing_plan.username.clone();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[("rdscred-test", "yes")]).await;
+    let (db, prefix) = g.database(&server, json!({})).await;
+
+    // Pre-existing objects rdscred must never touch.
+    let existing_login = Login {
+        username: existing_user.clone(),
+        password: SecretString::new("pre-Existing-Pa55"),
+    };
     let mut admin = Admin::connect(&server.target(), &server.admin)
         .await
         .unwrap();
     admin
-        .ensure_login_user(&existing_plan, &existing_user, &existing_login.password)
+        .ensure_login_user(existing_plan, &existing_user, &existing_login.password)
         .await
         .unwrap();
-    admin.sync_privileges(&existing_plan).await.unwrap();
+    admin.sync_privileges(existing_plan).await.unwrap();
     admin.close().await;
     let user_before = user_fingerprint(&server, &existing_login).await;
     assert!(user_before[0].contains("Ok"), "{user_before:?}");
@@ -530,12 +552,6 @@ async fn refusals_leave_no_trace(server: DbServer) {
         server.engine,
         table.len()
     );
-
-    let mut admin = Admin::connect(&server.target(), &server.admin)
-        .await
-        .unwrap();
-    admin.drop_users(&existing_plan).await.ok();
-    admin.close().await;
 }
 
 #[tokio::test]
