@@ -317,7 +317,14 @@ pub(super) async fn prepare(
     super::credential::check_claims(cred, ctx)?;
     let plan = decide(cred, db_obj, db.engine)?;
     check_target_secret_owner(cred, ctx).await?;
-    if let Some(user) = plan.user.as_ref().filter(|_| !accepted(cred, status)) {
+    // Only what names something in the database needs reading it (a connection is not free:
+    // a plan without grants or roles costs no login).
+    let to_check = plan
+        .user
+        .as_ref()
+        .filter(|u| !(u.grants.is_empty() && u.roles.is_empty()))
+        .filter(|_| !accepted(cred, status));
+    if let Some(user) = to_check {
         let admin = ctx.admin_logins.get(db).await?;
         let mut conn = Admin::connect(&db.target(None), &admin).await?;
         let checked = conn.check_plan(user).await;

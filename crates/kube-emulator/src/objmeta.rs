@@ -26,9 +26,17 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Total size of a Secret's or ConfigMap's data (`MaxSecretSize`).
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
-fn full_match(pattern: &str, s: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .expect("static regex")
+/// Whether `s` matches all of `pattern` (one of the constants above). Compiled once per
+/// pattern: every write of every object comes through here, under the store's lock.
+fn full_match(pattern: &'static str, s: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static CACHE: LazyLock<Mutex<HashMap<&'static str, regex::Regex>>> =
+        LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(pattern)
+        .or_insert_with(|| regex::Regex::new(&format!("^(?:{pattern})$")).expect("static regex"))
         .is_match(s)
 }
 
