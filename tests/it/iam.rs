@@ -299,6 +299,18 @@ impl Model {
                 out.insert(0, r);
                 out
             }
+            // BlockPublicPolicy is a condition key of PutResourcePolicy (absent when not sent).
+            ("secretsmanager", "PutResourcePolicy") => {
+                let mut r = self.on_secret("PutResourcePolicy", &id, region);
+                if let Some(b) = p["BlockPublicPolicy"].as_bool() {
+                    r = r.with("secretsmanager:BlockPublicPolicy", &[&b.to_string()]);
+                }
+                vec![r]
+            }
+            (
+                "secretsmanager",
+                op @ ("GetResourcePolicy" | "ValidateResourcePolicy" | "DeleteResourcePolicy"),
+            ) => vec![self.on_secret(op, &id, region)],
             (
                 "secretsmanager",
                 op @ ("UpdateSecretVersionStage"
@@ -989,6 +1001,7 @@ fn the_model_knows_every_operation_the_code_calls() {
     let mut seen = 0;
     for (service, file) in [
         ("secretsmanager", "src/aws/secrets.rs"),
+        ("secretsmanager", "src/aws/policy.rs"),
         ("rds", "src/aws/rds.rs"),
     ] {
         let text =
