@@ -218,10 +218,10 @@ pub fn plan(spec: &AccessSpec) -> Result<AccessPlan, AccessError> {
         }
     }
     if spec.restricted
-        && !spec
+        && spec
             .controller_role
             .as_deref()
-            .is_some_and(|r| role_account(r).is_some())
+            .is_none_or(|r| role_account(r).is_none())
     {
         return Err(AccessError::ControllerRoleUnknown);
     }
@@ -495,6 +495,9 @@ mod tests {
             ("111122223333", None),
             (" arn:aws:iam::111122223333:role/app", None),
             ("arn:aws:iam::111122223333:role/app\n", None),
+            // Unicode digits and letters: IAM takes ASCII only.
+            ("arn:aws:iam::١١١١٢٢٢٢٣٣٣٣:role/app", None),
+            ("arn:aws:iam::111122223333:role/äpp", None),
         ];
         for (arn, want) in table {
             assert_eq!(role_account(arn), want, "{arn:?}");
@@ -834,7 +837,13 @@ mod tests {
         let foreign = json!({"Statement": [{"Sid": "Mine", "Effect": "Allow", "Principal": {"AWS": APP}, "Action": "*", "Resource": "*"}]}).to_string();
         let mixed = json!({"Statement": [w["Statement"][0].clone(), {"Sid": "Mine", "Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*"}]}).to_string();
         let same = w.to_string();
-        let table: Vec<(Option<&Value>, Option<&str>, Option<&str>, PolicyAction)> = vec![
+        type Row<'a> = (
+            Option<&'a Value>,
+            Option<&'a str>,
+            Option<&'a str>,
+            PolicyAction,
+        );
+        let table: Vec<Row> = vec![
             (Some(&w), Some(&same), Some(&d), PolicyAction::Keep),
             // First apply: nothing there yet, nothing applied before.
             (Some(&w), None, None, PolicyAction::Put { restore: false }),

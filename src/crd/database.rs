@@ -125,8 +125,10 @@ pub struct RdsDatabaseSpec {
     pub access_policy: Option<DatabaseAccessPolicy>,
 }
 
-/// An IAM role ARN (roles only: no users, no account roots, no wildcards, no sessions).
-pub const ROLE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$";
+/// An IAM role ARN (roles only: no users, no account roots, no wildcards, no sessions). The
+/// CRD's pattern in ASCII classes: Rust's `\d` and `\w` are Unicode-aware, the API server's
+/// are not.
+pub const ROLE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$";
 
 /// The platform team's part of each credential secret's resource policy.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
