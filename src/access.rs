@@ -598,6 +598,23 @@ mod tests {
     }
 
     #[test]
+    fn database_roles_alone() {
+        let plan = plan(&AccessSpec {
+            always_allowed: s(&[AUDIT]),
+            ..spec()
+        })
+        .unwrap();
+        assert_eq!(plan.readers, s(&[AUDIT]));
+        let st = plan.policy.unwrap()["Statement"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0]["Sid"], SID_ALLOW);
+        assert_eq!(st[0]["Principal"]["AWS"], json!([AUDIT]));
+    }
+
+    #[test]
     fn no_policy_when_nothing_is_declared() {
         let plan = plan(&spec()).unwrap();
         assert_eq!(plan.policy, None);

@@ -200,6 +200,34 @@ async fn policy_follows_the_spec_and_outside_edits_are_restored() {
     assert_eq!(principals(&policy, rdscred::access::SID_DENY), exempt);
     assert_eq!(readers(&c), exempt);
 
+    // A credential that names no readers still gets the database's roles (and the Deny).
+    let other_user = unique("acc_");
+    let other_secret = format!("{prefix}{other_user}");
+    g.credential(
+        &ns,
+        "audited",
+        json!({ "databaseRef": { "name": db }, "username": other_user, "secret": { "name": other_secret } }),
+    )
+    .await
+    .expect("create credential");
+    let (c2, p2) = wait_policy(
+        &g,
+        &ns,
+        "audited",
+        &other_secret,
+        "database-level policy",
+        |c, p| condition(c, "AccessPolicyReady").is_some_and(|x| x.0 == "True") && p.is_some(),
+    )
+    .await;
+    let p2 = p2.unwrap();
+    let mut db_roles = vec![glass.clone(), audit.clone()];
+    db_roles.sort();
+    assert_eq!(principals(&p2, rdscred::access::SID_ALLOW), db_roles);
+    let mut db_exempt = vec![glass.clone(), audit.clone(), controller.clone()];
+    db_exempt.sort();
+    assert_eq!(principals(&p2, rdscred::access::SID_DENY), db_exempt);
+    assert_eq!(readers(&c2), db_exempt);
+
     // Who can read, evaluated: the controller with the IAM policy `rdscred iam-policy` prints,
     // everyone else with no identity policy or one that allows everything.
     let mut controller_input = input();
@@ -315,6 +343,16 @@ async fn policy_follows_the_spec_and_outside_edits_are_restored() {
     .await;
     assert!(condition(&c, "Ready").is_some_and(|x| x.0 == "True"));
     assert!(!events(&g, &ns, "AccessPolicyRemoved").await.is_empty());
+    // The database dropping its roles removes the policy of the credential that had only those.
+    wait_policy(
+        &g,
+        &ns,
+        "audited",
+        &other_secret,
+        "database-level policy removed",
+        |c, p| p.is_none() && c.status.as_ref().is_some_and(|s| s.access.is_none()),
+    )
+    .await;
 
     // Every request allowed by the printed IAM policy; every Put with BlockPublicPolicy; the
     // replica is never written (Secrets Manager copies the primary's policy to it).
