@@ -1,19 +1,21 @@
 """moto's server, made stricter where rdscred depends on AWS refusing something.
 
 moto 5.2.5 stores any string as a secret's resource policy: it does not parse it, ignores
-BlockPublicPolicy and does not implement ValidateResourcePolicy (HTTP 500). AWS refuses
-malformed policies (MalformedPolicyDocumentException), refuses public ones with
-BlockPublicPolicy (PublicPolicyException) and validates them on request. This wrapper adds
-those three behaviours to moto's Secrets Manager and then runs moto's server unchanged
-(same arguments as `moto_server`).
+BlockPublicPolicy, does not resolve principals and does not implement ValidateResourcePolicy
+(HTTP 500). AWS refuses malformed policies and policies naming a principal that does not exist
+(MalformedPolicyDocumentException), refuses public ones with BlockPublicPolicy
+(PublicPolicyException) and validates them on request. This wrapper adds those behaviours to
+moto's Secrets Manager and then runs moto's server unchanged (same arguments as
+`moto_server`).
 
 "Public" here follows the same rule as rdscred's own check (src/access.rs,
 `public_statements`): an Allow to every principal (`"*"`, `{"AWS": "*"}`, a wildcard ARN,
 NotPrincipal) without an equality condition on a restricting key (aws:PrincipalArn,
 aws:PrincipalAccount, aws:PrincipalOrgID, aws:SourceAccount, aws:SourceArn, aws:SourceVpce)
-with fixed values. AWS decides it with automated reasoning (Zelkova) and may refuse more; it
-also resolves every principal ARN (an unknown role is a MalformedPolicyDocumentException),
-which this wrapper does not. docs/access.md lists what the tests can and cannot show.
+with fixed values. AWS decides it with automated reasoning (Zelkova) and may refuse more. AWS
+resolves principals of every account; this wrapper only roles of the secret's own account
+(moto's IAM of other accounts is not reachable from here). docs/access.md lists what the tests
+can and cannot show.
 """
 
 import json
@@ -102,6 +104,23 @@ def public_statements(statements):
     return out
 
 
+def unknown_principals(statements, account_id):
+    """Role ARNs of the secret's own account that moto's IAM does not know. AWS resolves every
+    principal when a policy is put; moto keeps one IAM per account, and only the secret's own
+    can be looked up here, so principals of other accounts are accepted unchecked."""
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[account_id]["global"]
+    known = {r.arn for r in iam.get_roles()}
+    out = []
+    for s in statements:
+        p = s.get("Principal")
+        for arn in _strings(p.get("AWS")) if isinstance(p, dict) else []:
+            if arn.startswith(f"arn:aws:iam::{account_id}:role/") and arn not in known:
+                out.append(arn)
+    return out
+
+
 _put = models.SecretsManagerBackend.put_resource_policy
 
 
@@ -109,6 +128,8 @@ def put_resource_policy(self, secret_id, policy, block_public_policy=False):
     statements = parse(policy)
     if block_public_policy and public_statements(statements):
         raise PublicPolicy()
+    if unknown_principals(statements, self.account_id):
+        raise MalformedPolicyDocument("This resource policy contains an unsupported principal.")
     return _put(self, secret_id, policy)
 
 

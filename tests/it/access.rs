@@ -39,6 +39,30 @@ async fn events(g: &Ground, ns: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
+/// Creates IAM roles in moto (boto3 from the test venv): the strict ground, like AWS, refuses
+/// a resource policy naming a role of the account that does not exist.
+fn moto_roles(arns: &[&str]) {
+    let venv = std::env::var("RDSCRED_TEST_VENV").expect("test ground is up");
+    let script = r#"
+import json, os, sys, boto3
+iam = boto3.client("iam", endpoint_url=os.environ["RDSCRED_TEST_AWS_ENDPOINT"], region_name="us-east-1")
+trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+for arn in sys.argv[1:]:
+    iam.create_role(RoleName=arn.split("/")[-1], AssumeRolePolicyDocument=trust)
+"#;
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .arg("-c")
+        .arg(script)
+        .args(arns)
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "creating IAM roles in moto: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How often an Event with `reason` was published (the recorder folds repeats into a series).
 async fn event_count(g: &Ground, ns: &str, reason: &str) -> i32 {
     Api::<Event>::namespaced(g.client.clone(), ns)
@@ -129,6 +153,8 @@ async fn policy_follows_the_spec_and_outside_edits_are_restored() {
     let worker = role(&unique("orders-worker-"));
     let glass = role(&unique("break-glass-"));
     let audit = role(&unique("audit-"));
+    let intruder = role(&unique("intruder-"));
+    moto_roles(&[&app, &worker, &glass, &audit, &intruder]);
     let mut g = Ground::new().await;
     let settings = Settings {
         controller_role_arn: Some(controller.clone()),
@@ -281,7 +307,7 @@ async fn policy_follows_the_spec_and_outside_edits_are_restored() {
 
     // 3. An edit made outside rdscred is restored, with an Event.
     let intruder = json!({ "Version": "2012-10-17", "Statement": [{ "Sid": "Intruder", "Effect": "Allow",
-        "Principal": { "AWS": role("intruder") }, "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
+        "Principal": { "AWS": intruder }, "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
     g.scope
         .secrets
         .put_resource_policy(&secret, &intruder)
@@ -496,11 +522,13 @@ async fn refusals_have_no_side_effect() {
         .collect();
     assert!(writes.is_empty(), "writes after refusals: {writes:?}");
     // Fixed in the spec, the same credential proceeds.
+    let shop_api = role(&unique("shop-api-"));
+    moto_roles(&[&shop_api]);
     patch_credential(
         &g,
         &ns,
         "pattern",
-        json!({ "spec": { "secret": { "readers": [role("shop-api")] } } }),
+        json!({ "spec": { "secret": { "readers": [shop_api] } } }),
     )
     .await;
     g.wait_condition(
@@ -551,8 +579,10 @@ async fn refusals_have_no_side_effect() {
 }
 
 /// What the test ground refuses (moto as made strict by `scripts/moto_strict.py`, standing in
-/// for AWS): a public policy with BlockPublicPolicy, malformed JSON; ValidateResourcePolicy
-/// reports a public policy. Plain moto accepts all three and answers Validate with a 500.
+/// for AWS): a public policy with BlockPublicPolicy, malformed JSON, a principal that does
+/// not exist; ValidateResourcePolicy
+/// reports a public policy; a role that does not exist. Plain moto accepts all of them and
+/// answers Validate with a 500.
 #[tokio::test]
 async fn the_ground_refuses_public_and_malformed_policies() {
     let g = Ground::new().await;
@@ -560,9 +590,17 @@ async fn the_ground_refuses_public_and_malformed_policies() {
     let admin = g.admin_secret(&DbServer::postgres()).await;
     let public = json!({ "Version": "2012-10-17", "Statement": [{ "Sid": "Everyone", "Effect": "Allow",
         "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
+    let app = role(&unique("ground-app-"));
     let ok = json!({ "Version": "2012-10-17", "Statement": [{ "Sid": "App", "Effect": "Allow",
-        "Principal": { "AWS": role("app") }, "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
+        "Principal": { "AWS": app }, "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
     let s = &g.scope.secrets;
+    // A role that does not exist (yet) is refused, like AWS does.
+    let unknown = s.put_resource_policy(&admin, &ok).await.unwrap_err();
+    assert!(
+        matches!(&unknown, AwsError::InvalidRequest { detail, .. } if detail.contains("unsupported principal")),
+        "{unknown}"
+    );
+    moto_roles(&[&app]);
     let refused = s.put_resource_policy(&admin, &public).await.unwrap_err();
     assert!(
         matches!(&refused, AwsError::InvalidRequest { detail, .. } if detail.contains("PublicPolicyException")),
@@ -596,4 +634,66 @@ async fn the_ground_refuses_public_and_malformed_policies() {
     ));
     s.delete_resource_policy(&admin).await.unwrap();
     assert_eq!(s.resource_policy(&admin).await.unwrap(), None);
+}
+
+/// A reader role that does not exist yet (AWS refuses to put the policy): the credential is
+/// provisioned and synced all the same, `AccessPolicyReady=False` says why, and once the role
+/// exists the policy follows without a spec change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_does_not_exist_yet() {
+    let mut g = Ground::new().await;
+    g.start().await;
+    let ns = admitted(&g).await;
+    let (db, prefix) = g
+        .database(
+            &DbServer::postgres(),
+            json!({ "accessPolicy": { "allowedAccounts": [ACCOUNT] } }),
+        )
+        .await;
+    let user = unique("acc_");
+    let secret = format!("{prefix}{user}");
+    let later = role(&unique("created-later-"));
+    g.credential(
+        &ns,
+        "app",
+        json!({ "databaseRef": { "name": db }, "username": user,
+                "secret": { "name": secret, "readers": [later] }, "target": { "name": "app-db" } }),
+    )
+    .await
+    .expect("create credential");
+    let c = g
+        .wait_condition(
+            &ns,
+            "app",
+            "AccessPolicyReady",
+            "False",
+            Duration::from_secs(60),
+        )
+        .await;
+    let (_, reason, message) = condition(&c, "AccessPolicyReady").unwrap();
+    assert_eq!(reason, "AwsInvalidRequest", "{message}");
+    assert!(message.contains("principal"), "{message}");
+    // Everything else is done: the user logs in, the Secret holds AWSCURRENT.
+    assert!(
+        condition(&c, "Synced").is_some_and(|x| x.0 == "True"),
+        "{c:?}"
+    );
+    assert!(g.k8s_secret(&ns, "app-db").await.is_some());
+    assert!(policy_of(&g, &secret).await.is_none());
+    moto_roles(&[&later]);
+    wait_policy(
+        &g,
+        &ns,
+        "app",
+        &secret,
+        "policy once the role exists",
+        |c, p| {
+            condition(c, "AccessPolicyReady").is_some_and(|x| x.0 == "True")
+                && p.is_some_and(|p| {
+                    principals(p, rdscred::access::SID_ALLOW) == vec![later.clone()]
+                })
+        },
+    )
+    .await;
+    g.wait_ready(&ns, "app").await;
 }
