@@ -23,7 +23,11 @@ use crate::crd::{AccessStatus, CredentialMode, RdsCredential, RdsCredentialStatu
 
 /// What the policy of this credential's secret is made of: the credential's readers, the
 /// database's access policy, and the role the controller acts as for the database.
-pub fn spec_of(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> AccessSpec {
+pub fn spec_of(
+    cred: &RdsCredential,
+    db: &RdsDatabase,
+    controller_role_arn: Option<&str>,
+) -> AccessSpec {
     let policy = db.spec.access_policy.clone().unwrap_or_default();
     AccessSpec {
         readers: cred.spec.secret.readers.clone(),
@@ -37,7 +41,7 @@ pub fn spec_of(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> AccessS
             .role_arn
             .clone()
             .filter(|r| !r.is_empty())
-            .or_else(|| ctx.settings.controller_role_arn.clone()),
+            .or_else(|| controller_role_arn.map(str::to_string)),
     }
 }
 
@@ -57,7 +61,8 @@ pub fn plan(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> Result<Acc
             restricted: false,
         });
     }
-    access::plan(&spec_of(cred, db, ctx)).map_err(|e| Error::refused(e.reason(), e.to_string()))
+    let spec = spec_of(cred, db, ctx.settings.controller_role_arn.as_deref());
+    access::plan(&spec).map_err(|e| Error::refused(e.reason(), e.to_string()))
 }
 
 /// Brings the secret's resource policy to `plan` and reports it (status `access`, condition
@@ -193,5 +198,63 @@ fn describe(plan: &AccessPlan) -> String {
         format!("only {who} may read the secret (everyone else is denied GetSecretValue)")
     } else {
         format!("{who} may read the secret (in addition to what identity policies allow)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn objects(db_extra: serde_json::Value) -> (RdsCredential, RdsDatabase) {
+        let mut db = json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsDatabase",
+            "metadata": { "name": "db" },
+            "spec": { "endpoint": { "host": "h", "port": 5432 }, "engine": "postgres",
+                      "adminLogin": { "secretId": "a" }, "secretNamePrefix": "p/",
+                      "accessPolicy": { "alwaysAllowed": ["arn:aws:iam::111122223333:role/glass"], "restricted": true } },
+        });
+        if let (Some(spec), Some(extra)) = (db["spec"].as_object_mut(), db_extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let cred = json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": { "name": "c", "namespace": "n" },
+            "spec": { "databaseRef": { "name": "db" }, "username": "u",
+                      "secret": { "name": "p/u", "readers": ["arn:aws:iam::111122223333:role/app"] } },
+        });
+        (
+            serde_json::from_value(cred).unwrap(),
+            serde_json::from_value(db).unwrap(),
+        )
+    }
+
+    /// The role exempted from the Deny is the one the controller acts as for the database:
+    /// its `roleArn` (multi-account), else the controller's own.
+    #[test]
+    fn the_exempt_role_is_the_one_acting_on_the_database() {
+        let own = "arn:aws:iam::111122223333:role/rdscred";
+        let (cred, db) = objects(json!({}));
+        let spec = spec_of(&cred, &db, Some(own));
+        assert_eq!(spec.controller_role.as_deref(), Some(own));
+        assert!(spec.restricted);
+        assert_eq!(spec.readers, vec!["arn:aws:iam::111122223333:role/app"]);
+        let target = "arn:aws:iam::999988887777:role/rdscred-target";
+        let (cred, db) = objects(json!({ "roleArn": target }));
+        assert_eq!(
+            spec_of(&cred, &db, Some(own)).controller_role.as_deref(),
+            Some(target)
+        );
+        // The secrets then live in the role's account: readers default to that one.
+        let refused = access::plan(&spec_of(&cred, &db, Some(own))).unwrap_err();
+        assert!(refused.to_string().contains("999988887777"), "{refused}");
+        let (cred, db) = objects(json!({}));
+        assert_eq!(spec_of(&cred, &db, None).controller_role, None);
+        assert_eq!(
+            access::plan(&spec_of(&cred, &db, None))
+                .unwrap_err()
+                .reason(),
+            "PrincipalNotAllowed"
+        );
     }
 }
