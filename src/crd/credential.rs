@@ -30,6 +30,8 @@ use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'sync-only' || (!has(self.username) && !has(self.privileges) && !has(self.roles) && !has(self.rotation))")
     .message("sync-only credentials own nothing but the Kubernetes Secret: username, privileges, roles and rotation must not be set"))]
+#[x_kube(validation = Rule::new("self.mode != 'sync-only' || !has(self.secret.readers)")
+    .message("secret.readers needs a managed secret: rdscred puts no resource policy on a secret it does not own (sync-only)"))]
 #[x_kube(validation = Rule::new("self.mode == 'sync-only' || has(self.username)")
     .message("username is required unless mode is sync-only"))]
 #[x_kube(validation = Rule::new("!has(self.username) || !has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy != 'alternating-users' || size(self.username) <= 26")
@@ -136,6 +138,19 @@ pub struct SecretSpec {
     #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_regions: Vec<ReplicaRegion>,
+    /// IAM roles of the workloads that read this secret (typically their IRSA / EKS Pod
+    /// Identity roles), within the accounts or pattern the database allows. rdscred puts a
+    /// resource policy on the secret allowing them GetSecretValue and DescribeSecret. At most
+    /// 16.
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(max = 2048),
+            regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+        )
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
     /// What happens to the AWS secret and the database user when the RdsCredential is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -298,6 +313,30 @@ pub struct RdsCredentialStatus {
     /// rules), so it is re-applied only when the spec changes or AWS shows it turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_rotation: Option<String>,
+    /// Who may read the secret, as its resource policy says (ARNs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
+}
+
+/// The secret's resource policy as last applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessStatus {
+    /// Principals the policy allows to read the secret: the credential's readers, the
+    /// database's `alwaysAllowed` roles and, when restricted, the controller's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
+    /// Every principal not in `readers` is denied GetSecretValue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
+    /// Digest of the policy last applied: tells an edit made outside rdscred (restored, with
+    /// an Event) from a change of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+    /// When the policy was last read back from Secrets Manager.
+    #[schemars(extend("format" = "date-time"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -18,7 +18,9 @@ use kube::runtime::finalizer::{self, finalizer};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use super::conditions::{self, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY};
+use super::conditions::{
+    self, ACCESS_POLICY_READY, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY,
+};
 use super::database::{ResolvedDatabase, resolved_from_status};
 use super::{Context, Error, FINALIZER};
 use crate::aws::ownership::Owner;
@@ -169,7 +171,10 @@ async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> R
         p.requeue_within(poll_interval(cred, ctx));
     }
     match cred.spec.mode {
-        CredentialMode::SyncOnly => apply_sync_only(cred, &db, ctx, p).await,
+        CredentialMode::SyncOnly => {
+            super::access::plan(cred, &db_obj, ctx)?;
+            apply_sync_only(cred, &db, ctx, p).await
+        }
         CredentialMode::Managed => apply_managed(cred, &db_obj, &db, ctx, p).await,
     }
 }
@@ -409,6 +414,10 @@ async fn apply_managed(
         .map(|r| r.strategy)
         .unwrap_or_default();
     let plan = user_plan(cred, db)?;
+    // Who may read the secret: refused here, before anything is written.
+    let access = super::access::plan(cred, db_obj, ctx).inspect_err(|e| {
+        p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+    })?;
     let admin = ctx.admin_logins.get(db).await?;
 
     let meta = ensure_aws_secret(cred, db_obj, db, &plan, &admin, ctx, p)
@@ -472,7 +481,17 @@ async fn apply_managed(
     };
     p.status.current_username = Some(current.value.username.clone());
     p.status.strategy = Some(strategy_name(strategy).into());
-    sync_and_roll(cred, &current, ctx, p).await
+    sync_and_roll(cred, &current, ctx, p).await?;
+    // Last: a policy Secrets Manager refuses must not hold up rotation or the sync.
+    let due = super::access::sync(cred, &access, db, &meta, ctx, &mut p.status, p.generation)
+        .await
+        .inspect_err(|e| {
+            p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+        })?;
+    if let Some(due) = due {
+        p.requeue_within(due);
+    }
+    Ok(())
 }
 
 fn strategy_name(s: RotationStrategy) -> &'static str {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod access;
 mod aws;
 mod engine;
 mod events;
