@@ -12,7 +12,8 @@
 //! | `ListSecretsForChangeDetection` | `ListSecrets` | `*` (cannot be scoped) | — |
 //! | `ReadSecretsUnderPrefix` | `DescribeSecret`, `GetSecretValue` | `secret:PREFIX*` | — (ownership is read from the tags; sync-only reads secrets it does not own) |
 //! | `CreateOwnedSecrets` | `CreateSecret`, `TagResource` | `secret:PREFIX*` | `aws:RequestTag/rdscred.io/managed-by = rdscred` |
-//! | `ManageOwnedSecrets` | every write | `secret:PREFIX*` | `secretsmanager:ResourceTag/rdscred.io/managed-by = rdscred` |
+//! | `ManageOwnedSecrets` | every write, `Get`/`Validate`/`DeleteResourcePolicy` | `secret:PREFIX*` | `secretsmanager:ResourceTag/rdscred.io/managed-by = rdscred` |
+//! | `PutOwnedSecretPolicies` | `PutResourcePolicy` | `secret:PREFIX*` | the same tag, and `secretsmanager:BlockPublicPolicy = true` |
 //! | `ReadAdminSecrets` | `DescribeSecret`, `GetSecretValue` | the admin secrets, or `rds!db-*` / `rds!cluster-*` | — |
 //! | `DescribeDbInstances` / `DescribeDbClusters` | `rds:Describe…` | the instances / clusters (or `db:*` / `cluster:*`) | — |
 //! | `UseSecretKmsKeys` (+ `UseSecretKmsKeysByAlias`) | `kms:GenerateDataKey`, `kms:Decrypt`, `kms:Encrypt` | the keys | `kms:ViaService = secretsmanager.REGION.amazonaws.com` |
@@ -184,10 +185,26 @@ pub fn policy_document(input: &IamPolicyInput) -> Value {
                     "secretsmanager:CancelRotateSecret",
                     "secretsmanager:ReplicateSecretToRegions",
                     "secretsmanager:RemoveRegionsFromReplication",
+                    "secretsmanager:GetResourcePolicy",
+                    "secretsmanager:ValidateResourcePolicy",
+                    "secretsmanager:DeleteResourcePolicy",
                 ],
-                prefix_arns,
+                prefix_arns.clone(),
             ),
             json!({ "StringEquals": { format!("secretsmanager:ResourceTag/{MANAGED_BY_TAG}"): MANAGED_BY_VALUE } }),
+        ));
+        // Who may read an owned secret (spec.secret.readers, spec.accessPolicy): only with
+        // BlockPublicPolicy, so even a compromised controller cannot make a secret public.
+        statements.push(with_condition(
+            statement(
+                "PutOwnedSecretPolicies",
+                &["secretsmanager:PutResourcePolicy"],
+                prefix_arns,
+            ),
+            json!({
+                "StringEquals": { format!("secretsmanager:ResourceTag/{MANAGED_BY_TAG}"): MANAGED_BY_VALUE },
+                "Bool": { "secretsmanager:BlockPublicPolicy": "true" },
+            }),
         ));
     }
 
@@ -547,12 +564,31 @@ mod tests {
             "CancelRotateSecret",
             "ReplicateSecretToRegions",
             "RemoveRegionsFromReplication",
+            "GetResourcePolicy",
+            "ValidateResourcePolicy",
+            "DeleteResourcePolicy",
         ] {
             assert!(
                 actions.contains(&format!("secretsmanager:{a}")),
                 "{a} missing"
             );
         }
+        // Putting a resource policy: owned secrets only, and only with BlockPublicPolicy.
+        assert!(!actions.contains(&"secretsmanager:PutResourcePolicy".to_string()));
+        let put = stmt(&doc, "PutOwnedSecretPolicies").unwrap();
+        assert_eq!(
+            strings(&put["Action"]),
+            vec!["secretsmanager:PutResourcePolicy"]
+        );
+        assert_eq!(strings(&put["Resource"]), vec![arn]);
+        assert_eq!(
+            put["Condition"]["StringEquals"]["secretsmanager:ResourceTag/rdscred.io/managed-by"],
+            "rdscred"
+        );
+        assert_eq!(
+            put["Condition"]["Bool"]["secretsmanager:BlockPublicPolicy"],
+            "true"
+        );
         assert!(
             !actions
                 .iter()
@@ -750,6 +786,7 @@ mod tests {
             "ReadSecretsUnderPrefix",
             "CreateOwnedSecrets",
             "ManageOwnedSecrets",
+            "PutOwnedSecretPolicies",
             "UseSecretKmsKeys",
             "UseSecretKmsKeysByAlias",
             "InvokeRotationLambdas",
@@ -804,9 +841,8 @@ mod tests {
             .flat_map(|s| strings(&s["Action"]))
             .collect();
         for banned in [
-            "secretsmanager:PutResourcePolicy",
-            "secretsmanager:DeleteResourcePolicy",
             "secretsmanager:GetRandomPassword",
+            "secretsmanager:StopReplicationToReplica",
             "iam:PassRole",
             "kms:CreateGrant",
             "kms:DescribeKey",

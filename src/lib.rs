@@ -11,8 +11,10 @@
 //! - [`rotation`]: the four-step rotation protocol; [`schedule`]: when rotations are due;
 //! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
 //! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
-//! - [`iam`]: the least-privilege IAM policy the controller needs.
+//! - [`iam`]: the least-privilege IAM policy the controller needs;
+//! - [`access`]: who may read a credential's secret (its resource policy), rendered and decided.
 
+pub mod access;
 pub mod aws;
 pub mod controller;
 pub mod crd;

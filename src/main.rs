@@ -70,6 +70,11 @@ struct RunArgs {
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
     #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     min_rotation_interval: Duration,
+    /// The IAM role the controller runs as (its IRSA / Pod Identity role). Restricted access
+    /// policies exempt it so the controller can never lock itself out; without it (and without
+    /// `roleArn` on the RdsDatabase) restricted policies are refused.
+    #[arg(long, env = "RDSCRED_CONTROLLER_ROLE_ARN")]
+    controller_role_arn: Option<String>,
     #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = 30)]
     rollouts_per_minute: u32,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
@@ -301,6 +306,7 @@ async fn run_controller(
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,
         default_min_rotation_interval: args.min_rotation_interval,
+        controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

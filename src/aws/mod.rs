@@ -7,6 +7,7 @@
 //!   of clients per (region, role to assume);
 //! - [`secrets`]: Secrets Manager ([`Secrets`], [`SecretMeta`]); [`rds`]: endpoint discovery;
 //! - [`sqs`]: the queue EventBridge delivers Secrets Manager events to ([`Queue`]);
+//! - [`policy`]: the secret's resource policy (who may read it);
 //! - [`ownership`]: the tags naming the RdsCredential a secret belongs to;
 //! - [`calls`]: the API call counters the telemetry module exports.
 //!
@@ -15,6 +16,7 @@
 
 pub mod calls;
 pub mod ownership;
+pub mod policy;
 pub mod rds;
 pub mod secrets;
 pub mod sqs;
@@ -482,6 +484,7 @@ fn from_code(
         | "InvalidParameterCombination"
         | "ValidationException"
         | "MalformedPolicyDocumentException"
+        | "PublicPolicyException"
         | "PreconditionNotMetException"
         | "LimitExceededException"
         | "InvalidNextTokenException" => AwsError::InvalidRequest { operation, detail },

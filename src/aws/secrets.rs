@@ -229,8 +229,8 @@ pub struct NewSecret<'a> {
 /// Secrets Manager client of one scope (region + credentials).
 #[derive(Clone)]
 pub struct Secrets {
-    client: Client,
-    calls: ApiCalls,
+    pub(super) client: Client,
+    pub(super) calls: ApiCalls,
 }
 
 impl Secrets {

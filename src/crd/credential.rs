@@ -30,6 +30,8 @@ use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'sync-only' || (!has(self.username) && !has(self.privileges) && !has(self.roles) && !has(self.rotation))")
     .message("sync-only credentials own nothing but the Kubernetes Secret: username, privileges, roles and rotation must not be set"))]
+#[x_kube(validation = Rule::new("self.mode != 'sync-only' || !has(self.secret.readers)")
+    .message("secret.readers needs a managed secret: rdscred puts no resource policy on a secret it does not own (sync-only)"))]
 #[x_kube(validation = Rule::new("self.mode == 'sync-only' || has(self.username)")
     .message("username is required unless mode is sync-only"))]
 #[x_kube(validation = Rule::new("!has(self.username) || !has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy != 'alternating-users' || size(self.username) <= 26")
@@ -136,6 +138,19 @@ pub struct SecretSpec {
     #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_regions: Vec<ReplicaRegion>,
+    /// IAM roles of the workloads that read this secret (typically their IRSA / EKS Pod
+    /// Identity roles), within the accounts or pattern the database allows. rdscred puts a
+    /// resource policy on the secret allowing them GetSecretValue and DescribeSecret. At most
+    /// 16.
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(max = 2048),
+            regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+        )
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
     /// What happens to the AWS secret and the database user when the RdsCredential is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -167,8 +182,10 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// The Kubernetes Secret written from AWSCURRENT.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+/// The Kubernetes Secret written from AWSCURRENT. Keys, labels and annotations are held to
+/// the API server's rules for a Secret here, so `kubectl apply` fails at once instead of the
+/// Secret write failing later; the planning phase checks the same (and the templates' syntax).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// Secret name (default: the RdsCredential's name).
@@ -180,10 +197,20 @@ pub struct TargetSpec {
     pub name: Option<String>,
     /// Labels of the Secret (at most 64).
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 63 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))")
+        .message("label keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new(r"self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))")
+        .message("label values must be empty or alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new("!('rdscred.io/credential' in self) && !('app.kubernetes.io/managed-by' in self)")
+        .message("rdscred.io/credential and app.kubernetes.io/managed-by are written by rdscred itself"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Annotations of the Secret (at most 64, values up to 4096 characters).
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.lowerAscii().matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$'))")
+        .message("annotation keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    #[x_kube(validation = Rule::new("!('rdscred.io/version-id' in self)")
+        .message("rdscred.io/version-id is written by rdscred itself"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Extra keys rendered from templates: `{{ username }}`, `{{ password }}`, `{{ host }}`,
@@ -191,6 +218,8 @@ pub struct TargetSpec {
     /// `| urlencode`. Example: `DATABASE_URL: postgres://{{ username | urlencode }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}`.
     /// At most 32 keys, each template up to 4096 characters.
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = { "type": "string", "maxLength": 4096 }))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^[-._a-zA-Z0-9]{1,253}$') && k != '.' && !k.startsWith('..'))")
+        .message("template keys become Secret data keys: 1-253 alphanumeric characters, '-', '_' or '.', and not '.', '..' or starting with '..'"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub templates: BTreeMap<String, String>,
 }
@@ -289,6 +318,30 @@ pub struct RdsCredentialStatus {
     /// rules), so it is re-applied only when the spec changes or AWS shows it turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_rotation: Option<String>,
+    /// Who may read the secret, as its resource policy says (ARNs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
+}
+
+/// The secret's resource policy as last applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessStatus {
+    /// Principals the policy allows to read the secret: the credential's readers, the
+    /// database's `alwaysAllowed` roles and, when restricted, the controller's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
+    /// Every principal not in `readers` is denied GetSecretValue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
+    /// Digest of the policy last applied: tells an edit made outside rdscred (restored, with
+    /// an Event) from a change of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+    /// When the policy was last read back from Secrets Manager.
+    #[schemars(extend("format" = "date-time"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
 }
 
 /// A rotation claimed before it starts: what asked for it and the AWSCURRENT version it

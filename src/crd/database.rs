@@ -117,6 +117,52 @@ pub struct RdsDatabaseSpec {
     /// the master password.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_admin_secret_sync: bool,
+
+    /// Who may read the secrets of this database's credentials: a resource policy on each
+    /// secret (docs/access.md). Absent: rdscred puts no policy on them unless a credential
+    /// names `secret.readers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_policy: Option<DatabaseAccessPolicy>,
+}
+
+/// An IAM role ARN (roles only: no users, no account roots, no wildcards, no sessions). The
+/// CRD's pattern in ASCII classes: Rust's `\d` and `\w` are Unicode-aware, the API server's
+/// are not.
+pub const ROLE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$";
+
+/// The platform team's part of each credential secret's resource policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseAccessPolicy {
+    /// IAM roles that may always read every credential secret of this database, whatever
+    /// the credentials say: the break-glass role, an audit role. At most 16.
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(max = 2048),
+            regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+        )
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub always_allowed: Vec<String>,
+    /// Only the listed principals (the credential's readers, `alwaysAllowed`) and the
+    /// controller may read a secret: its policy explicitly denies GetSecretValue to every
+    /// other principal, whatever their identity policies allow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
+    /// AWS accounts a credential's readers may belong to. Empty (and no pattern): the
+    /// secrets' own account only. At most 32.
+    #[schemars(length(max = 32), inner(regex(pattern = r"^\d{12}$")))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_accounts: Vec<String>,
+    /// A pattern every reader a credential names must match (`*`: any characters), for
+    /// example `arn:aws:iam::111122223333:role/orders-*`. With `allowedAccounts`, both apply.
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^arn:[A-Za-z0-9:/_+=,.@*-]+$")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_principal_pattern: Option<String>,
 }
 
 /// Host and port of a database outside RDS.

@@ -152,6 +152,7 @@ impl UserPlan {
     pub fn validate(&self, engine: EngineKind) -> Result<(), DbError> {
         let max = engine.max_username_len();
         quote::check_user_name(&self.username, max)?;
+        check_not_reserved(&self.username, engine)?;
         // The clone name must fit even before the clone exists: it is created on first rotation.
         quote::check_user_name(&Self::clone_username(&self.username), max)?;
         if engine.family() == EngineFamily::Postgres {
@@ -200,13 +201,69 @@ impl UserPlan {
     }
 }
 
+/// Databases that belong to the server, not to an application: a grant there would reach
+/// the catalog, the templates every new database is copied from, or RDS's own database.
+const SYSTEM_DATABASES_PG: &[&str] = &["template0", "template1", "rdsadmin"];
+const SYSTEM_DATABASES_MY: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "rdsadmin",
+];
+
+/// PostgreSQL schemas that are the catalog (`pg_*` is reserved for system schemas).
+fn is_system_schema(schema: &str) -> bool {
+    schema.starts_with("pg_") || schema == "information_schema"
+}
+
+/// Names a user of rdscred's may not have: PostgreSQL's reserved role names (`public`,
+/// `none`, the `current_user` family, the `pg_` prefix: `CREATE ROLE` refuses them), and the
+/// server's own accounts and roles on every engine.
+fn check_not_reserved(username: &str, engine: EngineKind) -> Result<(), DbError> {
+    const PG_RESERVED: &[&str] = &[
+        "public",
+        "none",
+        "current_user",
+        "session_user",
+        "current_role",
+    ];
+    let reserved = FORBIDDEN_ROLES.contains(&username)
+        || matches!(username, "mysql" | "mariadb" | "postgres" | "rdsproxyadmin")
+        || (engine.family() == EngineFamily::Postgres
+            && (PG_RESERVED.contains(&username) || username.starts_with("pg_")));
+    if reserved {
+        return Err(DbError::InvalidName {
+            name: username.to_owned(),
+            reason: "reserved for the server or its own accounts; choose another username".into(),
+        });
+    }
+    Ok(())
+}
+
 fn validate_grant(grant: &PrivilegeGrant, engine: EngineKind) -> Result<(), DbError> {
-    let max_db = match engine.family() {
-        EngineFamily::Postgres => 63,
-        EngineFamily::Mysql => 64,
+    let (max_db, system) = match engine.family() {
+        EngineFamily::Postgres => (63, SYSTEM_DATABASES_PG),
+        EngineFamily::Mysql => (64, SYSTEM_DATABASES_MY),
     };
     quote::check_database_name(&grant.database, max_db)?;
+    if system.contains(&grant.database.to_ascii_lowercase().as_str()) {
+        return Err(DbError::InvalidGrant {
+            detail: format!(
+                "database {} belongs to the server, not to an application; grants on it are refused",
+                grant.database
+            ),
+        });
+    }
     if let Some(schema) = &grant.schema {
+        if engine.family() == EngineFamily::Postgres && is_system_schema(schema) {
+            return Err(DbError::InvalidGrant {
+                detail: format!(
+                    "schema {}.{schema} is a system schema; grants on it are refused",
+                    grant.database
+                ),
+            });
+        }
         if engine.family() == EngineFamily::Mysql {
             return Err(DbError::InvalidGrant {
                 detail: format!(
@@ -346,6 +403,18 @@ impl Admin {
             match &mut self.inner {
                 AdminInner::Postgres(a) => a.sync_privileges(plan).await,
                 AdminInner::Mysql(a) => a.sync_privileges(plan).await,
+            }
+        })
+        .await
+    }
+
+    /// Reads only: the roles, databases and schemas the plan names exist and may be granted
+    /// ([`DbError::InvalidGrant`] otherwise). Nothing is written.
+    pub async fn check_plan(&mut self, plan: &UserPlan) -> Result<(), DbError> {
+        bounded(async {
+            match &mut self.inner {
+                AdminInner::Postgres(a) => a.check_plan(plan).await,
+                AdminInner::Mysql(a) => a.check_plan(plan).await,
             }
         })
         .await

@@ -107,6 +107,22 @@ pub(crate) async fn check_login(target: &ConnectTarget, login: &Login) -> Result
     result
 }
 
+/// Whether server error `number` means the server refused the login itself. Every variant
+/// must count: drift detection, testSecret and the "user exists" checks read AuthFailed, and a
+/// refused login reported as a generic error turns into a retry loop instead of a verdict.
+/// - 1045 `ER_ACCESS_DENIED_ERROR`: wrong password or unknown user (with a password);
+/// - 1698 `ER_ACCESS_DENIED_NO_PASSWORD_ERROR`: MariaDB's answer when the account does not
+///   exist or has no matching authentication (seen for a dropped user);
+/// - 1130 `ER_HOST_NOT_PRIVILEGED`: no account for this host;
+/// - 1862 `ER_MUST_CHANGE_PASSWORD_LOGIN`: password expired, login refused;
+/// - 3118 `ER_ACCOUNT_HAS_BEEN_LOCKED` (MySQL), 4151 `ER_ACCOUNT_HAS_BEEN_LOCKED` (MariaDB);
+/// - 3955 `ER_USER_ACCESS_DENIED_FOR_USER_ACCOUNT_BLOCKED_BY_PASSWORD_LOCK` (MySQL 8.0.19+).
+///
+/// 1044 (access denied to a database) and 1142/1227 are privilege errors of a logged-in user.
+pub(crate) fn login_refused(number: u16) -> bool {
+    matches!(number, 1045 | 1698 | 1130 | 1862 | 3118 | 3955 | 4151)
+}
+
 /// Server error number → [`DbError`]. `secrets` are scrubbed from the server's message.
 fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
     let sqlx::Error::Database(db) = &error else {
@@ -118,7 +134,7 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
         .unwrap_or(0);
     let detail = scrub(&format!("{} (error {number})", db.message()), secrets);
     match number {
-        1045 => DbError::AuthFailed {
+        n if login_refused(n) => DbError::AuthFailed {
             username: username.to_owned(),
         },
         1044 | 1142 | 1227 | 1410 => DbError::PermissionDenied { detail },
@@ -446,6 +462,33 @@ impl MyAdmin {
                 .await?;
         }
         Ok(changes)
+    }
+
+    /// Reads only: every role of the plan is a real role (not another account), every
+    /// database named by a grant exists. MySQL accepts a grant on a database that does not
+    /// exist (it applies once one is created by that name): a typo would silently grant
+    /// nothing now and everything to whoever creates the database later, so it is refused.
+    pub(crate) async fn check_plan(&mut self, plan: &UserPlan) -> Result<(), DbError> {
+        plan.validate(self.engine)?;
+        for role in &plan.roles {
+            self.check_is_role(role).await?;
+        }
+        let databases: BTreeSet<&String> = plan.grants.iter().map(|g| &g.database).collect();
+        for database in databases {
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            )
+            .bind(database)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| map_error(e, "", &[]))?;
+            if found.is_none() {
+                return Err(DbError::InvalidGrant {
+                    detail: format!("database {database} does not exist"),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn drop_users(&mut self, plan: &UserPlan) -> Result<(), DbError> {
@@ -778,6 +821,29 @@ mod tests {
 
     fn lines(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_refused_login_is_auth_failed() {
+        // (error number, refused login?)
+        let table = [
+            (1045, true),
+            (1698, true),
+            (1130, true),
+            (1862, true),
+            (3118, true),
+            (3955, true),
+            (4151, true),
+            (1044, false),
+            (1142, false),
+            (1227, false),
+            (1064, false),
+            (2003, false),
+            (0, false),
+        ];
+        for (number, refused) in table {
+            assert_eq!(login_refused(number), refused, "error {number}");
+        }
     }
 
     #[test]

@@ -125,6 +125,14 @@ pub(crate) async fn check_login(target: &ConnectTarget, login: &Login) -> Result
     result
 }
 
+/// Whether SQLSTATE `code` means the server refused the login: class 28
+/// (`invalid_authorization_specification` 28000 — no pg_hba entry, role cannot log in or does
+/// not exist; `invalid_password` 28P01). Every member of the class counts, so a new subcode
+/// cannot turn a refused login into a retryable generic error.
+pub(crate) fn login_refused(code: &str) -> bool {
+    code.starts_with("28")
+}
+
 /// SQLSTATE → [`DbError`]. `secrets` are scrubbed from the server's message.
 fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
     let sqlx::Error::Database(db) = &error else {
@@ -141,7 +149,7 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
         secrets,
     );
     match code.as_str() {
-        "28P01" | "28000" => DbError::AuthFailed {
+        c if login_refused(c) => DbError::AuthFailed {
             username: username.to_owned(),
         },
         "42501" => DbError::PermissionDenied { detail },
@@ -431,6 +439,32 @@ impl PgAdmin {
         grantees.extend(logins.iter().map(|l| (l.as_str(), &empty)));
         self.sync_acls(&grantees, &mut changes).await?;
         Ok(changes)
+    }
+
+    /// Reads only: every role of the plan is a grantable NOLOGIN group role without
+    /// administrative attributes, every database exists, every schema exists in its
+    /// database. The planning phase runs this before anything is written, so a grant that
+    /// would fail halfway through a sync never starts.
+    pub(crate) async fn check_plan(&mut self, plan: &UserPlan) -> Result<(), DbError> {
+        plan.validate(self.target.engine)?;
+        for role in &plan.roles {
+            self.check_grantable_role(role).await?;
+        }
+        let desired = Desired::from_plan(plan);
+        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys()))
+            .await?;
+        for database in desired.schemas.keys() {
+            let wanted = desired.schemas_in(database);
+            if *database == self.database {
+                check_schemas_exist(&mut self.conn, database, &wanted).await?;
+            } else {
+                let mut conn = connect_admin(&self.target, &self.admin, database).await?;
+                let result = check_schemas_exist(&mut conn, database, &wanted).await;
+                let _ = conn.close().await;
+                result?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn drop_users(&mut self, plan: &UserPlan) -> Result<(), DbError> {
@@ -1004,6 +1038,21 @@ async fn grant_revoke_with(
 mod tests {
     use super::*;
     use crate::crd::PrivilegeGrant;
+
+    #[test]
+    fn every_refused_login_is_auth_failed() {
+        let table = [
+            ("28P01", true),
+            ("28000", true),
+            ("42501", false),
+            ("3D000", false),
+            ("08006", false),
+            ("", false),
+        ];
+        for (code, refused) in table {
+            assert_eq!(login_refused(code), refused, "SQLSTATE {code:?}");
+        }
+    }
 
     #[test]
     fn plan_maps_to_database_schema_and_table_privileges() {

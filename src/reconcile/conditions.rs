@@ -9,6 +9,7 @@ pub const USER_READY: &str = "UserReady";
 pub const SYNCED: &str = "Synced";
 pub const ROTATING: &str = "Rotating";
 pub const DRIFTED: &str = "Drifted";
+pub const ACCESS_POLICY_READY: &str = "AccessPolicyReady";
 pub const ADMIN_READY: &str = "AdminLoginReady";
 pub const ENDPOINT_READY: &str = "EndpointResolved";
 

@@ -17,7 +17,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use tracing::{info, instrument, warn};
 
-use super::conditions::{self, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY};
+use super::conditions::{
+    self, ACCESS_POLICY_READY, DRIFTED, READY, ROTATING, SECRET_READY, SYNCED, USER_READY,
+};
 use super::database::{ResolvedDatabase, resolved_from_status};
 use super::request::{self, ClaimState, Trigger};
 use super::status_write::{self, StatusBase};
@@ -162,14 +164,17 @@ async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> R
     let db_obj = database_of(cred, ctx).await?;
     admit_namespace(cred, &db_obj, ctx).await?;
     let db = resolved_from_status(&db_obj, ctx, cred.spec.mode == CredentialMode::Managed).await?;
-    check_secret_name(cred, &db_obj, &db)?;
-    check_claims(cred, ctx)?;
+    // Every refusal of the spec is decided here, before anything is written anywhere.
+    super::plan::prepare(cred, &db_obj, &db, ctx, &p.status).await?;
     // The bulk poller triggers a reconcile when AWSCURRENT moves; requeue only for a per-credential poll interval shorter than its.
     if poll_interval(cred, ctx) < ctx.settings.poll_interval {
         p.requeue_within(poll_interval(cred, ctx));
     }
     match cred.spec.mode {
-        CredentialMode::SyncOnly => apply_sync_only(cred, &db, ctx, p).await,
+        CredentialMode::SyncOnly => {
+            super::access::plan(cred, &db_obj, ctx)?;
+            apply_sync_only(cred, &db, ctx, p).await
+        }
         CredentialMode::Managed => apply_managed(cred, &db_obj, &db, ctx, p).await,
     }
 }
@@ -233,7 +238,7 @@ async fn admit_namespace(
 
 /// Managed secrets must live under the database's prefix; sync-only may also name the admin
 /// secret when the database explicitly allows handing it out.
-fn check_secret_name(
+pub(super) fn check_secret_name(
     cred: &RdsCredential,
     db: &RdsDatabase,
     resolved: &ResolvedDatabase,
@@ -281,7 +286,7 @@ fn secret_id_matches(id: &str, reference: &str) -> bool {
 
 /// Two credentials never claim one secret, nor one database user on one database. The older
 /// claim wins (creation time, then uid), so the outcome does not depend on reconcile order.
-fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
+pub(super) fn check_claims(cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
     let mine = claimed_names(cred);
     for other in ctx.all_credentials() {
         if other.uid() == cred.uid() || other.metadata.deletion_timestamp.is_some() {
@@ -409,6 +414,10 @@ async fn apply_managed(
         .map(|r| r.strategy)
         .unwrap_or_default();
     let plan = user_plan(cred, db)?;
+    // Who may read the secret: refused here, before anything is written.
+    let access = super::access::plan(cred, db_obj, ctx).inspect_err(|e| {
+        p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+    })?;
     let admin = ctx.admin_logins.get(db).await?;
 
     let meta = ensure_aws_secret(cred, db_obj, db, &plan, &admin, ctx, p)
@@ -472,7 +481,17 @@ async fn apply_managed(
     };
     p.status.current_username = Some(current.value.username.clone());
     p.status.strategy = Some(strategy_name(strategy).into());
-    sync_and_roll(cred, &current, ctx, p).await
+    sync_and_roll(cred, &current, ctx, p).await?;
+    // Last: a policy Secrets Manager refuses must not hold up rotation or the sync.
+    let due = super::access::sync(cred, &access, db, &meta, ctx, &mut p.status, p.generation)
+        .await
+        .inspect_err(|e| {
+            p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+        })?;
+    if let Some(due) = due {
+        p.requeue_within(due);
+    }
+    Ok(())
 }
 
 fn strategy_name(s: RotationStrategy) -> &'static str {

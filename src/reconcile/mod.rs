@@ -1,10 +1,12 @@
 //! Reconcile of both kinds: the shared context, typed errors and how they map to conditions
 //! and requeues, and small helpers for conditions and Events.
 
+mod access;
 pub mod conditions;
 pub mod credential;
 pub mod database;
 mod error;
+pub mod plan;
 pub mod request;
 pub mod status_write;
 
@@ -49,6 +51,9 @@ pub struct Settings {
     pub default_min_rotation_interval: Duration,
     /// How long a rotation waits for dependent rollouts when the spec does not say.
     pub default_rollout_timeout: Duration,
+    /// The IAM role the controller's own credentials belong to (`--controller-role-arn`):
+    /// exempted from the Deny of restricted access policies on databases without a `roleArn`.
+    pub controller_role_arn: Option<String>,
     /// Tests only (never set from flags): every rotation this controller starts stops or
     /// pauses right after the given step, to kill the controller there.
     pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
@@ -66,6 +71,7 @@ impl Default for Settings {
             rollouts_per_minute: 30,
             default_min_rotation_interval: Duration::from_secs(3600),
             default_rollout_timeout: Duration::from_secs(900),
+            controller_role_arn: None,
             crash_point: None,
         }
     }

@@ -88,6 +88,7 @@ KNOWN_ENV = {
     "RDSCRED_ROLLOUTS_PER_MINUTE",
     "AWS_REGION",
     "RDSCRED_AWS_ENDPOINT_URL",
+    "RDSCRED_CONTROLLER_ROLE_ARN",
     "RDSCRED_LOG_FORMAT",
     "RUST_LOG",
     "RDSCRED_HTTP_ADDR",
@@ -215,7 +216,7 @@ def test_env_defaults():
     assert env["RDSCRED_HTTP_ADDR"] == "0.0.0.0:8080"
     assert env["RDSCRED_LEADER_ELECT"] == "true"
     # Unset optional settings are not passed at all (the SDK's provider chain decides).
-    for absent in ("RDSCRED_WATCH_NAMESPACES", "AWS_REGION", "RDSCRED_AWS_ENDPOINT_URL"):
+    for absent in ("RDSCRED_WATCH_NAMESPACES", "AWS_REGION", "RDSCRED_AWS_ENDPOINT_URL", "RDSCRED_CONTROLLER_ROLE_ARN"):
         assert absent not in env
     assert set(env) <= KNOWN_ENV, set(env) - KNOWN_ENV
 
@@ -365,6 +366,16 @@ def test_irsa_annotation():
     notes = render_raw(VALUE_SETS["irsa"])["rdscred/templates/NOTES.txt"]
     assert "arn:aws:iam::123456789012:role/rdscred" in notes
     assert "system:serviceaccount:rdscred-system:rdscred" in notes
+
+
+def test_controller_role_for_restricted_access_policies():
+    """The controller knows its own role (exempted from restricted access policies): the IRSA
+    role by default, aws.controllerRoleArn when set (EKS Pod Identity)."""
+    irsa = env_of(container(render(VALUE_SETS["irsa"])))
+    assert irsa["RDSCRED_CONTROLLER_ROLE_ARN"] == "arn:aws:iam::123456789012:role/rdscred"
+    pod_identity = {"aws": {"controllerRoleArn": "arn:aws:iam::123456789012:role/pod-identity"}}
+    env = env_of(container(render(pod_identity)))
+    assert env["RDSCRED_CONTROLLER_ROLE_ARN"] == "arn:aws:iam::123456789012:role/pod-identity"
 
 
 def test_no_irsa_by_default_and_pod_identity_documented():
@@ -518,6 +529,8 @@ def test_network_policy_from_values():
         {"networkPolicy": {"aws": {"cidrs": ["everywhere"]}}},
         {"leaderElection": {"enabled": True, "leaseName": "Not_A_Name"}},
         {"metrics": {"prometheusRule": {"severity": "page"}}},
+        {"aws": {"controllerRoleArn": "rdscred"}},
+        {"aws": {"controllerRoleArn": "arn:aws:iam::123456789012:user/rdscred"}},
     ],
     ids=lambda v: repr(v)[:60],
 )

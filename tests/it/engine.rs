@@ -344,6 +344,78 @@ async fn tls_modes(s: &Server, who: &Login) {
     }
 }
 
+/// Every way the server refuses a login is `AuthFailed`: a user that never existed, a dropped
+/// one, an empty password, and (per engine) a locked account or a role without LOGIN. Drift
+/// detection and every login check read this; a generic `DatabaseError` would retry forever.
+async fn refused_logins_are_auth_failed(s: Server, lock_sql: fn(&str) -> String) {
+    let name = unique("deny");
+    let p = plan(&name, vec![], vec![]);
+    let password = "locked-Pa55word";
+    with_cleanup(
+        async {
+            let never = unique("never");
+            let mut cases = vec![
+                (format!("never-existing user {never}"), login(&never, "x")),
+                (
+                    format!("never-existing user {never}, empty password"),
+                    login(&never, ""),
+                ),
+            ];
+            let mut a = admin(&s).await;
+            a.ensure_login_user(&p, &name, &SecretString::new(password))
+                .await
+                .unwrap();
+            engine::check_login(&s.target, &login(&name, password))
+                .await
+                .expect("logs in before it is locked");
+            cases.push((format!("{name} with an empty password"), login(&name, "")));
+            match s.target.engine {
+                EngineKind::Postgres => pg_admin_sql(&s, &s.database, &lock_sql(&name)).await,
+                _ => my_admin_sql(&s, &lock_sql(&name)).await,
+            }
+            cases.push((
+                format!("{name} locked / without LOGIN"),
+                login(&name, password),
+            ));
+            for (what, who) in &cases {
+                let e = engine::check_login(&s.target, who).await.unwrap_err();
+                assert!(
+                    matches!(&e, DbError::AuthFailed { username } if *username == who.username),
+                    "{what}: {e:?}"
+                );
+            }
+            a.drop_users(&p).await.unwrap();
+            let e = engine::check_login(&s.target, &login(&name, password))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, DbError::AuthFailed { .. }),
+                "dropped user: {e:?}"
+            );
+            let e = engine::check_login(&s.target, &login(&name, ""))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, DbError::AuthFailed { .. }),
+                "dropped user, empty password: {e:?}"
+            );
+            a.close().await;
+        },
+        drop_plan(&s, &p),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pg_refused_logins_are_auth_failed() {
+    refused_logins_are_auth_failed(pg(), |u| format!("ALTER ROLE \"{u}\" NOLOGIN")).await;
+}
+
+#[tokio::test]
+async fn mariadb_refused_logins_are_auth_failed() {
+    refused_logins_are_auth_failed(maria(), |u| format!("ALTER USER '{u}'@'%' ACCOUNT LOCK")).await;
+}
+
 #[tokio::test]
 async fn pg_user_lifecycle() {
     user_lifecycle(pg()).await;

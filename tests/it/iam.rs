@@ -34,11 +34,11 @@ use crate::iam_eval::{Decision, Request, evaluate};
 use crate::support::{DbServer, Ground, unique, wait_for};
 
 /// moto's account and the tests' region.
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
-const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
+pub(crate) const ACCOUNT: &str = "123456789012";
+pub(crate) const REGION: &str = "us-east-1";
+pub(crate) const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 
-fn input() -> IamPolicyInput {
+pub(crate) fn input() -> IamPolicyInput {
     IamPolicyInput {
         partition: "aws".into(),
         regions: vec![REGION.into()],
@@ -52,7 +52,7 @@ fn input() -> IamPolicyInput {
 /// What the model knows about secrets while replaying a request log: tags and KMS key per
 /// secret name, and which aliases each KMS key has.
 #[derive(Default)]
-struct Model {
+pub(crate) struct Model {
     tags: HashMap<String, BTreeMap<String, String>>,
     kms: HashMap<String, Option<String>>,
     /// alias name (`alias/x`) -> key ARN.
@@ -142,7 +142,7 @@ impl Model {
 
     /// The authorization checks AWS performs for one request, then the request's effect on
     /// the model (tags, keys).
-    fn checks(&mut self, req: &RecordedRequest) -> Vec<Request> {
+    pub(crate) fn checks(&mut self, req: &RecordedRequest) -> Vec<Request> {
         let p = &req.params;
         let region = req.region.as_str();
         let id = p["SecretId"].as_str().unwrap_or("").to_string();
@@ -299,6 +299,18 @@ impl Model {
                 out.insert(0, r);
                 out
             }
+            // BlockPublicPolicy is a condition key of PutResourcePolicy (absent when not sent).
+            ("secretsmanager", "PutResourcePolicy") => {
+                let mut r = self.on_secret("PutResourcePolicy", &id, region);
+                if let Some(b) = p["BlockPublicPolicy"].as_bool() {
+                    r = r.with("secretsmanager:BlockPublicPolicy", &[&b.to_string()]);
+                }
+                vec![r]
+            }
+            (
+                "secretsmanager",
+                op @ ("GetResourcePolicy" | "ValidateResourcePolicy" | "DeleteResourcePolicy"),
+            ) => vec![self.on_secret(op, &id, region)],
             (
                 "secretsmanager",
                 op @ ("UpdateSecretVersionStage"
@@ -337,7 +349,7 @@ impl Model {
 /// Every check of every request the controller sent, evaluated against `policies` (by the
 /// role the request ran as; `None` = the controller's own). Panics listing every denial.
 /// Returns the actions evaluated (to prove a scenario exercised what it is about).
-async fn assert_allowed(
+pub(crate) async fn assert_allowed(
     g: &Ground,
     model: &mut Model,
     policies: &HashMap<Option<String>, Value>,
@@ -398,7 +410,7 @@ async fn assert_allowed(
     actions
 }
 
-fn expect_actions(got: &BTreeSet<String>, want: &[&str]) {
+pub(crate) fn expect_actions(got: &BTreeSet<String>, want: &[&str]) {
     for a in want {
         assert!(
             got.contains(*a),
@@ -409,7 +421,7 @@ fn expect_actions(got: &BTreeSet<String>, want: &[&str]) {
 
 // ------------------------------------------------------------------ scenarios
 
-async fn admitted(g: &Ground) -> String {
+pub(crate) async fn admitted(g: &Ground) -> String {
     let ns = unique("ns-");
     g.namespace(&ns, &[NS_LABEL]).await;
     ns
@@ -422,7 +434,7 @@ async fn ready_with(g: &Ground, ns: &str, name: &str, spec: Value) -> RdsCredent
     g.wait_ready(ns, name).await
 }
 
-async fn patch_credential(g: &Ground, ns: &str, name: &str, patch: Value) {
+pub(crate) async fn patch_credential(g: &Ground, ns: &str, name: &str, patch: Value) {
     Api::<RdsCredential>::namespaced(g.client.clone(), ns)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -946,7 +958,7 @@ async fn rds_instance_policy_allows_every_request() {
 }
 
 /// `adminLogin.secretId` of each database.
-async fn admin_secrets(g: &Ground, dbs: &[&str]) -> Vec<String> {
+pub(crate) async fn admin_secrets(g: &Ground, dbs: &[&str]) -> Vec<String> {
     let api = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone());
     let mut out = Vec::new();
     for db in dbs {
@@ -989,6 +1001,7 @@ fn the_model_knows_every_operation_the_code_calls() {
     let mut seen = 0;
     for (service, file) in [
         ("secretsmanager", "src/aws/secrets.rs"),
+        ("secretsmanager", "src/aws/policy.rs"),
         ("rds", "src/aws/rds.rs"),
     ] {
         let text =

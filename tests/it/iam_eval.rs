@@ -4,7 +4,10 @@
 //! `*`/`?` wildcards, and the condition operators rdscred's policy can contain: `String*`
 //! (incl. `Like`, `IgnoreCase`, `Not…`, `…IfExists`), `Null`, `Bool`, the `ForAnyValue:` and
 //! `ForAllValues:` set qualifiers. Anything else (policy variables, other operators, a
-//! `Principal`) fails the test: an evaluator that guessed would prove nothing.
+//! `Principal` in an identity policy) fails the test: an evaluator that guessed would prove
+//! nothing. Resource-based policies (a secret's, `evaluate_resource`) match `Principal` by role
+//! ARN, account or `*`, and `evaluate_access` combines both kinds the way AWS does for one
+//! account (either may allow) and across accounts (both must), explicit Deny first.
 //!
 //! Why not a library: scratchstack-aspen has no set qualifiers (the policy uses
 //! `ForAnyValue:StringEquals`); wami-condition evaluates condition blocks only (actions,
@@ -61,6 +64,85 @@ pub enum Decision {
 /// Evaluates `policy` (a policy document) for `request`; the Sids of the statements that
 /// decided it come along (for messages).
 pub fn evaluate(policy: &Value, request: &Request) -> (Decision, Vec<String>) {
+    evaluate_statements(policy, request, None)
+}
+
+/// Evaluates a resource-based policy (every statement has a `Principal`) for `request` made by
+/// `principal` (a role ARN): a statement applies when its Principal is `"*"`, `{"AWS": "*"}`,
+/// names the role's ARN or its account (`ACCOUNT` or `arn:...:root`).
+pub fn evaluate_resource(
+    policy: &Value,
+    principal: &str,
+    request: &Request,
+) -> (Decision, Vec<String>) {
+    evaluate_statements(policy, request, Some(principal))
+}
+
+fn account_of(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or("")
+}
+
+fn principal_matches(statement: &Value, principal: &str) -> bool {
+    assert!(
+        statement.get("NotPrincipal").is_none(),
+        "NotPrincipal is not supported by this evaluator"
+    );
+    let names = |v: &Value| -> bool {
+        strings(v).iter().any(|p| {
+            p == "*"
+                || p == principal
+                || p == account_of(principal)
+                || *p == format!("arn:aws:iam::{}:root", account_of(principal))
+        })
+    };
+    match &statement["Principal"] {
+        Value::String(s) => s == "*",
+        Value::Object(m) => m.iter().all(|(k, _)| k == "AWS") && m.get("AWS").is_some_and(names),
+        other => panic!("a resource policy statement needs a Principal: {other}"),
+    }
+}
+
+/// The decision for a principal of the secret's account reading it: an explicit Deny in either
+/// policy wins, else an Allow in either suffices (same account). For a principal of another
+/// account both must allow (cross-account access). `identity` is the principal's identity
+/// policy (`None`: none at all); the request context gets `aws:PrincipalArn`,
+/// `aws:PrincipalAccount` and `aws:PrincipalIsAWSService` like AWS fills them.
+pub fn evaluate_access(
+    identity: Option<&Value>,
+    resource: Option<&Value>,
+    principal: &str,
+    resource_account: &str,
+    request: &Request,
+) -> Decision {
+    let request = request
+        .clone()
+        .with("aws:PrincipalArn", &[principal])
+        .with("aws:PrincipalAccount", &[account_of(principal)])
+        .with("aws:PrincipalIsAWSService", &["false"]);
+    let id = identity.map_or(Decision::ImplicitDeny, |p| evaluate(p, &request).0);
+    let res = resource.map_or(Decision::ImplicitDeny, |p| {
+        evaluate_resource(p, principal, &request).0
+    });
+    if id == Decision::ExplicitDeny || res == Decision::ExplicitDeny {
+        return Decision::ExplicitDeny;
+    }
+    let allowed = if account_of(principal) == resource_account {
+        id == Decision::Allow || res == Decision::Allow
+    } else {
+        id == Decision::Allow && res == Decision::Allow
+    };
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
+fn evaluate_statements(
+    policy: &Value,
+    request: &Request,
+    principal: Option<&str>,
+) -> (Decision, Vec<String>) {
     let statements = match &policy["Statement"] {
         Value::Array(a) => a.clone(),
         s @ Value::Object(_) => vec![s.clone()],
@@ -68,10 +150,17 @@ pub fn evaluate(policy: &Value, request: &Request) -> (Decision, Vec<String>) {
     };
     let mut allowed_by = Vec::new();
     for s in &statements {
-        assert!(
-            s.get("Principal").is_none() && s.get("NotPrincipal").is_none(),
-            "identity policies have no Principal: {s}"
-        );
+        match principal {
+            None => assert!(
+                s.get("Principal").is_none() && s.get("NotPrincipal").is_none(),
+                "identity policies have no Principal: {s}"
+            ),
+            Some(p) => {
+                if !principal_matches(s, p) {
+                    continue;
+                }
+            }
+        }
         if !applies(s, request) {
             continue;
         }
@@ -445,6 +534,65 @@ mod tests {
         let mut missing = base.clone();
         missing.context.remove("aws:requesttag/owner");
         assert_eq!(evaluate(&p, &missing).0, Decision::ImplicitDeny);
+    }
+
+    #[test]
+    fn resource_policies_and_the_combination_with_identity_policies() {
+        let app = "arn:aws:iam::111122223333:role/app";
+        let other = "arn:aws:iam::111122223333:role/other";
+        let foreign = "arn:aws:iam::444455556666:role/app";
+        let secret = "arn:aws:secretsmanager:us-east-1:111122223333:secret:s-AbCdEf";
+        let read = Request::new("secretsmanager:GetSecretValue", secret);
+        let allow_app = json!({ "Statement": [{ "Sid": "A", "Effect": "Allow",
+            "Principal": { "AWS": [app, foreign] }, "Action": "secretsmanager:GetSecretValue", "Resource": "*" }] });
+        let deny_others = json!({ "Statement": [{ "Sid": "D", "Effect": "Deny", "Principal": "*",
+            "Action": "secretsmanager:GetSecretValue", "Resource": "*",
+            "Condition": { "StringNotEquals": { "aws:PrincipalArn": [app] },
+                           "BoolIfExists": { "aws:PrincipalIsAWSService": "false" } } }] });
+        let admin = policy(json!([{ "Effect": "Allow", "Action": "*", "Resource": "*" }]));
+        let acct = "111122223333";
+        // (identity, resource, principal, decision)
+        let table: Vec<(Option<&Value>, Option<&Value>, &str, Decision)> = vec![
+            // Same account: the resource policy alone suffices.
+            (None, Some(&allow_app), app, Decision::Allow),
+            (None, Some(&allow_app), other, Decision::ImplicitDeny),
+            // ... and so does the identity policy alone.
+            (Some(&admin), None, other, Decision::Allow),
+            (Some(&admin), Some(&allow_app), other, Decision::Allow),
+            // An explicit Deny in the resource policy beats an identity Allow.
+            (
+                Some(&admin),
+                Some(&deny_others),
+                other,
+                Decision::ExplicitDeny,
+            ),
+            (Some(&admin), Some(&deny_others), app, Decision::Allow),
+            // Across accounts both must allow.
+            (None, Some(&allow_app), foreign, Decision::ImplicitDeny),
+            (Some(&admin), Some(&allow_app), foreign, Decision::Allow),
+            (Some(&admin), None, foreign, Decision::ImplicitDeny),
+        ];
+        for (identity, resource, principal, want) in table {
+            assert_eq!(
+                evaluate_access(identity, resource, principal, acct, &read),
+                want,
+                "{principal} identity={} resource={}",
+                identity.is_some(),
+                resource
+                    .map(|r| r["Statement"][0]["Sid"].to_string())
+                    .unwrap_or_default()
+            );
+        }
+        // Principal by account id and by account root.
+        let by_account = json!({ "Statement": [{ "Effect": "Allow", "Principal": { "AWS": "arn:aws:iam::111122223333:root" }, "Action": "*", "Resource": "*" }] });
+        assert_eq!(
+            evaluate_resource(&by_account, other, &read).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate_resource(&by_account, foreign, &read).0,
+            Decision::ImplicitDeny
+        );
     }
 
     #[test]

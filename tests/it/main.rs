@@ -4,6 +4,7 @@
 
 mod support;
 
+mod access;
 mod aws;
 mod concurrency;
 mod engine;
@@ -18,3 +19,4 @@ mod rotation;
 mod rotation_e2e;
 mod runtime;
 mod validation;
+mod validation_refusals;

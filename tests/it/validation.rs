@@ -301,10 +301,56 @@ async fn bad_credentials_are_rejected() {
             json!({ "rotation": { "schedule": { "scheduleExpression": format!("cron({})", "0 ".repeat(130)) } } }),
             "spec.rotation.schedule.scheduleExpression: Too long",
         ),
+        // The target Secret as a real API server will judge it (issue 11).
+        (
+            json!({ "target": { "templates": { "DATABASE URL": "{{ host }}" } } }),
+            "spec.target.templates: Invalid value: \"object\": template keys become Secret data keys",
+        ),
+        (
+            json!({ "target": { "templates": { "..data": "{{ host }}" } } }),
+            "spec.target.templates: Invalid value",
+        ),
+        (
+            json!({ "target": { "labels": { "not valid!": "x" } } }),
+            "spec.target.labels: Invalid value: \"object\": label keys must be qualified names",
+        ),
+        (
+            json!({ "target": { "labels": { "Bad_Prefix/x": "x" } } }),
+            "label keys must be qualified names",
+        ),
+        (
+            json!({ "target": { "labels": { "team": "a b" } } }),
+            "label values must be empty or",
+        ),
+        (
+            json!({ "target": { "labels": { "rdscred.io/credential": "x" } } }),
+            "written by rdscred itself",
+        ),
+        (
+            json!({ "target": { "annotations": { "not valid!": "x" } } }),
+            "spec.target.annotations: Invalid value: \"object\": annotation keys must be qualified names",
+        ),
+        (
+            json!({ "target": { "annotations": { "rdscred.io/version-id": "x" } } }),
+            "written by rdscred itself",
+        ),
     ];
     for (patch, expect) in cases {
         rejected(&g, "RdsCredential", good_credential(), patch, expect).await;
     }
+    // Keys a real API server accepts pass admission (annotation names are case-insensitive).
+    let mut spec = good_credential();
+    merge(
+        &mut spec,
+        json!({ "target": {
+            "templates": { "DATABASE_URL": "{{ host }}", ".env": "{{ port }}", "a-b.c": "x" },
+            "labels": { "app.kubernetes.io/name": "orders", "Team": "", "x": "A_b-1.2" },
+            "annotations": { "Example.COM/Note": "anything at all", "note": "" },
+        } }),
+    );
+    create(&g, "RdsCredential", &crate::support::unique("keys-"), spec)
+        .await
+        .expect("valid keys are accepted");
     // Schedules Secrets Manager accepts pass admission.
     for expr in [
         "rate(4 hours)",

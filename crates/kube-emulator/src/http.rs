@@ -537,8 +537,26 @@ fn resource(
                         .and_then(Value::as_array)
                         .is_some_and(|a| a.iter().any(|x| x == "All")),
             };
-            let obj = lock().delete(rt, &ns, &name, &opts)?;
-            Ok(json_response(200, &out(obj)))
+            match lock().delete(rt, &ns, &name, &opts)? {
+                Ok(still_there) => Ok(json_response(200, &out(still_there))),
+                // Gone at once (no finalizers): the real server answers with a Status naming
+                // it, so clients can tell "deleted" from "waiting for finalizers".
+                Err(last) => Ok(json_response(
+                    200,
+                    &json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": last.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                            "group": rt.group,
+                            "kind": rt.plural,
+                            "uid": last.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+                        },
+                    }),
+                )),
+            }
         }
         _ => Err(ApiError::method_not_allowed()),
     }

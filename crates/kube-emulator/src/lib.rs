@@ -21,6 +21,7 @@ pub mod cel_cost;
 mod discovery;
 mod error;
 mod http;
+mod objmeta;
 mod patch;
 mod rbac;
 mod registry;

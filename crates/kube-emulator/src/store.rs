@@ -167,62 +167,8 @@ fn spec_part(obj: &Value) -> Value {
     Value::Object(o)
 }
 
-const DNS1123_SUBDOMAIN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-
 fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let name = meta_str(obj, "name");
-    let (re, max, what, example) = if rt.flavor == Flavor::Namespace {
-        (
-            DNS1123_LABEL,
-            63,
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
-            "'my-name', or '123-abc'",
-        )
-    } else {
-        (
-            DNS1123_SUBDOMAIN,
-            253,
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            "'example.com'",
-        )
-    };
-    let valid = regex::Regex::new(re).expect("static regex");
-    if name.len() > max || !valid.is_match(name) {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &json!(name),
-            &format!(
-                "{what} (e.g. {example}, regex used for validation is '{}')",
-                re.trim_start_matches('^').trim_end_matches('$')
-            ),
-        ));
-    }
-    let label_value =
-        regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").expect("static regex");
-    if let Some(labels) = meta(obj).get("labels").and_then(Value::as_object) {
-        for (k, v) in labels {
-            let s = v.as_str().unwrap_or("");
-            if !v.is_string() || s.len() > 63 || !label_value.is_match(s) {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                ));
-            }
-            let name_part = k.rsplit('/').next().unwrap_or("");
-            if name_part.is_empty() || name_part.len() > 63 {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    &json!(k),
-                    "name part must be no more than 63 characters",
-                ));
-            }
-        }
-    }
-    errs
+    crate::objmeta::validate_object_meta(rt, obj)
 }
 
 impl State {
@@ -530,9 +476,11 @@ impl State {
                         .iter()
                         .map(|p| format!("unknown field \"{p}\""))
                         .collect();
+                    // The real server's text: the decoder's prefix, then the field list.
                     return Err(ApiError::bad_request(format!(
-                        "strict decoding error: {}",
-                        list.join(", ")
+                        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                        list.join(", "),
+                        kind = rt.kind
                     )));
                 }
                 Ok(_) => {}
@@ -646,6 +594,10 @@ impl State {
             obj.as_object_mut().expect("object").remove("status");
         }
         self.prepare(rt, version, obj, None, opts)?;
+        let errs = crate::objmeta::validate_data(rt, obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(rt, &name, errs));
+        }
         let now = now_rfc3339();
         if !managed {
             apply::record_update(
@@ -837,6 +789,10 @@ impl State {
             return Err(ApiError::invalid(rt, name, errs));
         }
         self.prepare(rt, version, &mut new, Some(&old), opts)?;
+        let errs = crate::objmeta::validate_data(rt, &new);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(rt, name, errs));
+        }
         if rt.has_generation && spec_part(&new) != spec_part(&old) {
             let g = meta(&old)
                 .get("generation")
@@ -1056,13 +1012,16 @@ impl State {
     }
 
     /// DELETE: with finalizers (or contents, for namespaces/CRDs) only marks the object.
+    /// Returns the object while it still exists (marked for deletion, or a dry run) and
+    /// `Err(last state)` once it is gone, which the HTTP layer answers with a
+    /// `Status{Success}` as the real server does.
     pub fn delete(
         &mut self,
         rt: &Arc<ResourceType>,
         ns: &str,
         name: &str,
         opts: &DeleteOpts,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Result<Value, Value>, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
         if let Some(uid) = &opts.uid
@@ -1090,14 +1049,17 @@ impl State {
             ));
         }
         if opts.dry_run {
-            return Ok(old);
+            return Ok(Ok(old));
         }
         if opts.orphan {
             self.orphan_dependents(meta_str(&old, "uid"));
         }
         let result = self.delete_object(rt, ns, name);
         self.after_removal();
-        Ok(result.unwrap_or(old))
+        match self.get_raw(&rt.key(), ns, name) {
+            Some(still_there) => Ok(Ok(still_there.clone())),
+            None => Ok(Err(result.unwrap_or(old))),
+        }
     }
 
     /// Marks or removes one object; returns its state afterwards (None if it was gone).

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Api, ResourceExt};
 
@@ -268,4 +268,160 @@ async fn discovery_finds_builtins_and_crds() {
     );
     let info = emu.client().apiserver_version().await.unwrap();
     assert_eq!(info.major, "1");
+}
+
+/// Built-in objects are validated as kube-apiserver does, with its messages: Secret data keys
+/// (after `stringData` is folded in), label and annotation keys and values, on create and on
+/// every kind of update.
+#[tokio::test]
+async fn built_in_objects_are_validated_like_a_real_server() {
+    let emu = emulator();
+    let secrets: Api<Secret> = Api::default_namespaced(emu.client());
+    let pp = PostParams::default();
+    let secret = |name: &str, key: &str| Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(key.to_string(), "v".to_string())])),
+        ..Default::default()
+    };
+    let e = api_err(secrets.create(&pp, &secret("s", "DATABASE URL")).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "Secret \"s\" is invalid: data[DATABASE URL]: Invalid value: \"DATABASE URL\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+    );
+    let causes = e.details.as_ref().unwrap().causes.clone();
+    assert_eq!(causes[0].field, "data[DATABASE URL]");
+    let e = api_err(secrets.create(&pp, &secret("s", "..x")).await);
+    assert!(
+        e.message.ends_with("must not start with '..'"),
+        "{}",
+        e.message
+    );
+
+    let mut ok = secret("s", "DATABASE_URL");
+    secrets.create(&pp, &ok).await.unwrap();
+    // An update (replace, merge patch, server-side apply) is held to the same rules.
+    ok = secrets.get("s").await.unwrap();
+    ok.metadata.annotations = Some(BTreeMap::from([("not valid!".into(), "x".into())]));
+    let e = api_err(secrets.replace("s", &pp, &ok).await);
+    assert_eq!(
+        e.message,
+        "Secret \"s\" is invalid: metadata.annotations: Invalid value: \"not valid!\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+    );
+    let patch = |v: serde_json::Value| kube::api::Patch::Merge(v);
+    let e = api_err(
+        secrets
+            .patch(
+                "s",
+                &Default::default(),
+                &patch(serde_json::json!({"stringData": {"a b": "x"}})),
+            )
+            .await,
+    );
+    assert!(
+        e.message.contains("data[a b]: Invalid value"),
+        "{}",
+        e.message
+    );
+    let e = api_err(
+        secrets
+            .patch(
+                "s",
+                &Default::default(),
+                &patch(serde_json::json!({"metadata": {"labels": {"Bad_Prefix/x": "v"}}})),
+            )
+            .await,
+    );
+    assert!(
+        e.message.contains("metadata.labels: Invalid value: \"Bad_Prefix/x\": prefix part a lowercase RFC 1123 subdomain"),
+        "{}",
+        e.message
+    );
+    let e = api_err(
+        secrets
+            .patch(
+                "s",
+                &Default::default(),
+                &patch(serde_json::json!({"metadata": {"labels": {"app": "has space"}}})),
+            )
+            .await,
+    );
+    assert!(
+        e.message.contains(
+            "metadata.labels: Invalid value: \"has space\": a valid label must be an empty string"
+        ),
+        "{}",
+        e.message
+    );
+    let big = "x".repeat(objmeta_limit());
+    let e = api_err(
+        secrets
+            .patch(
+                "s",
+                &Default::default(),
+                &patch(serde_json::json!({"metadata": {"annotations": {"big": big}}})),
+            )
+            .await,
+    );
+    assert!(
+        e.message
+            .ends_with("metadata.annotations: Too long: may not be more than 262144 bytes"),
+        "{}",
+        e.message
+    );
+    let ssa = PatchParams::apply("tester");
+    let e = api_err(
+        secrets
+            .patch(
+                "s",
+                &ssa,
+                &kube::api::Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                    "stringData": {"x y": "1"}
+                })),
+            )
+            .await,
+    );
+    assert!(e.message.contains("data[x y]"), "{}", e.message);
+    // Nothing of the refused writes was stored.
+    let stored = secrets.get("s").await.unwrap();
+    assert_eq!(
+        stored.data.unwrap().keys().collect::<Vec<_>>(),
+        vec!["DATABASE_URL"]
+    );
+    assert!(stored.metadata.annotations.unwrap_or_default().is_empty());
+}
+
+fn objmeta_limit() -> usize {
+    256 * 1024
+}
+
+/// A DELETE that removes the object at once answers with `Status{Success}` (kube-rs:
+/// `Either::Right`); one held by a finalizer answers with the object (`Either::Left`).
+#[tokio::test]
+async fn immediate_delete_answers_with_a_success_status() {
+    let emu = emulator();
+    let api: Api<ConfigMap> = Api::default_namespaced(emu.client());
+    let pp = PostParams::default();
+    let created = api.create(&pp, &cm("gone", &[])).await.unwrap();
+    let answer = api.delete("gone", &DeleteParams::default()).await.unwrap();
+    let status = answer.right().expect("a Status, not the object");
+    assert_eq!(
+        status.status,
+        Some(kube::core::response::StatusSummary::Success)
+    );
+    let details = status.details.unwrap();
+    assert_eq!(details.name, "gone");
+    assert_eq!(details.kind, "configmaps");
+    assert_eq!(Some(details.uid), created.metadata.uid);
+
+    let mut held = cm("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&pp, &held).await.unwrap();
+    let answer = api.delete("held", &DeleteParams::default()).await.unwrap();
+    let obj = answer.left().expect("the object, marked for deletion");
+    assert!(obj.metadata.deletion_timestamp.is_some());
 }

@@ -109,7 +109,7 @@ async fn pruning_defaults_and_strict_field_validation() {
         .unwrap();
     let e = emu.client().request::<DynamicObject>(req).await;
     assert!(
-        matches!(e, Err(kube::Error::Api(ref s)) if s.code == 400 && s.message.contains("unknown field \"spec.unknown\"")),
+        matches!(e, Err(kube::Error::Api(ref s)) if s.code == 400 && s.message == "Widget in version \"v1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.unknown\""),
         "{e:?}"
     );
 }
