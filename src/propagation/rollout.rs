@@ -79,6 +79,18 @@ struct Workload {
     complete: bool,
 }
 
+impl Workload {
+    /// One annotation of its pod template (where rollouts record what they rolled).
+    fn template_annotation(&self, key: &str) -> Option<&str> {
+        self.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    }
+}
+
 /// A dependent that may still run pods started before AWSCURRENT reached its Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsettled {
@@ -108,14 +120,9 @@ pub async fn first_unsettled(
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
     for w in dependents(ctx, cred, &ns, secret_name).await? {
-        let annotations = w
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref());
-        let carried = annotations.and_then(|a| a.get(&key)).map(String::as_str);
-        let restarted_at = annotations
-            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+        let carried = w.template_annotation(&key);
+        let restarted_at = w
+            .template_annotation(RESTARTED_AT_ANNOTATION)
             .and_then(|t| t.parse().ok());
         if let Some(rolled) = holds_rotation(carried, w.complete, version_id) {
             return Ok(Some(Unsettled {
@@ -143,12 +150,7 @@ pub async fn roll_dependents(
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
     for w in dependents(ctx, cred, &ns, secret_name).await? {
-        let annotations = w
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref());
-        if annotations.and_then(|a| a.get(&key)).map(String::as_str) == Some(version_id) {
+        if w.template_annotation(&key) == Some(version_id) {
             continue;
         }
         if let Err(wait) = ctx.rollouts.try_acquire() {
