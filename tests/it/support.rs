@@ -115,6 +115,32 @@ where
     }
 }
 
+/// Waits until `count` reaches `target`, polling every 200ms. Fails when the count has not
+/// grown for `stall`: a bulk test asserts that work converges and keeps making progress, not
+/// how fast a loaded machine does it (that is what the benches measure).
+pub async fn wait_for_count<F, Fut>(what: &str, target: usize, stall: Duration, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<usize>>,
+{
+    let mut best = 0;
+    let mut progressed = tokio::time::Instant::now();
+    loop {
+        let n = count().await.unwrap_or(best);
+        if n >= target {
+            return;
+        }
+        if n > best {
+            best = n;
+            progressed = tokio::time::Instant::now();
+        }
+        if progressed.elapsed() > stall {
+            panic!("no progress for {stall:?} waiting for {what}: {best} of {target}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 // ------------------------------------------------------------------ the chart's RBAC
 
 /// Namespace and release name the chart is rendered for; the controller's identity is the
