@@ -4,9 +4,11 @@
 //! - [`crd`]: the two custom resources and their generated CRDs;
 //! - [`secret`]: secret values (redacted `Debug`), the RDS credential JSON, CSPRNG passwords;
 //! - [`engine`]: database engines (PostgreSQL, MySQL/MariaDB): users, privileges, logins;
-//! - [`aws`]: Secrets Manager and RDS access, ownership tags, bulk change detection;
-//! - [`reconcile`]: reconcile of each kind (+ conditions, events, errors);
-//! - [`controller`]: the kube-runtime controllers, watches and the bulk poller wiring;
+//! - [`aws`]: Secrets Manager and RDS access, ownership tags, bulk change detection, the cache
+//!   of secret metadata;
+//! - [`context`]: the shared context of every reconcile (clients, caches, limiters, settings);
+//! - [`reconcile`]: reconcile of each kind (+ conditions, errors, namespace admission);
+//! - [`runtime`]: the kube-runtime controllers, watches and the bulk poller;
 //! - [`events`]: event-driven change detection (EventBridge → SQS), the poll's fast path;
 //! - [`rotation`]: the four-step rotation protocol; [`schedule`]: when rotations are due;
 //! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
@@ -16,7 +18,7 @@
 
 pub mod access;
 pub mod aws;
-pub mod controller;
+pub mod context;
 pub mod crd;
 pub mod engine;
 pub mod events;
@@ -25,6 +27,7 @@ pub mod leader;
 pub mod propagation;
 pub mod reconcile;
 pub mod rotation;
+pub mod runtime;
 pub mod schedule;
 pub mod secret;
 pub mod telemetry;

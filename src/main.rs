@@ -12,11 +12,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tracing::{error, info, warn};
 
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
-use rdscred::controller::{self, Scope};
+use rdscred::context::{Context, Settings};
 use rdscred::events::EventsConfig;
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
-use rdscred::reconcile::{Context, Settings};
+use rdscred::runtime::controller::{self, Scope};
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]

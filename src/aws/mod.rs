@@ -14,6 +14,7 @@
 //! Nothing here logs or `Debug`-prints a request input or a secret value: error details hold
 //! only the service's error code and message (which never echo SecretString).
 
+pub mod cache;
 pub mod calls;
 pub mod ownership;
 pub mod policy;

@@ -10,7 +10,7 @@
 //! a hint; what the secret now holds is always read from Secrets Manager, so duplicates and
 //! events delivered out of order are harmless. Credentials whose AWSCURRENT moved (or that have
 //! a rotation half done) are handed to their controller through the poller's
-//! [`Triggers`](crate::propagation::poller::Triggers).
+//! [`Triggers`](crate::runtime::poller::Triggers).
 //!
 //! Messages are deleted only after their secret was handled; malformed and irrelevant ones are
 //! counted and deleted at once. Handling is bounded by the queue's visibility timeout: work
@@ -40,9 +40,9 @@ use tracing::{debug, info, warn};
 
 use crate::aws::sqs::{MAX_BATCH, QueueAttributes, QueueMessage};
 use crate::aws::{Aws, AwsError, Queue, SecretMeta};
+use crate::context::Context;
 use crate::crd::{RdsCredential, RdsDatabase};
-use crate::propagation::poller::{Triggers, needs_reconcile};
-use crate::reconcile::Context;
+use crate::runtime::poller::{Triggers, needs_reconcile};
 
 use coalesce::{Followed, Index, Scope, Work, coalesce};
 use envelope::{Ignored, Parsed, SecretEvent};

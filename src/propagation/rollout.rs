@@ -14,8 +14,9 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::discovery::{opted_out, pod_spec_references_secret};
+use crate::context::Context;
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
-use crate::reconcile::{Context, Error};
+use crate::reconcile::Error;
 
 /// Pod-template annotation that records when rdscred restarted the workload.
 pub const RESTARTED_AT_ANNOTATION: &str = "rdscred.io/restartedAt";

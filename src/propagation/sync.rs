@@ -10,8 +10,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::SyncedValue;
+use crate::context::Context;
 use crate::crd::RdsCredential;
-use crate::reconcile::{Context, Error};
+use crate::reconcile::Error;
 use crate::secret::{RdsSecretValue, SecretString};
 use crate::template::{self, TemplateValues};
 

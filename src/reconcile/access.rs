@@ -13,12 +13,13 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
+use super::Error;
 use super::conditions::{self, ACCESS_POLICY_READY};
 use super::database::ResolvedDatabase;
-use super::{Context, Error};
 use crate::access::{self, AccessPlan, AccessSpec, PolicyAction};
 use crate::aws::SecretMeta;
 use crate::aws::policy::Validation;
+use crate::context::Context;
 use crate::crd::{AccessStatus, CredentialMode, RdsCredential, RdsCredentialStatus, RdsDatabase};
 
 /// What the policy of this credential's secret is made of: the credential's readers, the

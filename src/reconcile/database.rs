@@ -13,9 +13,10 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use super::Error;
 use super::conditions::{self, ADMIN_READY, ENDPOINT_READY, READY};
-use super::{Context, Error};
 use crate::aws::{AWSCURRENT, AwsScope, VersionSelector};
+use crate::context::Context;
 use crate::crd::{Endpoint, EngineKind, RdsDatabase, RdsDatabaseStatus};
 use crate::engine::{self, ConnectTarget, Login, TlsSettings};
 use crate::secret::RdsSecretValue;
@@ -116,8 +117,8 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
         .await?;
     }
     outcome?;
-    ctx.reset_failures(&super::object_key(db));
-    Ok(Action::requeue(super::jitter(
+    ctx.reset_failures(&crate::context::object_key(db));
+    Ok(Action::requeue(crate::context::jitter(
         ctx.settings.database_recheck_interval,
         0.1,
     )))

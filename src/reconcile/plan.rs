@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
+use super::Error;
 use super::database::ResolvedDatabase;
-use super::{Context, Error};
+use crate::context::Context;
 use crate::crd::{
     CredentialMode, EngineKind, PasswordSpec, RdsCredential, RdsCredentialStatus, RdsDatabase,
     RotationSpec, Rotator,

@@ -11,9 +11,9 @@ use kube::api::{Api, Patch, PatchParams};
 use rdscred::access::same_policy;
 use rdscred::aws::AwsError;
 use rdscred::aws::policy::Validation;
+use rdscred::context::Settings;
 use rdscred::crd::{RdsCredential, RdsDatabase};
 use rdscred::iam::policy_document;
-use rdscred::reconcile::Settings;
 use serde_json::{Value, json};
 
 use crate::iam::{

@@ -9,9 +9,9 @@ use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rdscred::context::Settings;
 use rdscred::crd::RdsCredential;
 use rdscred::engine::{self, Admin, DbError, Login};
-use rdscred::reconcile::Settings;
 use rdscred::secret::{RdsSecretValue, SecretString};
 use serde_json::{Value, json};
 

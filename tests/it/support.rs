@@ -15,9 +15,9 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube_emulator::Emulator;
 use rdscred::aws::{AWSCURRENT, ApiCalls, Aws, AwsScope, AwsSettings, NewSecret, VersionSelector};
+use rdscred::context::{Context, Settings};
 use rdscred::crd::{EngineKind, RdsCredential, RdsDatabase};
 use rdscred::engine::{ConnectTarget, Login, TlsSettings};
-use rdscred::reconcile::{Context, Settings};
 use rdscred::secret::{RdsSecretValue, SecretString};
 use rdscred::telemetry::Metrics;
 use serde_json::json;
@@ -600,9 +600,9 @@ impl Ground {
             Some("test".into()),
         ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let run = rdscred::controller::run(
+        let run = rdscred::runtime::controller::run(
             ctx.clone(),
-            rdscred::controller::Scope {
+            rdscred::runtime::controller::Scope {
                 namespaces,
                 concurrency: 4,
             },

@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
 use rdscred::aws::{NewSecret, SecretMeta};
+use rdscred::context::Settings;
 use rdscred::events::EventsConfig;
-use rdscred::reconcile::Settings;
 use rdscred::secret::{RdsSecretValue, SecretString};
 use serde_json::{Value, json};
 

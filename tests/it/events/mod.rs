@@ -18,11 +18,11 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use rdscred::aws::{AwsError, SecretMeta};
+use rdscred::context::Settings;
 use rdscred::crd::RdsCredential;
 use rdscred::engine::Admin;
 use rdscred::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
-use rdscred::propagation::poller::Triggers;
-use rdscred::reconcile::Settings;
+use rdscred::runtime::poller::Triggers;
 use rdscred::secret::RdsSecretValue;
 use serde_json::json;
 

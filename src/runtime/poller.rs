@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::aws::SecretMeta;
+use crate::context::{Context, jitter};
 use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
-use crate::reconcile::{Context, Error, jitter};
+use crate::reconcile::Error;
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -20,10 +20,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, warn};
 
+use crate::context::{Context, object_key};
 use crate::crd::{RdsCredential, RdsDatabase};
-use crate::propagation::poller;
 use crate::propagation::sync::MANAGED_BY_LABEL;
-use crate::reconcile::{self, Context, Error, object_key};
+use crate::reconcile::{self, Error};
+use crate::runtime::poller;
 
 /// Which namespaces the credential controller watches.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,197 @@
+//! The shared runtime context of every reconcile (clients, caches, limiters, settings) and
+//! the per-object failure bookkeeping behind exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
+
+use crate::aws::Aws;
+use crate::aws::cache::SecretCache;
+use crate::crd::RdsCredential;
+use crate::propagation::rollout::RolloutLimiter;
+use crate::reconcile::Error;
+use crate::reconcile::database;
+use crate::telemetry::Metrics;
+
+/// Controller-wide settings (from flags/env).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Written into the ownership tags: one AWS account can host several clusters.
+    pub cluster_name: String,
+    /// Default interval of the bulk AWSCURRENT change poll; with `events`, the backstop
+    /// interval used while events flow.
+    pub poll_interval: Duration,
+    /// Event-driven change detection (an SQS queue fed by EventBridge), if configured.
+    pub events: Option<crate::events::EventsConfig>,
+    /// Default drift-check interval.
+    pub drift_interval: Duration,
+    /// How often a Ready database re-proves its admin login.
+    pub database_recheck_interval: Duration,
+    /// Upper bound on concurrent rotations across all credentials.
+    pub max_concurrent_rotations: usize,
+    /// Cluster-wide workload rollouts per minute.
+    pub rollouts_per_minute: u32,
+    /// Minimum time between two rotations of one credential when the spec does not say.
+    pub default_min_rotation_interval: Duration,
+    /// How long a rotation waits for dependent rollouts when the spec does not say.
+    pub default_rollout_timeout: Duration,
+    /// The IAM role the controller's own credentials belong to (`--controller-role-arn`):
+    /// exempted from the Deny of restricted access policies on databases without a `roleArn`.
+    pub controller_role_arn: Option<String>,
+    /// Tests only (never set from flags): every rotation this controller starts stops or
+    /// pauses right after the given step, to kill the controller there.
+    pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_name: "default".into(),
+            poll_interval: Duration::from_secs(300),
+            events: None,
+            drift_interval: Duration::from_secs(300),
+            database_recheck_interval: Duration::from_secs(300),
+            max_concurrent_rotations: 4,
+            rollouts_per_minute: 30,
+            default_min_rotation_interval: Duration::from_secs(3600),
+            default_rollout_timeout: Duration::from_secs(900),
+            controller_role_arn: None,
+            crash_point: None,
+        }
+    }
+}
+
+/// Everything a reconcile needs; shared by all reconciles (cheap to clone through `Arc`).
+pub struct Context {
+    pub client: Client,
+    pub aws: Aws,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// Reflector stores of the watched RdsCredentials (claims check, poller), set once the
+    /// controllers are built.
+    pub credentials: OnceLock<Vec<Store<RdsCredential>>>,
+    /// Admin logins read from Secrets Manager, cached briefly.
+    pub admin_logins: database::AdminLogins,
+    /// Secret metadata seen by the bulk poll and by our own calls.
+    pub secrets: SecretCache,
+    /// Bounds rotations across all credentials.
+    pub rotation_slots: Arc<tokio::sync::Semaphore>,
+    pub rollouts: RolloutLimiter,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        aws: Aws,
+        metrics: Metrics,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "rdscred".into(),
+                instance,
+            },
+        );
+        Context {
+            rotation_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_rotations.max(1),
+            )),
+            rollouts: RolloutLimiter::new(settings.rollouts_per_minute),
+            client,
+            aws,
+            metrics,
+            settings,
+            recorder,
+            credentials: OnceLock::new(),
+            admin_logins: database::AdminLogins::default(),
+            secrets: SecretCache::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every watched RdsCredential (empty until the controllers run).
+    pub fn all_credentials(&self) -> Vec<Arc<RdsCredential>> {
+        self.credentials
+            .get()
+            .map(|stores| stores.iter().flat_map(|s| s.state()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes an Event about `obj`. Failures to publish are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Records a failure and returns the backoff before the next attempt: exponential from 5s,
+    /// capped (by the error's own cap), with ±20% jitter so failing objects do not line up.
+    pub fn backoff_after_failure(&self, key: String, error: &Error) -> Duration {
+        let attempt = {
+            let mut f = self.failures.lock().expect("failures lock");
+            let n = f.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let base = Duration::from_secs(5).saturating_mul(1u32 << (attempt - 1).min(10));
+        jitter(base.min(error.max_backoff()), 0.2)
+    }
+
+    pub fn reset_failures(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+/// Key for per-object bookkeeping.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    ObjectRef::from_obj(obj).to_string()
+}
+
+/// `d` scaled by a random factor in [1-spread, 1+spread].
+pub fn jitter(d: Duration, spread: f64) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u16::from_le_bytes(b) as f64 / u16::MAX as f64
+    } else {
+        0.5
+    };
+    d.mul_f64(1.0 - spread + 2.0 * spread * r)
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,302 @@
+//! The Secrets Manager secret of a managed credential (created, kept ours and in line with
+//! the spec) and AWSCURRENT, read with as few AWS calls as the caches allow.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use tracing::info;
+
+use super::super::database::ResolvedDatabase;
+use super::admission::{owned_by, owner_of};
+use super::{Error, Managed, Progress, Step};
+use crate::aws::ownership::Owner;
+use crate::aws::{AWSCURRENT, NewSecret, SecretMeta, SecretVersion, VersionSelector};
+use crate::crd::{PasswordSpec, RdsCredential, RdsDatabase};
+use crate::engine::{Admin, Login, UserPlan};
+use crate::propagation;
+use crate::rotation;
+use crate::secret::{RdsSecretValue, generate_password};
+
+/// The secret exists, is ours, and its metadata matches the spec. A missing secret is
+/// created (deterministic token: a retry after a crash does not make a second version).
+pub(super) async fn ensure_aws_secret(
+    m: Managed<'_>,
+    p: &mut Progress,
+) -> Result<SecretMeta, Error> {
+    let s = m.step;
+    let Step {
+        cred,
+        ctx,
+        db_obj,
+        db,
+    } = s;
+    let owner = owner_of(cred, ctx);
+    let spec = &cred.spec.secret;
+    let secrets = &db.scope.secrets;
+    let tags = desired_tags(cred, db_obj, &owner);
+    // Cached metadata only while the spec is unchanged: a spec change re-reads AWS.
+    let cached = (p.status.observed_generation == cred.metadata.generation)
+        .then(|| ctx.secrets.fresh(&spec.name, cache_max_age(cred, ctx)))
+        .flatten();
+    let meta = match cached {
+        Some(m) => Some(m),
+        None => secrets.describe(&spec.name).await?,
+    };
+    let Some(mut meta) = meta else {
+        return create_aws_secret(m, &tags).await;
+    };
+    if !owned_by(&meta, &owner) {
+        return Err(Error::refused(
+            "SecretNotOwned",
+            format!(
+                "secret {} exists and is not owned by this RdsCredential (ownership tags differ); rdscred never takes over a secret it did not create",
+                meta.name
+            ),
+        ));
+    }
+    if meta.is_scheduled_for_deletion() {
+        secrets.restore(&meta.arn).await?;
+        ctx.event(
+            cred,
+            false,
+            "SecretRestored",
+            "Restore",
+            format!(
+                "secret {} was scheduled for deletion and has been restored",
+                meta.name
+            ),
+        )
+        .await;
+        meta = refreshed_meta(s, &meta.arn).await?;
+    }
+    let kms = db_obj.spec.kms_key_id.as_deref();
+    let description = spec.description.as_deref();
+    let mut changed = false;
+    if meta.description.as_deref() != description
+        || (kms.is_some() && !kms_matches(meta.kms_key_id.as_deref(), kms))
+    {
+        secrets
+            .update_description_and_kms(&meta.arn, description, kms)
+            .await?;
+        changed = true;
+    }
+    changed |= secrets.sync_tags(&meta, &tags).await?;
+    let replicas = replica_regions(spec);
+    changed |= secrets.sync_replicas(&meta, &replicas).await?;
+    if changed {
+        ctx.event(
+            cred,
+            false,
+            "SecretUpdated",
+            "Update",
+            format!(
+                "secret {} metadata brought in line with the spec",
+                meta.name
+            ),
+        )
+        .await;
+        meta = refreshed_meta(s, &meta.arn).await?;
+    }
+    ctx.secrets.remember(&meta);
+    Ok(meta)
+}
+
+/// DescribeSecret after we changed the secret (restore, metadata update, rotation), recorded in
+/// the cache like every metadata we see.
+pub(super) async fn refreshed_meta(s: Step<'_>, arn: &str) -> Result<SecretMeta, Error> {
+    let Step { ctx, db, .. } = s;
+    let meta = db.scope.secrets.describe(arn).await?.ok_or_else(|| {
+        Error::not_ready(
+            "SecretNotFound",
+            format!("secret {arn} vanished after it was changed"),
+        )
+    })?;
+    ctx.secrets.remember(&meta);
+    Ok(meta)
+}
+
+/// The spec's replica regions as (region, KMS key) pairs.
+fn replica_regions(spec: &crate::crd::SecretSpec) -> Vec<(String, Option<String>)> {
+    spec.replica_regions
+        .iter()
+        .map(|r| (r.region.clone(), r.kms_key_id.clone()))
+        .collect()
+}
+
+/// How old cached secret metadata may be: a bit more than one poll, so a credential between
+/// two polls does not describe its secret itself.
+fn cache_max_age(cred: &RdsCredential, ctx: &crate::context::Context) -> Duration {
+    match cred.spec.poll_interval {
+        Some(d) => Duration::from(d),
+        None => ctx.settings.poll_interval.mul_f64(2.5),
+    }
+}
+
+fn kms_matches(actual: Option<&str>, wanted: Option<&str>) -> bool {
+    match (actual, wanted) {
+        (Some(a), Some(w)) => {
+            a == w || a.ends_with(w.trim_start_matches("alias/")) || w.ends_with(a)
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Database tags, then the credential's, then ownership (which always win).
+fn desired_tags(cred: &RdsCredential, db: &RdsDatabase, owner: &Owner) -> BTreeMap<String, String> {
+    let mut tags = cred.spec.secret.tags.clone();
+    tags.extend(db.spec.tags.clone());
+    tags.extend(owner.tags());
+    tags
+}
+
+async fn create_aws_secret(
+    m: Managed<'_>,
+    tags: &BTreeMap<String, String>,
+) -> Result<SecretMeta, Error> {
+    let Managed {
+        step:
+            Step {
+                cred,
+                ctx,
+                db_obj,
+                db,
+            },
+        plan,
+        admin,
+        rotation,
+    } = m;
+    // A user that exists before its secret was never ours: refuse instead of claiming it.
+    let mut conn = Admin::connect(&db.target(None), admin).await?;
+    let exists = conn.user_exists(&plan.username).await;
+    conn.close().await;
+    if exists? {
+        return Err(Error::refused(
+            "UserExists",
+            format!(
+                "database user {} already exists and no secret of this credential holds it; rdscred never takes over a user it did not create",
+                plan.username
+            ),
+        ));
+    }
+    let policy = rotation.map(|r| r.password.clone()).unwrap_or_default();
+    let value = initial_value(db, plan, &policy)?;
+    let spec = &cred.spec.secret;
+    let replicas = replica_regions(spec);
+    let token = rotation::client_request_token(&cred.uid().unwrap_or_default(), "initial");
+    let json = value.to_secret_json();
+    let meta = db
+        .scope
+        .secrets
+        .create(NewSecret {
+            name: &spec.name,
+            value: &json,
+            description: spec.description.as_deref(),
+            kms_key_id: db_obj.spec.kms_key_id.as_deref(),
+            tags,
+            replica_regions: &replicas,
+            client_request_token: &token,
+        })
+        .await?;
+    info!(secret = %meta.name, "created Secrets Manager secret");
+    ctx.event(
+        cred,
+        false,
+        "SecretCreated",
+        "Create",
+        format!("created secret {} ({})", meta.name, meta.arn),
+    )
+    .await;
+    ctx.secrets.remember(&meta);
+    Ok(meta)
+}
+
+fn initial_value(
+    db: &ResolvedDatabase,
+    plan: &UserPlan,
+    policy: &PasswordSpec,
+) -> Result<RdsSecretValue, Error> {
+    Ok(RdsSecretValue {
+        engine: db.engine.as_str().into(),
+        host: db.endpoint.host.clone(),
+        port: db.endpoint.port,
+        username: plan.username.clone(),
+        password: generate_password(policy, db.engine)?,
+        dbname: db.dbname.clone(),
+        db_instance_identifier: db.db_instance_identifier.clone(),
+        db_cluster_identifier: db.db_cluster_identifier.clone(),
+        masterarn: None,
+    })
+}
+
+/// AWSCURRENT with its value. Read from the Kubernetes Secret when that already holds this
+/// exact version (no GetSecretValue in steady state), else from Secrets Manager by stage.
+pub(super) async fn current_value(s: Step<'_>, meta: &SecretMeta) -> Result<Current, Error> {
+    let Step { cred, ctx, db, .. } = s;
+    let Some(version) = meta.current_version() else {
+        return Err(Error::not_ready(
+            "NoCurrentVersion",
+            format!("secret {} has no AWSCURRENT version", meta.name),
+        ));
+    };
+    if let Some(value) = propagation::sync::read_synced(ctx, cred, version).await? {
+        return Ok(Current {
+            version_id: version.to_string(),
+            value,
+        });
+    }
+    let v: SecretVersion = db
+        .scope
+        .secrets
+        .get_value(&meta.arn, VersionSelector::Stage(AWSCURRENT))
+        .await?
+        .ok_or_else(|| {
+            Error::not_ready(
+                "NoCurrentVersion",
+                format!("secret {} has no AWSCURRENT version", meta.name),
+            )
+        })?;
+    let mut value =
+        RdsSecretValue::parse(v.value.expose()).map_err(|source| Error::SecretShape {
+            id: meta.name.clone(),
+            source,
+        })?;
+    fill_connection_defaults(&mut value, db);
+    Ok(Current {
+        version_id: v.version_id,
+        value,
+    })
+}
+
+/// RDS's own master secret holds only username and password: complete it from the database.
+fn fill_connection_defaults(value: &mut RdsSecretValue, db: &ResolvedDatabase) {
+    if value.host.is_empty() {
+        value.host = db.endpoint.host.clone();
+    }
+    if value.port == 0 {
+        value.port = db.endpoint.port;
+    }
+    if value.engine.is_empty() {
+        value.engine = db.engine.as_str().into();
+    }
+    if value.dbname.is_none() {
+        value.dbname = db.dbname.clone();
+    }
+}
+
+/// AWSCURRENT: version id and parsed value.
+#[derive(Clone, Debug)]
+pub struct Current {
+    pub version_id: String,
+    pub value: RdsSecretValue,
+}
+
+impl Current {
+    pub(super) fn login(&self) -> Login {
+        Login {
+            username: self.value.username.clone(),
+            password: self.value.password.clone(),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Reconcile of `RdsCredential`.
+//!
+//! Order matters for safety: every refusal (namespace not admitted, secret name outside the
+//! prefix, a competing claim, a secret or user we do not own) is decided before anything is
+//! written anywhere. Then: the Secrets Manager secret, an interrupted rotation (resumed before
+//! anything reads AWSCURRENT), the database user and its privileges, drift, a due rotation,
+//! the Kubernetes Secret, and the rollout of dependent workloads.
+//!
+//! One file per concern: [`admission`] (refusals, decided before any write), [`aws_secret`]
+//! (the Secrets Manager secret and AWSCURRENT), [`user`] (the database user and drift),
+//! [`rotate`] (resuming and running rotations), [`gate`] (when a rotation may run), [`propagate`] (the Kubernetes Secret
+//! and rollouts), [`delete`] (cleanup); this file holds the entry point and the order of steps.
+
+mod admission;
+mod aws_secret;
+mod delete;
+mod gate;
+mod propagate;
+mod rotate;
+pub mod selector;
+mod user;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, finalizer};
+use tracing::{instrument, warn};
+
+use super::conditions::{self, ACCESS_POLICY_READY, READY, SECRET_READY, USER_READY};
+use super::database::{ResolvedDatabase, resolved_from_status};
+use super::status_write::{self, StatusBase};
+use super::{Error, FINALIZER};
+use crate::context::Context;
+use crate::crd::{
+    CredentialMode, RdsCredential, RdsCredentialStatus, RdsDatabase, RotationSpec,
+    RotationStrategy, Rotator,
+};
+use crate::engine::{Login, UserPlan};
+
+pub(super) use admission::{check_claims, check_secret_name};
+pub use aws_secret::Current;
+use delete::cleanup;
+
+/// Annotation that requests a rotation now; any new value triggers one.
+pub const ROTATE_ANNOTATION: &str = "rdscred.io/rotate-requested-at";
+
+#[instrument(skip_all, fields(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any()))]
+pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = cred.namespace().unwrap_or_default();
+    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns);
+    // Decide from a quorum read, not the reflector's copy: right after our own writes (or
+    // another replica's) the cache may still hold an older object, and a decision from it
+    // (add the finalizer again, rotate again, roll nothing) would be made on a state that no
+    // longer exists.
+    let cred = match api.get_opt(&cred.name_any()).await {
+        Ok(Some(fresh)) if fresh.uid() == cred.uid() => Arc::new(fresh),
+        // Gone, or deleted and created again: the watch event for it follows.
+        Ok(_) => return Ok(Action::await_change()),
+        Err(e) => return Err(Error::Kube(e)),
+    };
+    let result = finalizer(&api, FINALIZER, cred, |event| async {
+        match event {
+            finalizer::Event::Apply(c) => apply(&c, &ctx).await,
+            finalizer::Event::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::not_ready("FinalizerError", other.to_string()),
+    });
+    ctx.metrics.reconcile_finished(
+        "RdsCredential",
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    result
+}
+
+/// Status under construction plus the Events to publish once it is written.
+struct Progress {
+    status: RdsCredentialStatus,
+    generation: Option<i64>,
+    /// Earliest time something is due again (rotation, drift check, rollout watch, poll).
+    requeue: Duration,
+    /// What status holds in the API server and at which resourceVersion: every write is
+    /// guarded by it.
+    base: StatusBase,
+}
+
+impl Progress {
+    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+        );
+    }
+    fn requeue_within(&mut self, d: Duration) {
+        self.requeue = self.requeue.min(d.max(Duration::from_secs(1)));
+    }
+    /// Like [`requeue_within`](Self::requeue_within) below one second: only for waits that
+    /// end on an outside event (a rollout completing) with a request queued behind them.
+    fn requeue_soon(&mut self, d: Duration) {
+        self.requeue = self.requeue.min(d.max(Duration::from_millis(100)));
+    }
+    /// Writes the status built so far (guarded), e.g. a rotation claim before its first step.
+    async fn checkpoint(&mut self, cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
+        let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
+        status_write::write(&api, &cred.name_any(), &mut self.base, &self.status).await
+    }
+}
+
+async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
+    // `cred` is a quorum read (see `reconcile`); its resourceVersion guards every status write.
+    let api: Api<RdsCredential> = Api::namespaced(ctx.client.clone(), &ns_of(cred));
+    let old = cred.status.clone().unwrap_or_default();
+    let mut p = Progress {
+        status: old.clone(),
+        generation: cred.metadata.generation,
+        requeue: ctx.settings.drift_interval,
+        base: StatusBase::of(cred),
+    };
+    let result = apply_steps(cred, ctx, &mut p).await;
+    match &result {
+        Ok(()) => {
+            p.condition(READY, true, "Ready", ready_message(cred, &p.status));
+            ctx.metrics
+                .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
+        }
+        Err(e) => {
+            p.condition(READY, false, e.reason(), e.to_string());
+            ctx.metrics
+                .set_credential_ready(&ns_of(cred), &cred.name_any(), "False");
+            let before = conditions::get(&old.conditions, READY)
+                .map(|c| (c.reason.clone(), c.message.clone()));
+            if before != Some((e.reason().to_string(), e.to_string())) && !e.is_conflict() {
+                ctx.event(cred, true, e.reason(), "Reconcile", e.to_string())
+                    .await;
+            }
+            warn!(reason = e.reason(), error = %e, "reconcile failed");
+        }
+    }
+    p.status.observed_generation = cred.metadata.generation;
+    let status = p.status.clone();
+    status_write::write(&api, &cred.name_any(), &mut p.base, &status).await?;
+    result?;
+    ctx.reset_failures(&crate::context::object_key(cred));
+    Ok(Action::requeue(crate::context::jitter(p.requeue, 0.1)))
+}
+
+fn ready_message(cred: &RdsCredential, s: &RdsCredentialStatus) -> String {
+    let target = s.target_secret.clone().unwrap_or_default();
+    match cred.spec.mode {
+        CredentialMode::SyncOnly => format!("Secret {target} holds AWSCURRENT"),
+        CredentialMode::Managed => format!(
+            "user {} logs in with AWSCURRENT; Secret {target} holds it",
+            s.current_username.clone().unwrap_or_default()
+        ),
+    }
+}
+
+/// What every step of one reconcile works on: the credential (a quorum read), the shared
+/// context, and its database as the API server holds it and as resolved from its status.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    cred: &'a RdsCredential,
+    ctx: &'a Context,
+    db_obj: &'a RdsDatabase,
+    db: &'a ResolvedDatabase,
+}
+
+/// A managed credential's steps also share its user plan, the admin login and its rotation
+/// settings (the credential's, or the database's defaults).
+#[derive(Clone, Copy)]
+struct Managed<'a> {
+    step: Step<'a>,
+    plan: &'a UserPlan,
+    admin: &'a Login,
+    rotation: Option<&'a RotationSpec>,
+}
+
+async fn apply_steps(cred: &RdsCredential, ctx: &Context, p: &mut Progress) -> Result<(), Error> {
+    let db_obj = admission::database_of(cred, ctx).await?;
+    admission::admit_namespace(cred, &db_obj, ctx).await?;
+    let db = resolved_from_status(&db_obj, ctx, cred.spec.mode == CredentialMode::Managed).await?;
+    // Every refusal of the spec is decided here, before anything is written anywhere.
+    super::plan::prepare(cred, &db_obj, &db, ctx, &p.status).await?;
+    // The bulk poller triggers a reconcile when AWSCURRENT moves; requeue only for a per-credential poll interval shorter than its.
+    if poll_interval(cred, ctx) < ctx.settings.poll_interval {
+        p.requeue_within(poll_interval(cred, ctx));
+    }
+    let step = Step {
+        cred,
+        ctx,
+        db_obj: &db_obj,
+        db: &db,
+    };
+    match cred.spec.mode {
+        CredentialMode::SyncOnly => {
+            super::access::plan(cred, &db_obj, ctx)?;
+            apply_sync_only(step, p).await
+        }
+        CredentialMode::Managed => apply_managed(step, p).await,
+    }
+}
+
+fn ns_of(cred: &RdsCredential) -> String {
+    cred.namespace().unwrap_or_default()
+}
+
+fn poll_interval(cred: &RdsCredential, ctx: &Context) -> Duration {
+    cred.spec
+        .poll_interval
+        .map(Duration::from)
+        .unwrap_or(ctx.settings.poll_interval)
+}
+
+async fn apply_sync_only(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
+    let Step { cred, ctx, db, .. } = s;
+    let id = &cred.spec.secret.name;
+    let meta = match db.scope.secrets.describe(id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            let e = Error::not_ready(
+                "SecretNotFound",
+                format!("secret {id} does not exist (sync-only follows an existing secret)"),
+            );
+            p.condition(SECRET_READY, false, e.reason(), e.to_string());
+            return Err(e);
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            p.condition(SECRET_READY, false, e.reason(), e.to_string());
+            return Err(e);
+        }
+    };
+    ctx.secrets.remember(&meta);
+    p.status.secret_arn = Some(meta.arn.clone());
+    p.condition(
+        SECRET_READY,
+        true,
+        "Found",
+        "following AWSCURRENT of an existing secret",
+    );
+    let current = aws_secret::current_value(s, &meta).await?;
+    propagate::sync_and_roll(s, &current, p).await
+}
+
+// ------------------------------------------------------------------ managed
+
+async fn apply_managed(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
+    let Step {
+        cred,
+        ctx,
+        db_obj,
+        db,
+    } = s;
+    let rotation_spec = rotation_spec(cred, db_obj);
+    let strategy = rotation_spec
+        .as_ref()
+        .map(|r| r.strategy)
+        .unwrap_or_default();
+    let plan = user_plan(cred, db)?;
+    // Who may read the secret: refused here, before anything is written.
+    let access = super::access::plan(cred, db_obj, ctx).inspect_err(|e| {
+        p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+    })?;
+    let admin = ctx.admin_logins.get(db).await?;
+    let m = Managed {
+        step: s,
+        plan: &plan,
+        admin: &admin,
+        rotation: rotation_spec.as_ref(),
+    };
+
+    let meta = aws_secret::ensure_aws_secret(m, p).await.inspect_err(|e| {
+        p.condition(SECRET_READY, false, e.reason(), e.to_string());
+    })?;
+    p.status.secret_arn = Some(meta.arn.clone());
+    p.condition(
+        SECRET_READY,
+        true,
+        "Reconciled",
+        "secret exists, is ours and carries the required tags and KMS key",
+    );
+
+    // A rotation interrupted by a crash is finished (or rolled back) before anything else
+    // reads AWSCURRENT: its state lives in Secrets Manager alone. With a Lambda rotator the
+    // pending version is the Lambda's business, never ours.
+    let ours = rotation_spec
+        .as_ref()
+        .is_none_or(|r| r.rotator == Rotator::Controller);
+    let meta = if ours {
+        rotate::resume_rotation(m, &meta, p).await?
+    } else {
+        meta
+    };
+
+    let current = aws_secret::current_value(s, &meta).await?;
+    user::ensure_user(m, &current, p).await.inspect_err(|e| {
+        p.condition(USER_READY, false, e.reason(), e.to_string());
+    })?;
+    rotate::configure_rotator(s, &meta, m.rotation, p).await?;
+
+    let current = match rotate::maybe_rotate(m, &meta, &current, p).await? {
+        Some(rotated) => rotated,
+        None => current,
+    };
+    p.status.current_username = Some(current.value.username.clone());
+    p.status.strategy = Some(strategy_name(strategy).into());
+    propagate::sync_and_roll(s, &current, p).await?;
+    // Last: a policy Secrets Manager refuses must not hold up rotation or the sync.
+    let due = super::access::sync(cred, &access, db, &meta, ctx, &mut p.status, p.generation)
+        .await
+        .inspect_err(|e| {
+            p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
+        })?;
+    if let Some(due) = due {
+        p.requeue_within(due);
+    }
+    Ok(())
+}
+
+fn strategy_name(s: RotationStrategy) -> &'static str {
+    match s {
+        RotationStrategy::AlternatingUsers => "alternating-users",
+        RotationStrategy::SingleUser => "single-user",
+    }
+}
+
+/// The credential's rotation settings, or the database's defaults.
+fn rotation_spec(cred: &RdsCredential, db: &RdsDatabase) -> Option<RotationSpec> {
+    cred.spec
+        .rotation
+        .clone()
+        .or_else(|| db.spec.rotation_defaults.clone())
+}
+
+fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Error> {
+    let username = cred
+        .spec
+        .username
+        .clone()
+        .ok_or_else(|| Error::refused("InvalidSpec", "username is required"))?;
+    let plan = UserPlan {
+        login_users: vec![username.clone(), UserPlan::clone_username(&username)],
+        username,
+        grants: cred.spec.privileges.clone().unwrap_or_default(),
+        roles: cred.spec.roles.clone().unwrap_or_default(),
+    };
+    plan.validate(db.engine)
+        .map_err(|e| Error::refused("InvalidUser", e.to_string()))?;
+    Ok(plan)
+}
+
+pub(super) fn parse_time(s: Option<&str>) -> Option<Timestamp> {
+    s.and_then(|s| s.parse().ok())
+}
+
+/// Time from `from` to `to` (zero when `to` is not later).
+pub(super) fn until(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or_default()
+}

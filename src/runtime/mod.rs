@@ -1,0 +1,7 @@
+//! Runtime wiring: what runs for the life of the process and decides when reconciles happen.
+//!
+//! - [`controller`]: the kube-runtime controllers for both kinds, their watches and error policy;
+//! - [`poller`]: bulk change detection from Secrets Manager metadata (ListSecrets, 100 a page).
+
+pub mod controller;
+pub mod poller;
