@@ -126,21 +126,19 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// Publishes an Event about `obj`. Failures to publish are logged, never fatal.
+    /// Publishes an Event about `obj`. `reason` is a [`Reason`](crate::reconcile::Reason) or
+    /// a typed error's reason. Failures to publish are logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
-        warning: bool,
-        reason: &str,
+        type_: EventType,
+        reason: impl AsRef<str>,
         action: &str,
         note: String,
     ) {
+        let reason = reason.as_ref();
         let ev = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_,
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: action.into(),

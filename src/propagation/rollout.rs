@@ -17,6 +17,7 @@ use super::discovery::{opted_out, pod_spec_references_secret};
 use crate::context::Context;
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
 use crate::reconcile::Error;
+use crate::reconcile::Reason;
 
 /// Pod-template annotation that records when rdscred restarted the workload.
 pub const RESTARTED_AT_ANNOTATION: &str = "rdscred.io/restartedAt";
@@ -170,11 +171,11 @@ pub async fn roll_dependents(
         let note = format!(
             "restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})"
         );
-        publish(ctx, &w.reference, "RolledByRdsCredential", note).await;
+        publish(ctx, &w.reference, Reason::RolledByRdsCredential, note).await;
         ctx.event(
             cred,
-            false,
-            "WorkloadRolled",
+            EventType::Normal,
+            Reason::WorkloadRolled,
             "Rollout",
             format!(
                 "restarted {} {} for AWSCURRENT version {version_id}",
@@ -205,16 +206,16 @@ fn holds_rotation(carried: Option<&str>, complete: bool, version_id: &str) -> Op
 }
 
 /// An Event on the workload itself, so `kubectl describe deployment` says why it restarted.
-async fn publish(ctx: &Context, reference: &ObjectReference, reason: &str, note: String) {
+async fn publish(ctx: &Context, reference: &ObjectReference, reason: Reason, note: String) {
     let ev = Event {
         type_: EventType::Normal,
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         note: Some(note),
         action: "Rollout".into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, reference).await {
-        warn!(error = %e, reason, "could not publish event");
+        warn!(error = %e, reason = reason.as_str(), "could not publish event");
     }
 }
 

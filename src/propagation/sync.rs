@@ -13,6 +13,7 @@ use super::SyncedValue;
 use crate::context::Context;
 use crate::crd::RdsCredential;
 use crate::reconcile::Error;
+use crate::reconcile::Reason;
 use crate::secret::{RdsSecretValue, SecretString};
 use crate::template::{self, TemplateValues};
 
@@ -71,7 +72,7 @@ pub async fn write_target_secret(
     };
     if !controlled_by(&existing, cred) {
         return Err(Error::refused(
-            "TargetSecretNotOwned",
+            Reason::TargetSecretNotOwned,
             format!(
                 "Secret {ns}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"
             ),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::Error;
@@ -21,6 +22,7 @@ use crate::aws::SecretMeta;
 use crate::aws::policy::Validation;
 use crate::context::Context;
 use crate::crd::{AccessStatus, CredentialMode, RdsCredential, RdsCredentialStatus, RdsDatabase};
+use crate::reconcile::Reason;
 
 /// What the policy of this credential's secret is made of: the credential's readers, the
 /// database's access policy, and the role the controller acts as for the database.
@@ -52,7 +54,7 @@ pub fn plan(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> Result<Acc
     if cred.spec.mode == CredentialMode::SyncOnly {
         if !cred.spec.secret.readers.is_empty() {
             return Err(Error::refused(
-                "PrincipalNotAllowed",
+                Reason::PrincipalNotAllowed,
                 "spec.secret.readers needs a managed secret: rdscred puts no resource policy on a secret it does not own",
             ));
         }
@@ -63,7 +65,7 @@ pub fn plan(cred: &RdsCredential, db: &RdsDatabase, ctx: &Context) -> Result<Acc
         });
     }
     let spec = spec_of(cred, db, ctx.settings.controller_role_arn.as_deref());
-    access::plan(&spec).map_err(|e| Error::refused(e.reason(), e.to_string()))
+    access::plan(&spec).map_err(Error::from)
 }
 
 /// Brings the secret's resource policy to `plan` and reports it (status `access`, condition
@@ -131,16 +133,21 @@ pub async fn sync(
                     meta.name,
                     errors.join("; ")
                 );
-                set(status, false, "PolicyValidationFailed", msg.clone());
-                return Err(Error::refused("PolicyValidationFailed", msg));
+                set(
+                    status,
+                    false,
+                    Reason::PolicyValidationFailed.as_str(),
+                    msg.clone(),
+                );
+                return Err(Error::refused(Reason::PolicyValidationFailed, msg));
             }
             secrets.put_resource_policy(&meta.arn, policy).await?;
             let who = describe(plan);
             if restore {
                 ctx.event(
                     cred,
-                    true,
-                    "AccessPolicyRestored",
+                    EventType::Warning,
+                    Reason::AccessPolicyRestored,
                     "Restore",
                     format!(
                         "the resource policy of {} was changed or removed outside rdscred; restored: {who}",
@@ -151,8 +158,8 @@ pub async fn sync(
             } else {
                 ctx.event(
                     cred,
-                    false,
-                    "AccessPolicyApplied",
+                    EventType::Normal,
+                    Reason::AccessPolicyApplied,
                     "Update",
                     format!("resource policy of {} applied: {who}", meta.name),
                 )
@@ -164,8 +171,8 @@ pub async fn sync(
             secrets.delete_resource_policy(&meta.arn).await?;
             ctx.event(
                 cred,
-                false,
-                "AccessPolicyRemoved",
+                EventType::Normal,
+                Reason::AccessPolicyRemoved,
                 "Delete",
                 format!(
                     "the spec no longer declares who may read {}: its resource policy was removed",
@@ -189,7 +196,7 @@ pub async fn sync(
         policy_digest: wanted_digest,
         last_check: Some(Timestamp::now().to_string()),
     });
-    set(status, true, "Applied", describe(plan));
+    set(status, true, Reason::Applied.as_str(), describe(plan));
     Ok(Some(interval))
 }
 

@@ -18,10 +18,11 @@ pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: impl AsRef<str>,
     message: impl Into<String>,
     generation: Option<i64>,
 ) {
+    let reason = reason.as_ref();
     let status = if status { "True" } else { "False" };
     let message = message.into();
     match conditions.iter_mut().find(|c| c.type_ == type_) {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -19,6 +20,7 @@ use crate::aws::{AWSCURRENT, AwsScope, VersionSelector};
 use crate::context::Context;
 use crate::crd::{Endpoint, EngineKind, RdsDatabase, RdsDatabaseStatus};
 use crate::engine::{self, ConnectTarget, Login, TlsSettings};
+use crate::reconcile::Reason;
 use crate::secret::RdsSecretValue;
 
 /// What a database resolved to: everything a credential needs to reach it.
@@ -74,15 +76,15 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
                 &mut status.conditions,
                 READY,
                 true,
-                "AdminLoginWorks",
+                Reason::AdminLoginWorks,
                 "endpoint resolved and admin login verified",
                 generation,
             );
             if !conditions::is_true(&old.conditions, READY) {
                 ctx.event(
                     db,
-                    false,
-                    "Ready",
+                    EventType::Normal,
+                    Reason::Ready,
                     "Verify",
                     "endpoint resolved and admin login verified".into(),
                 )
@@ -101,7 +103,7 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
             let was = conditions::get(&old.conditions, READY)
                 .map(|c| (c.reason.clone(), c.message.clone()));
             if was != Some((e.reason().to_string(), e.to_string())) {
-                ctx.event(db, true, e.reason(), "Verify", e.to_string())
+                ctx.event(db, EventType::Warning, e.reason(), "Verify", e.to_string())
                     .await;
             }
         }
@@ -152,7 +154,7 @@ async fn resolve_and_prove(
         &mut status.conditions,
         ENDPOINT_READY,
         true,
-        "Resolved",
+        Reason::Resolved,
         format!(
             "{} at {}:{}",
             resolved.engine.as_str(),
@@ -167,7 +169,7 @@ async fn resolve_and_prove(
             &mut status.conditions,
             ADMIN_READY,
             true,
-            "LoginSucceeded",
+            Reason::LoginSucceeded,
             "admin login verified",
             generation,
         ),
@@ -194,7 +196,7 @@ pub async fn resolve_from_spec(db: &RdsDatabase, ctx: &Context) -> Result<Resolv
         if let Some(id) = &spec.db_instance_identifier {
             let info = scope.rds.describe_instance(id).await?.ok_or_else(|| {
                 Error::not_ready(
-                    "DBInstanceNotFound",
+                    Reason::DBInstanceNotFound,
                     format!("DB instance {id:?} not found in {}", scope.region),
                 )
             })?;
@@ -202,7 +204,7 @@ pub async fn resolve_from_spec(db: &RdsDatabase, ctx: &Context) -> Result<Resolv
         } else if let Some(id) = &spec.db_cluster_identifier {
             let info = scope.rds.describe_cluster(id).await?.ok_or_else(|| {
                 Error::not_ready(
-                    "DBClusterNotFound",
+                    Reason::DBClusterNotFound,
                     format!("DB cluster {id:?} not found in {}", scope.region),
                 )
             })?;
@@ -212,21 +214,21 @@ pub async fn resolve_from_spec(db: &RdsDatabase, ctx: &Context) -> Result<Resolv
             let endpoint = spec
                 .endpoint
                 .clone()
-                .ok_or_else(|| Error::refused("InvalidSpec", "no database given"))?;
-            let engine = spec
-                .engine
-                .ok_or_else(|| Error::refused("InvalidSpec", "engine is required with endpoint"))?;
+                .ok_or_else(|| Error::refused(Reason::InvalidSpec, "no database given"))?;
+            let engine = spec.engine.ok_or_else(|| {
+                Error::refused(Reason::InvalidSpec, "engine is required with endpoint")
+            })?;
             (engine, endpoint, None, None)
         };
     let admin_secret_id = match (&spec.admin_login.secret_id, spec.admin_login.rds_managed) {
         (Some(id), _) => id.clone(),
         (None, Some(true)) => master_secret.ok_or_else(|| {
             Error::refused(
-                "NoMasterUserSecret",
+                Reason::NoMasterUserSecret,
                 "adminLogin.rdsManaged is set but the database has no MasterUserSecret: enable \"Manage master credentials in Secrets Manager\" (ManageMasterUserPassword) on it",
             )
         })?,
-        _ => return Err(Error::refused("InvalidSpec", "adminLogin needs secretId or rdsManaged: true")),
+        _ => return Err(Error::refused(Reason::InvalidSpec, "adminLogin needs secretId or rdsManaged: true")),
     };
     Ok(ResolvedDatabase {
         name: db.name_any(),
@@ -252,7 +254,7 @@ fn endpoint_from_rds(
 ) -> Result<RdsEndpoint, Error> {
     let engine = EngineKind::from_rds(&info.engine).ok_or_else(|| {
         Error::refused(
-            "UnsupportedEngine",
+            Reason::UnsupportedEngine,
             format!(
                 "engine {:?} is not supported (PostgreSQL, MySQL, MariaDB and Aurora only)",
                 info.engine
@@ -263,7 +265,7 @@ fn endpoint_from_rds(
         && d != engine
     {
         return Err(Error::refused(
-            "EngineMismatch",
+            Reason::EngineMismatch,
             format!(
                 "spec.engine is {} but RDS reports {}",
                 d.as_str(),
@@ -273,7 +275,7 @@ fn endpoint_from_rds(
     }
     if info.host.is_empty() {
         return Err(Error::not_ready(
-            "EndpointNotAvailable",
+            Reason::EndpointNotAvailable,
             format!("RDS has no endpoint yet (status {:?})", info.status),
         ));
     }
@@ -306,7 +308,7 @@ pub async fn resolved_from_status(
         status.and_then(|s| s.admin_secret_arn.clone()),
     ) else {
         return Err(Error::not_ready(
-            "DatabaseNotReady",
+            Reason::DatabaseNotReady,
             format!("RdsDatabase {name} has not been resolved yet"),
         ));
     };
@@ -316,7 +318,7 @@ pub async fn resolved_from_status(
             .map(|c| format!("{}: {}", c.reason, c.message))
             .unwrap_or_else(|| "not reconciled yet".into());
         return Err(Error::not_ready(
-            "DatabaseNotReady",
+            Reason::DatabaseNotReady,
             format!("RdsDatabase {name} is not Ready ({why})"),
         ));
     }
@@ -379,7 +381,7 @@ impl AdminLogins {
             .await?
             .ok_or_else(|| {
                 Error::not_ready(
-                    "AdminSecretNotFound",
+                    Reason::AdminSecretNotFound,
                     format!("admin secret {id} has no AWSCURRENT version"),
                 )
             })?;

@@ -7,12 +7,14 @@ pub mod credential;
 pub mod database;
 mod error;
 pub mod plan;
+pub mod reason;
 pub mod request;
 pub mod status_write;
 
 use kube::{Resource, ResourceExt};
 
 pub use error::Error;
+pub use reason::Reason;
 
 /// Finalizer both kinds carry while they own something outside Kubernetes.
 pub const FINALIZER: &str = "rdscred.io/cleanup";

@@ -24,6 +24,7 @@ use crate::crd::{
 };
 use crate::engine::{Admin, DbError, UserPlan};
 use crate::propagation::sync::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, VERSION_ANNOTATION};
+use crate::reconcile::Reason;
 use crate::schedule::RotationPlan;
 use crate::secret::password_alphabet;
 
@@ -41,14 +42,14 @@ pub struct Plan {
 /// Why a spec is refused: a condition reason, the field at fault, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     /// `spec.target.templates[DATABASE URL]`, `spec.rotation.schedule.scheduleExpression`, ...
     pub field: String,
     pub message: String,
 }
 
 impl Refusal {
-    fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    fn new(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
         Refusal {
             reason,
             field: field.into(),
@@ -71,14 +72,14 @@ impl From<Refusal> for Error {
 
 /// Every refusal reason the planning phase can give, for docs/troubleshooting.md (a test keeps
 /// the two equal).
-pub const REFUSAL_REASONS: &[&str] = &[
-    "InvalidUser",
-    "InvalidPrivileges",
-    "InvalidSchedule",
-    "InvalidRotation",
-    "InvalidPasswordPolicy",
-    "InvalidTemplate",
-    "InvalidTarget",
+pub const REFUSAL_REASONS: &[Reason] = &[
+    Reason::InvalidUser,
+    Reason::InvalidPrivileges,
+    Reason::InvalidSchedule,
+    Reason::InvalidRotation,
+    Reason::InvalidPasswordPolicy,
+    Reason::InvalidTemplate,
+    Reason::InvalidTarget,
 ];
 
 /// The pure decision: the spec is valid for this database and engine, or the first field
@@ -110,7 +111,7 @@ pub fn decide(cred: &RdsCredential, db: &RdsDatabase, engine: EngineKind) -> Res
                     "automaticallyAfterDays"
                 };
                 Refusal::new(
-                    "InvalidSchedule",
+                    Reason::InvalidSchedule,
                     format!("{field}.schedule.{which}"),
                     e.to_string(),
                 )
@@ -120,14 +121,14 @@ pub fn decide(cred: &RdsCredential, db: &RdsDatabase, engine: EngineKind) -> Res
         if r.rotator == Rotator::Lambda {
             if r.schedule.is_none() {
                 return Err(Refusal::new(
-                    "InvalidRotation",
+                    Reason::InvalidRotation,
                     format!("{field}.schedule"),
                     "rotator: lambda needs a schedule (Secrets Manager rotates on it)",
                 ));
             }
             if r.lambda_arn.as_deref().is_none_or(str::is_empty) {
                 return Err(Refusal::new(
-                    "InvalidRotation",
+                    Reason::InvalidRotation,
                     format!("{field}.lambdaArn"),
                     "rotator: lambda needs lambdaArn",
                 ));
@@ -150,7 +151,7 @@ pub fn decide(cred: &RdsCredential, db: &RdsDatabase, engine: EngineKind) -> Res
 fn user_plan(cred: &RdsCredential, engine: EngineKind) -> Result<UserPlan, Refusal> {
     let Some(username) = cred.spec.username.clone() else {
         return Err(Refusal::new(
-            "InvalidUser",
+            Reason::InvalidUser,
             "spec.username",
             "required unless mode is sync-only",
         ));
@@ -162,14 +163,14 @@ fn user_plan(cred: &RdsCredential, engine: EngineKind) -> Result<UserPlan, Refus
         roles: Vec::new(),
     };
     bare.validate(engine)
-        .map_err(|e| Refusal::new("InvalidUser", "spec.username", e.to_string()))?;
+        .map_err(|e| Refusal::new(Reason::InvalidUser, "spec.username", e.to_string()))?;
     let roles = cred.spec.roles.clone().unwrap_or_default();
     UserPlan {
         roles: roles.clone(),
         ..bare.clone()
     }
     .validate(engine)
-    .map_err(|e| Refusal::new("InvalidPrivileges", "spec.roles", e.to_string()))?;
+    .map_err(|e| Refusal::new(Reason::InvalidPrivileges, "spec.roles", e.to_string()))?;
     let grants = cred.spec.privileges.clone().unwrap_or_default();
     for (i, grant) in grants.iter().enumerate() {
         UserPlan {
@@ -179,7 +180,7 @@ fn user_plan(cred: &RdsCredential, engine: EngineKind) -> Result<UserPlan, Refus
         .validate(engine)
         .map_err(|e| {
             Refusal::new(
-                "InvalidPrivileges",
+                Reason::InvalidPrivileges,
                 format!("spec.privileges[{i}]"),
                 e.to_string(),
             )
@@ -195,7 +196,7 @@ fn user_plan(cred: &RdsCredential, engine: EngineKind) -> Result<UserPlan, Refus
 fn check_password_policy(policy: &PasswordSpec, field: &str) -> Result<(), Refusal> {
     if !(16..=128).contains(&policy.length) {
         return Err(Refusal::new(
-            "InvalidPasswordPolicy",
+            Reason::InvalidPasswordPolicy,
             format!("{field}.length"),
             format!("{} is outside 16..128", policy.length),
         ));
@@ -203,7 +204,7 @@ fn check_password_policy(policy: &PasswordSpec, field: &str) -> Result<(), Refus
     let usable = password_alphabet(policy).len();
     if usable < 10 {
         return Err(Refusal::new(
-            "InvalidPasswordPolicy",
+            Reason::InvalidPasswordPolicy,
             format!("{field}.excludeCharacters"),
             format!(
                 "the policy leaves {usable} usable character(s); at least 10 are needed for a strong password"
@@ -221,19 +222,19 @@ fn check_target(cred: &RdsCredential) -> Result<(), Refusal> {
     if let Some(name) = &target.name
         && let Some(m) = k8s::dns1123_subdomain(name)
     {
-        return Err(Refusal::new("InvalidTarget", "spec.target.name", m));
+        return Err(Refusal::new(Reason::InvalidTarget, "spec.target.name", m));
     }
     for (key, template) in &target.templates {
         let field = format!("spec.target.templates[{key}]");
         if let Some(m) = k8s::config_key(key) {
             return Err(Refusal::new(
-                "InvalidTemplate",
+                Reason::InvalidTemplate,
                 field,
                 format!("{key:?} is not a valid Secret data key: {m}"),
             ));
         }
         crate::template::validate(template)
-            .map_err(|e| Refusal::new("InvalidTemplate", field, e.to_string()))?;
+            .map_err(|e| Refusal::new(Reason::InvalidTemplate, field, e.to_string()))?;
     }
     check_map(
         &target.labels,
@@ -255,7 +256,7 @@ fn check_target(cred: &RdsCredential) -> Result<(), Refusal> {
     // Leave room for the version annotation and whatever else is on the Secret.
     if size > k8s::MAX_ANNOTATIONS_BYTES - 1024 {
         return Err(Refusal::new(
-            "InvalidTarget",
+            Reason::InvalidTarget,
             "spec.target.annotations",
             format!(
                 "{size} bytes in total; a Secret's annotations may hold at most {} bytes",
@@ -276,7 +277,7 @@ fn check_map(
         let at = format!("{field}[{k}]");
         if reserved.contains(&k.as_str()) {
             return Err(Refusal::new(
-                "InvalidTarget",
+                Reason::InvalidTarget,
                 at,
                 format!("{k} is written by rdscred itself and cannot be set"),
             ));
@@ -289,14 +290,14 @@ fn check_map(
         };
         if let Some(m) = k8s::qualified_name(&key) {
             return Err(Refusal::new(
-                "InvalidTarget",
+                Reason::InvalidTarget,
                 at,
                 format!("{k:?} is not a valid key: {m}"),
             ));
         }
         if values_are_labels && let Some(m) = k8s::label_value(v) {
             return Err(Refusal::new(
-                "InvalidTarget",
+                Reason::InvalidTarget,
                 at,
                 format!("value {v:?} is not a valid label value: {m}"),
             ));
@@ -332,7 +333,7 @@ pub(super) async fn prepare(
         conn.close().await;
         checked.map_err(|e| match e {
             DbError::InvalidGrant { detail } => Error::from(Refusal::new(
-                "InvalidPrivileges",
+                Reason::InvalidPrivileges,
                 privileges_field(user, &detail),
                 detail,
             )),
@@ -397,7 +398,7 @@ async fn check_target_secret_owner(cred: &RdsCredential, ctx: &Context) -> Resul
         Ok(())
     } else {
         Err(Error::refused(
-            "TargetSecretNotOwned",
+            Reason::TargetSecretNotOwned,
             format!(
                 "spec.target.name: Secret {ns}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"
             ),

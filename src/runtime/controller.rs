@@ -199,9 +199,9 @@ fn observe_status(cred: &RdsCredential, ctx: &Context) {
     }
 }
 
-/// Failed reconciles are logged by the error policy; queue errors (a watch failing, e.g.
-/// Forbidden when RBAC is missing) are only visible here, so they are warnings.
-/// Hash of everything in an RdsCredential that expresses intent, status excluded.
+/// Hash of everything in an RdsCredential that expresses intent (uid, generation, labels,
+/// annotations, finalizers, deletion), status and resourceVersion excluded: the watch
+/// predicate, so our own status writes do not trigger another reconcile.
 fn desired_state_hash(c: &RdsCredential) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -218,6 +218,8 @@ fn desired_state_hash(c: &RdsCredential) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Failed reconciles are logged by the error policy; queue errors (a watch failing, e.g.
+/// Forbidden when RBAC is missing) are only visible here, so they are warnings.
 fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(
     kind: &str,
     r: Result<T, kube_controller::Error<E, Q>>,

@@ -143,8 +143,14 @@ async fn namespaced_install_does_everything_under_its_roles() {
         .await
         .unwrap();
     for _ in 0..2 {
-        ctx.event(&db_obj, false, "Checked", "Verify", "rbac test".into())
-            .await;
+        ctx.event(
+            &db_obj,
+            kube::runtime::events::EventType::Normal,
+            "Checked",
+            "Verify",
+            "rbac test".into(),
+        )
+        .await;
     }
 
     // Leader election on the chart's Lease, as the ServiceAccount.

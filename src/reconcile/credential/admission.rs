@@ -13,6 +13,7 @@ use crate::aws::ownership::Owner;
 use crate::context::Context;
 use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
 use crate::engine::UserPlan;
+use crate::reconcile::Reason;
 
 pub(super) async fn database_of(cred: &RdsCredential, ctx: &Context) -> Result<RdsDatabase, Error> {
     let name = &cred.spec.database_ref.name;
@@ -21,7 +22,7 @@ pub(super) async fn database_of(cred: &RdsCredential, ctx: &Context) -> Result<R
         .await?
         .ok_or_else(|| {
             Error::refused(
-                "DatabaseNotFound",
+                Reason::DatabaseNotFound,
                 format!("RdsDatabase {name:?} does not exist"),
             )
         })
@@ -37,7 +38,7 @@ pub(super) async fn admit_namespace(
     let db_name = db.name_any();
     let Some(selector) = &db.spec.namespace_selector else {
         return Err(Error::refused(
-            "NamespaceNotAdmitted",
+            Reason::NamespaceNotAdmitted,
             format!(
                 "RdsDatabase {db_name} admits no namespace (spec.namespaceSelector is not set)"
             ),
@@ -50,7 +51,7 @@ pub(super) async fn admit_namespace(
         Ok(())
     } else {
         Err(Error::refused(
-            "NamespaceNotAdmitted",
+            Reason::NamespaceNotAdmitted,
             format!(
                 "namespace {ns_name} is not admitted by RdsDatabase {db_name} (its labels do not match spec.namespaceSelector)"
             ),
@@ -77,7 +78,7 @@ pub(in crate::reconcile) fn check_secret_name(
             Ok(())
         } else {
             Err(Error::refused(
-                "AdminSecretSyncNotAllowed",
+                Reason::AdminSecretSyncNotAllowed,
                 format!(
                     "secret {name} is the admin secret of RdsDatabase {}; syncing it needs spec.allowAdminSecretSync: true there",
                     db.name_any()
@@ -86,7 +87,7 @@ pub(in crate::reconcile) fn check_secret_name(
         };
     }
     Err(Error::refused(
-        "SecretNameOutsidePrefix",
+        Reason::SecretNameOutsidePrefix,
         format!(
             "secret.name {name:?} must start with {prefix:?} (spec.secretNamePrefix of RdsDatabase {})",
             db.name_any()
@@ -128,7 +129,7 @@ pub(in crate::reconcile) fn check_claims(cred: &RdsCredential, ctx: &Context) ->
                 )
             };
             return Err(Error::refused(
-                "AlreadyClaimed",
+                Reason::AlreadyClaimed,
                 format!(
                     "{what} is already claimed by RdsCredential {}/{}",
                     other.namespace().unwrap_or_default(),

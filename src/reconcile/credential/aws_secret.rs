@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::super::database::ResolvedDatabase;
@@ -15,6 +16,7 @@ use crate::aws::{AWSCURRENT, NewSecret, SecretMeta, SecretVersion, VersionSelect
 use crate::crd::{PasswordSpec, RdsCredential, RdsDatabase};
 use crate::engine::{Admin, Login, UserPlan};
 use crate::propagation;
+use crate::reconcile::Reason;
 use crate::rotation;
 use crate::secret::{RdsSecretValue, generate_password};
 
@@ -48,7 +50,7 @@ pub(super) async fn ensure_aws_secret(
     };
     if !owned_by(&meta, &owner) {
         return Err(Error::refused(
-            "SecretNotOwned",
+            Reason::SecretNotOwned,
             format!(
                 "secret {} exists and is not owned by this RdsCredential (ownership tags differ); rdscred never takes over a secret it did not create",
                 meta.name
@@ -59,8 +61,8 @@ pub(super) async fn ensure_aws_secret(
         secrets.restore(&meta.arn).await?;
         ctx.event(
             cred,
-            false,
-            "SecretRestored",
+            EventType::Normal,
+            Reason::SecretRestored,
             "Restore",
             format!(
                 "secret {} was scheduled for deletion and has been restored",
@@ -87,8 +89,8 @@ pub(super) async fn ensure_aws_secret(
     if changed {
         ctx.event(
             cred,
-            false,
-            "SecretUpdated",
+            EventType::Normal,
+            Reason::SecretUpdated,
             "Update",
             format!(
                 "secret {} metadata brought in line with the spec",
@@ -108,7 +110,7 @@ pub(super) async fn refreshed_meta(s: Step<'_>, arn: &str) -> Result<SecretMeta,
     let Step { ctx, db, .. } = s;
     let meta = db.scope.secrets.describe(arn).await?.ok_or_else(|| {
         Error::not_ready(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("secret {arn} vanished after it was changed"),
         )
     })?;
@@ -173,7 +175,7 @@ async fn create_aws_secret(
     conn.close().await;
     if exists? {
         return Err(Error::refused(
-            "UserExists",
+            Reason::UserExists,
             format!(
                 "database user {} already exists and no secret of this credential holds it; rdscred never takes over a user it did not create",
                 plan.username
@@ -202,8 +204,8 @@ async fn create_aws_secret(
     info!(secret = %meta.name, "created Secrets Manager secret");
     ctx.event(
         cred,
-        false,
-        "SecretCreated",
+        EventType::Normal,
+        Reason::SecretCreated,
         "Create",
         format!("created secret {} ({})", meta.name, meta.arn),
     )
@@ -236,7 +238,7 @@ pub(super) async fn current_value(s: Step<'_>, meta: &SecretMeta) -> Result<Curr
     let Step { cred, ctx, db, .. } = s;
     let Some(version) = meta.current_version() else {
         return Err(Error::not_ready(
-            "NoCurrentVersion",
+            Reason::NoCurrentVersion,
             format!("secret {} has no AWSCURRENT version", meta.name),
         ));
     };
@@ -253,7 +255,7 @@ pub(super) async fn current_value(s: Step<'_>, meta: &SecretMeta) -> Result<Curr
         .await?
         .ok_or_else(|| {
             Error::not_ready(
-                "NoCurrentVersion",
+                Reason::NoCurrentVersion,
                 format!("secret {} has no AWSCURRENT version", meta.name),
             )
         })?;

@@ -3,6 +3,7 @@
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::super::database::resolved_from_status;
@@ -11,6 +12,7 @@ use super::{Error, ns_of};
 use crate::context::Context;
 use crate::crd::{CredentialMode, DeletionPolicy, RdsCredential};
 use crate::engine::{Admin, UserPlan};
+use crate::reconcile::Reason;
 
 pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics
@@ -45,7 +47,7 @@ pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Actio
             let e = Error::from(e);
             ctx.event(
                 cred,
-                true,
+                EventType::Warning,
                 e.reason(),
                 "Delete",
                 format!("cannot drop the database user: {e}"),
@@ -74,8 +76,8 @@ pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Actio
     };
     ctx.event(
         cred,
-        false,
-        "Deleted",
+        EventType::Normal,
+        Reason::Deleted,
         "Delete",
         format!(
             "dropped the database user and scheduled secret {} for deletion{replicas}",

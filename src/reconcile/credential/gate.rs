@@ -9,6 +9,7 @@ use super::{Error, Progress, parse_time, until};
 use crate::context::Context;
 use crate::crd::{RdsCredential, RdsCredentialStatus, RotationSpec, RotationStrategy};
 use crate::propagation;
+use crate::reconcile::Reason;
 use crate::schedule::{Due, RotationPlan};
 
 /// Whether the schedule is due now; when it is not, reports the next time in status and
@@ -53,7 +54,7 @@ pub(super) fn schedule_next_rotation(
 
 /// Why a due rotation must wait, and when to look again.
 pub(super) struct Blocked {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub retry: Duration,
 }
@@ -78,7 +79,7 @@ pub(super) fn rotation_blocked(
         .is_some_and(|synced| synced != current_version)
     {
         return Some(Blocked {
-            reason: "Waiting",
+            reason: Reason::Waiting,
             message: format!(
                 "AWSCURRENT version {current_version} is not in the Kubernetes Secret yet; its workloads are rolled first"
             ),
@@ -93,7 +94,7 @@ pub(super) fn rotation_blocked(
         let earliest = last + jiff::SignedDuration::try_from(min).unwrap_or_default();
         if earliest > now {
             return Some(Blocked {
-                reason: "Waiting",
+                reason: Reason::Waiting,
                 message: format!("minimum interval between rotations: next allowed at {earliest}"),
                 retry: until(now, earliest),
             });
@@ -119,7 +120,7 @@ pub(super) fn rotation_blocked(
             };
             return Some(if waited < timeout {
                 Blocked {
-                    reason: "Waiting",
+                    reason: Reason::Waiting,
                     message: format!(
                         "waiting for {:?} {} {what} before re-passwording the previous user",
                         w.kind, w.name
@@ -130,7 +131,7 @@ pub(super) fn rotation_blocked(
                 }
             } else {
                 Blocked {
-                    reason: "RolloutTimedOut",
+                    reason: Reason::RolloutTimedOut,
                     message: format!(
                         "{:?} {} has not finished rolling out {}s after the last rotation (rolloutTimeout {}s); the previous user keeps its password until it does",
                         w.kind,

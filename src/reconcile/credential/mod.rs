@@ -27,6 +27,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use tracing::{instrument, warn};
 
@@ -40,6 +41,7 @@ use crate::crd::{
     RotationStrategy, Rotator,
 };
 use crate::engine::{Login, UserPlan};
+use crate::reconcile::Reason;
 
 pub(super) use admission::{check_claims, check_secret_name};
 pub use aws_secret::Current;
@@ -73,7 +75,7 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::not_ready("FinalizerError", other.to_string()),
+        other => Error::not_ready(Reason::FinalizerError, other.to_string()),
     });
     ctx.metrics.reconcile_finished(
         "RdsCredential",
@@ -95,7 +97,13 @@ struct Progress {
 }
 
 impl Progress {
-    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+    fn condition(
+        &mut self,
+        type_: &str,
+        ok: bool,
+        reason: impl AsRef<str>,
+        message: impl Into<String>,
+    ) {
         conditions::set(
             &mut self.status.conditions,
             type_,
@@ -133,7 +141,7 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
         Ok(()) => {
-            p.condition(READY, true, "Ready", ready_message(cred, &p.status));
+            p.condition(READY, true, Reason::Ready, ready_message(cred, &p.status));
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
         }
@@ -144,8 +152,14 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
             let before = conditions::get(&old.conditions, READY)
                 .map(|c| (c.reason.clone(), c.message.clone()));
             if before != Some((e.reason().to_string(), e.to_string())) && !e.is_conflict() {
-                ctx.event(cred, true, e.reason(), "Reconcile", e.to_string())
-                    .await;
+                ctx.event(
+                    cred,
+                    EventType::Warning,
+                    e.reason(),
+                    "Reconcile",
+                    e.to_string(),
+                )
+                .await;
             }
             warn!(reason = e.reason(), error = %e, "reconcile failed");
         }
@@ -232,7 +246,7 @@ async fn apply_sync_only(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
         Ok(Some(m)) => m,
         Ok(None) => {
             let e = Error::not_ready(
-                "SecretNotFound",
+                Reason::SecretNotFound,
                 format!("secret {id} does not exist (sync-only follows an existing secret)"),
             );
             p.condition(SECRET_READY, false, e.reason(), e.to_string());
@@ -249,7 +263,7 @@ async fn apply_sync_only(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
     p.condition(
         SECRET_READY,
         true,
-        "Found",
+        Reason::Found,
         "following AWSCURRENT of an existing secret",
     );
     let current = aws_secret::current_value(s, &meta).await?;
@@ -290,7 +304,7 @@ async fn apply_managed(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
     p.condition(
         SECRET_READY,
         true,
-        "Reconciled",
+        Reason::Reconciled,
         "secret exists, is ours and carries the required tags and KMS key",
     );
 
@@ -351,7 +365,7 @@ fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Er
         .spec
         .username
         .clone()
-        .ok_or_else(|| Error::refused("InvalidSpec", "username is required"))?;
+        .ok_or_else(|| Error::refused(Reason::InvalidSpec, "username is required"))?;
     let plan = UserPlan {
         login_users: vec![username.clone(), UserPlan::clone_username(&username)],
         username,
@@ -359,7 +373,7 @@ fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Er
         roles: cred.spec.roles.clone().unwrap_or_default(),
     };
     plan.validate(db.engine)
-        .map_err(|e| Error::refused("InvalidUser", e.to_string()))?;
+        .map_err(|e| Error::refused(Reason::InvalidUser, e.to_string()))?;
     Ok(plan)
 }
 

@@ -1,6 +1,7 @@
 //! Glue from AWSCURRENT to the workloads: the Kubernetes Secret is written, dependents are
 //! rolled when the value really changed, and their rollouts are watched to completion.
 
+use kube::runtime::events::EventType;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -9,6 +10,7 @@ use super::super::conditions::SYNCED;
 use super::aws_secret::Current;
 use super::{Error, Progress, Step};
 use crate::propagation::{self, SyncedValue};
+use crate::reconcile::Reason;
 
 pub(super) async fn sync_and_roll(
     s: Step<'_>,
@@ -37,8 +39,8 @@ pub(super) async fn sync_and_roll(
         }
         ctx.event(
             cred,
-            false,
-            "SecretSynced",
+            EventType::Normal,
+            Reason::SecretSynced,
             "Sync",
             format!(
                 "Secret {} now holds AWSCURRENT version {}",
@@ -83,7 +85,7 @@ pub(super) async fn sync_and_roll(
     }
     match rollout_left {
         Some(wait) => {
-            p.condition(SYNCED, true, "RollingOut", format!(
+            p.condition(SYNCED, true, Reason::RollingOut, format!(
                 "Secret {} holds AWSCURRENT version {}; more dependents roll once the cluster-wide rollout limit allows",
                 outcome.secret_name, current.version_id
             ));
@@ -97,7 +99,7 @@ pub(super) async fn sync_and_roll(
             p.condition(
                 SYNCED,
                 true,
-                "Synced",
+                Reason::Synced,
                 format!(
                     "Secret {} holds AWSCURRENT version {}",
                     outcome.secret_name, current.version_id

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::super::conditions::{self, ROTATING};
@@ -15,6 +16,7 @@ use super::{Error, Managed, Progress, ROTATE_ANNOTATION, Step, ns_of, strategy_n
 use crate::aws::SecretMeta;
 use crate::crd::{RdsCredential, RotationClaim, RotationSpec, RotationStrategy, Rotator};
 use crate::propagation;
+use crate::reconcile::Reason;
 use crate::rotation::{self, RotationJob, RotationOutcome};
 use crate::schedule::RotationPlan;
 
@@ -60,8 +62,8 @@ pub(super) async fn resume_rotation(
         {
             ctx.event(
                 cred,
-                false,
-                "RotationResumed",
+                EventType::Normal,
+                Reason::RotationResumed,
                 "Rotate",
                 format!(
                     "finished an interrupted rotation: AWSCURRENT is now {version_id} ({username})"
@@ -111,7 +113,7 @@ fn settle_claim(
             p.condition(
                 ROTATING,
                 false,
-                "Succeeded",
+                Reason::Succeeded,
                 format!("AWSCURRENT is now {current} (a claimed rotation, finished)"),
             );
             if let Some(spec) = spec {
@@ -138,14 +140,10 @@ fn record_rotation(
         .record_last_rotation(&ns_of(cred), &cred.name_any(), now);
 }
 
+/// The typed error, kept: its reason goes on `Rotating`, and it decides the backoff.
 fn rotation_error(e: rotation::RotationError, p: &mut Progress) -> Error {
-    let step = e.step();
-    let reason = e.reason();
-    p.condition(ROTATING, false, reason, format!("{e}"));
-    Error::Rotation {
-        step: step.as_str(),
-        cause: Box::new(Error::not_ready(reason, e.to_string())),
-    }
+    p.condition(ROTATING, false, e.reason(), format!("{e}"));
+    Error::Rotation(e)
 }
 
 /// Native rotation (`rotator: lambda`) is configured on the secret and kept in sync; turning
@@ -174,8 +172,8 @@ pub(super) async fn configure_rotator(
                     .await?;
                 ctx.event(
                     cred,
-                    false,
-                    "LambdaRotationConfigured",
+                    EventType::Normal,
+                    Reason::LambdaRotationConfigured,
                     "Configure",
                     format!("native rotation with {lambda}"),
                 )
@@ -188,8 +186,8 @@ pub(super) async fn configure_rotator(
                 secrets.disable_rotation(&meta.arn).await?;
                 ctx.event(
                     cred,
-                    false,
-                    "LambdaRotationDisabled",
+                    EventType::Normal,
+                    Reason::LambdaRotationDisabled,
                     "Configure",
                     "native rotation turned off: rdscred rotates".into(),
                 )
@@ -202,10 +200,12 @@ pub(super) async fn configure_rotator(
 }
 
 fn lambda_rules(r: &RotationSpec) -> Result<crate::aws::RotationRules, Error> {
-    let s = r
-        .schedule
-        .clone()
-        .ok_or_else(|| Error::refused("InvalidSpec", "rotator: lambda needs rotation.schedule"))?;
+    let s = r.schedule.clone().ok_or_else(|| {
+        Error::refused(
+            Reason::InvalidSpec,
+            "rotator: lambda needs rotation.schedule",
+        )
+    })?;
     RotationPlan::from_spec(&s)?;
     Ok(crate::aws::RotationRules {
         automatically_after_days: s.automatically_after_days.map(i64::from),
@@ -281,11 +281,11 @@ pub(super) async fn maybe_rotate(
             );
         }
         let already_reported = conditions::get(&p.status.conditions, ROTATING)
-            .is_some_and(|c| c.reason == blocked.reason);
-        if blocked.reason == "RolloutTimedOut" && !already_reported {
+            .is_some_and(|c| c.reason == blocked.reason.as_str());
+        if blocked.reason == Reason::RolloutTimedOut && !already_reported {
             ctx.event(
                 cred,
-                true,
+                EventType::Warning,
                 blocked.reason,
                 "Rotate",
                 blocked.message.clone(),
@@ -304,7 +304,7 @@ pub(super) async fn maybe_rotate(
         p.condition(
             ROTATING,
             false,
-            "Queued",
+            Reason::Queued,
             "waiting for a rotation slot (--max-concurrent-rotations)",
         );
         // A rotation takes about a second: look again soon, but not so often that a long
@@ -339,7 +339,7 @@ pub(super) async fn maybe_rotate(
             p.condition(
                 ROTATING,
                 true,
-                "InProgress",
+                Reason::InProgress,
                 format!(
                     "rotating ({trigger}) from AWSCURRENT version {}",
                     current.version_id
@@ -377,10 +377,10 @@ pub(super) async fn maybe_rotate(
             p.condition(
                 ROTATING,
                 false,
-                "Succeeded",
+                Reason::Succeeded,
                 format!("rotated ({trigger}): AWSCURRENT is now {version_id} ({username})"),
             );
-            ctx.event(cred, false, "Rotated", "Rotate", format!("rotated ({trigger}, {strategy}): AWSCURRENT is now version {version_id}, user {username}")).await;
+            ctx.event(cred, EventType::Normal, Reason::Rotated, "Rotate", format!("rotated ({trigger}, {strategy}): AWSCURRENT is now version {version_id}, user {username}")).await;
             let fresh = refreshed_meta(s, &meta.arn).await?;
             let new = current_value(s, &fresh).await?;
             schedule_next_rotation(spec, now, p)?;

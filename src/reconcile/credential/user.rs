@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 
 use super::super::conditions::{self, DRIFTED, USER_READY};
 use super::aws_secret::Current;
 use super::{Error, Managed, Progress, Step, ns_of, parse_time, until};
 use crate::crd::DriftPolicy;
 use crate::engine::{self, Admin};
+use crate::reconcile::Reason;
 
 /// The login users exist, hold exactly the declared privileges, and AWSCURRENT logs in
 /// (the drift check). Drift is reported and, with `driftPolicy: repair`, repaired.
@@ -27,7 +29,7 @@ pub(super) async fn ensure_user(
     } = m;
     if !plan.login_users.contains(&current.value.username) {
         return Err(Error::refused(
-            "UnexpectedUsername",
+            Reason::UnexpectedUsername,
             format!(
                 "AWSCURRENT names user {:?}, which is not {} or its clone",
                 current.value.username, plan.username
@@ -42,8 +44,8 @@ pub(super) async fn ensure_user(
         {
             ctx.event(
                 cred,
-                false,
-                "UserCreated",
+                EventType::Normal,
+                Reason::UserCreated,
                 "Create",
                 format!("created database user {}", current.value.username),
             )
@@ -53,8 +55,8 @@ pub(super) async fn ensure_user(
         if !changes.granted.is_empty() || !changes.revoked.is_empty() {
             ctx.event(
                 cred,
-                false,
-                "PrivilegesChanged",
+                EventType::Normal,
+                Reason::PrivilegesChanged,
                 "Grant",
                 format!(
                     "granted [{}], revoked [{}]",
@@ -73,7 +75,7 @@ pub(super) async fn ensure_user(
     p.condition(
         USER_READY,
         true,
-        "LoginVerified",
+        Reason::LoginVerified,
         format!(
             "user {} has the declared privileges and AWSCURRENT logs in",
             current.value.username
@@ -94,7 +96,10 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
         .map(Duration::from)
         .unwrap_or(ctx.settings.drift_interval);
     p.requeue_within(interval);
-    // Stamped at most twice per interval: each status write is a watch event that triggers another reconcile, so a fresh stamp every time would reconcile in a loop.
+    // Stamped at most twice per interval: status is written only when it changed, and a
+    // fresh stamp on every reconcile (bulk-poll triggers, rollout watches every 2 s) would
+    // turn each of them into a status write. (Status writes do not trigger reconciles: the
+    // watch predicate ignores status.)
     if parse_time(p.status.last_drift_check.as_deref())
         .is_none_or(|t| until(t, Timestamp::now()) >= interval / 2)
     {
@@ -107,14 +112,14 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
             if conditions::is_true(&p.status.conditions, DRIFTED) {
                 ctx.event(
                     cred,
-                    false,
-                    "DriftResolved",
+                    EventType::Normal,
+                    Reason::DriftResolved,
                     "DriftCheck",
                     "AWSCURRENT logs in again".into(),
                 )
                 .await;
             }
-            p.condition(DRIFTED, false, "InSync", "AWSCURRENT logs in");
+            p.condition(DRIFTED, false, Reason::InSync, "AWSCURRENT logs in");
             ctx.metrics.drift(&ns_of(cred), &cred.name_any(), false);
             Ok(())
         }
@@ -124,12 +129,18 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
                 "AWSCURRENT no longer logs in as {}: the password was changed outside rdscred",
                 login.username
             );
-            p.condition(DRIFTED, true, "PasswordChanged", msg.clone());
-            ctx.event(cred, true, "DriftDetected", "DriftCheck", msg.clone())
-                .await;
+            p.condition(DRIFTED, true, Reason::PasswordChanged, msg.clone());
+            ctx.event(
+                cred,
+                EventType::Warning,
+                Reason::DriftDetected,
+                "DriftCheck",
+                msg.clone(),
+            )
+            .await;
             if drift.policy != DriftPolicy::Repair {
                 return Err(Error::refused(
-                    "Drifted",
+                    Reason::Drifted,
                     format!("{msg}; set drift.policy: repair to reset it, or rotate"),
                 ));
             }
@@ -146,7 +157,7 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
             });
             if !still_current {
                 return Err(Error::not_ready(
-                    "DriftRepairDeferred",
+                    Reason::DriftRepairDeferred,
                     format!(
                         "{msg}; not repaired: AWSCURRENT is no longer version {} (or a rotation is pending), so the next reconcile decides from the new state",
                         current.version_id
@@ -160,8 +171,8 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
             engine::check_login(&target, &login).await?;
             ctx.event(
                 cred,
-                false,
-                "DriftRepaired",
+                EventType::Normal,
+                Reason::DriftRepaired,
                 "DriftRepair",
                 format!("reset the password of {} to AWSCURRENT", login.username),
             )
@@ -169,7 +180,7 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
             p.condition(
                 DRIFTED,
                 false,
-                "Repaired",
+                Reason::Repaired,
                 "password reset to AWSCURRENT with the admin login",
             );
             ctx.metrics.drift(&ns_of(cred), &cred.name_any(), false);

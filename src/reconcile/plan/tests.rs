@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::reconcile::Reason;
 
 fn cred(patch: Value) -> RdsCredential {
     let mut spec = json!({
@@ -274,7 +275,7 @@ fn invalid_specs_are_refused_naming_the_field() {
         let refusal =
             decide(&cred(patch), &database(None), engine).expect_err(&format!("{what}: refused"));
         assert_eq!(
-            (refusal.reason, refusal.field.as_str()),
+            (refusal.reason.as_str(), refusal.field.as_str()),
             (reason, field),
             "{what}: {refusal}"
         );
@@ -288,7 +289,7 @@ fn the_database_defaults_are_checked_and_named() {
         json!({ "schedule": { "scheduleExpression": "cron(0 */2 * * ? *)" } }),
     ));
     let refusal = decide(&cred(json!({})), &db, EngineKind::Postgres).unwrap_err();
-    assert_eq!(refusal.reason, "InvalidSchedule");
+    assert_eq!(refusal.reason, Reason::InvalidSchedule);
     assert_eq!(
         refusal.field,
         "RdsDatabase spec.rotationDefaults.schedule.scheduleExpression"
@@ -368,14 +369,14 @@ fn a_database_answer_names_the_role_or_grant() {
 }
 
 /// docs/troubleshooting.md lists every refusal reason the code can give: the planning
-/// phase's, and every `Error::refused("Reason", …)` in the source tree.
+/// phase's, and every `Error::refused(Reason::…, …)` in the source tree.
 #[test]
 fn troubleshooting_lists_every_refusal_reason() {
     let root = env!("CARGO_MANIFEST_DIR");
     let doc = std::fs::read_to_string(format!("{root}/docs/troubleshooting.md")).unwrap();
     let mut reasons: Vec<String> = REFUSAL_REASONS.iter().map(|s| s.to_string()).collect();
     reasons.push("TargetSecretNotOwned".into());
-    let re = regex::Regex::new(r#"Error::refused\(\s*"([A-Za-z]+)""#).unwrap();
+    let re = regex::Regex::new(r#"Error::refused\(\s*Reason::([A-Za-z]+)"#).unwrap();
     let mut dirs = vec![std::path::PathBuf::from(format!("{root}/src"))];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
