@@ -357,43 +357,84 @@ async fn prove_admin_login(resolved: &ResolvedDatabase, ctx: &Context) -> Result
     Ok(())
 }
 
+/// The admin login in AWSCURRENT of the database's admin secret.
+async fn read_admin_login(resolved: &ResolvedDatabase) -> Result<Login, Error> {
+    let id = &resolved.admin_secret_id;
+    let version = resolved
+        .scope
+        .secrets
+        .get_value(id, VersionSelector::Stage(AWSCURRENT))
+        .await?
+        .ok_or_else(|| {
+            Error::not_ready(
+                Reason::AdminSecretNotFound,
+                format!("admin secret {id} has no AWSCURRENT version"),
+            )
+        })?;
+    let value =
+        RdsSecretValue::parse(version.value.expose()).map_err(|source| Error::SecretShape {
+            id: id.clone(),
+            source,
+        })?;
+    Ok(Login {
+        username: value.username,
+        password: value.password,
+    })
+}
+
 /// Admin logins read from Secrets Manager, cached briefly so a burst of credential reconciles
-/// costs one GetSecretValue, not one each.
-#[derive(Default)]
+/// costs one GetSecretValue, not one each. Single-flight: when an entry is missing or
+/// expired, the first caller reads it while the others for the same secret wait on its
+/// per-secret lock and then take what it cached (a burst right after expiry still costs one
+/// read). After a failed read, each waiter tries once more in turn.
 pub struct AdminLogins {
+    ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Login)>>,
+    /// One refresh lock per admin secret id.
+    refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(60);
 
+impl Default for AdminLogins {
+    fn default() -> Self {
+        AdminLogins::with_ttl(ADMIN_LOGIN_TTL)
+    }
+}
+
 impl AdminLogins {
+    pub fn with_ttl(ttl: Duration) -> AdminLogins {
+        AdminLogins {
+            ttl,
+            cache: Mutex::default(),
+            refreshing: Mutex::default(),
+        }
+    }
+
+    fn cached(&self, id: &str) -> Option<Login> {
+        let cache = self.cache.lock().expect("admin cache");
+        let (at, login) = cache.get(id)?;
+        (at.elapsed() < self.ttl).then(|| login.clone())
+    }
+
     pub async fn get(&self, resolved: &ResolvedDatabase) -> Result<Login, Error> {
         let id = &resolved.admin_secret_id;
-        if let Some((at, login)) = self.cache.lock().expect("admin cache").get(id)
-            && at.elapsed() < ADMIN_LOGIN_TTL
-        {
-            return Ok(login.clone());
+        if let Some(login) = self.cached(id) {
+            return Ok(login);
         }
-        let version = resolved
-            .scope
-            .secrets
-            .get_value(id, VersionSelector::Stage(AWSCURRENT))
-            .await?
-            .ok_or_else(|| {
-                Error::not_ready(
-                    Reason::AdminSecretNotFound,
-                    format!("admin secret {id} has no AWSCURRENT version"),
-                )
-            })?;
-        let value =
-            RdsSecretValue::parse(version.value.expose()).map_err(|source| Error::SecretShape {
-                id: id.clone(),
-                source,
-            })?;
-        let login = Login {
-            username: value.username,
-            password: value.password,
-        };
+        let lock = self
+            .refreshing
+            .lock()
+            .expect("admin refresh locks")
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let _refreshing = lock.lock().await;
+        // Whoever held the lock before us may just have read it.
+        if let Some(login) = self.cached(id) {
+            return Ok(login);
+        }
+        let login = read_admin_login(resolved).await?;
         self.cache
             .lock()
             .expect("admin cache")

@@ -885,3 +885,52 @@ async fn unreachable_endpoint_is_transient() {
         )]
     );
 }
+
+/// The admin-login cache is single-flight: 16 reconciles that find the entry expired at once
+/// cost one GetSecretValue, and every one of them gets the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_login_refresh_is_single_flight() {
+    use rdscred::crd::{Endpoint, EngineKind};
+    use rdscred::reconcile::database::{AdminLogins, ResolvedDatabase};
+
+    let (aws, calls) = moto_aws().await;
+    let name = unique("rdscred-it-admin");
+    let value =
+        r#"{"engine":"postgres","host":"db","port":5432,"username":"admin","password":"pw"}"#;
+    let (meta, _) = create(&aws, &name, value, &tags_of(&owner("it-admin", &name), &[])).await;
+    let resolved = ResolvedDatabase {
+        name: "db".into(),
+        engine: EngineKind::Postgres,
+        endpoint: Endpoint {
+            host: "db".into(),
+            port: 5432,
+        },
+        admin_secret_id: meta.arn.clone(),
+        scope: aws.scoped(None, None).await.unwrap(),
+        tls: Default::default(),
+        dbname: None,
+        db_instance_identifier: None,
+        db_cluster_identifier: None,
+    };
+    let logins = AdminLogins::default();
+    let before = calls.total("GetSecretValue");
+    assert_eq!(logins.get(&resolved).await.unwrap().username, "admin");
+    assert_eq!(calls.total("GetSecretValue") - before, 1);
+    for round in 0..2 {
+        // Expired (forget drops the entry, as expiry makes it unusable): one refresh for all.
+        logins.forget(&meta.arn);
+        let before = calls.total("GetSecretValue");
+        let results = futures::future::join_all((0..16).map(|_| logins.get(&resolved))).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|l| l.username == "admin")),
+            "round {round}: every caller gets the login"
+        );
+        assert_eq!(
+            calls.total("GetSecretValue") - before,
+            1,
+            "round {round}: one GetSecretValue for 16 concurrent callers"
+        );
+    }
+}

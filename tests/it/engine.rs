@@ -1026,3 +1026,131 @@ async fn mariadb_drop_refuses_definer_of_objects_and_roles_follow_the_plan() {
     )
     .await;
 }
+
+/// Provisions `users` plans from `users` concurrent admin sessions, each with its own
+/// connection; returns the errors.
+async fn provision_concurrently(s: &Server, plans: &[UserPlan], pw: &str) -> Vec<String> {
+    let tasks = plans.iter().map(|p| async move {
+        let mut a = Admin::connect(&s.target, &s.admin)
+            .await
+            .map_err(|e| format!("{}: connect: {e}", p.username))?;
+        let result = async {
+            a.ensure_login_user(p, &p.username, &SecretString::new(pw))
+                .await?;
+            a.sync_privileges(p).await
+        }
+        .await;
+        a.close().await;
+        result
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", p.username))
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// 32 credentials granted on one shared schema at once: concurrent GRANTs on one object
+/// rewrite the same catalog tuple ("tuple concurrently updated" without serialisation);
+/// every one must succeed first time, and every user must then read the shared table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_concurrent_grants_on_one_schema_all_succeed() {
+    let s = pg();
+    let db = s.database.clone();
+    let tag = unique("pgc");
+    let schema = format!("s_{tag}");
+    pg_admin_sql(
+        &s,
+        &db,
+        &format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int)"),
+    )
+    .await;
+    let plans: Vec<UserPlan> = (0..32)
+        .map(|i| {
+            plan(
+                &format!("{tag}_{i}"),
+                vec![
+                    grant(&db, None, &[Privilege::Connect]),
+                    grant(&db, Some(&schema), &[Privilege::Select, Privilege::Insert]),
+                ],
+                vec![],
+            )
+        })
+        .collect();
+    let pw = "Concurrent-pw-1";
+    with_cleanup(
+        async {
+            let errors = provision_concurrently(&s, &plans, pw).await;
+            assert!(errors.is_empty(), "{} failed: {errors:#?}", errors.len());
+            for p in &plans {
+                let mut user = pg_conn(&s, &login(&p.username, pw), &db).await;
+                assert!(
+                    pg_can(&mut user, &format!("SELECT * FROM {schema}.t")).await,
+                    "{} reads the shared table",
+                    p.username
+                );
+                user.close().await.ok();
+            }
+            let mut a = admin(&s).await;
+            for p in &plans {
+                assert!(
+                    a.sync_privileges(p).await.unwrap().is_empty(),
+                    "{}: a second sync changes nothing",
+                    p.username
+                );
+            }
+            a.close().await;
+        },
+        async {
+            for p in &plans {
+                drop_plan(&s, p).await;
+            }
+            pg_admin_sql(&s, &db, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        },
+    )
+    .await;
+}
+
+/// The same on MariaDB: grants are per-account rows, so concurrent grants on one database
+/// need no serialisation; this proves it stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_concurrent_grants_on_one_database_all_succeed() {
+    let s = maria();
+    let db = s.database.clone();
+    let tag = unique("myc");
+    let plans: Vec<UserPlan> = (0..32)
+        .map(|i| {
+            plan(
+                &format!("{tag}_{i}"),
+                vec![grant(&db, None, &[Privilege::Select, Privilege::Insert])],
+                vec![],
+            )
+        })
+        .collect();
+    with_cleanup(
+        async {
+            let errors = provision_concurrently(&s, &plans, "Concurrent-pw-1").await;
+            assert!(errors.is_empty(), "{} failed: {errors:#?}", errors.len());
+            for p in &plans {
+                assert_eq!(
+                    my_grants_of(&s, &p.username)
+                        .await
+                        .iter()
+                        .filter(|g| g.contains("SELECT, INSERT"))
+                        .count(),
+                    1,
+                    "{}",
+                    p.username
+                );
+            }
+        },
+        async {
+            for p in &plans {
+                drop_plan(&s, p).await;
+            }
+        },
+    )
+    .await;
+}

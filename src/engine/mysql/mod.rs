@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
-use super::quote::{my_account, my_db_pattern, my_ident, my_literal};
+use super::quote::{my_account, my_ident, my_literal};
 use super::{
     ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded,
     map_transport_error, scrub,
@@ -24,8 +24,9 @@ use super::{
 use crate::crd::{EngineKind, Privilege, TlsMode};
 use crate::secret::SecretString;
 
-const ALL: &str = "ALL PRIVILEGES";
-const GRANT_OPTION: &str = "GRANT OPTION";
+mod grants;
+
+use grants::{ALL, GrantChange, Grants, parse_grants, wanted_grants};
 
 /// The MySQL name of a database-level privilege; `None` when it does not exist there.
 pub(crate) fn privilege_name(privilege: Privilege) -> Option<&'static str> {
@@ -144,161 +145,6 @@ fn map_error(error: sqlx::Error, username: &str, secrets: &[&str]) -> DbError {
     }
 }
 
-// ------------------------------------------------------------------ SHOW GRANTS
-
-/// One account's grants as `SHOW GRANTS` prints them. Table- and column-level grants are
-/// outside rdscred's model and left alone.
-#[derive(Debug, Default, PartialEq)]
-struct Grants {
-    /// Privileges `ON *.*` (`USAGE` means none).
-    global: BTreeSet<String>,
-    /// Privileges `ON db.*` per database pattern exactly as granted (`app\_db` is the
-    /// database `app_db`; a bare `app_db` is a different grant that also matches `appXdb`);
-    /// `ALL PRIVILEGES` and `GRANT OPTION` as tokens.
-    databases: BTreeMap<String, BTreeSet<String>>,
-    roles: BTreeSet<String>,
-}
-
-fn parse_grants(lines: &[String]) -> Grants {
-    let mut grants = Grants::default();
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("GRANT "))
-        .for_each(|l| parse_grant_line(l, &mut grants));
-    grants
-}
-
-fn parse_grant_line(line: &str, grants: &mut Grants) {
-    let Some(to) = find_unquoted(line, " TO ") else {
-        return;
-    };
-    let (what, grantee) = (&line[..to], &line[to..]);
-    let Some(on) = find_unquoted(what, " ON ") else {
-        // `GRANT role[, role] TO account`.
-        grants.roles.extend(
-            split_top_level(what)
-                .iter()
-                .filter_map(|r| first_identifier(r)),
-        );
-        return;
-    };
-    let privileges = split_top_level(&what[..on]);
-    if privileges.iter().any(|p| p.contains('(')) {
-        return; // column-level
-    }
-    let mut set: BTreeSet<String> = privileges.iter().map(|p| p.to_ascii_uppercase()).collect();
-    if grantee.contains(" WITH GRANT OPTION") {
-        set.insert(GRANT_OPTION.into());
-    }
-    match parse_target(&what[on + 4..]) {
-        Some(Target::Global) => grants.global.extend(set),
-        Some(Target::Database(db)) => grants.databases.entry(db).or_default().extend(set),
-        None => {}
-    }
-}
-
-enum Target {
-    Global,
-    Database(String),
-}
-
-/// `*.*` or `` `pattern`.* ``.
-fn parse_target(target: &str) -> Option<Target> {
-    let target = target.trim();
-    if target == "*.*" {
-        return Some(Target::Global);
-    }
-    let (pattern, rest) = read_backticked(target)?;
-    (rest == ".*").then_some(Target::Database(pattern))
-}
-
-/// How a grant target is shown in change summaries: `db.*` when the pattern means exactly
-/// one database, else the wildcard pattern as granted.
-fn pattern_label(pattern: &str) -> String {
-    let name = pattern
-        .replace("\\_", "_")
-        .replace("\\%", "%")
-        .replace("\\\\", "\\");
-    if my_db_pattern(&name) == pattern {
-        format!("{name}.*")
-    } else {
-        format!("`{pattern}`.* (wildcard pattern)")
-    }
-}
-
-/// `` `name` `` at the start of `s` (doubled backticks inside), and what follows it.
-fn read_backticked(s: &str) -> Option<(String, &str)> {
-    let body = s.strip_prefix('`')?;
-    let mut name = String::new();
-    let mut chars = body.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == '`' {
-            if chars.peek().map(|(_, n)| *n) == Some('`') {
-                name.push('`');
-                chars.next();
-            } else {
-                return Some((name, &body[i + 1..]));
-            }
-        } else {
-            name.push(c);
-        }
-    }
-    None
-}
-
-/// A role in a role grant: `` `r` `` (MariaDB) or `` `r`@`%` `` (MySQL 8).
-fn first_identifier(s: &str) -> Option<String> {
-    let s = s.trim();
-    match read_backticked(s) {
-        Some((name, _)) => Some(name),
-        None => s
-            .split('@')
-            .next()
-            .map(|n| n.trim_matches('\'').to_owned())
-            .filter(|n| !n.is_empty()),
-    }
-}
-
-/// Byte offset of `pattern` outside backtick/quote-delimited text.
-fn find_unquoted(s: &str, pattern: &str) -> Option<usize> {
-    let mut quote: Option<char> = None;
-    for (i, c) in s.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '`' || c == '\'' => quote = Some(c),
-            None if s[i..].starts_with(pattern) => return Some(i),
-            None => {}
-        }
-    }
-    None
-}
-
-/// Splits on commas outside parentheses and quotes; trims each part.
-fn split_top_level(s: &str) -> Vec<String> {
-    let (mut parts, mut current, mut depth, mut quote) =
-        (Vec::new(), String::new(), 0i32, None::<char>);
-    for c in s.chars() {
-        match (quote, c) {
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '`' | '\'') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, ',') if depth == 0 => {
-                parts.push(current.trim().to_owned());
-                current.clear();
-                continue;
-            }
-            _ => {}
-        }
-        current.push(c);
-    }
-    parts.push(current.trim().to_owned());
-    parts.retain(|p| !p.is_empty());
-    parts
-}
-
 // ------------------------------------------------------------------ admin
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -322,19 +168,6 @@ pub(crate) struct MyAdmin {
     flavour: Flavour,
     /// The session's `sql_mode` has `NO_BACKSLASH_ESCAPES`: literals are quoted accordingly.
     no_backslash_escapes: bool,
-}
-
-/// The plan's wanted database-level privileges: exact grant pattern → privilege names.
-fn wanted_grants(plan: &UserPlan) -> BTreeMap<String, BTreeSet<&'static str>> {
-    let mut wanted: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
-    for grant in &plan.grants {
-        let set = wanted.entry(my_db_pattern(&grant.database)).or_default();
-        set.extend(grant.privileges.iter().filter_map(|p| privilege_name(*p)));
-        if set.contains(ALL) {
-            set.retain(|p| *p == ALL);
-        }
-    }
-    wanted
 }
 
 impl MyAdmin {
@@ -550,7 +383,7 @@ impl MyAdmin {
     }
 
     /// Grants (global ones revoked, database ones made exactly the plan's), roles and default
-    /// role of one login user.
+    /// role of one login user: read, planned, executed.
     async fn sync_user(
         &mut self,
         plan: &UserPlan,
@@ -559,107 +392,23 @@ impl MyAdmin {
         changes: &mut PrivilegeChanges,
     ) -> Result<(), DbError> {
         let current = self.current_grants(user).await?;
+        let planned = grants::plan_user(&current, wanted, &plan.roles);
         let account = self.account(user)?;
-        let global_extra: Vec<&str> = current
-            .global
-            .iter()
-            .map(String::as_str)
-            .filter(|p| *p != "USAGE")
-            .collect();
-        if !global_extra.is_empty() {
-            self.exec(format!(
-                "REVOKE {} ON *.* FROM {account}",
-                global_extra.join(", ")
-            ))
-            .await?;
-            changes
-                .revoked
-                .push(format!("{} ON *.* FROM {user}", global_extra.join(", ")));
+        for change in &planned {
+            if let GrantChange::GrantRole(role) = change {
+                self.check_is_role(role).await?;
+            }
+            for sql in change.statements(&account) {
+                self.exec(sql).await?;
+            }
+            let (granted, revoked) = change.summaries(user);
+            changes.granted.extend(granted);
+            changes.revoked.extend(revoked);
         }
-        let none = BTreeSet::new();
-        let databases: BTreeSet<&String> = current.databases.keys().chain(wanted.keys()).collect();
-        for db in databases {
-            let held = current.databases.get(db).cloned().unwrap_or_default();
-            self.sync_database(user, db, held, wanted.get(db).unwrap_or(&none), changes)
-                .await?;
-        }
-        self.sync_roles(user, &current.roles, &plan.roles, changes)
-            .await?;
         self.sync_default_role(user, &plan.roles).await
     }
 
-    /// One database-level grant `pattern` of `user` made exactly `want`.
-    async fn sync_database(
-        &mut self,
-        user: &str,
-        pattern: &str,
-        mut held: BTreeSet<String>,
-        want: &BTreeSet<&'static str>,
-        changes: &mut PrivilegeChanges,
-    ) -> Result<(), DbError> {
-        let account = self.account(user)?;
-        let on = format!("ON {}.*", my_ident(pattern));
-        let target = pattern_label(pattern);
-        if held.contains(ALL) && !want.contains(ALL) {
-            // ALL cannot be partly revoked by name: revoke it, then grant what is wanted.
-            self.exec(format!("REVOKE ALL PRIVILEGES {on} FROM {account}"))
-                .await?;
-            changes
-                .revoked
-                .push(format!("{ALL} ON {target} FROM {user}"));
-            held.remove(ALL);
-        }
-        // With ALL wanted, the individual privileges it includes are not extras.
-        let missing: Vec<&str> = want
-            .iter()
-            .copied()
-            .filter(|p| !held.contains(*p))
-            .collect();
-        let extra: Vec<&str> = held
-            .iter()
-            .map(String::as_str)
-            .filter(|p| !want.contains(p) && (!want.contains(ALL) || *p == GRANT_OPTION))
-            .collect();
-        if !missing.is_empty() {
-            self.exec(format!("GRANT {} {on} TO {account}", missing.join(", ")))
-                .await?;
-            changes
-                .granted
-                .push(format!("{} ON {target} TO {user}", missing.join(", ")));
-        }
-        if !extra.is_empty() {
-            self.exec(format!("REVOKE {} {on} FROM {account}", extra.join(", ")))
-                .await?;
-            changes
-                .revoked
-                .push(format!("{} ON {target} FROM {user}", extra.join(", ")));
-        }
-        Ok(())
-    }
-
     // -------------------------------------------------------------- roles
-
-    async fn sync_roles(
-        &mut self,
-        user: &str,
-        held: &BTreeSet<String>,
-        wanted: &[String],
-        changes: &mut PrivilegeChanges,
-    ) -> Result<(), DbError> {
-        let account = self.account(user)?;
-        for role in wanted.iter().filter(|r| !held.contains(*r)) {
-            self.check_is_role(role).await?;
-            self.exec(format!("GRANT {} TO {account}", my_ident(role)))
-                .await?;
-            changes.granted.push(format!("ROLE {role} TO {user}"));
-        }
-        for role in held.iter().filter(|r| !wanted.contains(r)) {
-            self.exec(format!("REVOKE {} FROM {account}", my_ident(role)))
-                .await?;
-            changes.revoked.push(format!("ROLE {role} FROM {user}"));
-        }
-        Ok(())
-    }
 
     /// Only real roles can be granted: on MySQL 8 any account can be granted like a role, and
     /// granting another application's user would hand out its privileges. MariaDB marks roles
@@ -819,10 +568,6 @@ impl MyAdmin {
 mod tests {
     use super::*;
 
-    fn lines(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
     fn every_refused_login_is_auth_failed() {
         // (error number, refused login?)
@@ -844,93 +589,5 @@ mod tests {
         for (number, refused) in table {
             assert_eq!(login_refused(number), refused, "error {number}");
         }
-    }
-
-    #[test]
-    fn parses_mariadb_show_grants() {
-        let g = parse_grants(&lines(&[
-            "GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*ABC'",
-            "GRANT SELECT, INSERT ON `rdscred\\_test`.* TO `app`@`%`",
-            "GRANT ALL PRIVILEGES ON `other`.* TO `app`@`%` WITH GRANT OPTION",
-            "GRANT SELECT (`c`) ON `db`.`t` TO `app`@`%`",
-            "GRANT UPDATE ON `db`.`t` TO `app`@`%`",
-            "GRANT `readers` TO `app`@`%`",
-            "SET DEFAULT ROLE `readers` FOR `app`@`%`",
-        ]));
-        assert_eq!(g.global, BTreeSet::from(["USAGE".to_string()]));
-        assert_eq!(
-            g.databases["rdscred\\_test"],
-            BTreeSet::from(["SELECT".to_string(), "INSERT".to_string()])
-        );
-        assert_eq!(
-            g.databases["other"],
-            BTreeSet::from([ALL.to_string(), GRANT_OPTION.to_string()])
-        );
-        assert_eq!(g.databases.len(), 2);
-        assert_eq!(g.roles, BTreeSet::from(["readers".to_string()]));
-    }
-
-    #[test]
-    fn parses_mysql8_show_grants() {
-        let g = parse_grants(&lines(&[
-            "GRANT USAGE ON *.* TO `app`@`%`",
-            "GRANT BACKUP_ADMIN,XA_RECOVER_ADMIN ON *.* TO `app`@`%`",
-            "GRANT CREATE TEMPORARY TABLES, LOCK TABLES ON `we``ird`.* TO `app`@`%`",
-            "GRANT `r1`@`%`,`r2`@`%` TO `app`@`%`",
-        ]));
-        assert!(g.global.contains("BACKUP_ADMIN") && g.global.contains("XA_RECOVER_ADMIN"));
-        assert_eq!(
-            g.databases["we`ird"],
-            BTreeSet::from([
-                "CREATE TEMPORARY TABLES".to_string(),
-                "LOCK TABLES".to_string()
-            ])
-        );
-        assert_eq!(
-            g.roles,
-            BTreeSet::from(["r1".to_string(), "r2".to_string()])
-        );
-    }
-
-    #[test]
-    fn grant_patterns_round_trip() {
-        for name in ["app_db", "a%b", "plain", "x\\y"] {
-            let quoted = my_ident(&my_db_pattern(name));
-            let (pattern, rest) = read_backticked(&quoted).unwrap();
-            assert_eq!(rest, "");
-            assert_eq!(pattern, my_db_pattern(name));
-            assert_eq!(pattern_label(&pattern), format!("{name}.*"));
-        }
-        assert_eq!(pattern_label("app_db"), "`app_db`.* (wildcard pattern)");
-    }
-
-    #[test]
-    fn all_absorbs_other_privileges() {
-        let plan = UserPlan {
-            username: "app".into(),
-            login_users: vec!["app".into()],
-            grants: vec![
-                crate::crd::PrivilegeGrant {
-                    database: "a".into(),
-                    schema: None,
-                    privileges: vec![Privilege::All],
-                },
-                crate::crd::PrivilegeGrant {
-                    database: "a".into(),
-                    schema: None,
-                    privileges: vec![Privilege::Select],
-                },
-                crate::crd::PrivilegeGrant {
-                    database: "b".into(),
-                    schema: None,
-                    privileges: vec![Privilege::Temporary],
-                },
-            ],
-            roles: vec![],
-        };
-        let w = wanted_grants(&plan);
-        assert_eq!(w["a"], BTreeSet::from([ALL]));
-        assert!(!w.contains_key("app_db"));
-        assert_eq!(w["b"], BTreeSet::from(["CREATE TEMPORARY TABLES"]));
     }
 }

@@ -12,7 +12,7 @@
 //! is no longer in the plan are found and revoked too (with a connection to that database:
 //! schema and table ACLs are per database).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
@@ -22,37 +22,16 @@ use super::{
     ConnectTarget, DbError, Login, PrivilegeChanges, UserPlan, connect_bounded,
     map_transport_error, scram, scrub,
 };
-use crate::crd::{Privilege, TlsMode};
+use privileges::Wanted;
+
+mod catalog;
+mod privileges;
+use crate::crd::TlsMode;
 use crate::secret::SecretString;
 
 /// Connected to when the target names no database (exists on every server, RDS included).
 const DEFAULT_DATABASE: &str = "postgres";
-const DATABASE_PRIVILEGES: [&str; 3] = ["CONNECT", "CREATE", "TEMPORARY"];
-const SCHEMA_PRIVILEGES: [&str; 2] = ["USAGE", "CREATE"];
-const TABLE_PRIVILEGES: [&str; 7] = [
-    "SELECT",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "TRUNCATE",
-    "REFERENCES",
-    "TRIGGER",
-];
-/// Relation kinds `ON ALL TABLES IN SCHEMA` covers: tables, partitioned tables, views,
-/// materialized views, foreign tables.
-const TABLE_KINDS: &str = "('r','p','v','m','f')";
-
-/// Whether `privilege` applies at database level (`in_schema == false`) or to a schema and
-/// its tables.
-pub(crate) fn privilege_applies(privilege: Privilege, in_schema: bool) -> bool {
-    use Privilege::*;
-    match privilege {
-        All | Create => true,
-        Connect | Temporary => !in_schema,
-        Usage | Select | Insert | Update | Delete | Truncate | References | Trigger => in_schema,
-        _ => false,
-    }
-}
+pub(crate) use privileges::privilege_applies;
 
 // ------------------------------------------------------------------ connections
 
@@ -170,18 +149,6 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), DbError> {
         .map_err(|e| map_error(e, "", &[]))
 }
 
-async fn fetch_pairs(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    role: &str,
-) -> Result<Vec<(String, String)>, DbError> {
-    sqlx::query_as(sql)
-        .bind(role)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| map_error(e, "", &[]))
-}
-
 /// The literal `ALTER ROLE ... PASSWORD` gets: a SCRAM verifier computed here, or, for a
 /// password SASLprep would change (non-ASCII), the password as an escape-string literal
 /// for the server to hash the way clients will.
@@ -192,120 +159,6 @@ fn password_literal(password: &SecretString) -> Result<String, DbError> {
     } else {
         pg_literal(password)
     }
-}
-
-// ------------------------------------------------------------------ desired state
-
-/// What one grantee should hold, per database.
-#[derive(Default)]
-struct Desired {
-    /// Database-level privileges per database.
-    databases: BTreeMap<String, BTreeSet<&'static str>>,
-    /// Per database, per schema.
-    schemas: BTreeMap<String, BTreeMap<String, SchemaWant>>,
-}
-
-#[derive(Default, Clone, PartialEq)]
-struct SchemaWant {
-    schema: BTreeSet<&'static str>,
-    /// On all tables in the schema, now and (via default privileges) in future.
-    tables: BTreeSet<&'static str>,
-}
-
-impl Desired {
-    fn from_plan(plan: &UserPlan) -> Desired {
-        let mut desired = Desired::default();
-        for grant in &plan.grants {
-            match &grant.schema {
-                None => {
-                    let set = desired.databases.entry(grant.database.clone()).or_default();
-                    grant
-                        .privileges
-                        .iter()
-                        .for_each(|p| set.extend(database_privilege(*p)));
-                }
-                Some(schema) => {
-                    let want = desired
-                        .schemas
-                        .entry(grant.database.clone())
-                        .or_default()
-                        .entry(schema.clone())
-                        .or_default();
-                    grant
-                        .privileges
-                        .iter()
-                        .for_each(|p| add_schema_privilege(want, *p));
-                    // Table privileges are useless without USAGE on their schema.
-                    if !want.tables.is_empty() {
-                        want.schema.insert("USAGE");
-                    }
-                }
-            }
-        }
-        desired
-    }
-
-    fn schemas_in(&self, database: &str) -> BTreeMap<String, SchemaWant> {
-        self.schemas.get(database).cloned().unwrap_or_default()
-    }
-}
-
-fn database_privilege(privilege: Privilege) -> Vec<&'static str> {
-    match privilege {
-        Privilege::All => DATABASE_PRIVILEGES.to_vec(),
-        Privilege::Connect => vec!["CONNECT"],
-        Privilege::Create => vec!["CREATE"],
-        Privilege::Temporary => vec!["TEMPORARY"],
-        _ => vec![],
-    }
-}
-
-fn add_schema_privilege(want: &mut SchemaWant, privilege: Privilege) {
-    use Privilege::*;
-    match privilege {
-        All => {
-            want.schema.extend(SCHEMA_PRIVILEGES);
-            want.tables.extend(TABLE_PRIVILEGES);
-        }
-        Usage => _ = want.schema.insert("USAGE"),
-        Create => _ = want.schema.insert("CREATE"),
-        Select => _ = want.tables.insert("SELECT"),
-        Insert => _ = want.tables.insert("INSERT"),
-        Update => _ = want.tables.insert("UPDATE"),
-        Delete => _ = want.tables.insert("DELETE"),
-        Truncate => _ = want.tables.insert("TRUNCATE"),
-        References => _ = want.tables.insert("REFERENCES"),
-        Trigger => _ = want.tables.insert("TRIGGER"),
-        _ => {}
-    }
-}
-
-/// (`wanted` minus `current`, `current` minus `wanted`): what to grant and what to revoke.
-fn diff(
-    current: Option<&BTreeSet<String>>,
-    wanted: &BTreeSet<&'static str>,
-) -> (Vec<String>, Vec<String>) {
-    let empty = BTreeSet::new();
-    let current = current.unwrap_or(&empty);
-    let missing = wanted
-        .iter()
-        .filter(|p| !current.contains(**p))
-        .map(|p| p.to_string())
-        .collect();
-    let extra = current
-        .iter()
-        .filter(|p| !wanted.contains(p.as_str()))
-        .cloned()
-        .collect();
-    (missing, extra)
-}
-
-fn group(pairs: Vec<(String, String)>) -> BTreeMap<String, BTreeSet<String>> {
-    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (key, value) in pairs {
-        map.entry(key).or_default().insert(value);
-    }
-    map
 }
 
 // ------------------------------------------------------------------ admin
@@ -430,12 +283,12 @@ impl PgAdmin {
         self.sync_role_memberships(&owner, &plan.roles, &mut changes)
             .await?;
 
-        let desired = Desired::from_plan(plan);
-        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys()))
+        let wanted = privileges::wanted(plan);
+        self.check_databases_exist(wanted.keys().map(|o| &o.database))
             .await?;
         // The owner holds the plan; login users hold nothing directly.
-        let empty = Desired::default();
-        let mut grantees: Vec<(&str, &Desired)> = vec![(owner.as_str(), &desired)];
+        let empty = Wanted::new();
+        let mut grantees: Vec<(&str, &Wanted)> = vec![(owner.as_str(), &wanted)];
         grantees.extend(logins.iter().map(|l| (l.as_str(), &empty)));
         self.sync_acls(&grantees, &mut changes).await?;
         Ok(changes)
@@ -450,16 +303,16 @@ impl PgAdmin {
         for role in &plan.roles {
             self.check_grantable_role(role).await?;
         }
-        let desired = Desired::from_plan(plan);
-        self.check_databases_exist(desired.databases.keys().chain(desired.schemas.keys()))
+        let wanted = privileges::wanted(plan);
+        self.check_databases_exist(wanted.keys().map(|o| &o.database))
             .await?;
-        for database in desired.schemas.keys() {
-            let wanted = desired.schemas_in(database);
-            if *database == self.database {
-                check_schemas_exist(&mut self.conn, database, &wanted).await?;
+        for database in privileges::databases_with_schemas(&wanted) {
+            let schemas = privileges::schemas_in(&wanted, &database);
+            if database == self.database {
+                catalog::check_schemas_exist(&mut self.conn, &database, &schemas).await?;
             } else {
-                let mut conn = connect_admin(&self.target, &self.admin, database).await?;
-                let result = check_schemas_exist(&mut conn, database, &wanted).await;
+                let mut conn = connect_admin(&self.target, &self.admin, &database).await?;
+                let result = catalog::check_schemas_exist(&mut conn, &database, &schemas).await;
                 let _ = conn.close().await;
                 result?;
             }
@@ -488,8 +341,8 @@ impl PgAdmin {
             });
         }
         // Privileges mention the roles too and block DROP ROLE: revoke them all first.
-        let empty = Desired::default();
-        let grantees: Vec<(&str, &Desired)> =
+        let empty = Wanted::new();
+        let grantees: Vec<(&str, &Wanted)> =
             existing.iter().map(|r| (r.as_str(), &empty)).collect();
         self.sync_acls(&grantees, &mut PrivilegeChanges::default())
             .await?;
@@ -627,7 +480,8 @@ impl PgAdmin {
         .map_err(|e| map_error(e, "", &[]))?
         .into_iter()
         .collect();
-        for role in wanted.iter().filter(|r| !current.contains(*r)) {
+        let (grant, revoke) = privileges::membership_changes(&current, wanted);
+        for role in &grant {
             exec(
                 &mut self.conn,
                 format!("GRANT {} TO {}", pg_ident(role), pg_ident(member)),
@@ -635,7 +489,7 @@ impl PgAdmin {
             .await?;
             changes.granted.push(format!("ROLE {role} TO {member}"));
         }
-        for role in current.iter().filter(|r| !wanted.contains(r)) {
+        for role in &revoke {
             exec(
                 &mut self.conn,
                 format!("REVOKE {} FROM {}", pg_ident(role), pg_ident(member)),
@@ -658,7 +512,7 @@ impl PgAdmin {
             .into_iter()
             .collect();
         let sql = "SELECT datname::text FROM pg_database WHERE datname = ANY($1)";
-        match first_missing(&mut self.conn, sql, &names).await? {
+        match catalog::first_missing(&mut self.conn, sql, &names).await? {
             Some(missing) => Err(DbError::InvalidGrant {
                 detail: format!("database {missing} does not exist"),
             }),
@@ -666,60 +520,28 @@ impl PgAdmin {
         }
     }
 
-    /// Database ACLs (a cluster-wide catalog, readable from here) and, per database that the
-    /// plan names or that mentions a grantee, schema, table and default privileges.
+    /// Database ACLs (a cluster-wide catalog, readable and changed from here) and, per
+    /// database that the plan names or that mentions a grantee, schema, table and default
+    /// privileges: read into a snapshot, planned, executed.
     async fn sync_acls(
         &mut self,
-        grantees: &[(&str, &Desired)],
+        grantees: &[(&str, &Wanted)],
         changes: &mut PrivilegeChanges,
     ) -> Result<(), DbError> {
-        for (grantee, desired) in grantees {
-            self.sync_database_acl(grantee, desired, changes).await?;
+        let mut planned = Vec::new();
+        for (grantee, wanted) in grantees {
+            let held = catalog::read_database_acls(&mut self.conn, grantee).await?;
+            let wanted = privileges::database_level(wanted);
+            planned.extend(privileges::plan_changes(grantee, &wanted, &held));
         }
+        catalog::execute(&mut self.conn, &planned, changes).await?;
         let names: Vec<String> = grantees.iter().map(|(g, _)| g.to_string()).collect();
         let mut databases: BTreeSet<String> = self.databases_mentioning(&names).await?;
         grantees
             .iter()
-            .for_each(|(_, d)| databases.extend(d.schemas.keys().cloned()));
+            .for_each(|(_, w)| databases.extend(privileges::databases_with_schemas(w)));
         for database in databases {
             self.sync_in_database(&database, grantees, changes).await?;
-        }
-        Ok(())
-    }
-
-    async fn sync_database_acl(
-        &mut self,
-        grantee: &str,
-        desired: &Desired,
-        changes: &mut PrivilegeChanges,
-    ) -> Result<(), DbError> {
-        let current = group(
-            fetch_pairs(
-                &mut self.conn,
-                "SELECT d.datname::text, a.privilege_type FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a \
-                 WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND d.datdba <> a.grantee",
-                grantee,
-            )
-            .await?,
-        );
-        let none = BTreeSet::new();
-        let databases: BTreeSet<&String> = current.keys().chain(desired.databases.keys()).collect();
-        for database in databases {
-            let (missing, extra) = diff(
-                current.get(database),
-                desired.databases.get(database).unwrap_or(&none),
-            );
-            let on = format!("ON DATABASE {}", pg_ident(database));
-            grant_revoke(
-                &mut self.conn,
-                &missing,
-                &extra,
-                &on,
-                grantee,
-                &format!("ON DATABASE {database}"),
-                changes,
-            )
-            .await?;
         }
         Ok(())
     }
@@ -745,7 +567,7 @@ impl PgAdmin {
     async fn sync_in_database(
         &mut self,
         database: &str,
-        grantees: &[(&str, &Desired)],
+        grantees: &[(&str, &Wanted)],
         changes: &mut PrivilegeChanges,
     ) -> Result<(), DbError> {
         if database == self.database {
@@ -776,268 +598,28 @@ impl PgAdmin {
     }
 }
 
-/// Schema ACLs, table ACLs and the admin's default privileges in the connected database.
+/// Schema ACLs, table ACLs and the admin's default privileges in the connected database:
+/// every grantee's snapshot read and its changes planned before anything is written.
 async fn sync_objects(
     conn: &mut PgConnection,
     database: &str,
-    grantees: &[(&str, &Desired)],
+    grantees: &[(&str, &Wanted)],
     changes: &mut PrivilegeChanges,
 ) -> Result<(), DbError> {
-    for (grantee, desired) in grantees {
-        let wanted = desired.schemas_in(database);
-        check_schemas_exist(conn, database, &wanted).await?;
-        sync_schema_acls(conn, database, grantee, &wanted, changes).await?;
-        sync_table_acls(conn, database, grantee, &wanted, changes).await?;
-        sync_default_acls(conn, database, grantee, &wanted, changes).await?;
-    }
-    Ok(())
-}
-
-async fn check_schemas_exist(
-    conn: &mut PgConnection,
-    database: &str,
-    wanted: &BTreeMap<String, SchemaWant>,
-) -> Result<(), DbError> {
-    let names: Vec<String> = wanted.keys().cloned().collect();
-    let sql = "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)";
-    match first_missing(conn, sql, &names).await? {
-        Some(missing) => Err(DbError::InvalidGrant {
-            detail: format!("schema {missing} does not exist in database {database}"),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The first of `names` that `sql` (a catalog query selecting names `= ANY($1)`) does not
-/// return, if any.
-async fn first_missing(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    names: &[String],
-) -> Result<Option<String>, DbError> {
-    let found: Vec<String> = sqlx::query_scalar(sql)
-        .bind(names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map_error(e, "", &[]))?;
-    Ok(names.iter().find(|n| !found.contains(n)).cloned())
-}
-
-async fn sync_schema_acls(
-    conn: &mut PgConnection,
-    database: &str,
-    grantee: &str,
-    wanted: &BTreeMap<String, SchemaWant>,
-    changes: &mut PrivilegeChanges,
-) -> Result<(), DbError> {
-    let current = group(
-        fetch_pairs(
-            conn,
-            "SELECT n.nspname::text, a.privilege_type FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a \
-             WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND n.nspowner <> a.grantee",
-            grantee,
-        )
-        .await?,
-    );
-    let schemas: BTreeSet<&String> = current.keys().chain(wanted.keys()).collect();
-    for schema in schemas {
-        let want = wanted
-            .get(schema)
-            .map(|w| w.schema.clone())
-            .unwrap_or_default();
-        let (missing, extra) = diff(current.get(schema), &want);
-        let on = format!("ON SCHEMA {}", pg_ident(schema));
-        grant_revoke(
-            conn,
-            &missing,
-            &extra,
-            &on,
-            grantee,
-            &format!("ON SCHEMA {database}.{schema}"),
-            changes,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Grants are made with `ON ALL TABLES IN SCHEMA` when any table lacks any wanted privilege;
-/// privileges held on any table that the plan does not want in that schema are revoked
-/// from all its tables.
-async fn sync_table_acls(
-    conn: &mut PgConnection,
-    database: &str,
-    grantee: &str,
-    wanted: &BTreeMap<String, SchemaWant>,
-    changes: &mut PrivilegeChanges,
-) -> Result<(), DbError> {
-    let held_sql = format!(
-        "SELECT n.nspname::text, a.privilege_type FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         CROSS JOIN LATERAL aclexplode(c.relacl) a \
-         WHERE c.relkind IN {TABLE_KINDS} AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND c.relowner <> a.grantee \
-         GROUP BY 1, 2"
-    );
-    let held: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(held_sql))
-        .bind(grantee)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map_error(e, "", &[]))?;
-    let held = group(held);
-    let schemas: BTreeSet<&String> = held.keys().chain(wanted.keys()).collect();
-    for schema in schemas {
-        let want = wanted
-            .get(schema)
-            .map(|w| w.tables.clone())
-            .unwrap_or_default();
-        let missing = privileges_missing_on_some_table(conn, schema, grantee, &want).await?;
-        let (_, extra) = diff(held.get(schema), &want);
-        let on = format!("ON ALL TABLES IN SCHEMA {}", pg_ident(schema));
-        let label = format!("ON ALL TABLES IN SCHEMA {database}.{schema}");
-        // Grant every wanted privilege (idempotent); report the ones that were missing.
-        if !missing.is_empty() {
-            let all: Vec<String> = want.iter().map(|p| p.to_string()).collect();
-            exec(
-                conn,
-                format!("GRANT {} {on} TO {}", all.join(", "), pg_ident(grantee)),
-            )
+    let mut planned = Vec::new();
+    for (grantee, wanted) in grantees {
+        let wanted = privileges::in_database(wanted, database);
+        catalog::check_schemas_exist(conn, database, &privileges::schemas_in(&wanted, database))
             .await?;
-            changes
-                .granted
-                .push(format!("{} {label} TO {grantee}", missing.join(", ")));
-        }
-        grant_revoke(conn, &[], &extra, &on, grantee, &label, changes).await?;
+        let held = catalog::read_object_acls(conn, database, grantee, &wanted).await?;
+        planned.extend(privileges::plan_changes(grantee, &wanted, &held));
     }
-    Ok(())
-}
-
-async fn privileges_missing_on_some_table(
-    conn: &mut PgConnection,
-    schema: &str,
-    grantee: &str,
-    want: &BTreeSet<&'static str>,
-) -> Result<Vec<String>, DbError> {
-    if want.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT DISTINCT p.priv FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         CROSS JOIN unnest($3::text[]) AS p(priv) \
-         WHERE n.nspname = $1 AND c.relkind IN {TABLE_KINDS} \
-         AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = $2) \
-         AND NOT EXISTS (SELECT 1 FROM aclexplode(c.relacl) a \
-                         WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2) AND a.privilege_type = p.priv) \
-         ORDER BY 1"
-    );
-    let want: Vec<String> = want.iter().map(|p| p.to_string()).collect();
-    sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(schema)
-        .bind(grantee)
-        .bind(&want)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map_error(e, "", &[]))
-}
-
-/// Default privileges of the admin (the role whose future tables `ALTER DEFAULT PRIVILEGES`
-/// without `FOR ROLE` covers), so tables created later are covered too.
-async fn sync_default_acls(
-    conn: &mut PgConnection,
-    database: &str,
-    grantee: &str,
-    wanted: &BTreeMap<String, SchemaWant>,
-    changes: &mut PrivilegeChanges,
-) -> Result<(), DbError> {
-    let current = group(
-        fetch_pairs(
-            conn,
-            "SELECT n.nspname::text, a.privilege_type FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace \
-             CROSS JOIN LATERAL aclexplode(d.defaclacl) a \
-             WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND d.defaclobjtype = 'r' \
-             AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
-            grantee,
-        )
-        .await?,
-    );
-    let schemas: BTreeSet<&String> = current.keys().chain(wanted.keys()).collect();
-    for schema in schemas {
-        let want = wanted
-            .get(schema)
-            .map(|w| w.tables.clone())
-            .unwrap_or_default();
-        let (missing, extra) = diff(current.get(schema), &want);
-        let label = format!("ON FUTURE TABLES IN SCHEMA {database}.{schema}");
-        let prefix = format!("ALTER DEFAULT PRIVILEGES IN SCHEMA {} ", pg_ident(schema));
-        grant_revoke_with(
-            conn,
-            &prefix,
-            &missing,
-            &extra,
-            "ON TABLES",
-            grantee,
-            &label,
-            changes,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// `GRANT missing <on> TO grantee` and `REVOKE extra <on> FROM grantee`, recorded under `label`.
-/// Privilege names come from the fixed lists above or from the catalog's `privilege_type`,
-/// which only yields keywords.
-async fn grant_revoke(
-    conn: &mut PgConnection,
-    missing: &[String],
-    extra: &[String],
-    on: &str,
-    grantee: &str,
-    label: &str,
-    changes: &mut PrivilegeChanges,
-) -> Result<(), DbError> {
-    grant_revoke_with(conn, "", missing, extra, on, grantee, label, changes).await
-}
-
-/// [`grant_revoke`] with a statement prefix (`ALTER DEFAULT PRIVILEGES IN SCHEMA s `).
-#[allow(clippy::too_many_arguments)]
-async fn grant_revoke_with(
-    conn: &mut PgConnection,
-    prefix: &str,
-    missing: &[String],
-    extra: &[String],
-    on: &str,
-    grantee: &str,
-    label: &str,
-    changes: &mut PrivilegeChanges,
-) -> Result<(), DbError> {
-    if !missing.is_empty() {
-        let grant = format!(
-            "{prefix}GRANT {} {on} TO {}",
-            missing.join(", "),
-            pg_ident(grantee)
-        );
-        exec(conn, grant).await?;
-        changes
-            .granted
-            .push(format!("{} {label} TO {grantee}", missing.join(", ")));
-    }
-    if !extra.is_empty() {
-        let revoke = format!(
-            "{prefix}REVOKE {} {on} FROM {}",
-            extra.join(", "),
-            pg_ident(grantee)
-        );
-        exec(conn, revoke).await?;
-        changes
-            .revoked
-            .push(format!("{} {label} FROM {grantee}", extra.join(", ")));
-    }
-    Ok(())
+    catalog::execute(conn, &planned, changes).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PrivilegeGrant;
 
     #[test]
     fn every_refused_login_is_auth_failed() {
@@ -1052,50 +634,5 @@ mod tests {
         for (code, refused) in table {
             assert_eq!(login_refused(code), refused, "SQLSTATE {code:?}");
         }
-    }
-
-    #[test]
-    fn plan_maps_to_database_schema_and_table_privileges() {
-        let plan = UserPlan {
-            username: "app".into(),
-            login_users: vec!["app".into()],
-            grants: vec![
-                PrivilegeGrant {
-                    database: "db".into(),
-                    schema: None,
-                    privileges: vec![Privilege::Connect],
-                },
-                PrivilegeGrant {
-                    database: "db".into(),
-                    schema: Some("s".into()),
-                    privileges: vec![Privilege::Select],
-                },
-                PrivilegeGrant {
-                    database: "db".into(),
-                    schema: Some("t".into()),
-                    privileges: vec![Privilege::All],
-                },
-            ],
-            roles: vec![],
-        };
-        let d = Desired::from_plan(&plan);
-        assert_eq!(d.databases["db"], BTreeSet::from(["CONNECT"]));
-        let s = &d.schemas["db"]["s"];
-        assert_eq!(s.schema, BTreeSet::from(["USAGE"]));
-        assert_eq!(s.tables, BTreeSet::from(["SELECT"]));
-        assert_eq!(d.schemas["db"]["t"].tables.len(), 7);
-        assert_eq!(
-            d.schemas["db"]["t"].schema,
-            BTreeSet::from(["CREATE", "USAGE"])
-        );
-    }
-
-    #[test]
-    fn diff_finds_missing_and_extra() {
-        let current = BTreeSet::from(["SELECT".to_string(), "DELETE".to_string()]);
-        let wanted = BTreeSet::from(["SELECT", "INSERT"]);
-        let (missing, extra) = diff(Some(&current), &wanted);
-        assert_eq!(missing, vec!["INSERT"]);
-        assert_eq!(extra, vec!["DELETE"]);
     }
 }
