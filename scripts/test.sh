@@ -34,6 +34,10 @@ RDSCRED_BENCH_QUICK=1 cargo test --locked --bench events
 # Rotation under concurrency: failed logins, rotation time spaced vs back to back, rollout
 # complete -> next rotation (quick mode; the figures come from `cargo bench --bench rotation`).
 RDSCRED_BENCH_QUICK=1 cargo test --locked --bench rotation
+# Scale: the controller process against the served emulator, moto (calls counted on the wire)
+# and both databases: time to Ready, RSS, CPU, calls, propagation (quick mode, N=20; the
+# figures come from `cargo bench --bench scale`, RDSCRED_SCALE_N=100 / 1000).
+RDSCRED_BENCH_QUICK=1 cargo test --locked --bench scale
 
 bash tests/chart/run.sh
 

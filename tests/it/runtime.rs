@@ -50,28 +50,30 @@ impl Rdscred {
         g: &Ground,
         extra: &[&str],
     ) -> Rdscred {
+        let endpoint = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+        let mut args = vec![
+            "--cluster-name",
+            &g.cluster,
+            "--aws-endpoint-url",
+            &endpoint,
+            "--poll-interval",
+            "2s",
+            "--drift-interval",
+            "30s",
+            "--min-rotation-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        Rdscred::spawn(name, dir, kubeconfig, &args)
+    }
+
+    /// `rdscred run --http-addr 127.0.0.1:0 ARGS` logging (JSON, info) to `dir/NAME.log`.
+    pub(crate) fn spawn(name: &str, dir: &Path, kubeconfig: &Path, args: &[&str]) -> Rdscred {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log file");
-        let endpoint = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
         let child = Command::new(env!("CARGO_BIN_EXE_rdscred"))
-            .args([
-                "run",
-                "--cluster-name",
-                &g.cluster,
-                "--http-addr",
-                "127.0.0.1:0",
-                "--aws-endpoint-url",
-                &endpoint,
-            ])
-            .args([
-                "--poll-interval",
-                "2s",
-                "--drift-interval",
-                "30s",
-                "--min-rotation-interval",
-                "1s",
-            ])
-            .args(extra)
+            .args(["run", "--http-addr", "127.0.0.1:0"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .env_remove("RDSCRED_LOG_FORMAT")
@@ -89,7 +91,7 @@ impl Rdscred {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 

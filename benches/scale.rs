@@ -1,0 +1,549 @@
+//! Scale figures (issue 15): `cargo bench --bench scale` with the test ground up
+//! (`source .test-env/env`). The controller runs as users run it, a separate `rdscred run`
+//! process (the release binary under `cargo bench`), against the Kubernetes API emulator served
+//! on loopback under the chart's RBAC, moto behind a counting proxy, and the real PostgreSQL and
+//! MariaDB servers (half the credentials on each). It creates `RDSCRED_SCALE_N` credentials
+//! (default 100; the README's table also has 1000) and prints
+//! - time to all Ready and credentials/s;
+//! - controller RSS: before the first credential, peak (VmHWM) and steady (VmRSS) after
+//!   convergence, and KiB per additional credential; controller CPU seconds (utime + stime);
+//! - Secrets Manager calls by operation during provisioning (and per credential) and per
+//!   steady poll, counted on the wire between the controller and moto;
+//! - propagation of outside changes (PutSecretValue + AWSCURRENT moved by someone else) to the
+//!   Kubernetes Secret: p50/p99 over samples spread over the poll phase.
+//!
+//! Users and secrets are removed afterwards. `RDSCRED_BENCH_QUICK=1` runs N=20 with a 2 s poll
+//! (the test command uses it to keep the bench building and running).
+
+#![allow(dead_code, unused_imports)]
+
+#[path = "../tests/it/support.rs"]
+mod support;
+
+#[path = "../tests/it/runtime.rs"]
+mod runtime;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use rdscred::crd::{RdsCredential, RdsDatabase};
+use rdscred::engine::{Admin, UserPlan};
+use rdscred::propagation::sync::VERSION_ANNOTATION;
+use runtime::{Rdscred, Workdir, write_kubeconfig};
+use serde_json::json;
+use support::{DbServer, Ground, unique, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn quick() -> bool {
+    std::env::var_os("RDSCRED_BENCH_QUICK").is_some()
+}
+
+// ------------------------------------------------------------------ counting proxy
+
+/// Secrets Manager requests by operation, counted from the `X-Amz-Target` header of every
+/// request the controller sends through the proxy (the JSON protocol names the operation there).
+#[derive(Clone, Default)]
+struct Counts(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Counts {
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().expect("counts lock").clone()
+    }
+
+    fn get(&self, op: &str) -> u64 {
+        self.snapshot().get(op).copied().unwrap_or(0)
+    }
+}
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+const TARGET: &[u8] = b"x-amz-target: secretsmanager.";
+
+/// Operations named in `buf` (lower-cased request bytes); returns where scanning may resume
+/// (a header cut by the end of the buffer is scanned again with the next read).
+fn scan_targets(buf: &[u8], out: &mut Vec<String>) -> usize {
+    let mut at = 0;
+    while let Some(i) = find(&buf[at..], TARGET) {
+        let start = at + i + TARGET.len();
+        let Some(end) = buf[start..].iter().position(|b| *b == b'\r') else {
+            return at + i;
+        };
+        out.push(String::from_utf8_lossy(&buf[start..start + end]).into_owned());
+        at = start + end;
+    }
+    buf.len().saturating_sub(TARGET.len())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A TCP proxy to `upstream` on a free loopback port; returns its URL.
+async fn counting_proxy(upstream: String, counts: Counts) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, counts) = (upstream.clone(), counts.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let requests = async {
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sw.write_all(&chunk[..n]).await.is_err() {
+                            break;
+                        }
+                        pending.extend(chunk[..n].iter().map(u8::to_ascii_lowercase));
+                        let mut ops = Vec::new();
+                        let keep = scan_targets(&pending, &mut ops);
+                        pending.drain(..keep);
+                        let mut m = counts.0.lock().expect("counts lock");
+                        for op in ops {
+                            *m.entry(op).or_insert(0) += 1;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let responses = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(requests, responses);
+            });
+        }
+    });
+    url
+}
+
+/// Lower-case operation names back to the API's spelling for the report.
+fn op_name(op: &str) -> String {
+    const OPS: &[&str] = &[
+        "CreateSecret",
+        "DeleteSecret",
+        "DescribeSecret",
+        "GetResourcePolicy",
+        "GetSecretValue",
+        "ListSecrets",
+        "PutResourcePolicy",
+        "PutSecretValue",
+        "TagResource",
+        "UntagResource",
+        "UpdateSecret",
+        "UpdateSecretVersionStage",
+        "DeleteResourcePolicy",
+        "RestoreSecret",
+        "RotateSecret",
+        "CancelRotateSecret",
+        "ReplicateSecretToRegions",
+        "RemoveRegionsFromReplication",
+    ];
+    OPS.iter()
+        .find(|o| o.eq_ignore_ascii_case(op))
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| op.to_owned())
+}
+
+fn show(calls: &BTreeMap<String, u64>, per: f64) -> String {
+    if calls.is_empty() {
+        return "none".into();
+    }
+    calls
+        .iter()
+        .map(|(op, n)| format!("{} {:.2}", op_name(op), *n as f64 / per))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ------------------------------------------------------------------ /proc
+
+/// (VmHWM, VmRSS) in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// utime + stime in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime is field 14, stime 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+// ------------------------------------------------------------------ the run
+
+struct Cred {
+    name: String,
+    user: String,
+    secret: String,
+    server: DbServer,
+}
+
+fn is_ready(c: &RdsCredential) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|x| x.type_ == "Ready" && x.status == "True")
+    })
+}
+
+async fn database_ready(g: &Ground, db: &str) {
+    wait_for(
+        &format!("RdsDatabase {db} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let d = Api::<RdsDatabase>::all(g.client.clone())
+                .get(db)
+                .await
+                .ok()?;
+            d.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Outside rotation as a Lambda or a person would do it: a new version with the same value
+/// (logins keep working), then AWSCURRENT moved to it. Returns the new version id.
+async fn outside_change(sm: &aws_sdk_secretsmanager::Client, id: &str) -> String {
+    let described = sm
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .expect("DescribeSecret");
+    let old = described
+        .version_ids_to_stages()
+        .and_then(|m| {
+            m.iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        })
+        .map(|(v, _)| v.clone())
+        .expect("an AWSCURRENT version");
+    let value = sm
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .expect("GetSecretValue");
+    let token = format!("{:0>36}", unique("v"));
+    sm.put_secret_value()
+        .secret_id(id)
+        .client_request_token(&token)
+        .secret_string(value.secret_string().expect("a string secret"))
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .expect("PutSecretValue");
+    sm.update_secret_version_stage()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(&token)
+        .remove_from_version_id(old)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    token
+}
+
+async fn run(n: usize) {
+    let poll = if quick() {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    };
+    let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+    let counts = Counts::default();
+    let proxy = counting_proxy(moto, counts.clone()).await;
+
+    let mut g = Ground::new().await;
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
+    let served = g
+        .emulator
+        .as_ref()
+        .expect("runs against the emulator")
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    let ns = unique("ns-");
+    g.namespace(&ns, &[("rdscred-test", "yes")]).await;
+    let (pg, mariadb) = (DbServer::postgres(), DbServer::mariadb());
+    let (pg_db, pg_prefix) = g.database(&pg, json!({})).await;
+    let (my_db, my_prefix) = g.database(&mariadb, json!({})).await;
+
+    let poll_arg = format!("{}s", poll.as_secs());
+    let controller = Rdscred::spawn(
+        "scale",
+        &dir,
+        &kubeconfig,
+        &[
+            "--cluster-name",
+            &g.cluster,
+            "--aws-endpoint-url",
+            &proxy,
+            "--poll-interval",
+            &poll_arg,
+            "--log-level",
+            "warn",
+        ],
+    );
+    let pid = controller.pid();
+    database_ready(&g, &pg_db).await;
+    database_ready(&g, &my_db).await;
+    // Settled before the first credential: the baseline for "per additional credential".
+    tokio::time::sleep(poll * 2).await;
+    let (_, rss_empty) = memory_kib(pid);
+    let cpu_empty = cpu_seconds(pid);
+
+    let run_id = unique("sc");
+    let creds: Vec<Cred> = (0..n)
+        .map(|i| {
+            let (server, prefix) = if i % 2 == 0 {
+                (pg.clone(), &pg_prefix)
+            } else {
+                (mariadb.clone(), &my_prefix)
+            };
+            let user = format!("{run_id}_{i}");
+            Cred {
+                name: format!("c{i}"),
+                secret: format!("{prefix}{user}"),
+                user,
+                server,
+            }
+        })
+        .collect();
+    let before = counts.snapshot();
+    let started = Instant::now();
+    futures::stream::iter(creds.iter().enumerate())
+        .for_each_concurrent(16, |(i, c)| {
+            let (g, ns) = (&g, &ns);
+            let db = if i % 2 == 0 { &pg_db } else { &my_db };
+            let privileges = match c.server.engine {
+                rdscred::crd::EngineKind::Postgres => json!([
+                    { "database": c.server.database, "schema": "public", "privileges": ["USAGE"] }
+                ]),
+                _ => json!([{ "database": c.server.database, "privileges": ["SELECT"] }]),
+            };
+            let spec = json!({
+                "databaseRef": { "name": db }, "username": c.user,
+                "privileges": privileges,
+                "secret": { "name": c.secret },
+            });
+            async move {
+                g.credential(ns, &c.name, spec)
+                    .await
+                    .expect("create credential");
+            }
+        })
+        .await;
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    let mut ready = 0;
+    let mut last_progress = Instant::now();
+    while ready < n {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter(|c| is_ready(c)).count())
+            .unwrap_or(ready);
+        if now > ready {
+            ready = now;
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(120),
+            "no credential became Ready for 2 minutes: {ready} of {n} (logs in {})",
+            dir.display()
+        );
+    }
+    let converged = started.elapsed();
+    let provisioning = delta(&counts.snapshot(), &before);
+    let cpu_converged = cpu_seconds(pid);
+
+    // Steady state: a few polls after convergence.
+    tokio::time::sleep(poll * 2).await;
+    let polls = 3u32;
+    let before = counts.snapshot();
+    tokio::time::sleep(poll * polls).await;
+    let steady = delta(&counts.snapshot(), &before);
+    let (hwm, rss) = memory_kib(pid);
+    let cpu_steady = cpu_seconds(pid);
+
+    // Outside changes, each at a random phase of the poll, all at once (bounded by the poll).
+    let samples = if quick() { 4 } else { 20 }.min(n);
+    let sm = aws_sdk_secretsmanager::Client::new(g.aws.sdk_config());
+    let secrets: Api<Secret> = Api::namespaced(g.client.clone(), &ns);
+    let latencies: Vec<Duration> = futures::future::join_all(creds.iter().take(samples).map(|c| {
+        let (sm, secrets) = (&sm, &secrets);
+        async move {
+            tokio::time::sleep(rdscred::reconcile::jitter(poll / 2, 1.0)).await;
+            let version = outside_change(sm, &c.secret).await;
+            let changed = Instant::now();
+            wait_for("the outside change in the Secret", poll * 6, || async {
+                let s = secrets.get_opt(&c.name).await.ok()??;
+                (s.metadata.annotations?.get(VERSION_ANNOTATION) == Some(&version)).then_some(())
+            })
+            .await;
+            changed.elapsed()
+        }
+    }))
+    .await;
+    let mut latencies = latencies;
+    latencies.sort();
+
+    let secs = converged.as_secs_f64();
+    println!(
+        "N={n} ({} PostgreSQL, {} MariaDB), poll {poll:?}, concurrency 8, {} build",
+        n.div_ceil(2),
+        n / 2,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "  all Ready after        {secs:.1} s  ({:.1} credentials/s)",
+        n as f64 / secs
+    );
+    println!(
+        "  controller CPU         {:.1} s to converge, {:.1} s total",
+        cpu_converged - cpu_empty,
+        cpu_steady
+    );
+    println!(
+        "  controller RSS         {} before, {} peak (VmHWM), {} steady (VmRSS); {:.1} KiB per additional credential",
+        mib(rss_empty),
+        mib(hwm),
+        mib(rss),
+        rss.saturating_sub(rss_empty) as f64 / n as f64
+    );
+    println!(
+        "  SM calls provisioning  {} total = {:.2} per credential: {}",
+        provisioning.values().sum::<u64>(),
+        provisioning.values().sum::<u64>() as f64 / n as f64,
+        show(&provisioning, n as f64)
+    );
+    println!(
+        "  SM calls per poll      {} (over {polls} polls)",
+        show(&steady, f64::from(polls))
+    );
+    println!(
+        "  propagation            p50 {:.2?}  p99 {:.2?}  (outside change -> Kubernetes Secret, {} samples, poll {poll:?})",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.len()
+    );
+
+    // Clean up: controller first (it would re-create what we remove), then users and secrets.
+    drop(controller);
+    for server in [&pg, &mariadb] {
+        let mut admin = Admin::connect(&server.target(), &server.admin)
+            .await
+            .expect("admin login for the clean-up");
+        for c in creds.iter().filter(|c| c.server.engine == server.engine) {
+            let plan = UserPlan {
+                username: c.user.clone(),
+                login_users: vec![c.user.clone(), UserPlan::clone_username(&c.user)],
+                grants: vec![],
+                roles: vec![],
+            };
+            if let Err(e) = admin.drop_users(&plan).await {
+                eprintln!("clean-up: dropping {}: {e}", c.user);
+            }
+        }
+        admin.close().await;
+    }
+    futures::stream::iter(creds.iter())
+        .for_each_concurrent(8, |c| async {
+            let _ = g.scope.secrets.schedule_deletion(&c.secret, 0).await;
+        })
+        .await;
+}
+
+fn main() {
+    if std::env::var_os("RDSCRED_TEST_AWS_ENDPOINT").is_none() {
+        println!("scale bench: skipped (test ground not up: source .test-env/env)");
+        return;
+    }
+    let n = if quick() {
+        20
+    } else {
+        std::env::var("RDSCRED_SCALE_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(n));
+}
