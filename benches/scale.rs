@@ -35,7 +35,7 @@ use rdscred::engine::{Admin, UserPlan};
 use rdscred::propagation::sync::VERSION_ANNOTATION;
 use runtime::{Rdscred, Workdir, write_kubeconfig};
 use serde_json::json;
-use support::{DbServer, Ground, unique, wait_for};
+use support::{DbServer, Ground, move_awscurrent_to_new_version, unique, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -267,20 +267,6 @@ async fn database_ready(g: &Ground, db: &str) {
 /// Outside rotation as a Lambda or a person would do it: a new version with the same value
 /// (logins keep working), then AWSCURRENT moved to it. Returns the new version id.
 async fn outside_change(sm: &aws_sdk_secretsmanager::Client, id: &str) -> String {
-    let described = sm
-        .describe_secret()
-        .secret_id(id)
-        .send()
-        .await
-        .expect("DescribeSecret");
-    let old = described
-        .version_ids_to_stages()
-        .and_then(|m| {
-            m.iter()
-                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-        })
-        .map(|(v, _)| v.clone())
-        .expect("an AWSCURRENT version");
     let value = sm
         .get_secret_value()
         .secret_id(id)
@@ -288,24 +274,8 @@ async fn outside_change(sm: &aws_sdk_secretsmanager::Client, id: &str) -> String
         .send()
         .await
         .expect("GetSecretValue");
-    let token = format!("{:0>36}", unique("v"));
-    sm.put_secret_value()
-        .secret_id(id)
-        .client_request_token(&token)
-        .secret_string(value.secret_string().expect("a string secret"))
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .expect("PutSecretValue");
-    sm.update_secret_version_stage()
-        .secret_id(id)
-        .version_stage("AWSCURRENT")
-        .move_to_version_id(&token)
-        .remove_from_version_id(old)
-        .send()
-        .await
-        .expect("UpdateSecretVersionStage");
-    token
+    let same = value.secret_string().expect("a string secret");
+    move_awscurrent_to_new_version(sm, id, same).await
 }
 
 async fn run(n: usize) {

@@ -86,6 +86,49 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
 
+/// A rotator outside rdscred, the way a rotation Lambda finishes: PutSecretValue of
+/// `secret_string` (AWSPENDING), then UpdateSecretVersionStage moving AWSCURRENT to it, through
+/// the given raw SDK client (the controller's call counters see only the controller). Returns
+/// the new version id.
+pub async fn move_awscurrent_to_new_version(
+    sm: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    secret_string: &str,
+) -> String {
+    let described = sm
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .expect("DescribeSecret");
+    let old = described
+        .version_ids_to_stages()
+        .and_then(|m| {
+            m.iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        })
+        .map(|(v, _)| v.clone())
+        .expect("an AWSCURRENT version");
+    let token = format!("{:0>36}", unique("v"));
+    sm.put_secret_value()
+        .secret_id(id)
+        .client_request_token(&token)
+        .secret_string(secret_string)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .expect("PutSecretValue");
+    sm.update_secret_version_stage()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(&token)
+        .remove_from_version_id(old)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    token
+}
+
 pub async fn aws(calls: ApiCalls) -> Aws {
     Aws::new(
         AwsSettings {

@@ -16,7 +16,9 @@ use rdscred::events::EventsConfig;
 use rdscred::secret::{RdsSecretValue, SecretString};
 use serde_json::{Value, json};
 
-use crate::support::{DbServer, Ground, secret_key, unique, wait_for};
+use crate::support::{
+    DbServer, Ground, move_awscurrent_to_new_version, secret_key, unique, wait_for,
+};
 
 pub const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 /// The controller's Pod, which queue Events are about.
@@ -427,43 +429,11 @@ pub async fn sync_only(g: &Ground, ns: &str, name: &str, db: &str, secret: &str,
     .unwrap();
 }
 
-/// A rotator outside rdscred, the way a rotation Lambda finishes: PutSecretValue (AWSPENDING)
-/// then UpdateSecretVersionStage moving AWSCURRENT, through the raw SDK (the controller's call
-/// counters see only the controller). Returns the new version id.
+/// A rotator outside rdscred, the way a rotation Lambda finishes (see
+/// [`move_awscurrent_to_new_version`]), with `value` as the new version. Returns its id.
 pub async fn outside_rotate(g: &Ground, meta: &SecretMeta, value: &RdsSecretValue) -> String {
     let sm = aws_sdk_secretsmanager::Client::new(g.aws.sdk_config());
-    let described = sm
-        .describe_secret()
-        .secret_id(&meta.arn)
-        .send()
-        .await
-        .expect("DescribeSecret");
-    let old = described
-        .version_ids_to_stages()
-        .and_then(|m| {
-            m.iter()
-                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-        })
-        .map(|(v, _)| v.clone())
-        .expect("an AWSCURRENT version");
-    let token = format!("{:0>36}", unique("v"));
-    sm.put_secret_value()
-        .secret_id(&meta.arn)
-        .client_request_token(&token)
-        .secret_string(value.to_secret_json().expose())
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .expect("PutSecretValue");
-    sm.update_secret_version_stage()
-        .secret_id(&meta.arn)
-        .version_stage("AWSCURRENT")
-        .move_to_version_id(&token)
-        .remove_from_version_id(old)
-        .send()
-        .await
-        .expect("UpdateSecretVersionStage");
-    token
+    move_awscurrent_to_new_version(&sm, &meta.arn, value.to_secret_json().expose()).await
 }
 
 /// Waits (at most `BY_EVENT` from now) for the Secret to hold `password` and the Deployment to
