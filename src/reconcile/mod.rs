@@ -11,6 +11,29 @@ pub mod reason;
 pub mod request;
 pub mod status_write;
 
+/// Tests that read the source tree (every reason documented, no string-literal reasons).
+#[cfg(test)]
+pub(crate) fn rust_sources_under(dirs: &[&str]) -> Vec<(std::path::PathBuf, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut dirs: Vec<_> = dirs
+        .iter()
+        .map(|d| std::path::PathBuf::from(format!("{root}/{d}")))
+        .collect();
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                files.push((path, text));
+            }
+        }
+    }
+    files
+}
+
 use kube::{Resource, ResourceExt};
 
 pub use error::Error;

@@ -232,7 +232,6 @@ mod tests {
     /// propagation/.
     #[test]
     fn no_reason_is_a_string_literal() {
-        let root = env!("CARGO_MANIFEST_DIR");
         let patterns = [
             r#"Error::(refused|not_ready)\(\s*""#,
             r#"Refusal::new\(\s*""#,
@@ -243,27 +242,18 @@ mod tests {
             r#"reason:\s*""#,
         ]
         .map(|p| regex::Regex::new(p).unwrap());
-        let mut dirs = vec![
-            std::path::PathBuf::from(format!("{root}/src/reconcile")),
-            std::path::PathBuf::from(format!("{root}/src/propagation")),
-        ];
         let mut found = Vec::new();
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs")
-                    && !path.ends_with("reason.rs")
-                {
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    // Test modules build conditions of their own.
-                    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                    for re in &patterns {
-                        for m in re.find_iter(code) {
-                            found.push(format!("{}: {}", path.display(), m.as_str()));
-                        }
-                    }
+        for (path, text) in
+            crate::reconcile::rust_sources_under(&["src/reconcile", "src/propagation"])
+        {
+            if path.ends_with("reason.rs") {
+                continue;
+            }
+            // Test modules build conditions of their own.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for re in &patterns {
+                for m in re.find_iter(code) {
+                    found.push(format!("{}: {}", path.display(), m.as_str()));
                 }
             }
         }

@@ -377,18 +377,9 @@ fn troubleshooting_lists_every_refusal_reason() {
     let mut reasons: Vec<String> = REFUSAL_REASONS.iter().map(|s| s.to_string()).collect();
     reasons.push("TargetSecretNotOwned".into());
     let re = regex::Regex::new(r#"Error::refused\(\s*Reason::([A-Za-z]+)"#).unwrap();
-    let mut dirs = vec![std::path::PathBuf::from(format!("{root}/src"))];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs")
-                && !path.ends_with("plan/tests.rs")
-            {
-                let text = std::fs::read_to_string(&path).unwrap();
-                reasons.extend(re.captures_iter(&text).map(|c| c[1].to_string()));
-            }
+    for (path, text) in crate::reconcile::rust_sources_under(&["src"]) {
+        if !path.ends_with("plan/tests.rs") {
+            reasons.extend(re.captures_iter(&text).map(|c| c[1].to_string()));
         }
     }
     reasons.sort();
