@@ -855,7 +855,28 @@ async fn steady_state_poll_costs_n_over_100_calls() {
         Duration::from_secs(60),
         || async {
             let list = api.list(&ListParams::default()).await.ok()?;
-            Some(list.items.iter().filter(|c| ready(c)).count())
+            let not_ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|c| !ready(c))
+                .map(|c| {
+                    let why = c.status.as_ref().map(|s| {
+                        s.conditions
+                            .iter()
+                            .map(|x| {
+                                format!("{}={} {}: {}", x.type_, x.status, x.reason, x.message)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    });
+                    format!(
+                        "{} [{}]",
+                        c.metadata.name.as_deref().unwrap_or(""),
+                        why.unwrap_or_default()
+                    )
+                })
+                .collect();
+            Some((list.items.len() - not_ready.len(), not_ready.join(" | ")))
         },
     )
     .await;

@@ -160,16 +160,24 @@ where
 
 /// Waits until `count` reaches `target`, polling every 200ms. Fails when the count has not
 /// grown for `stall`: a bulk test asserts that work converges and keeps making progress, not
-/// how fast a loaded machine does it (that is what the benches measure).
+/// how fast a loaded machine does it (that is what the benches measure). `count` also returns
+/// a description of what is not done yet, printed when the wait fails.
 pub async fn wait_for_count<F, Fut>(what: &str, target: usize, stall: Duration, mut count: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<usize>>,
+    Fut: Future<Output = Option<(usize, String)>>,
 {
     let mut best = 0;
+    let mut pending = String::new();
     let mut progressed = tokio::time::Instant::now();
     loop {
-        let n = count().await.unwrap_or(best);
+        let n = match count().await {
+            Some((n, not_done)) => {
+                pending = not_done;
+                n
+            }
+            None => best,
+        };
         if n >= target {
             return;
         }
@@ -178,7 +186,9 @@ where
             progressed = tokio::time::Instant::now();
         }
         if progressed.elapsed() > stall {
-            panic!("no progress for {stall:?} waiting for {what}: {best} of {target}");
+            panic!(
+                "no progress for {stall:?} waiting for {what}: {best} of {target}; not done: {pending}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
