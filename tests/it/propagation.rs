@@ -882,28 +882,30 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     .await;
     eprintln!("{N} managed credentials Ready in {:?}", started.elapsed());
 
-    // Steady state: let a poll go by, then count every Secrets Manager call over several polls.
-    // Deadlines are generous: on 2 loaded cores a 200-secret poll can take several seconds.
-    // They only bound the waiting; the counts below are taken between observed poll boundaries.
-    wait_polls(&g, 1, poll * 10).await;
+    // Steady state: count every Secrets Manager call over exactly `polls` whole polls. The
+    // window is cut at poll boundaries read from the request log (a poll's first ListSecrets
+    // page carries no NextToken), not at moments the test happens to sample: a sample can fall
+    // between two pages of one poll, or after the next poll has begun.
     let pages = N.div_ceil(100) as u64;
-    let polls = 3u64;
-    let sm_calls = |g: &Ground| -> BTreeMap<String, u64> {
-        let mut m = BTreeMap::new();
-        for ((service, op, _), n) in g.calls.snapshot() {
-            if service == "secretsmanager" {
-                *m.entry(op).or_insert(0) += n;
-            }
-        }
-        m
+    let polls = 3usize;
+    let log = g
+        .calls
+        .request_log()
+        .expect("the ground logs requests")
+        .clone();
+    let poll_starts = |log: &[rdscred::aws::RecordedRequest]| -> Vec<usize> {
+        log.iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.service == "secretsmanager"
+                    && r.operation == "ListSecrets"
+                    && r.params.get("NextToken").is_none()
+            })
+            .map(|(i, _)| i)
+            .collect()
     };
-    // Start right after a poll finished: its ListSecrets pages are all counted.
-    let boundary = g.calls.total("ListSecrets");
-    wait_for("a poll to finish", poll * 10, || async {
-        (g.calls.total("ListSecrets") >= boundary + pages).then_some(())
-    })
-    .await;
-    let before = sm_calls(&g);
+    // Polls begun so far may overlap provisioning; the window starts with the next one.
+    let first = poll_starts(&log.snapshot()).len() + 1;
     let checks_before: BTreeMap<String, Option<String>> = api
         .list(&ListParams::default())
         .await
@@ -917,19 +919,25 @@ async fn steady_state_poll_costs_n_over_100_calls() {
             )
         })
         .collect();
-    let list_start = g.calls.total("ListSecrets");
-    wait_for(
-        &format!("{polls} polls"),
-        poll * (polls as u32 + 2) * 3,
-        || async { (g.calls.total("ListSecrets") >= list_start + polls * pages).then_some(()) },
+    // Deadlines are generous: on 2 loaded cores a 200-secret poll can take several seconds.
+    // They only bound the waiting; the counts are taken between poll boundaries.
+    let window = wait_for(
+        &format!("{polls} whole polls"),
+        poll * (polls as u32 + 3) * 3,
+        || async {
+            let entries = log.snapshot();
+            let starts = poll_starts(&entries);
+            // The window ends where the poll after the last counted one begins.
+            (starts.len() > first + polls)
+                .then(|| entries[starts[first]..starts[first + polls]].to_vec())
+        },
     )
     .await;
-    let after = sm_calls(&g);
-    let delta: BTreeMap<&str, u64> = after
-        .iter()
-        .map(|(op, n)| (op.as_str(), n - before.get(op).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let mut delta: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in window.iter().filter(|r| r.service == "secretsmanager") {
+        *delta.entry(r.operation.as_str()).or_insert(0) += 1;
+    }
+    let polls = polls as u64;
     let reconciled = api
         .list(&ListParams::default())
         .await
