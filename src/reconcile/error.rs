@@ -179,7 +179,7 @@ mod tests {
             ),
             (
                 RotationError::Password {
-                    source: crate::secret::PasswordError::AlphabetTooSmall,
+                    source: PasswordError::AlphabetTooSmall,
                 },
                 Duration::from_secs(600),
                 true,

@@ -58,11 +58,7 @@ impl Triggers {
 /// do not line up). With an event queue configured, also consumes it: the poll interval is then
 /// the backstop interval while the queue is read, and the normal one while it is not (a poll
 /// runs at once when the queue is lost, events may have been missed).
-pub async fn run(
-    ctx: Arc<Context>,
-    trigger: Triggers,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl Future<Output = ()>) {
     let (events_up, up) = watch::channel(false);
     let events = async {
         match &ctx.settings.events {
