@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::api::core::v1::ObjectReference;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
@@ -216,7 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Health::default();
     // SIGTERM/SIGINT: not ready at once (the Service and rollouts stop counting on this
     // replica), then the controllers drain, then the lease is released, then HTTP stops.
-    let shutdown = Trigger::default();
+    let shutdown = CancellationToken::new();
     {
         let signal = shutdown_signal().context("installing signal handlers")?;
         let (shutdown, health) = (shutdown.clone(), health.clone());
@@ -224,21 +225,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             signal.await;
             info!("shutdown requested");
             health.set_ready(false, "shutting down");
-            shutdown.fire();
+            shutdown.cancel();
         });
     }
-    let http_stop = Trigger::default();
+    let http_stop = CancellationToken::new();
     let (_, http_task) = telemetry::serve(
         args.http_addr,
         metrics.clone(),
         health.clone(),
-        http_stop.fired(),
+        http_stop.clone().cancelled_owned(),
     )
     .await?;
 
     let result = run_controller(&args, identity, metrics, health.clone(), calls, &shutdown).await;
     health.set_ready(false, "shutting down");
-    http_stop.fire();
+    http_stop.cancel();
     // Graceful for in-flight scrapes, but a stuck client must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     if result.is_ok() {
@@ -254,7 +255,7 @@ async fn run_controller(
     metrics: Metrics,
     health: Health,
     calls: ApiCalls,
-    shutdown: &Trigger,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.leader_elect
@@ -329,7 +330,7 @@ async fn run_controller(
     let ready_when_synced = |reason: &'static str| {
         let (health, shutdown) = (health.clone(), shutdown.clone());
         move || {
-            if !shutdown.is_fired() {
+            if !shutdown.is_cancelled() {
                 health.set_ready(true, reason);
             }
         }
@@ -340,7 +341,7 @@ async fn run_controller(
         let controllers = controller::run_with_readiness(
             ctx,
             scope,
-            shutdown.fired(),
+            shutdown.clone().cancelled_owned(),
             ready_when_synced("running"),
         );
         drain(controllers, shutdown, args.shutdown_timeout).await;
@@ -361,10 +362,10 @@ async fn run_controller(
     let mut leading = elector.subscribe();
     // The elector stops (and releases the lease) only after the controllers have stopped:
     // releasing first would let a standby act while our in-flight reconciles finish.
-    let elector_stop = Trigger::default();
-    let election = tokio::spawn(elector.run(elector_stop.fired()));
+    let elector_stop = CancellationToken::new();
+    let election = tokio::spawn(elector.run(elector_stop.clone().cancelled_owned()));
     let stop_election = || async {
-        elector_stop.fire();
+        elector_stop.cancel();
         let _ = election.await;
     };
 
@@ -372,7 +373,7 @@ async fn run_controller(
     health.set_ready(true, "standby");
     let became_leader = tokio::select! {
         result = leading.wait_for(|l| *l) => result.is_ok(),
-        () = shutdown.fired() => {
+        () = shutdown.clone().cancelled_owned() => {
             stop_election().await;
             return Ok(());
         }
@@ -384,8 +385,12 @@ async fn run_controller(
 
     metrics.set_leader(true);
     info!("leading: starting controllers");
-    let controllers =
-        controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("leader"));
+    let controllers = controller::run_with_readiness(
+        ctx,
+        scope,
+        shutdown.clone().cancelled_owned(),
+        ready_when_synced("leader"),
+    );
     let lost = async {
         let _ = leading.wait_for(|l| !*l).await;
     };
@@ -408,42 +413,18 @@ async fn run_controller(
 /// Runs `controllers` until they stop by themselves after `shutdown` (in-flight reconciles
 /// finish), but gives them at most `limit` once `shutdown` has fired: the kubelet kills the
 /// pod at its termination grace period anyway, and stopping first lets us release the lease.
-async fn drain(controllers: impl Future<Output = ()>, shutdown: &Trigger, limit: Duration) {
+async fn drain(
+    controllers: impl Future<Output = ()>,
+    shutdown: &CancellationToken,
+    limit: Duration,
+) {
     tokio::pin!(controllers);
     tokio::select! {
         () = &mut controllers => return,
-        () = shutdown.fired() => {}
+        () = shutdown.clone().cancelled_owned() => {}
     }
     if tokio::time::timeout(limit, controllers).await.is_err() {
         warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
-    }
-}
-
-/// A one-way latch: fired once, seen by every waiter (including ones that start later).
-#[derive(Clone)]
-struct Trigger(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for Trigger {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::channel(false).0))
-    }
-}
-
-impl Trigger {
-    fn fire(&self) {
-        self.0.send_replace(true);
-    }
-
-    fn is_fired(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once fired.
-    fn fired(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let mut rx = self.0.subscribe();
-        async move {
-            let _ = rx.wait_for(|fired| *fired).await;
-        }
     }
 }
 
