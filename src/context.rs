@@ -47,18 +47,33 @@ pub struct Settings {
     pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
 }
 
+/// The one place defaults live: `Settings::default()` and the `run` flags' defaults (src/main.rs
+/// uses these constants for `default_value_t`) are the same values by construction.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const CLUSTER_NAME: &str = "default";
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DATABASE_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
+    pub const MAX_CONCURRENT_ROTATIONS: usize = 4;
+    pub const ROLLOUTS_PER_MINUTE: u32 = 30;
+    pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
+    pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(900);
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            cluster_name: "default".into(),
-            poll_interval: Duration::from_secs(300),
+            cluster_name: defaults::CLUSTER_NAME.into(),
+            poll_interval: defaults::POLL_INTERVAL,
             events: None,
-            drift_interval: Duration::from_secs(300),
-            database_recheck_interval: Duration::from_secs(300),
-            max_concurrent_rotations: 4,
-            rollouts_per_minute: 30,
-            default_min_rotation_interval: Duration::from_secs(3600),
-            default_rollout_timeout: Duration::from_secs(900),
+            drift_interval: defaults::DRIFT_INTERVAL,
+            database_recheck_interval: defaults::DATABASE_RECHECK_INTERVAL,
+            max_concurrent_rotations: defaults::MAX_CONCURRENT_ROTATIONS,
+            rollouts_per_minute: defaults::ROLLOUTS_PER_MINUTE,
+            default_min_rotation_interval: defaults::MIN_ROTATION_INTERVAL,
+            default_rollout_timeout: defaults::ROLLOUT_TIMEOUT,
             controller_role_arn: None,
             crash_point: None,
         }

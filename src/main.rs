@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use kube::core::Duration as GoDuration;
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
-use rdscred::context::{Context, Settings};
+use rdscred::context::{Context, Settings, defaults};
 use rdscred::events::EventsConfig;
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
@@ -47,7 +48,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Written into the ownership tags of every secret (one AWS account may serve several clusters).
-    #[arg(long, env = "RDSCRED_CLUSTER_NAME", default_value = "default")]
+    #[arg(long, env = "RDSCRED_CLUSTER_NAME", default_value = defaults::CLUSTER_NAME)]
     cluster_name: String,
     /// Namespaces to watch, comma-separated (empty: all).
     #[arg(
@@ -60,23 +61,23 @@ struct RunArgs {
     /// Reconciles running at once per kind.
     #[arg(long, env = "RDSCRED_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
-    #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = 4)]
+    #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = defaults::MAX_CONCURRENT_ROTATIONS)]
     max_concurrent_rotations: usize,
     /// Bulk AWSCURRENT change poll interval.
-    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    poll_interval: Duration,
+    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into())]
+    poll_interval: GoDuration,
     /// Default drift-check interval.
-    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    drift_interval: Duration,
+    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into())]
+    drift_interval: GoDuration,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
-    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value = "1h", value_parser = parse_duration)]
-    min_rotation_interval: Duration,
+    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into())]
+    min_rotation_interval: GoDuration,
     /// The IAM role the controller runs as (its IRSA / Pod Identity role). Restricted access
     /// policies exempt it so the controller can never lock itself out; without it (and without
     /// `roleArn` on the RdsDatabase) restricted policies are refused.
     #[arg(long, env = "RDSCRED_CONTROLLER_ROLE_ARN")]
     controller_role_arn: Option<String>,
-    #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = 30)]
+    #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = defaults::ROLLOUTS_PER_MINUTE)]
     rollouts_per_minute: u32,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     aws_region: String,
@@ -284,7 +285,7 @@ async fn run_controller(
             queue_url,
             region: args.events_region.clone(),
             role_arn: args.events_role_arn.clone(),
-            fallback_poll_interval: args.poll_interval,
+            fallback_poll_interval: args.poll_interval.into(),
             retry_max: Duration::from_secs(30),
             report_to: args.identity.as_ref().map(|pod| ObjectReference {
                 api_version: Some("v1".into()),
@@ -294,22 +295,7 @@ async fn run_controller(
                 ..ObjectReference::default()
             }),
         });
-    let settings = Settings {
-        cluster_name: args.cluster_name.clone(),
-        // With events the bulk poll is a backstop; --poll-interval applies while the queue is lost.
-        poll_interval: if events.is_some() {
-            args.events_backstop_interval
-        } else {
-            args.poll_interval
-        },
-        events,
-        drift_interval: args.drift_interval,
-        max_concurrent_rotations: args.max_concurrent_rotations,
-        rollouts_per_minute: args.rollouts_per_minute,
-        default_min_rotation_interval: args.min_rotation_interval,
-        controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
-        ..Settings::default()
-    };
+    let settings = settings_from(&args, events);
     let ctx = Arc::new(Context::new(
         client.clone(),
         aws,
@@ -428,6 +414,26 @@ async fn drain(
     }
 }
 
+/// The controller's settings from the `run` flags (and the event queue they configure).
+fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
+    Settings {
+        cluster_name: args.cluster_name.clone(),
+        // With events the bulk poll is a backstop; --poll-interval applies while the queue is lost.
+        poll_interval: if events.is_some() {
+            args.events_backstop_interval
+        } else {
+            args.poll_interval.into()
+        },
+        events,
+        drift_interval: args.drift_interval.into(),
+        max_concurrent_rotations: args.max_concurrent_rotations,
+        rollouts_per_minute: args.rollouts_per_minute,
+        default_min_rotation_interval: args.min_rotation_interval.into(),
+        controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
+        ..Settings::default()
+    }
+}
+
 fn default_identity() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| format!("rdscred-{}", std::process::id()))
 }
@@ -450,4 +456,25 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rdscred run` without flags runs with exactly `Settings::default()`: the flags take
+    /// their defaults from `rdscred::context::defaults`, and nothing in between changes them.
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let Cli {
+            command: Command::Run(args),
+        } = Cli::try_parse_from(["rdscred", "run"]).unwrap()
+        else {
+            panic!("run parses as Run");
+        };
+        assert_eq!(
+            format!("{:?}", settings_from(&args, None)),
+            format!("{:?}", Settings::default())
+        );
+    }
 }
