@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
@@ -295,7 +297,7 @@ async fn run_controller(
                 ..ObjectReference::default()
             }),
         });
-    let settings = settings_from(&args, events);
+    let settings = settings_from(args, events);
     let ctx = Arc::new(Context::new(
         client.clone(),
         aws,
