@@ -315,7 +315,7 @@ pub(super) async fn prepare(
     ctx: &Context,
     status: &RdsCredentialStatus,
 ) -> Result<Plan, Error> {
-    super::credential::check_secret_name(cred, db_obj, db)?;
+    super::credential::check_secret_name(cred, db_obj, &db.admin_secret_id)?;
     super::credential::check_claims(cred, ctx)?;
     let plan = decide(cred, db_obj, db.engine)?;
     check_target_secret_owner(cred, ctx).await?;

@@ -272,7 +272,7 @@ pub(super) async fn maybe_rotate(
         &current.version_id,
         unsettled.as_ref(),
         now,
-        ctx,
+        &ctx.settings,
     ) {
         if let Some(v) = &req.value {
             blocked.message = format!(
