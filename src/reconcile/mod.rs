@@ -39,4 +39,3 @@ pub use reason::Reason;
 
 /// Finalizer both kinds carry while they own something outside Kubernetes.
 pub const FINALIZER: &str = "rdscred.io/cleanup";
-

@@ -102,6 +102,7 @@ pub async fn run_with_readiness(
         let (reader, writer) = reflector::store();
         let credentials = watcher(creds, watcher::Config::default().any_semantic())
             .default_backoff()
+            .modify(strip_for_store)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(desired_state_hash, Default::default());
@@ -172,6 +173,19 @@ pub async fn run_with_readiness(
         shutdown
     );
 }
+
+/// What the credential store need not keep: the server's field-ownership bookkeeping and
+/// kubectl's copy of the last applied object, which together are often larger than the spec
+/// and status the reconcile reads (the store holds one copy of every credential for as long as
+/// the process runs).
+fn strip_for_store(cred: &mut RdsCredential) {
+    cred.metadata.managed_fields = None;
+    if let Some(annotations) = cred.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Resolves once every store has received its watch's initial list. A store whose writer
 /// is gone (its controller stopped) counts as done: there is nothing left to wait for.
@@ -249,4 +263,42 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
     // The same fields as the reconcile span, so the line is found with the rest.
     warn!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_what_reconciles_read_and_drops_the_bookkeeping() {
+        let mut cred: RdsCredential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": {
+                "name": "c", "namespace": "ns", "generation": 3,
+                "annotations": {
+                    LAST_APPLIED_ANNOTATION: "{\"big\": \"copy of the object\"}",
+                    "rdscred.io/rotate": "2026-01-01T00:00:00Z",
+                },
+                "managedFields": [{ "manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": {} } }],
+                "finalizers": ["rdscred.io/cleanup"],
+            },
+            "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
+            "status": { "secretArn": "arn", "observedGeneration": 3 },
+        }))
+        .unwrap();
+        let before = cred.clone();
+        strip_for_store(&mut cred);
+        assert_eq!(cred.metadata.managed_fields, None);
+        let annotations = cred.metadata.annotations.clone().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
+        // The rotate request, the finalizers, the spec and the status stay: reconciles read them.
+        assert_eq!(
+            annotations.get("rdscred.io/rotate").map(String::as_str),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(cred.metadata.finalizers, before.metadata.finalizers);
+        assert_eq!(cred.spec, before.spec);
+        assert_eq!(cred.status, before.status);
+        assert_eq!(cred.metadata.generation, before.metadata.generation);
+    }
 }
