@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
@@ -12,9 +13,8 @@ use kube::{Client, Resource};
 use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
+use crate::engine::AdminLogins;
 use crate::propagation::rollout::RolloutLimiter;
-use crate::reconcile::Error;
-use crate::reconcile::database;
 use crate::telemetry::Metrics;
 
 /// Controller-wide settings (from flags/env).
@@ -26,7 +26,7 @@ pub struct Settings {
     /// interval used while events flow.
     pub poll_interval: Duration,
     /// Event-driven change detection (an SQS queue fed by EventBridge), if configured.
-    pub events: Option<crate::events::EventsConfig>,
+    pub events: Option<EventsConfig>,
     /// Default drift-check interval.
     pub drift_interval: Duration,
     /// How often a Ready database re-proves its admin login.
@@ -45,6 +45,24 @@ pub struct Settings {
     /// Tests only (never set from flags): every rotation this controller starts stops or
     /// pauses right after the given step, to kill the controller there.
     pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
+}
+
+/// Where the events come from and how to behave without them.
+#[derive(Clone, Debug)]
+pub struct EventsConfig {
+    pub queue_url: String,
+    /// Region of the queue (default: the one in its URL, else the controller's).
+    pub region: Option<String>,
+    /// Role to assume for reading the queue (default: the controller's own credentials).
+    pub role_arn: Option<String>,
+    /// Bulk poll interval while the queue cannot be read (the normal `--poll-interval`;
+    /// `Settings::poll_interval` is the backstop interval when events are on).
+    pub fallback_poll_interval: Duration,
+    /// Longest wait between two attempts to reach an unavailable queue.
+    pub retry_max: Duration,
+    /// The object "queue unavailable / available again" Events are about (the controller's
+    /// Pod). `None`: logs and metrics only.
+    pub report_to: Option<ObjectReference>,
 }
 
 /// The one place defaults live: `Settings::default()` and the `run` flags' defaults (src/main.rs
@@ -91,7 +109,7 @@ pub struct Context {
     /// controllers are built.
     pub credentials: OnceLock<Vec<Store<RdsCredential>>>,
     /// Admin logins read from Secrets Manager, cached briefly.
-    pub admin_logins: database::AdminLogins,
+    pub admin_logins: AdminLogins,
     /// Secret metadata seen by the bulk poll and by our own calls.
     pub secrets: SecretCache,
     /// Bounds rotations across all credentials.
@@ -127,7 +145,7 @@ impl Context {
             settings,
             recorder,
             credentials: OnceLock::new(),
-            admin_logins: database::AdminLogins::default(),
+            admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),
         }
@@ -151,6 +169,20 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_on(&obj.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    /// [`event`](Self::event) on any object (a workload rdscred restarted, so `kubectl
+    /// describe deployment` says why).
+    pub async fn event_on(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: impl AsRef<str>,
+        action: &str,
+        note: String,
+    ) {
         let reason = reason.as_ref();
         let ev = KubeEvent {
             type_,
@@ -159,14 +191,15 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
 
     /// Records a failure and returns the backoff before the next attempt: exponential from 5s,
-    /// capped (by the error's own cap), with ±20% jitter so failing objects do not line up.
-    pub fn backoff_after_failure(&self, key: String, error: &Error) -> Duration {
+    /// capped at `cap` (the error's own: `reconcile::Error::max_backoff`), with ±20% jitter so
+    /// failing objects do not line up.
+    pub fn backoff_after_failure(&self, key: String, cap: Duration) -> Duration {
         let attempt = {
             let mut f = self.failures.lock().expect("failures lock");
             let n = f.entry(key).or_insert(0);
@@ -174,7 +207,7 @@ impl Context {
             *n
         };
         let base = Duration::from_secs(5).saturating_mul(1u32 << (attempt - 1).min(10));
-        jitter(base.min(error.max_backoff()), 0.2)
+        jitter(base.min(cap), 0.2)
     }
 
     pub fn reset_failures(&self, key: &str) {

@@ -15,10 +15,10 @@ use tracing::{error, info, warn};
 use kube::core::Duration as GoDuration;
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
 use rdscred::context::{Context, Settings, defaults};
-use rdscred::events::EventsConfig;
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::runtime::controller::{self, Scope};
+use rdscred::runtime::events::EventsConfig;
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]

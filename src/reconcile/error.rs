@@ -7,6 +7,7 @@ use super::Reason;
 use crate::access::AccessError;
 use crate::aws::AwsError;
 use crate::engine::DbError;
+use crate::propagation::PropagationError;
 use crate::rotation::RotationError;
 use crate::schedule::ScheduleError;
 use crate::secret::{PasswordError, SecretParseError};
@@ -126,6 +127,21 @@ impl Error {
     /// the reconcile decides again from a fresh read, and no warning Event is published for it.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
+/// What a propagation failure means for the credential: a foreign Secret in the way is a
+/// refusal (a person must rename the target or remove it), a template that does not render
+/// is invalid input, a Kubernetes error is retried like any other.
+impl From<PropagationError> for Error {
+    fn from(e: PropagationError) -> Error {
+        match e {
+            PropagationError::Kube(e) => Error::Kube(e),
+            e @ PropagationError::TargetSecretNotOwned { .. } => {
+                Error::refused(Reason::TargetSecretNotOwned, e.to_string())
+            }
+            PropagationError::Template { key, source } => Error::Template { key, source },
+        }
     }
 }
 

@@ -327,7 +327,7 @@ pub(super) async fn prepare(
         .filter(|u| !(u.grants.is_empty() && u.roles.is_empty()))
         .filter(|_| !accepted(cred, status));
     if let Some(user) = to_check {
-        let admin = ctx.admin_logins.get(db).await?;
+        let admin = crate::reconcile::database::admin_login(ctx, db).await?;
         let mut conn = Admin::connect(&db.target(None), &admin).await?;
         let checked = conn.check_plan(user).await;
         conn.close().await;

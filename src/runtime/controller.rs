@@ -233,7 +233,7 @@ fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(
 }
 
 fn error_policy_database(db: Arc<RdsDatabase>, err: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.backoff_after_failure(object_key(db.as_ref()), err);
+    let wait = ctx.backoff_after_failure(object_key(db.as_ref()), err.max_backoff());
     warn!(rdsdatabase = %db.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)
 }
@@ -245,7 +245,7 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
         debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "status changed meanwhile; reconciling again");
         return Action::requeue(std::time::Duration::from_millis(50));
     }
-    let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err);
+    let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err.max_backoff());
     // The same fields as the reconcile span, so the line is found with the rest.
     warn!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)

@@ -62,7 +62,7 @@ pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl Future<Out
     let (events_up, up) = watch::channel(false);
     let events = async {
         match &ctx.settings.events {
-            Some(cfg) => crate::events::run(&ctx, cfg, &trigger, &events_up).await,
+            Some(cfg) => crate::runtime::events::run(&ctx, cfg, &trigger, &events_up).await,
             None => std::future::pending().await,
         }
     };
@@ -85,7 +85,7 @@ async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Rece
         let spread = next_delay(unit).as_secs_f64() / unit.as_secs_f64();
         loop {
             let up = *events_up.borrow_and_update();
-            let interval = crate::events::poll_interval(
+            let interval = crate::runtime::events::poll_interval(
                 ctx.settings.poll_interval,
                 ctx.settings.events.as_ref(),
                 up,

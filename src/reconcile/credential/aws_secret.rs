@@ -242,7 +242,9 @@ pub(super) async fn current_value(s: Step<'_>, meta: &SecretMeta) -> Result<Curr
             format!("secret {} has no AWSCURRENT version", meta.name),
         ));
     };
-    if let Some(value) = propagation::sync::read_synced(ctx, cred, version).await? {
+    if let Some(value) =
+        propagation::sync::read_synced(&ctx.client, &ctx.secrets, cred, version).await?
+    {
         return Ok(Current {
             version_id: version.to_string(),
             value,

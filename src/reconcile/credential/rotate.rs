@@ -257,7 +257,7 @@ pub(super) async fn maybe_rotate(
     // the previous user is still in use, not bookkeeping in status that may be stale.
     let unsettled = if spec.strategy == RotationStrategy::AlternatingUsers {
         propagation::rollout::first_unsettled(
-            ctx,
+            &ctx.client,
             cred,
             &propagation::sync::target_name(cred),
             &current.version_id,

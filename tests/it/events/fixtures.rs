@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
 use rdscred::aws::{NewSecret, SecretMeta};
 use rdscred::context::Settings;
-use rdscred::events::EventsConfig;
+use rdscred::runtime::events::EventsConfig;
 use rdscred::secret::{RdsSecretValue, SecretString};
 use serde_json::{Value, json};
 

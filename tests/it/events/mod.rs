@@ -22,7 +22,7 @@ use rdscred::aws::{AwsError, SecretMeta};
 use rdscred::context::Settings;
 use rdscred::crd::RdsCredential;
 use rdscred::engine::Admin;
-use rdscred::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
+use rdscred::runtime::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
 use rdscred::runtime::poller::Triggers;
 use rdscred::secret::RdsSecretValue;
 use serde_json::json;
