@@ -66,13 +66,13 @@ struct RunArgs {
     #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = defaults::MAX_CONCURRENT_ROTATIONS)]
     max_concurrent_rotations: usize,
     /// Bulk AWSCURRENT change poll interval.
-    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into())]
+    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into(), value_parser = go_duration)]
     poll_interval: GoDuration,
     /// Default drift-check interval.
-    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into())]
+    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into(), value_parser = go_duration)]
     drift_interval: GoDuration,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
-    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into())]
+    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into(), value_parser = go_duration)]
     min_rotation_interval: GoDuration,
     /// The IAM role the controller runs as (its IRSA / Pod Identity role). Restricted access
     /// policies exempt it so the controller can never lock itself out; without it (and without
@@ -160,10 +160,20 @@ struct IamArgs {
     account: Option<String>,
 }
 
+/// A Go duration (`30s`, `5m`, `1h30m`). Go allows a sign, and `kube::core::Duration` drops
+/// it on conversion (`-5m` would become 5 minutes): a negative duration is refused.
+fn go_duration(s: &str) -> Result<GoDuration, String> {
+    let parsed = s
+        .parse::<GoDuration>()
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))?;
+    if parsed.is_negative() {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
+    Ok(parsed)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 1h: {e}"))
+    go_duration(s).map(Duration::from)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -478,5 +488,39 @@ mod tests {
             format!("{:?}", settings_from(&args, None)),
             format!("{:?}", Settings::default())
         );
+    }
+
+    /// Almost-valid durations are refused, not read as something else: Go's sign would be
+    /// dropped (`-5m` as 5 minutes), and a bare number has no unit.
+    #[test]
+    fn almost_valid_durations_are_refused() {
+        for flag in [
+            "--poll-interval=-5m",
+            "--drift-interval=-1s",
+            "--min-rotation-interval=-1h",
+            "--shutdown-timeout=-20s",
+            "--lease-duration=-15s",
+            "--poll-interval=300",
+            "--poll-interval=5 m",
+        ] {
+            assert!(
+                Cli::try_parse_from(["rdscred", "run", flag]).is_err(),
+                "{flag} accepted"
+            );
+        }
+        let Cli {
+            command: Command::Run(args),
+        } = Cli::try_parse_from([
+            "rdscred",
+            "run",
+            "--poll-interval=1m30s",
+            "--shutdown-timeout=+5s",
+        ])
+        .unwrap()
+        else {
+            panic!("run parses as Run");
+        };
+        assert_eq!(Duration::from(args.poll_interval), Duration::from_secs(90));
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
     }
 }

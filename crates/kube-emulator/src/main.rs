@@ -52,11 +52,17 @@ enum Command {
     },
 }
 
-/// A Go duration (`500ms`, `2s`, `1m30s`), as the API server and kubectl write them.
+/// A Go duration (`500ms`, `2s`, `1m30s`), as the API server and kubectl write them. Go
+/// allows a sign; a negative delay means nothing here, and `kube::core::Duration` drops the
+/// sign on conversion (`-2s` would become 2 s), so it is refused.
 fn go_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| format!("{s:?}: {e}"))
+    let parsed = s
+        .parse::<kube::core::Duration>()
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    if parsed.is_negative() {
+        return Err(format!("{s:?}: a delay cannot be negative"));
+    }
+    Ok(parsed.into())
 }
 
 /// `MIN-MAX` or a single duration (`MIN` = `MAX`).
@@ -208,6 +214,9 @@ mod tests {
             vec!["kube-emulator", "--stepped-rollouts"],
             vec!["kube-emulator", "--simulate-workloads", "2"],
             vec!["kube-emulator", "--watch-delay", "500ms-50ms"],
+            // Go durations may carry a sign; kube::core::Duration drops it on conversion.
+            vec!["kube-emulator", "--simulate-workloads=-2s"],
+            vec!["kube-emulator", "--watch-delay=10ms--50ms"],
             vec!["kube-emulator", "--listen", "localhost"],
             vec!["kube-emulator", "--bogus"],
             vec!["kube-emulator", "cel-cost"],

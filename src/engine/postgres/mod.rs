@@ -54,7 +54,7 @@ fn connect_options(target: &ConnectTarget, login: &Login, database: &str) -> PgC
         .database(database)
         .ssl_mode(ssl_mode(target.tls.mode))
         .application_name("rdscred")
-        // Statement text can hold a password literal (non-ASCII fallback): never log it.
+        // `ALTER ROLE ... PASSWORD` text holds a SCRAM verifier (offline-guessable): never log it.
         .disable_statement_logging();
     if let Some(pem) = &target.tls.ca_bundle_pem {
         options = options.ssl_root_cert_from_pem(pem.as_bytes().to_vec());
