@@ -14,10 +14,12 @@
 //! - [`propagation`]: Kubernetes Secret sync and workload rollouts; [`template`]: key templates;
 //! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
 //! - [`iam`]: the least-privilege IAM policy the controller needs;
+//! - [`cli`]: `rdscred status` / `explain`, read-only views of what the controller did;
 //! - [`access`]: who may read a credential's secret (its resource policy), rendered and decided.
 
 pub mod access;
 pub mod aws;
+pub mod cli;
 pub mod context;
 pub mod crd;
 pub mod engine;
