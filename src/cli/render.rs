@@ -216,3 +216,133 @@ pub fn detail(v: &CredentialView, events: &[String]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::view::credential_view;
+    use crate::cli::view::tests::{cred, db};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn now() -> jiff::Timestamp {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn admitted() -> BTreeMap<String, String> {
+        [("db".to_string(), "pg".to_string())].into()
+    }
+
+    #[test]
+    fn table_aligns_and_shortens_versions() {
+        let c = cred(
+            json!({"currentUsername": "app_a", "syncedVersionId": "0123456789abcdef",
+                   "conditions": [{"type": "Ready", "status": "False", "reason": "NamespaceNotAdmitted",
+                                   "message": "m", "lastTransitionTime": "2026-03-01T00:00:00Z"}]}),
+            json!(null),
+        );
+        let v = credential_view(&c, None, None, now());
+        let t = table(&[v]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2, "{t}");
+        assert!(
+            lines[0].starts_with("NAMESPACE  NAME  DATABASE  READY"),
+            "{t}"
+        );
+        assert!(lines[1].contains("False/NamespaceNotAdmitted"), "{t}");
+        assert!(lines[1].contains(" 01234567 "), "{t}");
+        assert!(!t.contains("89abcdef"), "{t}");
+        assert_eq!(lines[0].find("READY"), lines[1].find("False"), "{t}");
+    }
+
+    #[test]
+    fn explain_refusal_wins() {
+        let d = db(json!({"matchLabels": {"db": "pg"}}));
+        let other: BTreeMap<String, String> = [("db".to_string(), "mysql".to_string())].into();
+        let v = credential_view(&cred(json!({}), json!(null)), Some(&d), Some(&other), now());
+        let lines = explain(&v);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("refused: namespace team is not admitted by RdsDatabase pg (selector {\"matchLabels\":{\"db\":\"pg\"}})"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn explain_due_rotation_held_by_running_rollout() {
+        let d = db(json!({"matchLabels": {"db": "pg"}}));
+        let status = json!({"lastRotationTime": "2026-02-01T00:00:00Z", "rolledWorkloads": [
+            {"kind": "Deployment", "name": "api", "versionId": "v2", "rolledAt": "2026-02-01T00:01:00Z"},
+            {"kind": "StatefulSet", "name": "db-sync", "versionId": "v2", "rolledAt": "2026-02-01T00:01:00Z",
+             "completedAt": "2026-02-01T00:02:00Z"}]});
+        let v = credential_view(
+            &cred(status, json!({"schedule": {"automaticallyAfterDays": 1}})),
+            Some(&d),
+            Some(&admitted()),
+            now(),
+        );
+        let text = explain(&v).join("\n");
+        assert!(text.contains("rotation: due since 2026-02-0"), "{text}");
+        assert!(
+            text.contains(
+                "held: Deployment/api (rolled at 2026-02-01T00:01:00Z) has not completed"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("db-sync"), "{text}");
+    }
+
+    #[test]
+    fn explain_drift_and_not_ready() {
+        let d = db(json!({"matchLabels": {"db": "pg"}}));
+        let status = json!({"conditions": [
+            {"type": "Ready", "status": "False", "reason": "Drifted", "message": "AWSCURRENT does not log in", "lastTransitionTime": "2026-03-01T00:00:00Z"},
+            {"type": "Drifted", "status": "True", "reason": "DriftDetected", "message": "login failed", "lastTransitionTime": "2026-03-01T00:00:00Z"}]});
+        let v = credential_view(
+            &cred(status, json!(null)),
+            Some(&d),
+            Some(&admitted()),
+            now(),
+        );
+        let text = explain(&v).join("\n");
+        assert!(
+            text.contains("not ready: Drifted: AWSCURRENT does not log in"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "drift: the password was changed outside rdscred (DriftDetected: login failed)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("rotation: no schedule"), "{text}");
+        let detail = detail(
+            &v,
+            &["2026-03-01T00:00:00Z Warning DriftDetected: login failed".into()],
+        );
+        assert!(detail.contains("Drift:         yes"), "{detail}");
+        assert!(
+            detail.contains("Events:\n  2026-03-01T00:00:00Z Warning DriftDetected"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn explain_ready_and_scheduled() {
+        let d = db(json!({"matchLabels": {"db": "pg"}}));
+        let status = json!({"lastRotationTime": "2026-03-01T11:00:00Z", "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Synced", "message": "ok", "lastTransitionTime": "2026-03-01T00:00:00Z"}]});
+        let v = credential_view(
+            &cred(status, json!({"schedule": {"automaticallyAfterDays": 1}})),
+            Some(&d),
+            Some(&admitted()),
+            now(),
+        );
+        let lines = explain(&v);
+        assert_eq!(lines[0], "ready: nothing to repair");
+        assert!(
+            lines[1].starts_with("rotation: not due; next at 2026-03-0"),
+            "{lines:?}"
+        );
+    }
+}

@@ -181,3 +181,138 @@ fn rotation_due(cred: &RdsCredential, db: Option<&RdsDatabase>, now: Timestamp) 
         Due::At(t) => RotationDue::ScheduledAt { at: t.to_string() },
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn cred(status: serde_json::Value, rotation: serde_json::Value) -> RdsCredential {
+        serde_json::from_value(json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": {"name": "app", "namespace": "team", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"databaseRef": {"name": "pg"}, "secret": {"name": "rds/app"}, "rotation": rotation},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn db(selector: serde_json::Value) -> RdsDatabase {
+        serde_json::from_value(json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsDatabase",
+            "metadata": {"name": "pg"},
+            "spec": {"endpoint": {"host": "h", "port": 5432}, "engine": "postgres",
+                     "adminLogin": {"secretArn": "arn:aws:secretsmanager:us-east-1:1:secret:a"},
+                     "secretNamePrefix": "rds/", "namespaceSelector": selector},
+        }))
+        .unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn now() -> Timestamp {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn admission_table() {
+        let c = cred(json!({}), json!(null));
+        let sel = json!({"matchLabels": {"db": "pg"}});
+        let d = db(sel.clone());
+        let ok = labels(&[("db", "pg")]);
+        let no = labels(&[("db", "mysql")]);
+        let cases: Vec<(
+            Option<&RdsDatabase>,
+            Option<&BTreeMap<String, String>>,
+            &str,
+        )> = vec![
+            (Some(&d), Some(&ok), "admitted"),
+            (Some(&d), Some(&no), "notAdmitted"),
+            (Some(&d), None, "unknown"),
+            (None, Some(&ok), "databaseMissing"),
+        ];
+        for (db, l, want) in cases {
+            let v = credential_view(&c, db, l, now());
+            assert_eq!(serde_json::to_value(&v.admission).unwrap()["state"], want);
+        }
+        let mut no_sel = db(json!(null));
+        no_sel.spec.namespace_selector = None;
+        let v = credential_view(&c, Some(&no_sel), Some(&ok), now());
+        assert_eq!(v.admission, Admission::NoSelector);
+    }
+
+    #[test]
+    fn rotation_due_table() {
+        let daily = json!({"schedule": {"automaticallyAfterDays": 1}});
+        let never = credential_view(&cred(json!({}), json!(null)), None, None, now());
+        assert_eq!(never.rotation, RotationDue::NotScheduled);
+        // Last rotated long ago: due since the window after it.
+        let old = cred(
+            json!({"lastRotationTime": "2026-02-01T00:00:00Z"}),
+            daily.clone(),
+        );
+        let v = credential_view(&old, None, None, now());
+        assert!(
+            matches!(&v.rotation, RotationDue::DueSince { since } if since.starts_with("2026-02-0")),
+            "{:?}",
+            v.rotation
+        );
+        // Rotated an hour ago: scheduled in the future.
+        let recent = cred(json!({"lastRotationTime": "2026-03-01T11:00:00Z"}), daily);
+        let v = credential_view(&recent, None, None, now());
+        assert!(
+            matches!(&v.rotation, RotationDue::ScheduledAt { at } if at.as_str() > "2026-03-01T12"),
+            "{:?}",
+            v.rotation
+        );
+        let bad = cred(
+            json!({}),
+            json!({"schedule": {"scheduleExpression": "rate(nonsense)"}}),
+        );
+        let v = credential_view(&bad, None, None, now());
+        assert!(
+            matches!(v.rotation, RotationDue::InvalidSchedule { .. }),
+            "{:?}",
+            v.rotation
+        );
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let c = cred(
+            json!({"currentUsername": "app_a", "syncedVersionId": "0123456789abcdef",
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "Synced", "message": "ok",
+                                   "lastTransitionTime": "2026-03-01T00:00:00Z"}]}),
+            json!(null),
+        );
+        let v = serde_json::to_value(credential_view(&c, None, None, now())).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 15, "{v}");
+        for k in [
+            "namespace",
+            "name",
+            "database",
+            "admission",
+            "ready",
+            "reason",
+            "currentUser",
+            "syncedVersion",
+            "syncedAt",
+            "lastRotation",
+            "nextRotation",
+            "rotation",
+            "drifted",
+            "workloads",
+            "conditions",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["currentUser"], "app_a");
+        assert_eq!(v["conditions"][0]["type"], "Ready");
+    }
+}
