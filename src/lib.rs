@@ -8,7 +8,8 @@
 //! every `crate::` path in `src/` and fails on an import that goes up or closes a cycle.
 //!
 //! 5. [`runtime`]: the kube-runtime controllers and watches, the bulk poller, event-driven
-//!    change detection (EventBridge → SQS) — when reconciles happen;
+//!    change detection (EventBridge → SQS) — when reconciles happen; [`cli`]: `rdscred status`
+//!    / `explain`, read-only views of what the controller did and would do;
 //! 4. [`reconcile`]: reconcile of each kind: decisions, conditions, Events, status, typed
 //!    errors → requeue policy; the only place that publishes Events and status;
 //! 3. [`context`]: what every reconcile shares (clients, caches, limiters, settings);
@@ -24,6 +25,7 @@
 
 pub mod access;
 pub mod aws;
+pub mod cli;
 pub mod context;
 pub mod crd;
 pub mod engine;
@@ -59,7 +61,7 @@ const LAYERS: &[&[&str]] = &[
     &["rotation", "propagation"],
     &["context"],
     &["reconcile"],
-    &["runtime"],
+    &["runtime", "cli"],
 ];
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ enum Command {
     },
     /// Print the least-privilege IAM policy for the given databases and secret prefixes.
     IamPolicy(IamArgs),
+    /// Show credentials: a table, or one in detail (also `kubectl rdscred status`).
+    Status(rdscred::cli::StatusArgs),
+    /// What the next reconcile of NAMESPACE/NAME would do, and why.
+    Explain(rdscred::cli::ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +176,24 @@ fn go_duration(s: &str) -> Result<GoDuration, String> {
     Ok(parsed)
 }
 
+/// Runs a read-only CLI command (`status`, `explain`) with the standard kubeconfig /
+/// in-cluster client. As `kubectl-rdscred` (a symlink), kubectl passes the same arguments.
+fn cli_main<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = Result<String, rdscred::cli::CliError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(async {
+        let client = kube::Client::try_default().await?;
+        anyhow::Ok(f(client).await?)
+    })?;
+    print!("{out}");
+    Ok(())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     go_duration(s).map(Duration::from)
 }
@@ -179,6 +201,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status(a) => return cli_main(|c| rdscred::cli::status(c, a)),
+        Command::Explain(a) => return cli_main(|c| rdscred::cli::explain(c, a)),
         Command::Crd { out_dir: None } => print!("{}", rdscred::crd::crds_yaml()),
         Command::Crd { out_dir: Some(dir) } => {
             for (name, yaml) in rdscred::crd::crd_files() {
