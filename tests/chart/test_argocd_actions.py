@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,3 +158,41 @@ def test_argocd_cm_snippet_carries_the_action_scripts():
     for d in actions["definitions"]:
         assert d["action.lua"] == (ACTIONS / d["name"] / "action.lua").read_text()
     assert sorted(p.name for p in ACTIONS.iterdir() if p.is_dir()) == sorted(ACTION_NAMES)
+
+
+JQ = shutil.which("jq")
+DOCS = ROOT / "docs" / "argocd.md"
+
+
+def documented_jq_path() -> str:
+    block = re.search(r"resource\.customizations\.ignoreDifferences\.apps_Deployment: \|\n\s+jqPathExpressions:\n\s+- '(.+)'\n", DOCS.read_text())
+    assert block, "docs/argocd.md shows the ignoreDifferences setting"
+    return block.group(1)
+
+
+@pytest.mark.skipif(JQ is None, reason="jq not installed")
+def test_documented_ignore_differences_selects_exactly_what_the_controller_writes():
+    rollout_rs = (ROOT / "src" / "propagation" / "rollout.rs").read_text()
+    restarted = re.search(r'pub const RESTARTED_AT_ANNOTATION: &str = "([^"]+)";', rollout_rs).group(1)
+    version_fmt = re.search(r'format!\("\{secret_name\}(\.[^"]+)"\)', rollout_rs).group(1)
+    written = [restarted, "db-app" + version_fmt, "other" + version_fmt]
+    rolled = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "spec": {"template": {"metadata": {"annotations": {
+            **{k: "x" for k in written},
+            "team": "shop",  # the user's own: still compared
+            "rdscred.io/restartedAt.bak": "y",
+            "version-id": "z",
+        }}}},
+    }
+    out = subprocess.run([JQ, "-c", f"path({documented_jq_path()})"], input=json.dumps(rolled), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    paths = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(paths) == sorted(["spec", "template", "metadata", "annotations", k] for k in written)
+
+
+@pytest.mark.skipif(JQ is None, reason="jq not installed")
+def test_documented_ignore_differences_is_harmless_without_annotations():
+    out = subprocess.run([JQ, "-c", f"path({documented_jq_path()})"], input=json.dumps({"spec": {"template": {"metadata": {}}}}), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stderr
