@@ -3,9 +3,11 @@
 //!
 //! - [`sync`]: writing the Kubernetes Secret (no write when nothing changed);
 //! - [`rollout`]: restarting dependents like `kubectl rollout restart`, rate-limited;
-//! - [`discovery`]: which workloads reference a Secret.
+//! - [`discovery`]: which workloads reference a Secret;
+//! - [`kinds`]: restart patches and completion for Argo Rollouts and CronJobs (pure, not wired yet).
 
 pub mod discovery;
+pub mod kinds;
 pub mod rollout;
 pub mod sync;
 
