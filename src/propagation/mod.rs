@@ -3,7 +3,8 @@
 //!
 //! - [`sync`]: writing the Kubernetes Secret (no write when nothing changed);
 //! - [`rollout`]: restarting dependents like `kubectl rollout restart`, rate-limited;
-//! - [`discovery`]: which workloads reference a Secret.
+//! - [`discovery`]: which workloads reference a Secret;
+//! - [`kinds`]: restart patches and completion for Argo Rollouts and CronJobs (pure, not wired yet).
 //!
 //! Propagation takes narrow inputs (a Kubernetes client, the secret-metadata cache, the rollout
 //! limiter) and returns what it did ([`sync::SyncOutcome`], [`rollout::Rolls`]) or a
@@ -11,6 +12,7 @@
 
 pub mod discovery;
 mod error;
+pub mod kinds;
 pub mod rollout;
 pub mod sync;
 

@@ -20,3 +20,4 @@ mod rotation_e2e;
 mod runtime;
 mod validation;
 mod validation_refusals;
+mod workloads;

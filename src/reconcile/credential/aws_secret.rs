@@ -129,10 +129,38 @@ fn replica_regions(spec: &crate::crd::SecretSpec) -> Vec<(String, Option<String>
 /// How old cached secret metadata may be: a bit more than one poll, so a credential between
 /// two polls does not describe its secret itself.
 fn cache_max_age(cred: &RdsCredential, ctx: &crate::context::Context) -> Duration {
-    match cred.spec.poll_interval {
+    let poll = match cred.spec.poll_interval {
         Some(d) => Duration::from(d),
         None => ctx.settings.poll_interval.mul_f64(2.5),
+    };
+    refresh_bounded(
+        poll,
+        cred.annotations()
+            .get(super::REFRESH_ANNOTATION)
+            .map(String::as_str),
+        jiff::Timestamp::now(),
+    )
+}
+
+/// A refresh request ([`REFRESH_ANNOTATION`](super::REFRESH_ANNOTATION), an RFC 3339 time)
+/// asks for AWS as it is now: metadata cached before the request is too old. Once metadata
+/// read after it is cached, the bound no longer forces a read, so a refresh costs one
+/// DescribeSecret and keeps no state. A value that is not a time, or more than a minute in
+/// the future (a wrong clock), leaves the cache as it is: the reconcile it triggered is all
+/// it gets.
+fn refresh_bounded(max_age: Duration, refresh: Option<&str>, now: jiff::Timestamp) -> Duration {
+    let Some(at) = refresh.and_then(|v| v.parse::<jiff::Timestamp>().ok()) else {
+        return max_age;
+    };
+    let since = now.duration_since(at);
+    if since < -jiff::SignedDuration::from_mins(1) {
+        return max_age;
     }
+    // The value has second precision: the request may have been made up to 1s after it.
+    let since = since - jiff::SignedDuration::from_secs(1);
+    Duration::try_from(since)
+        .unwrap_or(Duration::ZERO)
+        .min(max_age)
 }
 
 /// Whether the secret's KMS key (as DescribeSecret reports it) is the one the database names.
@@ -357,6 +385,36 @@ mod tests {
                 want,
                 "{actual:?} vs {wanted:?}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use std::time::Duration;
+
+    use super::refresh_bounded;
+
+    #[test]
+    fn a_refresh_request_bounds_the_cache_age() {
+        let now: jiff::Timestamp = "2026-12-02T13:00:00Z".parse().unwrap();
+        let poll = Duration::from_secs(300);
+        let table: &[(Option<&str>, Duration)] = &[
+            (None, poll),
+            (Some("yes please"), poll),
+            (Some(""), poll),
+            // Made in the last second: whatever is cached is older.
+            (Some("2026-12-02T13:00:00Z"), Duration::ZERO),
+            (Some("2026-12-02T12:59:59Z"), Duration::ZERO),
+            (Some("2026-12-02T12:59:50Z"), Duration::from_secs(9)),
+            // Long ago: the poll bound is the tighter one.
+            (Some("2026-12-02T12:00:00Z"), poll),
+            // A clock a little ahead: read now; far ahead: ignored.
+            (Some("2026-12-02T13:00:30Z"), Duration::ZERO),
+            (Some("2026-12-02T14:00:00Z"), poll),
+        ];
+        for (refresh, want) in table {
+            assert_eq!(refresh_bounded(poll, *refresh, now), *want, "{refresh:?}");
         }
     }
 }

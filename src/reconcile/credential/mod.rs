@@ -50,6 +50,12 @@ use delete::cleanup;
 /// Annotation that requests a rotation now; any new value triggers one.
 pub const ROTATE_ANNOTATION: &str = "rdscred.io/rotate-requested-at";
 
+/// Annotation that asks for a reconcile now (Argo CD's `refresh` action sets it). No code
+/// reads its value: any annotation change passes the controller's event filter
+/// (`runtime::controller::desired_state_hash`), and a reconcile has no effect beyond
+/// re-syncing; it never requests a rotation or a roll by itself.
+pub const REFRESH_ANNOTATION: &str = "rdscred.io/refresh-requested-at";
+
 #[instrument(skip_all, fields(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any()))]
 pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
