@@ -108,7 +108,7 @@ pub fn credential_view(
             .rolled_workloads
             .iter()
             .map(|w| WorkloadView {
-                kind: serde_json::to_value(&w.kind)
+                kind: serde_json::to_value(w.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_else(|| format!("{:?}", w.kind)),
@@ -226,11 +226,12 @@ pub(crate) mod tests {
         let d = db(sel.clone());
         let ok = labels(&[("db", "pg")]);
         let no = labels(&[("db", "mysql")]);
-        let cases: Vec<(
-            Option<&RdsDatabase>,
-            Option<&BTreeMap<String, String>>,
-            &str,
-        )> = vec![
+        type Case<'a> = (
+            Option<&'a RdsDatabase>,
+            Option<&'a BTreeMap<String, String>>,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (Some(&d), Some(&ok), "admitted"),
             (Some(&d), Some(&no), "notAdmitted"),
             (Some(&d), None, "unknown"),
