@@ -129,6 +129,25 @@ impl SecretMeta {
         }
     }
 
+    /// The metadata of a secret we just created with `new`: one version, AWSCURRENT, no
+    /// replicas yet (they are added after the create), no rotation, not deleted.
+    fn written(new: &NewSecret<'_>, arn: &str, version_id: &str) -> SecretMeta {
+        SecretMeta {
+            arn: arn.to_string(),
+            name: new.name.to_string(),
+            description: non_empty(new.description),
+            kms_key_id: non_empty(new.kms_key_id),
+            tags: new.tags.clone(),
+            versions: [(version_id.to_string(), vec![AWSCURRENT.to_string()])].into(),
+            deleted_date: None,
+            rotation_enabled: false,
+            rotation_lambda_arn: None,
+            rotation_rules: None,
+            replica_regions: Vec::new(),
+            replicas_known: true,
+        }
+    }
+
     fn from_list_entry(e: &SecretListEntry) -> SecretMeta {
         SecretMeta {
             arn: e.arn().unwrap_or_default().to_string(),
@@ -257,8 +276,13 @@ impl Secrets {
     }
 
     /// CreateSecret (value, KMS key, description, tags, ClientRequestToken as the first version
-    /// id), then ReplicateSecretToRegions if replicas are wanted, then DescribeSecret. A retry
-    /// with the same token and value succeeds.
+    /// id), then ReplicateSecretToRegions if replicas are wanted. A retry with the same token
+    /// and value succeeds.
+    ///
+    /// The metadata returned is what we just wrote (CreateSecret answers with the ARN and the
+    /// first version's id; the rest is our own request), not a DescribeSecret: a new credential
+    /// costs one call less. Only after adding replicas is the secret described, since their
+    /// status is AWS's to report.
     ///
     /// Replicas are added after the create, not with `AddReplicaRegions`: that makes Secrets
     /// Manager authorize `ReplicateSecretToRegions` on the secret being created, which carries
@@ -281,8 +305,12 @@ impl Secrets {
             .client_request_token(new.client_request_token)
             .send();
         let created = call(&self.calls, SERVICE, "CreateSecret", new.name, request).await;
-        let arn = match created {
-            Ok(out) => out.arn().unwrap_or(new.name).to_string(),
+        let meta = match created {
+            Ok(out) => SecretMeta::written(
+                &new,
+                out.arn().unwrap_or(new.name),
+                out.version_id().unwrap_or(new.client_request_token),
+            ),
             Err(AwsError::AlreadyExists { id }) => {
                 return match self.describe(new.name).await? {
                     Some(meta) if meta.is_scheduled_for_deletion() => {
@@ -293,16 +321,13 @@ impl Secrets {
             }
             Err(e) => return Err(e),
         };
-        let describe = || async {
-            self.describe(&arn)
+        if self.sync_replicas(&meta, new.replica_regions).await? {
+            return self
+                .describe(&meta.arn)
                 .await?
                 .ok_or_else(|| AwsError::NotFound {
                     what: format!("secret {} (just created)", new.name),
-                })
-        };
-        let meta = describe().await?;
-        if self.sync_replicas(&meta, new.replica_regions).await? {
-            return describe().await;
+                });
         }
         Ok(meta)
     }
