@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
-use aws_sdk_secretsmanager::types::{
-    Filter, FilterNameStringType, ReplicaRegionType, RotationRulesType, SecretListEntry, Tag,
-};
+use aws_sdk_secretsmanager::types::{ReplicaRegionType, RotationRulesType, SecretListEntry, Tag};
 
-use super::ownership::{CLUSTER_TAG, Owner, TAG_PREFIX};
+use super::ownership::{Owner, TAG_PREFIX};
 use super::{ApiCalls, AwsError, call, timestamp};
 use crate::secret::SecretString;
 
@@ -17,9 +15,7 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 
-const SERVICE: &str = "secretsmanager";
-/// ListSecrets page size (the API maximum).
-const LIST_PAGE: i32 = 100;
+pub(super) const SERVICE: &str = "secretsmanager";
 
 /// Native rotation rules (RotateSecret's `RotationRules`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,7 +144,7 @@ impl SecretMeta {
         }
     }
 
-    fn from_list_entry(e: &SecretListEntry) -> SecretMeta {
+    pub(super) fn from_list_entry(e: &SecretListEntry) -> SecretMeta {
         SecretMeta {
             arn: e.arn().unwrap_or_default().to_string(),
             name: e.name().unwrap_or_default().to_string(),
@@ -626,47 +622,6 @@ impl Secrets {
         call(&self.calls, SERVICE, "CancelRotateSecret", id, request)
             .await
             .map(drop)
-    }
-
-    /// Bulk change detection: every secret tagged `rdscred.io/cluster=<cluster>`, including
-    /// those scheduled for deletion, with their version-to-stage maps. ListSecrets pages of 100
-    /// (one call per 100 secrets). The tag filters of ListSecrets match key and value
-    /// independently and by prefix, so the exact tag is checked here too.
-    pub async fn list_owned(&self, cluster: &str) -> Result<Vec<SecretMeta>, AwsError> {
-        let filters = vec![
-            Filter::builder()
-                .key(FilterNameStringType::TagKey)
-                .values(CLUSTER_TAG)
-                .build(),
-            Filter::builder()
-                .key(FilterNameStringType::TagValue)
-                .values(cluster)
-                .build(),
-        ];
-        let mut out = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let request = self
-                .client
-                .list_secrets()
-                .include_planned_deletion(true)
-                .max_results(LIST_PAGE)
-                .set_filters(Some(filters.clone()))
-                .set_next_token(next_token.take())
-                .send();
-            let page = call(&self.calls, SERVICE, "ListSecrets", cluster, request).await?;
-            out.extend(
-                page.secret_list()
-                    .iter()
-                    .map(SecretMeta::from_list_entry)
-                    .filter(|m| m.tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)),
-            );
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-                _ => break,
-            }
-        }
-        Ok(out)
     }
 }
 
