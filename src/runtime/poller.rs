@@ -156,7 +156,10 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         let scope = ctx.aws.scoped(region.as_deref(), role.as_deref()).await?;
         for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
             stats.secrets_seen += 1;
-            let seen_before = ctx.secrets.known_current(&meta.arn);
+            let seen_before = ctx
+                .secrets
+                .latest(&meta.arn)
+                .and_then(|m| m.current_version().map(str::to_owned));
             ctx.secrets.remember(&meta);
             let cred = meta
                 .owner()
@@ -182,7 +185,10 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
             .await?;
         if let Some(meta) = scope.secrets.describe(&cred.spec.secret.name).await? {
             stats.secrets_seen += 1;
-            let seen_before = ctx.secrets.known_current(&meta.arn);
+            let seen_before = ctx
+                .secrets
+                .latest(&meta.arn)
+                .and_then(|m| m.current_version().map(str::to_owned));
             ctx.secrets.remember(&meta);
             if poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref()) {
                 stats.triggered += 1;
