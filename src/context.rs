@@ -210,6 +210,15 @@ impl Context {
         jitter(base.min(cap), 0.2)
     }
 
+    /// Whether `key` failed and has not succeeded since (it waits out an error backoff).
+    pub fn in_backoff(&self, key: &str) -> bool {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .get(key)
+            .is_some_and(|n| *n > 0)
+    }
+
     pub fn reset_failures(&self, key: &str) {
         self.failures.lock().expect("failures lock").remove(key);
     }

@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod calls;
+mod listing;
 pub mod ownership;
 pub mod policy;
 pub mod rds;

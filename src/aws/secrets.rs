@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
-use aws_sdk_secretsmanager::types::{
-    Filter, FilterNameStringType, ReplicaRegionType, RotationRulesType, SecretListEntry, Tag,
-};
+use aws_sdk_secretsmanager::types::{ReplicaRegionType, RotationRulesType, SecretListEntry, Tag};
 
-use super::ownership::{CLUSTER_TAG, Owner, TAG_PREFIX};
+use super::ownership::{Owner, TAG_PREFIX};
 use super::{ApiCalls, AwsError, call, timestamp};
 use crate::secret::SecretString;
 
@@ -17,9 +15,7 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 
-const SERVICE: &str = "secretsmanager";
-/// ListSecrets page size (the API maximum).
-const LIST_PAGE: i32 = 100;
+pub(super) const SERVICE: &str = "secretsmanager";
 
 /// Native rotation rules (RotateSecret's `RotationRules`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +125,26 @@ impl SecretMeta {
         }
     }
 
-    fn from_list_entry(e: &SecretListEntry) -> SecretMeta {
+    /// The metadata of a secret we just created with `new`: one version, AWSCURRENT, no
+    /// replicas yet (they are added after the create), no rotation, not deleted.
+    fn written(new: &NewSecret<'_>, arn: &str, version_id: &str) -> SecretMeta {
+        SecretMeta {
+            arn: arn.to_string(),
+            name: new.name.to_string(),
+            description: non_empty(new.description),
+            kms_key_id: non_empty(new.kms_key_id),
+            tags: new.tags.clone(),
+            versions: [(version_id.to_string(), vec![AWSCURRENT.to_string()])].into(),
+            deleted_date: None,
+            rotation_enabled: false,
+            rotation_lambda_arn: None,
+            rotation_rules: None,
+            replica_regions: Vec::new(),
+            replicas_known: true,
+        }
+    }
+
+    pub(super) fn from_list_entry(e: &SecretListEntry) -> SecretMeta {
         SecretMeta {
             arn: e.arn().unwrap_or_default().to_string(),
             name: e.name().unwrap_or_default().to_string(),
@@ -257,8 +272,13 @@ impl Secrets {
     }
 
     /// CreateSecret (value, KMS key, description, tags, ClientRequestToken as the first version
-    /// id), then ReplicateSecretToRegions if replicas are wanted, then DescribeSecret. A retry
-    /// with the same token and value succeeds.
+    /// id), then ReplicateSecretToRegions if replicas are wanted. A retry with the same token
+    /// and value succeeds.
+    ///
+    /// The metadata returned is what we just wrote (CreateSecret answers with the ARN and the
+    /// first version's id; the rest is our own request), not a DescribeSecret: a new credential
+    /// costs one call less. Only after adding replicas is the secret described, since their
+    /// status is AWS's to report.
     ///
     /// Replicas are added after the create, not with `AddReplicaRegions`: that makes Secrets
     /// Manager authorize `ReplicateSecretToRegions` on the secret being created, which carries
@@ -281,8 +301,12 @@ impl Secrets {
             .client_request_token(new.client_request_token)
             .send();
         let created = call(&self.calls, SERVICE, "CreateSecret", new.name, request).await;
-        let arn = match created {
-            Ok(out) => out.arn().unwrap_or(new.name).to_string(),
+        let meta = match created {
+            Ok(out) => SecretMeta::written(
+                &new,
+                out.arn().unwrap_or(new.name),
+                out.version_id().unwrap_or(new.client_request_token),
+            ),
             Err(AwsError::AlreadyExists { id }) => {
                 return match self.describe(new.name).await? {
                     Some(meta) if meta.is_scheduled_for_deletion() => {
@@ -293,16 +317,13 @@ impl Secrets {
             }
             Err(e) => return Err(e),
         };
-        let describe = || async {
-            self.describe(&arn)
+        if self.sync_replicas(&meta, new.replica_regions).await? {
+            return self
+                .describe(&meta.arn)
                 .await?
                 .ok_or_else(|| AwsError::NotFound {
                     what: format!("secret {} (just created)", new.name),
-                })
-        };
-        let meta = describe().await?;
-        if self.sync_replicas(&meta, new.replica_regions).await? {
-            return describe().await;
+                });
         }
         Ok(meta)
     }
@@ -601,47 +622,6 @@ impl Secrets {
         call(&self.calls, SERVICE, "CancelRotateSecret", id, request)
             .await
             .map(drop)
-    }
-
-    /// Bulk change detection: every secret tagged `rdscred.io/cluster=<cluster>`, including
-    /// those scheduled for deletion, with their version-to-stage maps. ListSecrets pages of 100
-    /// (one call per 100 secrets). The tag filters of ListSecrets match key and value
-    /// independently and by prefix, so the exact tag is checked here too.
-    pub async fn list_owned(&self, cluster: &str) -> Result<Vec<SecretMeta>, AwsError> {
-        let filters = vec![
-            Filter::builder()
-                .key(FilterNameStringType::TagKey)
-                .values(CLUSTER_TAG)
-                .build(),
-            Filter::builder()
-                .key(FilterNameStringType::TagValue)
-                .values(cluster)
-                .build(),
-        ];
-        let mut out = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let request = self
-                .client
-                .list_secrets()
-                .include_planned_deletion(true)
-                .max_results(LIST_PAGE)
-                .set_filters(Some(filters.clone()))
-                .set_next_token(next_token.take())
-                .send();
-            let page = call(&self.calls, SERVICE, "ListSecrets", cluster, request).await?;
-            out.extend(
-                page.secret_list()
-                    .iter()
-                    .map(SecretMeta::from_list_entry)
-                    .filter(|m| m.tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)),
-            );
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-                _ => break,
-            }
-        }
-        Ok(out)
     }
 }
 

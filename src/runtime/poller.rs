@@ -75,11 +75,11 @@ pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl Future<Out
 
 async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Receiver<bool>) {
     loop {
+        let started = tokio::time::Instant::now();
         match poll_once(ctx, trigger).await {
             Ok(stats) => debug!(?stats, "bulk poll done"),
             Err(e) => warn!(error = %e, "bulk poll failed"),
         }
-        let done = tokio::time::Instant::now();
         // One jitter factor per cycle: the interval itself changes with the queue's health.
         let unit = Duration::from_secs(1000);
         let spread = next_delay(unit).as_secs_f64() / unit.as_secs_f64();
@@ -90,7 +90,11 @@ async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Rece
                 ctx.settings.events.as_ref(),
                 up,
             );
-            let due = done + interval.mul_f64(spread);
+            let due = started
+                + next_start(
+                    interval.mul_f64(spread),
+                    tokio::time::Instant::now() - started,
+                );
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => break,
                 changed = events_up.changed() => match changed {
@@ -106,6 +110,18 @@ async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Rece
             }
         }
     }
+}
+
+/// When the next poll starts, counted from the start of the last one: the first multiple of
+/// `period` not yet past after `elapsed` (the last poll's duration). The period does not
+/// stretch by the poll's own duration, and a poll that overran skips the starts it missed
+/// instead of queueing them.
+fn next_start(period: Duration, elapsed: Duration) -> Duration {
+    if period.is_zero() {
+        return elapsed;
+    }
+    let periods = (elapsed.as_nanos() / period.as_nanos()) as u32 + 1;
+    period.saturating_mul(periods)
 }
 
 /// Time to the next poll: the interval ±10%.
@@ -140,12 +156,16 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         let scope = ctx.aws.scoped(region.as_deref(), role.as_deref()).await?;
         for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
             stats.secrets_seen += 1;
+            let seen_before = ctx
+                .secrets
+                .latest(&meta.arn)
+                .and_then(|m| m.current_version().map(str::to_owned));
             ctx.secrets.remember(&meta);
             let cred = meta
                 .owner()
                 .and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
             if let Some(cred) = cred
-                && needs_reconcile(cred, &meta)
+                && poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref())
             {
                 stats.triggered += 1;
                 trigger.send(cred);
@@ -165,8 +185,12 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
             .await?;
         if let Some(meta) = scope.secrets.describe(&cred.spec.secret.name).await? {
             stats.secrets_seen += 1;
+            let seen_before = ctx
+                .secrets
+                .latest(&meta.arn)
+                .and_then(|m| m.current_version().map(str::to_owned));
             ctx.secrets.remember(&meta);
-            if needs_reconcile(cred, &meta) {
+            if poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref()) {
                 stats.triggered += 1;
                 trigger.send(cred);
             }
@@ -175,18 +199,123 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
     Ok(stats)
 }
 
-/// AWSCURRENT moved away from what the credential synced, or a rotation is half done.
+/// What the poll knows about one credential's secret.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Observed<'a> {
+    /// AWSCURRENT as the credential last synced it (status).
+    pub synced: Option<&'a str>,
+    /// AWSCURRENT now.
+    pub current: Option<&'a str>,
+    /// AWSCURRENT as this process saw it before this poll (secret cache).
+    pub seen_before: Option<&'a str>,
+    pub pending: bool,
+    /// The credential failed and waits out its error backoff.
+    pub in_backoff: bool,
+}
+
+/// AWSCURRENT moved away from what the credential synced, or a rotation is half done. A
+/// credential in error backoff is left to its backoff unless AWSCURRENT moved since we last
+/// saw it: re-reconciling it on every poll costs a GetSecretValue, a failed login and a
+/// Warning each time, and cannot succeed before something changes.
+pub(crate) fn needs_reconcile_given(o: Observed<'_>) -> bool {
+    let out_of_sync = o.current != o.synced || o.pending;
+    out_of_sync && (!o.in_backoff || o.seen_before != o.current)
+}
+
+/// [`needs_reconcile_given`] without backoff (events: an event is news by itself).
 pub(crate) fn needs_reconcile(cred: &RdsCredential, meta: &SecretMeta) -> bool {
-    let synced = cred
-        .status
-        .as_ref()
-        .and_then(|s| s.synced_version_id.as_deref());
-    meta.current_version() != synced || meta.pending_version().is_some()
+    needs_reconcile_given(observed(cred, meta, None, false))
+}
+
+fn poll_needs_reconcile(
+    ctx: &Context,
+    cred: &RdsCredential,
+    meta: &SecretMeta,
+    seen_before: Option<&str>,
+) -> bool {
+    let in_backoff = ctx.in_backoff(&crate::context::object_key(cred));
+    needs_reconcile_given(observed(cred, meta, seen_before, in_backoff))
+}
+
+fn observed<'a>(
+    cred: &'a RdsCredential,
+    meta: &'a SecretMeta,
+    seen_before: Option<&'a str>,
+    in_backoff: bool,
+) -> Observed<'a> {
+    Observed {
+        synced: cred
+            .status
+            .as_ref()
+            .and_then(|s| s.synced_version_id.as_deref()),
+        current: meta.current_version(),
+        seen_before,
+        pending: meta.pending_version().is_some(),
+        in_backoff,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_reconcile_table() {
+        let (v1, v2) = (Some("v1"), Some("v2"));
+        // (synced, current, seen_before, pending, in_backoff) -> reconcile
+        let table = [
+            ((v1, v1, v1, false, false), false, "in sync"),
+            ((v1, v2, v1, false, false), true, "AWSCURRENT moved"),
+            ((None, v1, None, false, false), true, "never synced"),
+            ((v1, v1, v1, true, false), true, "rotation half done"),
+            (
+                (v1, v2, v2, false, true),
+                false,
+                "backoff, nothing new since the failure",
+            ),
+            (
+                (v1, v2, v1, false, true),
+                true,
+                "backoff, but AWSCURRENT moved",
+            ),
+            (
+                (v1, v2, None, false, true),
+                true,
+                "backoff, first look (restart)",
+            ),
+            (
+                (v1, v1, v1, true, true),
+                false,
+                "backoff, same pending rotation",
+            ),
+            ((v1, v1, v1, false, true), false, "backoff but in sync"),
+        ];
+        for ((synced, current, seen_before, pending, in_backoff), want, why) in table {
+            let o = Observed {
+                synced,
+                current,
+                seen_before,
+                pending,
+                in_backoff,
+            };
+            assert_eq!(needs_reconcile_given(o), want, "{why}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn the_next_poll_starts_a_period_after_the_last_start_and_skips_missed_starts() {
+        let s = Duration::from_secs;
+        let table = [
+            (s(10), s(0), s(10), "instant poll"),
+            (s(10), s(4), s(10), "a 4 s poll does not stretch the period"),
+            (s(10), s(10), s(20), "exactly one period: the next start"),
+            (s(10), s(25), s(30), "overrun: starts at 10 and 20 skipped"),
+            (Duration::ZERO, s(3), s(3), "no period: at once"),
+        ];
+        for (period, elapsed, want, why) in table {
+            assert_eq!(next_start(period, elapsed), want, "{why}");
+        }
+    }
 
     #[test]
     fn polls_are_jittered_by_ten_percent() {

@@ -14,6 +14,7 @@ mod iam_eval;
 mod leader;
 mod propagation;
 mod provision;
+mod provisioning_cost;
 mod rbac;
 mod rotation;
 mod rotation_e2e;

@@ -20,12 +20,26 @@ use crate::reconcile::Reason;
 use crate::rotation;
 use crate::secret::{RdsSecretValue, generate_password};
 
+/// The secret as [`ensure_aws_secret`] left it.
+pub(super) struct Ensured {
+    pub meta: SecretMeta,
+    /// AWSCURRENT when this reconcile created the secret: the value we wrote, so nothing
+    /// reads it back (GetSecretValue) in the same reconcile.
+    pub written: Option<Current>,
+}
+
+impl Ensured {
+    fn existing(meta: SecretMeta) -> Ensured {
+        Ensured {
+            meta,
+            written: None,
+        }
+    }
+}
+
 /// The secret exists, is ours, and its metadata matches the spec. A missing secret is
 /// created (deterministic token: a retry after a crash does not make a second version).
-pub(super) async fn ensure_aws_secret(
-    m: Managed<'_>,
-    p: &mut Progress,
-) -> Result<SecretMeta, Error> {
+pub(super) async fn ensure_aws_secret(m: Managed<'_>, p: &mut Progress) -> Result<Ensured, Error> {
     let s = m.step;
     let Step {
         cred,
@@ -101,7 +115,7 @@ pub(super) async fn ensure_aws_secret(
         meta = refreshed_meta(s, &meta.arn).await?;
     }
     ctx.secrets.remember(&meta);
-    Ok(meta)
+    Ok(Ensured::existing(meta))
 }
 
 /// DescribeSecret after we changed the secret (restore, metadata update, rotation), recorded in
@@ -195,7 +209,7 @@ fn desired_tags(cred: &RdsCredential, db: &RdsDatabase, owner: &Owner) -> BTreeM
 async fn create_aws_secret(
     m: Managed<'_>,
     tags: &BTreeMap<String, String>,
-) -> Result<SecretMeta, Error> {
+) -> Result<Ensured, Error> {
     let Managed {
         step:
             Step {
@@ -250,7 +264,11 @@ async fn create_aws_secret(
     )
     .await;
     ctx.secrets.remember(&meta);
-    Ok(meta)
+    let written = meta.current_version().map(|version_id| Current {
+        version_id: version_id.to_string(),
+        value,
+    });
+    Ok(Ensured { meta, written })
 }
 
 fn initial_value(

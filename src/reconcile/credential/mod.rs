@@ -303,9 +303,10 @@ async fn apply_managed(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
         rotation: rotation_spec.as_ref(),
     };
 
-    let meta = aws_secret::ensure_aws_secret(m, p).await.inspect_err(|e| {
-        p.condition(SECRET_READY, false, e.reason(), e.to_string());
-    })?;
+    let aws_secret::Ensured { meta, written } =
+        aws_secret::ensure_aws_secret(m, p).await.inspect_err(|e| {
+            p.condition(SECRET_READY, false, e.reason(), e.to_string());
+        })?;
     p.status.secret_arn = Some(meta.arn.clone());
     p.condition(
         SECRET_READY,
@@ -326,7 +327,11 @@ async fn apply_managed(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
         meta
     };
 
-    let current = aws_secret::current_value(s, &meta).await?;
+    // A secret this reconcile created holds the value we wrote, unless AWSCURRENT moved since.
+    let current = match written.filter(|w| meta.current_version() == Some(w.version_id.as_str())) {
+        Some(written) => written,
+        None => aws_secret::current_value(s, &meta).await?,
+    };
     user::ensure_user(m, &current, p).await.inspect_err(|e| {
         p.condition(USER_READY, false, e.reason(), e.to_string());
     })?;

@@ -1,0 +1,164 @@
+//! What provisioning a new credential costs (issue 15): Secrets Manager calls per credential,
+//! counted from the controller's request log against moto, and reconciles per credential.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use kube::api::{Api, ListParams};
+use rdscred::context::Settings;
+use rdscred::crd::{RdsCredential, RdsDatabase};
+use serde_json::json;
+
+use crate::support::{DbServer, Ground, unique, wait_for};
+
+const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
+
+/// A secret's name from a `SecretId` or `Name` (name or ARN; moto and AWS append `-` and 6
+/// characters to the name in the ARN).
+fn secret_name(id: &str) -> &str {
+    match id.split_once(":secret:") {
+        Some((_, rest)) if rest.len() > 7 => &rest[..rest.len() - 7],
+        Some((_, rest)) => rest,
+        None => id,
+    }
+}
+
+/// Secrets Manager requests the controller sent about each secret, by secret name and
+/// operation (ListSecrets names no secret and is not counted here).
+fn calls_by_secret(g: &Ground) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let log = g.calls.request_log().expect("the ground logs requests");
+    for r in log.snapshot() {
+        if r.service != "secretsmanager" {
+            continue;
+        }
+        let Some(id) = r.params["SecretId"].as_str().or(r.params["Name"].as_str()) else {
+            continue;
+        };
+        *out.entry(secret_name(id).to_string())
+            .or_default()
+            .entry(r.operation.clone())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Credential reconciles finished so far, ok or not (the controller's own metric).
+fn credential_reconciles(g: &Ground) -> u64 {
+    g.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(r#"rdscred_reconciles_total{kind="RdsCredential","#))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn database_ready(g: &Ground, db: &str) {
+    wait_for("database Ready", Duration::from_secs(30), || async {
+        let d = Api::<RdsDatabase>::all(g.client.clone())
+            .get(db)
+            .await
+            .ok()?;
+        d.status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// New credentials on both engines: each costs at most 3 Secrets Manager calls (today: a
+/// DescribeSecret that finds nothing and the CreateSecret; the metadata and the value of our
+/// own write are used instead of DescribeSecret and GetSecretValue after it), also counting
+/// the reconciles its own status and Secret writes trigger until the controller is quiet.
+#[tokio::test]
+async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
+    const PER_ENGINE: usize = 6;
+    let mut g = Ground::new().await;
+    g.start_with(Settings {
+        poll_interval: Duration::from_secs(2),
+        // Drift checks cost database logins, not AWS calls; keep them out of the window.
+        drift_interval: Duration::from_secs(600),
+        database_recheck_interval: Duration::from_secs(600),
+        ..g.settings()
+    })
+    .await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let mut dbs = Vec::new();
+    for server in [DbServer::postgres(), DbServer::mariadb()] {
+        let (db, prefix) = g.database(&server, json!({})).await;
+        database_ready(&g, &db).await;
+        dbs.push((db, prefix));
+    }
+    let reconciles_before = credential_reconciles(&g);
+    let run = unique("pc");
+    let run = run.as_str();
+    let specs: Vec<(String, serde_json::Value)> = dbs
+        .iter()
+        .flat_map(|(db, prefix)| {
+            (0..PER_ENGINE).map(move |i| {
+                let user = format!("{run}_{}_{i}", &db[db.len() - 4..]);
+                let secret = format!("{prefix}{user}");
+                (
+                    secret.clone(),
+                    json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": secret } }),
+                )
+            })
+        })
+        .collect();
+    join_all(specs.iter().enumerate().map(|(i, (_, spec))| {
+        let (g, ns) = (&g, &ns);
+        async move {
+            g.credential(ns, &format!("c{i}"), spec.clone())
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let secrets: Vec<String> = specs.iter().map(|(s, _)| s.clone()).collect();
+    for i in 0..specs.len() {
+        g.wait_ready(&ns, &format!("c{i}")).await;
+    }
+    // Two polls go by, so the reconciles triggered by our own status and Secret writes have run
+    // and their calls are counted too.
+    for _ in 0..2 {
+        let start = g.calls.total("ListSecrets");
+        wait_for("a poll", Duration::from_secs(30), || async {
+            (g.calls.total("ListSecrets") > start).then_some(())
+        })
+        .await;
+    }
+    let by_secret = calls_by_secret(&g);
+    let n = secrets.len() as f64;
+    let mut total = 0u64;
+    for s in &secrets {
+        let ops = by_secret.get(s).cloned().unwrap_or_default();
+        let calls: u64 = ops.values().sum();
+        total += calls;
+        assert!(
+            ops.get("CreateSecret") == Some(&1),
+            "{s}: one CreateSecret, got {ops:?}"
+        );
+        assert!(calls <= 3, "{s}: {calls} Secrets Manager calls: {ops:?}");
+        assert_eq!(
+            ops.get("GetSecretValue"),
+            None,
+            "{s}: the value we wrote is not read back"
+        );
+    }
+    let reconciles = credential_reconciles(&g) - reconciles_before;
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        secrets.len()
+    );
+    eprintln!(
+        "{} new credentials: {:.2} Secrets Manager calls and {:.2} reconciles per credential",
+        secrets.len(),
+        total as f64 / n,
+        reconciles as f64 / n
+    );
+}
