@@ -475,4 +475,88 @@ mod tests {
     fn version_annotation_is_per_secret() {
         assert_eq!(version_annotation("app-db"), "app-db.rdscred.io/version-id");
     }
+    /// `kubectl rollout status` semantics, one row per reason a rollout is not yet done.
+    #[test]
+    fn when_a_deployment_rollout_is_complete() {
+        // (generation, observedGeneration, spec.replicas, replicas, updated, available, complete?)
+        let cases = [
+            (2, 2, Some(3), 3, 3, 3, true),
+            (2, 1, Some(3), 3, 3, 3, false), // controller has not seen the new template
+            (2, 2, Some(3), 3, 2, 3, false), // one replica still on the old template
+            (2, 2, Some(3), 3, 3, 2, false), // updated but not yet available
+            (2, 2, Some(3), 4, 3, 3, false), // an old replica is still terminating
+            (2, 2, None, 1, 1, 1, true),     // replicas default to 1
+            (2, 2, Some(0), 0, 0, 0, true),  // scaled to zero: nothing to wait for
+        ];
+        for (generation, observed, want, replicas, updated, available, complete) in cases {
+            let d: Deployment = serde_json::from_value(json!({
+                "metadata": { "name": "d", "generation": generation },
+                "spec": { "replicas": want, "selector": {}, "template": {} },
+                "status": { "observedGeneration": observed, "replicas": replicas,
+                            "updatedReplicas": updated, "availableReplicas": available },
+            }))
+            .unwrap();
+            assert_eq!(
+                deployment_complete(&d),
+                complete,
+                "gen={generation} observed={observed} want={want:?} \
+                 replicas={replicas} updated={updated} available={available}"
+            );
+        }
+    }
+
+    #[test]
+    fn when_a_statefulset_rollout_is_complete() {
+        // (generation, observedGeneration, spec.replicas, updated, ready, complete?)
+        let cases = [
+            (3, 3, Some(2), 2, 2, true),
+            (3, 2, Some(2), 2, 2, false), // new generation not observed
+            (3, 3, Some(2), 1, 2, false), // one pod still on the old revision
+            (3, 3, Some(2), 2, 1, false), // updated pod not ready yet
+            (3, 3, None, 1, 1, true),     // replicas default to 1
+        ];
+        for (generation, observed, want, updated, ready, complete) in cases {
+            let s: StatefulSet = serde_json::from_value(json!({
+                "metadata": { "name": "s", "generation": generation },
+                "spec": { "replicas": want, "selector": {}, "serviceName": "s", "template": {} },
+                "status": { "observedGeneration": observed, "replicas": updated,
+                            "updatedReplicas": updated, "readyReplicas": ready },
+            }))
+            .unwrap();
+            assert_eq!(
+                statefulset_complete(&s),
+                complete,
+                "gen={generation} observed={observed} want={want:?} updated={updated} ready={ready}"
+            );
+        }
+    }
+
+    #[test]
+    fn when_a_daemonset_rollout_is_complete() {
+        // (generation, observedGeneration, desired, updatedScheduled, available, complete?)
+        let cases = [
+            (4, 4, 3, 3, 3, true),
+            (4, 3, 3, 3, 3, false), // new generation not observed
+            (4, 4, 3, 2, 3, false), // one node still runs the old pod
+            (4, 4, 3, 3, 2, false), // updated pod not available yet
+            (4, 4, 0, 0, 0, true),  // no eligible node: nothing to wait for
+        ];
+        for (generation, observed, desired, updated, available, complete) in cases {
+            let d: DaemonSet = serde_json::from_value(json!({
+                "metadata": { "name": "ds", "generation": generation },
+                "spec": { "selector": {}, "template": {} },
+                "status": { "observedGeneration": observed, "desiredNumberScheduled": desired,
+                            "currentNumberScheduled": desired, "numberMisscheduled": 0,
+                            "numberReady": available, "updatedNumberScheduled": updated,
+                            "numberAvailable": available },
+            }))
+            .unwrap();
+            assert_eq!(
+                daemonset_complete(&d),
+                complete,
+                "gen={generation} observed={observed} desired={desired} \
+                 updated={updated} available={available}"
+            );
+        }
+    }
 }
