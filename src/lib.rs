@@ -15,6 +15,7 @@
 //! - [`telemetry`]: logs, metrics, the HTTP surface; [`leader`]: leader election on a Lease;
 //! - [`iam`]: the least-privilege IAM policy the controller needs;
 //! - [`access`]: who may read a credential's secret (its resource policy), rendered and decided.
+//! - [`store`]: what the reflector stores keep of an object; [`shard`]: which shard owns a credential.
 
 pub mod access;
 pub mod aws;
@@ -30,6 +31,8 @@ pub mod rotation;
 pub mod runtime;
 pub mod schedule;
 pub mod secret;
+pub mod shard;
+pub mod store;
 pub mod telemetry;
 pub mod template;
 

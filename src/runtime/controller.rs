@@ -106,6 +106,8 @@ pub async fn run_with_readiness(
         let (reader, writer) = reflector::store();
         let credentials = watcher(creds, watcher::Config::default().any_semantic())
             .default_backoff()
+            // Before the store: it keeps every credential for the life of the process.
+            .modify(crate::store::project::<RdsCredential>)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(desired_state_hash, Default::default());
