@@ -21,7 +21,8 @@
 //!    [`telemetry`]: logs, metrics, the HTTP surface;
 //! 0. [`crd`]: the two custom resources; [`secret`]: secret values (redacted `Debug`), the RDS
 //!    credential JSON, CSPRNG passwords; [`template`]: key templates; [`schedule`]: when
-//!    rotations are due; [`leader`]: leader election on a Lease.
+//!    rotations are due; [`leader`]: leader election on a Lease; [`store`]: what the
+//!    reflector stores keep of an object; [`shard`]: which shard owns a credential.
 
 pub mod access;
 pub mod aws;
@@ -37,6 +38,8 @@ pub mod rotation;
 pub mod runtime;
 pub mod schedule;
 pub mod secret;
+pub mod shard;
+pub mod store;
 pub mod telemetry;
 pub mod template;
 
@@ -56,7 +59,9 @@ pub fn version() -> &'static str {
 /// The layers of the module doc, bottom first.
 #[cfg(test)]
 const LAYERS: &[&[&str]] = &[
-    &["crd", "secret", "template", "schedule", "leader"],
+    &[
+        "crd", "secret", "template", "schedule", "leader", "store", "shard",
+    ],
     &["aws", "engine", "access", "iam", "telemetry"],
     &["rotation", "propagation"],
     &["context"],

@@ -102,7 +102,8 @@ pub async fn run_with_readiness(
         let (reader, writer) = reflector::store();
         let credentials = watcher(creds, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(strip_for_store)
+            // Before the store: it keeps every credential for the life of the process.
+            .modify(crate::store::project::<RdsCredential>)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(desired_state_hash, Default::default());
@@ -173,19 +174,6 @@ pub async fn run_with_readiness(
         shutdown
     );
 }
-
-/// What the credential store need not keep: the server's field-ownership bookkeeping and
-/// kubectl's copy of the last applied object, which together are often larger than the spec
-/// and status the reconcile reads (the store holds one copy of every credential for as long as
-/// the process runs).
-fn strip_for_store(cred: &mut RdsCredential) {
-    cred.metadata.managed_fields = None;
-    if let Some(annotations) = cred.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
-    }
-}
-
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Resolves once every store has received its watch's initial list. A store whose writer
 /// is gone (its controller stopped) counts as done: there is nothing left to wait for.
@@ -268,6 +256,7 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LAST_APPLIED_ANNOTATION;
 
     #[test]
     fn the_store_keeps_what_reconciles_read_and_drops_the_bookkeeping() {
@@ -287,7 +276,7 @@ mod tests {
         }))
         .unwrap();
         let before = cred.clone();
-        strip_for_store(&mut cred);
+        crate::store::project(&mut cred);
         assert_eq!(cred.metadata.managed_fields, None);
         let annotations = cred.metadata.annotations.clone().unwrap();
         assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
