@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use rdscred::crd::RdsCredential;
+use rdscred::crd::{RdsCredential, RdsDatabase};
 use rdscred::engine::{self, Admin, DbError, Login};
 use rdscred::secret::SecretString;
 use serde_json::json;
@@ -61,6 +61,16 @@ async fn provisions_end_to_end(server: DbServer) {
         );
     }
     assert_eq!(status.observed_generation, cred.metadata.generation);
+    Ground::assert_kstatus(
+        "provisioned",
+        &status.conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
 
     // Secrets Manager: RDS JSON, ownership + database + credential tags, description.
     let meta = g
@@ -166,12 +176,23 @@ async fn assert_refused(
         .await;
     let ready = cred
         .status
+        .clone()
         .unwrap()
         .conditions
         .into_iter()
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.reason, reason, "message: {}", ready.message);
+    Ground::assert_kstatus(
+        reason,
+        &cred.status.as_ref().unwrap().conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "False"),
+            ("Stalled", "True"),
+        ],
+    );
     assert!(
         g.k8s_secret(ns, name).await.is_none(),
         "no Kubernetes Secret after a refusal"
@@ -195,6 +216,95 @@ async fn assert_refused(
         "no database user after a refusal"
     );
     admin.close().await;
+}
+
+#[tokio::test]
+async fn database_not_ready_is_reconciling_until_it_is() {
+    // An admin secret that does not exist yet: the database waits (Reconciling), and so does
+    // its credential; neither asks a person (Stalled). Pointing at a real one makes both Ready.
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let missing = unique("admin/missing-");
+    let (db, prefix) = g
+        .database(&server, json!({ "adminLogin": { "secretId": missing } }))
+        .await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("u_");
+    g.credential(&ns, "waits", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": format!("{prefix}{user}") } }))
+        .await
+        .unwrap();
+    let dbs: Api<RdsDatabase> = Api::all(g.client.clone());
+    let not_ready = wait_for("database Reconciling", Duration::from_secs(30), || async {
+        let d = dbs.get(&db).await.ok()?;
+        let st = d.status.as_ref()?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True")
+            .then_some(d)
+    })
+    .await;
+    let st = not_ready.status.as_ref().unwrap();
+    Ground::assert_kstatus(
+        "database without admin secret",
+        &st.conditions,
+        not_ready.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "True"),
+            ("Stalled", "False"),
+        ],
+    );
+    assert_eq!(st.observed_generation, not_ready.metadata.generation);
+    let cred = g
+        .wait_condition(&ns, "waits", "Reconciling", "True", Duration::from_secs(30))
+        .await;
+    let conds = &cred.status.as_ref().unwrap().conditions;
+    Ground::assert_kstatus(
+        "credential of a database not Ready",
+        conds,
+        cred.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "True"),
+            ("Stalled", "False"),
+        ],
+    );
+    assert_eq!(
+        conds.iter().find(|c| c.type_ == "Ready").unwrap().reason,
+        "DatabaseNotReady"
+    );
+
+    let admin = g.admin_secret(&server).await;
+    dbs.patch(
+        &db,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "adminLogin": { "secretId": admin } } })),
+    )
+    .await
+    .unwrap();
+    let cred = g.wait_ready(&ns, "waits").await;
+    Ground::assert_kstatus(
+        "credential once its database is Ready",
+        &cred.status.as_ref().unwrap().conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
+    let ready_db = dbs.get(&db).await.unwrap();
+    Ground::assert_kstatus(
+        "database with its admin secret",
+        &ready_db.status.as_ref().unwrap().conditions,
+        ready_db.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
 }
 
 #[tokio::test]

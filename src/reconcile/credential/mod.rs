@@ -141,12 +141,27 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
         Ok(()) => {
-            p.condition(READY, true, Reason::Ready, ready_message(cred, &p.status));
+            let message = ready_message(cred, &p.status);
+            conditions::set_summary(
+                &mut p.status.conditions,
+                conditions::Outcome::Ready,
+                Reason::Ready,
+                message,
+                p.generation,
+            );
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
         }
         Err(e) => {
-            p.condition(READY, false, e.reason(), e.to_string());
+            conditions::set_summary(
+                &mut p.status.conditions,
+                conditions::Outcome::NotReady {
+                    needs_person: e.needs_person(),
+                },
+                e.reason(),
+                e.to_string(),
+                p.generation,
+            );
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "False");
             let before = conditions::get(&old.conditions, READY)
