@@ -9,7 +9,9 @@ use rdscred::engine::{self, Admin, DbError, Login};
 use rdscred::secret::SecretString;
 use serde_json::json;
 
-use crate::support::{DbServer, Ground, secret_key, unique, wait_for};
+use crate::support::{
+    DbServer, Ground, move_awscurrent_to_new_version, secret_key, unique, wait_for,
+};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 
@@ -305,6 +307,64 @@ async fn database_not_ready_is_reconciling_until_it_is() {
             ("Stalled", "False"),
         ],
     );
+}
+
+#[tokio::test]
+async fn each_sync_event_names_the_version_it_synced() {
+    // Two versions synced in a row: kube-runtime's Recorder would count the second into the
+    // first Event's series and keep its note; each Event must name its own version.
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let (db, prefix) = g.database(&server, json!({})).await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("u_");
+    g.credential(&ns, "notes", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": format!("{prefix}{user}") } }))
+        .await
+        .unwrap();
+    let cred = g.wait_ready(&ns, "notes").await;
+    let uid = cred.metadata.uid.clone().unwrap();
+    let arn = cred.status.unwrap().secret_arn.unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(g.aws.sdk_config());
+    let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(g.client.clone(), &ns);
+    let sync_notes = || async {
+        evs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("SecretSynced")
+                    && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str())
+            })
+            .filter_map(|e| e.note)
+            .collect::<Vec<_>>()
+    };
+    let mut versions = Vec::new();
+    for round in 0..2 {
+        // The same login under a new version id: nothing drifts, the Secret is re-synced.
+        let (_, value) = g.current(&arn).await;
+        let version =
+            move_awscurrent_to_new_version(&sm, &arn, value.to_secret_json().expose()).await;
+        wait_for(
+            &format!("SecretSynced naming {version} (round {round})"),
+            Duration::from_secs(60),
+            || async {
+                let notes = sync_notes().await;
+                notes.iter().any(|n| n.contains(&version)).then_some(())
+            },
+        )
+        .await;
+        versions.push(version);
+    }
+    // The first Event still names the first version: a new Event, not a rewritten one.
+    let notes = sync_notes().await;
+    for v in &versions {
+        assert!(
+            notes.iter().any(|n| n.contains(v.as_str())),
+            "{v} in {notes:?}"
+        );
+    }
 }
 
 #[tokio::test]

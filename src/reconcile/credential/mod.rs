@@ -387,8 +387,15 @@ fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Er
         grants: cred.spec.privileges.clone().unwrap_or_default(),
         roles: cred.spec.roles.clone().unwrap_or_default(),
     };
-    plan.validate(db.engine)
-        .map_err(|e| Error::refused(Reason::InvalidUser, e.to_string()))?;
+    // One reason per kind of problem: a grant or role the engine refuses is InvalidPrivileges
+    // (as the plan's own check says), a name InvalidUser.
+    plan.validate(db.engine).map_err(|e| {
+        let reason = match e {
+            crate::engine::DbError::InvalidGrant { .. } => Reason::InvalidPrivileges,
+            _ => Reason::InvalidUser,
+        };
+        Error::refused(reason, e.to_string())
+    })?;
     Ok(plan)
 }
 
