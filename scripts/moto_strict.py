@@ -8,7 +8,7 @@ BlockPublicPolicy, does not resolve principals and does not implement ValidateRe
 moto's Secrets Manager and then runs moto's server unchanged (same arguments as
 `moto_server`).
 
-"Public" here follows the same rule as rdscred's own check (src/access.rs,
+"Public" here follows the same rule as rdscred's own check (src/access/mod.rs,
 `public_statements`): an Allow to every principal (`"*"`, `{"AWS": "*"}`, a wildcard ARN,
 NotPrincipal) without an equality condition on a restricting key (aws:PrincipalArn,
 aws:PrincipalAccount, aws:PrincipalOrgID, aws:SourceAccount, aws:SourceArn, aws:SourceVpce)

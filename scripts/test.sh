@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, from nothing: brings up the test ground (moto in a pinned venv,
+# The whole test suite, from nothing: checks formatting and lints, brings up the test ground (moto in a pinned venv,
 # PostgreSQL and MariaDB, installing them if absent), then runs every Rust test (unit,
 # integration against the ground and the Kubernetes API emulator, the emulator's own
 # conformance suite), the Helm chart tests (real Helm library via helm-python-sdk) and the
 # delivery tests (the image's build context, the Dockerfile and workflow lints).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The lint gate first: formatting and clippy (the workspace's [workspace.lints] policy, every
+# warning an error) fail in a minute, before the long tests.
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 bash scripts/test-env.sh up
 # shellcheck disable=SC1091

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
@@ -12,9 +13,8 @@ use kube::{Client, Resource};
 use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
+use crate::engine::AdminLogins;
 use crate::propagation::rollout::RolloutLimiter;
-use crate::reconcile::Error;
-use crate::reconcile::database;
 use crate::telemetry::Metrics;
 
 /// Controller-wide settings (from flags/env).
@@ -26,7 +26,7 @@ pub struct Settings {
     /// interval used while events flow.
     pub poll_interval: Duration,
     /// Event-driven change detection (an SQS queue fed by EventBridge), if configured.
-    pub events: Option<crate::events::EventsConfig>,
+    pub events: Option<EventsConfig>,
     /// Default drift-check interval.
     pub drift_interval: Duration,
     /// How often a Ready database re-proves its admin login.
@@ -47,18 +47,51 @@ pub struct Settings {
     pub crash_point: Option<Arc<crate::rotation::CrashPoint>>,
 }
 
+/// Where the events come from and how to behave without them.
+#[derive(Clone, Debug)]
+pub struct EventsConfig {
+    pub queue_url: String,
+    /// Region of the queue (default: the one in its URL, else the controller's).
+    pub region: Option<String>,
+    /// Role to assume for reading the queue (default: the controller's own credentials).
+    pub role_arn: Option<String>,
+    /// Bulk poll interval while the queue cannot be read (the normal `--poll-interval`;
+    /// `Settings::poll_interval` is the backstop interval when events are on).
+    pub fallback_poll_interval: Duration,
+    /// Longest wait between two attempts to reach an unavailable queue.
+    pub retry_max: Duration,
+    /// The object "queue unavailable / available again" Events are about (the controller's
+    /// Pod). `None`: logs and metrics only.
+    pub report_to: Option<ObjectReference>,
+}
+
+/// The one place defaults live: `Settings::default()` and the `run` flags' defaults (src/main.rs
+/// uses these constants for `default_value_t`) are the same values by construction.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const CLUSTER_NAME: &str = "default";
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DATABASE_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
+    pub const MAX_CONCURRENT_ROTATIONS: usize = 4;
+    pub const ROLLOUTS_PER_MINUTE: u32 = 30;
+    pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
+    pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(900);
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            cluster_name: "default".into(),
-            poll_interval: Duration::from_secs(300),
+            cluster_name: defaults::CLUSTER_NAME.into(),
+            poll_interval: defaults::POLL_INTERVAL,
             events: None,
-            drift_interval: Duration::from_secs(300),
-            database_recheck_interval: Duration::from_secs(300),
-            max_concurrent_rotations: 4,
-            rollouts_per_minute: 30,
-            default_min_rotation_interval: Duration::from_secs(3600),
-            default_rollout_timeout: Duration::from_secs(900),
+            drift_interval: defaults::DRIFT_INTERVAL,
+            database_recheck_interval: defaults::DATABASE_RECHECK_INTERVAL,
+            max_concurrent_rotations: defaults::MAX_CONCURRENT_ROTATIONS,
+            rollouts_per_minute: defaults::ROLLOUTS_PER_MINUTE,
+            default_min_rotation_interval: defaults::MIN_ROTATION_INTERVAL,
+            default_rollout_timeout: defaults::ROLLOUT_TIMEOUT,
             controller_role_arn: None,
             crash_point: None,
         }
@@ -76,7 +109,7 @@ pub struct Context {
     /// controllers are built.
     pub credentials: OnceLock<Vec<Store<RdsCredential>>>,
     /// Admin logins read from Secrets Manager, cached briefly.
-    pub admin_logins: database::AdminLogins,
+    pub admin_logins: AdminLogins,
     /// Secret metadata seen by the bulk poll and by our own calls.
     pub secrets: SecretCache,
     /// Bounds rotations across all credentials.
@@ -135,7 +168,7 @@ impl Context {
             settings,
             recorder,
             credentials: OnceLock::new(),
-            admin_logins: database::AdminLogins::default(),
+            admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),
             reporter,
@@ -161,10 +194,23 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_on(&obj.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    /// [`event`](Self::event) on any object (a workload rdscred restarted, so `kubectl
+    /// describe deployment` says why).
+    pub async fn event_on(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: impl AsRef<str>,
+        action: &str,
+        note: String,
+    ) {
         let reason = reason.as_ref();
         let note = truncate(note, 1000);
-        let reference = obj.object_ref(&());
-        let recorder = self.recorder_for(&reference, type_, reason, action, &note);
+        let recorder = self.recorder_for(regarding, type_, reason, action, &note);
         let ev = KubeEvent {
             type_,
             reason: reason.into(),
@@ -172,7 +218,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &reference).await {
+        if let Err(e) = recorder.publish(&ev, regarding).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -182,7 +228,7 @@ impl Context {
     /// the new note; the Recorder's cache is per Recorder).
     fn recorder_for(
         &self,
-        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        regarding: &ObjectReference,
         type_: EventType,
         reason: &str,
         action: &str,
@@ -222,8 +268,9 @@ impl Context {
     }
 
     /// Records a failure and returns the backoff before the next attempt: exponential from 5s,
-    /// capped (by the error's own cap), with ±20% jitter so failing objects do not line up.
-    pub fn backoff_after_failure(&self, key: String, error: &Error) -> Duration {
+    /// capped at `cap` (the error's own: `reconcile::Error::max_backoff`), with ±20% jitter so
+    /// failing objects do not line up.
+    pub fn backoff_after_failure(&self, key: String, cap: Duration) -> Duration {
         let attempt = {
             let mut f = self.failures.lock().expect("failures lock");
             let n = f.entry(key).or_insert(0);
@@ -231,7 +278,7 @@ impl Context {
             *n
         };
         let base = Duration::from_secs(5).saturating_mul(1u32 << (attempt - 1).min(10));
-        jitter(base.min(error.max_backoff()), 0.2)
+        jitter(base.min(cap), 0.2)
     }
 
     pub fn reset_failures(&self, key: &str) {

@@ -9,14 +9,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::api::core::v1::ObjectReference;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use kube::core::Duration as GoDuration;
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
-use rdscred::context::{Context, Settings};
-use rdscred::events::EventsConfig;
+use rdscred::context::{Context, Settings, defaults};
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::runtime::controller::{self, Scope};
+use rdscred::runtime::events::EventsConfig;
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]
@@ -30,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
@@ -46,7 +50,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Written into the ownership tags of every secret (one AWS account may serve several clusters).
-    #[arg(long, env = "RDSCRED_CLUSTER_NAME", default_value = "default")]
+    #[arg(long, env = "RDSCRED_CLUSTER_NAME", default_value = defaults::CLUSTER_NAME)]
     cluster_name: String,
     /// Namespaces to watch, comma-separated (empty: all).
     #[arg(
@@ -59,23 +63,23 @@ struct RunArgs {
     /// Reconciles running at once per kind.
     #[arg(long, env = "RDSCRED_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
-    #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = 4)]
+    #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = defaults::MAX_CONCURRENT_ROTATIONS)]
     max_concurrent_rotations: usize,
     /// Bulk AWSCURRENT change poll interval.
-    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    poll_interval: Duration,
+    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into())]
+    poll_interval: GoDuration,
     /// Default drift-check interval.
-    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    drift_interval: Duration,
+    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into())]
+    drift_interval: GoDuration,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
-    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value = "1h", value_parser = parse_duration)]
-    min_rotation_interval: Duration,
+    #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into())]
+    min_rotation_interval: GoDuration,
     /// The IAM role the controller runs as (its IRSA / Pod Identity role). Restricted access
     /// policies exempt it so the controller can never lock itself out; without it (and without
     /// `roleArn` on the RdsDatabase) restricted policies are refused.
     #[arg(long, env = "RDSCRED_CONTROLLER_ROLE_ARN")]
     controller_role_arn: Option<String>,
-    #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = 30)]
+    #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = defaults::ROLLOUTS_PER_MINUTE)]
     rollouts_per_minute: u32,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     aws_region: String,
@@ -216,7 +220,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Health::default();
     // SIGTERM/SIGINT: not ready at once (the Service and rollouts stop counting on this
     // replica), then the controllers drain, then the lease is released, then HTTP stops.
-    let shutdown = Trigger::default();
+    let shutdown = CancellationToken::new();
     {
         let signal = shutdown_signal().context("installing signal handlers")?;
         let (shutdown, health) = (shutdown.clone(), health.clone());
@@ -224,21 +228,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             signal.await;
             info!("shutdown requested");
             health.set_ready(false, "shutting down");
-            shutdown.fire();
+            shutdown.cancel();
         });
     }
-    let http_stop = Trigger::default();
+    let http_stop = CancellationToken::new();
     let (_, http_task) = telemetry::serve(
         args.http_addr,
         metrics.clone(),
         health.clone(),
-        http_stop.fired(),
+        http_stop.clone().cancelled_owned(),
     )
     .await?;
 
     let result = run_controller(&args, identity, metrics, health.clone(), calls, &shutdown).await;
     health.set_ready(false, "shutting down");
-    http_stop.fire();
+    http_stop.cancel();
     // Graceful for in-flight scrapes, but a stuck client must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     if result.is_ok() {
@@ -254,7 +258,7 @@ async fn run_controller(
     metrics: Metrics,
     health: Health,
     calls: ApiCalls,
-    shutdown: &Trigger,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.leader_elect
@@ -283,7 +287,7 @@ async fn run_controller(
             queue_url,
             region: args.events_region.clone(),
             role_arn: args.events_role_arn.clone(),
-            fallback_poll_interval: args.poll_interval,
+            fallback_poll_interval: args.poll_interval.into(),
             retry_max: Duration::from_secs(30),
             report_to: args.identity.as_ref().map(|pod| ObjectReference {
                 api_version: Some("v1".into()),
@@ -293,22 +297,7 @@ async fn run_controller(
                 ..ObjectReference::default()
             }),
         });
-    let settings = Settings {
-        cluster_name: args.cluster_name.clone(),
-        // With events the bulk poll is a backstop; --poll-interval applies while the queue is lost.
-        poll_interval: if events.is_some() {
-            args.events_backstop_interval
-        } else {
-            args.poll_interval
-        },
-        events,
-        drift_interval: args.drift_interval,
-        max_concurrent_rotations: args.max_concurrent_rotations,
-        rollouts_per_minute: args.rollouts_per_minute,
-        default_min_rotation_interval: args.min_rotation_interval,
-        controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
-        ..Settings::default()
-    };
+    let settings = settings_from(args, events);
     let ctx = Arc::new(Context::new(
         client.clone(),
         aws,
@@ -329,7 +318,7 @@ async fn run_controller(
     let ready_when_synced = |reason: &'static str| {
         let (health, shutdown) = (health.clone(), shutdown.clone());
         move || {
-            if !shutdown.is_fired() {
+            if !shutdown.is_cancelled() {
                 health.set_ready(true, reason);
             }
         }
@@ -340,7 +329,7 @@ async fn run_controller(
         let controllers = controller::run_with_readiness(
             ctx,
             scope,
-            shutdown.fired(),
+            shutdown.clone().cancelled_owned(),
             ready_when_synced("running"),
         );
         drain(controllers, shutdown, args.shutdown_timeout).await;
@@ -361,10 +350,10 @@ async fn run_controller(
     let mut leading = elector.subscribe();
     // The elector stops (and releases the lease) only after the controllers have stopped:
     // releasing first would let a standby act while our in-flight reconciles finish.
-    let elector_stop = Trigger::default();
-    let election = tokio::spawn(elector.run(elector_stop.fired()));
+    let elector_stop = CancellationToken::new();
+    let election = tokio::spawn(elector.run(elector_stop.clone().cancelled_owned()));
     let stop_election = || async {
-        elector_stop.fire();
+        elector_stop.cancel();
         let _ = election.await;
     };
 
@@ -372,7 +361,7 @@ async fn run_controller(
     health.set_ready(true, "standby");
     let became_leader = tokio::select! {
         result = leading.wait_for(|l| *l) => result.is_ok(),
-        () = shutdown.fired() => {
+        () = shutdown.clone().cancelled_owned() => {
             stop_election().await;
             return Ok(());
         }
@@ -384,8 +373,12 @@ async fn run_controller(
 
     metrics.set_leader(true);
     info!("leading: starting controllers");
-    let controllers =
-        controller::run_with_readiness(ctx, scope, shutdown.fired(), ready_when_synced("leader"));
+    let controllers = controller::run_with_readiness(
+        ctx,
+        scope,
+        shutdown.clone().cancelled_owned(),
+        ready_when_synced("leader"),
+    );
     let lost = async {
         let _ = leading.wait_for(|l| !*l).await;
     };
@@ -408,42 +401,38 @@ async fn run_controller(
 /// Runs `controllers` until they stop by themselves after `shutdown` (in-flight reconciles
 /// finish), but gives them at most `limit` once `shutdown` has fired: the kubelet kills the
 /// pod at its termination grace period anyway, and stopping first lets us release the lease.
-async fn drain(controllers: impl Future<Output = ()>, shutdown: &Trigger, limit: Duration) {
+async fn drain(
+    controllers: impl Future<Output = ()>,
+    shutdown: &CancellationToken,
+    limit: Duration,
+) {
     tokio::pin!(controllers);
     tokio::select! {
         () = &mut controllers => return,
-        () = shutdown.fired() => {}
+        () = shutdown.clone().cancelled_owned() => {}
     }
     if tokio::time::timeout(limit, controllers).await.is_err() {
         warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
     }
 }
 
-/// A one-way latch: fired once, seen by every waiter (including ones that start later).
-#[derive(Clone)]
-struct Trigger(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for Trigger {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::channel(false).0))
-    }
-}
-
-impl Trigger {
-    fn fire(&self) {
-        self.0.send_replace(true);
-    }
-
-    fn is_fired(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once fired.
-    fn fired(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let mut rx = self.0.subscribe();
-        async move {
-            let _ = rx.wait_for(|fired| *fired).await;
-        }
+/// The controller's settings from the `run` flags (and the event queue they configure).
+fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
+    Settings {
+        cluster_name: args.cluster_name.clone(),
+        // With events the bulk poll is a backstop; --poll-interval applies while the queue is lost.
+        poll_interval: if events.is_some() {
+            args.events_backstop_interval
+        } else {
+            args.poll_interval.into()
+        },
+        events,
+        drift_interval: args.drift_interval.into(),
+        max_concurrent_rotations: args.max_concurrent_rotations,
+        rollouts_per_minute: args.rollouts_per_minute,
+        default_min_rotation_interval: args.min_rotation_interval.into(),
+        controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
+        ..Settings::default()
     }
 }
 
@@ -469,4 +458,25 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rdscred run` without flags runs with exactly `Settings::default()`: the flags take
+    /// their defaults from `rdscred::context::defaults`, and nothing in between changes them.
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let Cli {
+            command: Command::Run(args),
+        } = Cli::try_parse_from(["rdscred", "run"]).unwrap()
+        else {
+            panic!("run parses as Run");
+        };
+        assert_eq!(
+            format!("{:?}", settings_from(&args, None)),
+            format!("{:?}", Settings::default())
+        );
+    }
 }

@@ -38,9 +38,9 @@ impl fmt::Display for SecretString {
 
 impl Drop for SecretString {
     fn drop(&mut self) {
-        // Best effort: overwrite the bytes before the allocation is freed.
-        // SAFETY: zero bytes are valid UTF-8.
-        unsafe { self.0.as_bytes_mut().fill(0) };
+        // Overwrite the bytes before the allocation is freed (zeroize's volatile writes are
+        // not optimised away as a plain fill before a free can be).
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

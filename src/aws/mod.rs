@@ -191,7 +191,7 @@ impl Aws {
             // The AssumeRole provider's own STS client is not ours to intercept: every call of
             // this scope runs on the role's credentials, obtained by AssumeRole(role, rdscred).
             if let Some(role) = &role {
-                log.push(calls::RecordedRequest {
+                log.push(RecordedRequest {
                     service: "sts".into(),
                     operation: "AssumeRole".into(),
                     region: region.clone(),

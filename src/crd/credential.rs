@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{DriftSpec, PrivilegeGrant, RotationSpec};
+use super::database::ROLE_ARN_PATTERN;
 
 /// An application's database credential.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -147,7 +148,7 @@ pub struct SecretSpec {
         length(max = 16),
         inner(
             length(max = 2048),
-            regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+            regex(pattern = ROLE_ARN_PATTERN)
         )
     )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

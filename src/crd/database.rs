@@ -71,7 +71,7 @@ pub struct RdsDatabaseSpec {
     /// IAM role to assume for everything about this database (multi-account).
     #[schemars(
         length(max = 2048),
-        regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+        regex(pattern = ROLE_ARN_PATTERN)
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -141,7 +141,7 @@ pub struct DatabaseAccessPolicy {
         length(max = 16),
         inner(
             length(max = 2048),
-            regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+            regex(pattern = ROLE_ARN_PATTERN)
         )
     )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -7,6 +7,7 @@
 //! no error text, log line or `Debug` print carries one. Statement logging of the driver is
 //! off on every connection for the same reason.
 
+mod admin_logins;
 mod mysql;
 mod postgres;
 mod quote;
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use crate::crd::{EngineFamily, EngineKind, Privilege, PrivilegeGrant, TlsMode};
 use crate::secret::SecretString;
+
+pub use admin_logins::AdminLogins;
 
 /// How long a connection attempt may take (TCP, TLS, authentication).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

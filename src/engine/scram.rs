@@ -6,6 +6,9 @@
 //! Format (RFC 5803 as PostgreSQL writes it):
 //! `SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>`.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, HmacReset, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::DbError;
@@ -14,88 +17,55 @@ use super::DbError;
 pub(crate) const ITERATIONS: u32 = 4096;
 const SALT_LEN: usize = 16;
 
-/// The verifier for `password` with a fresh random salt.
-///
-/// Only for passwords SASLprep leaves unchanged (printable ASCII, which is what rdscred
-/// generates); see [`saslprep_is_identity`].
+/// The verifier for `password` with a fresh random salt, over the password as SASLprep
+/// (RFC 4013) normalises it — what libpq, sqlx and the server all hash — so any password a
+/// client can log in with is stored without ever being SQL text. A password SASLprep refuses
+/// (prohibited characters such as control codes) is refused here too: sqlx could not log in
+/// with it.
 pub(crate) fn verifier(password: &str) -> Result<String, DbError> {
+    let prepared = stringprep::saslprep(password).map_err(|_| DbError::Other {
+        detail: "the password contains characters SASLprep (RFC 4013) prohibits; \
+                 SCRAM clients cannot log in with it"
+            .into(),
+    })?;
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|e| DbError::Other {
         detail: format!("OS random number generator failed: {e}"),
     })?;
-    Ok(verifier_with_salt(password.as_bytes(), &salt, ITERATIONS))
-}
-
-/// Whether SASLprep (which both libpq/sqlx and the server apply) maps the password to
-/// itself. True for printable ASCII; other passwords are sent for the server to hash.
-pub(crate) fn saslprep_is_identity(password: &str) -> bool {
-    password.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    Ok(verifier_with_salt(prepared.as_bytes(), &salt, ITERATIONS))
 }
 
 fn verifier_with_salt(password: &[u8], salt: &[u8], iterations: u32) -> String {
-    let salted = pbkdf2_sha256_block(password, salt, iterations);
+    let salted = hi(password, salt, iterations);
     let client_key = hmac_sha256(&salted, b"Client Key");
-    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    let stored_key = Sha256::digest(client_key);
     let server_key = hmac_sha256(&salted, b"Server Key");
     format!(
         "SCRAM-SHA-256${iterations}:{}${}:{}",
-        base64(salt),
-        base64(&stored_key),
-        base64(&server_key)
+        BASE64.encode(salt),
+        BASE64.encode(stored_key),
+        BASE64.encode(server_key)
     )
 }
 
-/// HMAC-SHA-256 (RFC 2104).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block_key = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block_key[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block_key[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block_key.map(|k| k ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
-/// The first 32-byte block of PBKDF2-HMAC-SHA-256 (RFC 8018), which is SCRAM's `Hi()`.
-fn pbkdf2_sha256_block(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut first = Vec::with_capacity(salt.len() + 4);
-    first.extend_from_slice(salt);
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac_sha256(password, &first);
+/// SCRAM's `Hi()` (RFC 5802): the first 32-byte block of PBKDF2-HMAC-SHA-256.
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut mac =
+        HmacReset::<Sha256>::new_from_slice(password).expect("HMAC takes a key of any length");
+    mac.update(salt);
+    mac.update(&1u32.to_be_bytes());
+    let mut u: [u8; 32] = mac.finalize_reset().into_bytes().into();
     let mut out = u;
     for _ in 1..iterations {
-        u = hmac_sha256(password, &u);
+        mac.update(&u);
+        u = mac.finalize_reset().into_bytes().into();
         out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
-    }
-    out
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
     }
     out
 }
@@ -125,21 +95,35 @@ mod tests {
     }
 
     #[test]
-    fn pbkdf2_matches_rfc7914_vector() {
+    fn hi_matches_rfc7914_vector() {
         // RFC 7914 section 11, first 32 bytes of the 64-byte output.
         assert_eq!(
-            hex(&pbkdf2_sha256_block(b"passwd", b"salt", 1)),
+            hex(&hi(b"passwd", b"salt", 1)),
             "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
         );
     }
 
     #[test]
-    fn base64_pads() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    fn verifier_matches_the_rfc7677_example() {
+        // RFC 7677 section 3: password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096
+        // iterations; the server's stored key and server key as PostgreSQL stores them.
+        let salt = BASE64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let v = verifier_with_salt(b"pencil", &salt, 4096);
+        let salted = hi(b"pencil", &salt, 4096);
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        assert_eq!(
+            BASE64.encode(client_key),
+            // ClientProof XOR ClientSignature from the RFC's exchange, i.e. the ClientKey.
+            "pg/JI9Z+hkSpLRa5btpe9GVrDHJcSEN0viVTVXaZbos="
+        );
+        assert_eq!(
+            v,
+            format!(
+                "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==${}:{}",
+                BASE64.encode(Sha256::digest(client_key)),
+                BASE64.encode(hmac_sha256(&salted, b"Server Key"))
+            )
+        );
     }
 
     #[test]
@@ -156,9 +140,20 @@ mod tests {
     }
 
     #[test]
-    fn saslprep_identity_is_printable_ascii_only() {
-        assert!(saslprep_is_identity(" !~azAZ09"));
-        assert!(!saslprep_is_identity("pässword"));
-        assert!(!saslprep_is_identity("tab\there"));
+    fn verifier_hashes_the_saslprep_form() {
+        // U+00A0 (no-break space) maps to a space, U+00AD (soft hyphen) to nothing: both
+        // spellings log in as the same password, so they share a verifier for one salt.
+        let salt = [7u8; SALT_LEN];
+        let prepared = stringprep::saslprep("p\u{a0}ass\u{ad}word").unwrap();
+        assert_eq!(prepared, "p assword");
+        assert_eq!(
+            verifier_with_salt(prepared.as_bytes(), &salt, 4096),
+            verifier_with_salt(b"p assword", &salt, 4096)
+        );
+        assert!(verifier("pässword").is_ok());
+        assert!(
+            verifier("tab\there").is_err(),
+            "control characters are prohibited"
+        );
     }
 }

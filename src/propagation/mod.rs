@@ -4,10 +4,17 @@
 //! - [`sync`]: writing the Kubernetes Secret (no write when nothing changed);
 //! - [`rollout`]: restarting dependents like `kubectl rollout restart`, rate-limited;
 //! - [`discovery`]: which workloads reference a Secret.
+//!
+//! Propagation takes narrow inputs (a Kubernetes client, the secret-metadata cache, the rollout
+//! limiter) and returns what it did ([`sync::SyncOutcome`], [`rollout::Rolls`]) or a
+//! [`PropagationError`]; it publishes no Event, metric or status. The reconcile does that.
 
 pub mod discovery;
+mod error;
 pub mod rollout;
 pub mod sync;
+
+pub use error::PropagationError;
 
 use crate::secret::RdsSecretValue;
 

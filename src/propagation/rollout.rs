@@ -8,16 +8,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::PropagationError as Error;
 use super::discovery::{opted_out, pod_spec_references_secret};
-use crate::context::Context;
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
-use crate::reconcile::Error;
-use crate::reconcile::Reason;
 
 /// Pod-template annotation that records when rdscred restarted the workload.
 pub const RESTARTED_AT_ANNOTATION: &str = "rdscred.io/restartedAt";
@@ -114,14 +111,14 @@ pub struct Unsettled {
 /// the version before any rotation, never from the previous user's: it does not hold the
 /// rotation, whatever its rollout state.
 pub async fn first_unsettled(
-    ctx: &Context,
+    client: &Client,
     cred: &RdsCredential,
     secret_name: &str,
     version_id: &str,
 ) -> Result<Option<Unsettled>, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
-    for w in dependents(ctx, cred, &ns, secret_name).await? {
+    for w in dependents(client, cred, &ns, secret_name).await? {
         let carried = w.template_annotation(&key);
         let restarted_at = w
             .template_annotation(RESTARTED_AT_ANNOTATION)
@@ -138,61 +135,82 @@ pub async fn first_unsettled(
     Ok(None)
 }
 
+/// A dependent restarted by [`roll_dependents`]: what the reconcile reports (an Event on the
+/// workload and one on the credential, the rollout metric).
+#[derive(Clone, Debug)]
+pub struct Restarted {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// The workload, for its Event.
+    pub reference: ObjectReference,
+}
+
+/// What [`roll_dependents`] did, also when it stopped half way.
+#[derive(Debug, Default)]
+pub struct Rolls {
+    /// Restarted by this call, in order.
+    pub restarted: Vec<Restarted>,
+    /// The cluster-wide rate limit left dependents to roll after this long.
+    pub wait: Option<Duration>,
+    /// The error that stopped it (the dependents before it were restarted).
+    pub failed: Option<Error>,
+}
+
 /// Rolls every dependent not already running `version_id`, appending what it rolled to
 /// `rolled` (also when it fails half way, so status keeps what was done). Workloads already
-/// annotated with `version_id` are skipped, which makes a retry safe. Returns `Some(wait)`
-/// when the cluster-wide rate limit left dependents to roll after `wait`.
+/// annotated with `version_id` are skipped, which makes a retry safe. Stops at the first
+/// failure, or when the cluster-wide rate limit (`limiter`) leaves dependents for later.
 pub async fn roll_dependents(
-    ctx: &Context,
+    client: &Client,
+    limiter: &RolloutLimiter,
     cred: &RdsCredential,
     secret_name: &str,
     version_id: &str,
     rolled: &mut Vec<RolledWorkload>,
-) -> Result<Option<Duration>, Error> {
+) -> Rolls {
+    let mut rolls = Rolls::default();
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
-    for w in dependents(ctx, cred, &ns, secret_name).await? {
+    let dependents = match dependents(client, cred, &ns, secret_name).await {
+        Ok(d) => d,
+        Err(e) => {
+            rolls.failed = Some(e);
+            return rolls;
+        }
+    };
+    for w in dependents {
         if w.template_annotation(&key) == Some(version_id) {
             continue;
         }
-        if let Err(wait) = ctx.rollouts.try_acquire() {
+        if let Err(wait) = limiter.try_acquire() {
             info!(kind = ?w.kind, workload = %w.name, retry_in = ?wait, "rollout rate limit reached; rolling later");
-            return Ok(Some(wait));
+            rolls.wait = Some(wait);
+            return rolls;
         }
         let now = Timestamp::now().to_string();
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             key.as_str(): version_id,
             RESTARTED_AT_ANNOTATION: now,
         }}}}});
-        patch_workload(ctx, &ns, w.kind, &w.name, &patch).await?;
+        if let Err(e) = patch_workload(client, &ns, w.kind, &w.name, &patch).await {
+            rolls.failed = Some(e);
+            return rolls;
+        }
         info!(kind = ?w.kind, workload = %w.name, version_id, "rolled workload");
-        ctx.metrics.rollout(kind_name(w.kind));
-        let cred_name = format!("{ns}/{}", cred.name_any());
-        let note = format!(
-            "restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})"
-        );
-        publish(ctx, &w.reference, Reason::RolledByRdsCredential, note).await;
-        ctx.event(
-            cred,
-            EventType::Normal,
-            Reason::WorkloadRolled,
-            "Rollout",
-            format!(
-                "restarted {} {} for AWSCURRENT version {version_id}",
-                kind_name(w.kind),
-                w.name
-            ),
-        )
-        .await;
         rolled.push(RolledWorkload {
             kind: w.kind,
-            name: w.name,
+            name: w.name.clone(),
             version_id: version_id.into(),
             rolled_at: now,
             completed_at: None,
         });
+        rolls.restarted.push(Restarted {
+            kind: w.kind,
+            name: w.name,
+            reference: w.reference,
+        });
     }
-    Ok(None)
+    rolls
 }
 
 /// Whether a dependent holds the next rotation, from its own pod template and rollout
@@ -205,30 +223,16 @@ fn holds_rotation(carried: Option<&str>, complete: bool, version_id: &str) -> Op
     (!rolled || !complete).then_some(rolled)
 }
 
-/// An Event on the workload itself, so `kubectl describe deployment` says why it restarted.
-async fn publish(ctx: &Context, reference: &ObjectReference, reason: Reason, note: String) {
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: reason.as_str().into(),
-        note: Some(note),
-        action: "Rollout".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
-        warn!(error = %e, reason = reason.as_str(), "could not publish event");
-    }
-}
-
 /// Marks rollouts that finished. Returns true while some are still in progress.
 pub async fn observe_completion(
-    ctx: &Context,
+    client: &Client,
     cred: &RdsCredential,
     rolled: &mut [RolledWorkload],
 ) -> Result<bool, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let mut pending = false;
     for w in rolled.iter_mut().filter(|w| w.completed_at.is_none()) {
-        if rollout_complete(ctx, &ns, w.kind, &w.name).await? {
+        if rollout_complete(client, &ns, w.kind, &w.name).await? {
             w.completed_at = Some(Timestamp::now().to_string());
         } else {
             pending = true;
@@ -237,7 +241,8 @@ pub async fn observe_completion(
     Ok(pending)
 }
 
-fn kind_name(kind: WorkloadKind) -> &'static str {
+/// The kind's name as Kubernetes spells it.
+pub fn kind_name(kind: WorkloadKind) -> &'static str {
     match kind {
         WorkloadKind::Deployment => "Deployment",
         WorkloadKind::StatefulSet => "StatefulSet",
@@ -247,7 +252,7 @@ fn kind_name(kind: WorkloadKind) -> &'static str {
 
 /// Discovered (policy auto) plus explicit workloads, minus opted-out ones.
 async fn dependents(
-    ctx: &Context,
+    client: &Client,
     cred: &RdsCredential,
     ns: &str,
     secret_name: &str,
@@ -256,7 +261,7 @@ async fn dependents(
     if policy == RolloutPolicy::None {
         return Ok(Vec::new());
     }
-    let all = list_workloads(ctx, ns).await?;
+    let all = list_workloads(client, ns).await?;
     let explicit = |w: &Workload| {
         cred.spec
             .workloads
@@ -278,10 +283,10 @@ async fn dependents(
         .collect())
 }
 
-async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error> {
+async fn list_workloads(client: &Client, ns: &str) -> Result<Vec<Workload>, Error> {
     let lp = ListParams::default();
     let mut out = Vec::new();
-    for d in Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+    for d in Api::<Deployment>::namespaced(client.clone(), ns)
         .list(&lp)
         .await?
     {
@@ -292,7 +297,7 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
             deployment_complete(&d),
         ));
     }
-    for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+    for s in Api::<StatefulSet>::namespaced(client.clone(), ns)
         .list(&lp)
         .await?
     {
@@ -303,7 +308,7 @@ async fn list_workloads(ctx: &Context, ns: &str) -> Result<Vec<Workload>, Error>
             statefulset_complete(&s),
         ));
     }
-    for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+    for d in Api::<DaemonSet>::namespaced(client.clone(), ns)
         .list(&lp)
         .await?
     {
@@ -334,7 +339,7 @@ fn workload<K: Resource<DynamicType = ()>>(
 }
 
 async fn patch_workload(
-    ctx: &Context,
+    client: &Client,
     ns: &str,
     kind: WorkloadKind,
     name: &str,
@@ -344,17 +349,17 @@ async fn patch_workload(
     let p = Patch::Merge(patch);
     match kind {
         WorkloadKind::Deployment => drop(
-            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+            Api::<Deployment>::namespaced(client.clone(), ns)
                 .patch(name, &pp, &p)
                 .await?,
         ),
         WorkloadKind::StatefulSet => drop(
-            Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+            Api::<StatefulSet>::namespaced(client.clone(), ns)
                 .patch(name, &pp, &p)
                 .await?,
         ),
         WorkloadKind::DaemonSet => drop(
-            Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+            Api::<DaemonSet>::namespaced(client.clone(), ns)
                 .patch(name, &pp, &p)
                 .await?,
         ),
@@ -365,21 +370,21 @@ async fn patch_workload(
 /// Like `kubectl rollout status`: the controller saw the new generation and every replica is
 /// updated and available. A workload that no longer exists counts as done.
 async fn rollout_complete(
-    ctx: &Context,
+    client: &Client,
     ns: &str,
     kind: WorkloadKind,
     name: &str,
 ) -> Result<bool, Error> {
     let done = match kind {
-        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
             .is_none_or(|d| deployment_complete(&d)),
-        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
             .is_none_or(|s| statefulset_complete(&s)),
-        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
             .is_none_or(|d| daemonset_complete(&d)),

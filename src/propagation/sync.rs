@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::SyncedValue;
-use crate::context::Context;
+use super::{PropagationError as Error, SyncedValue};
+use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
-use crate::reconcile::Error;
-use crate::reconcile::Reason;
 use crate::secret::{RdsSecretValue, SecretString};
 use crate::template::{self, TemplateValues};
 
@@ -43,14 +41,16 @@ pub fn target_name(cred: &RdsCredential) -> String {
 
 /// Writes the target Secret if it differs from `synced`. Refuses to touch a Secret of the
 /// same name that this credential does not control.
+/// What was written is recorded in `secrets` (what a later [`read_synced`] trusts).
 pub async fn write_target_secret(
-    ctx: &Context,
+    client: &Client,
+    secrets: &SecretCache,
     cred: &RdsCredential,
     synced: &SyncedValue<'_>,
 ) -> Result<SyncOutcome, Error> {
     let name = target_name(cred);
     let ns = cred.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let desired = desired_secret(cred, &name, synced)?;
     let key = format!("{ns}/{name}");
     let data = desired.data.clone().unwrap_or_default();
@@ -64,22 +64,20 @@ pub async fn write_target_secret(
             &desired,
         )
         .await?;
-        ctx.secrets.record_synced(&key, synced.version_id, &data);
+        secrets.record_synced(&key, synced.version_id, &data);
         return Ok(SyncOutcome {
             secret_name: name,
             written: true,
         });
     };
     if !controlled_by(&existing, cred) {
-        return Err(Error::refused(
-            Reason::TargetSecretNotOwned,
-            format!(
-                "Secret {ns}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"
-            ),
-        ));
+        return Err(Error::TargetSecretNotOwned {
+            namespace: ns,
+            name,
+        });
     }
     if up_to_date(&existing, &desired) {
-        ctx.secrets.record_synced(&key, synced.version_id, &data);
+        secrets.record_synced(&key, synced.version_id, &data);
         return Ok(SyncOutcome {
             secret_name: name,
             written: false,
@@ -91,7 +89,7 @@ pub async fn write_target_secret(
         &Patch::Merge(merge_patch(&existing, &desired)),
     )
     .await?;
-    ctx.secrets.record_synced(&key, synced.version_id, &data);
+    secrets.record_synced(&key, synced.version_id, &data);
     Ok(SyncOutcome {
         secret_name: name,
         written: true,
@@ -108,13 +106,14 @@ pub async fn write_target_secret(
 /// this, an edited password would be taken for AWSCURRENT: never restored, and with
 /// `drift.policy: repair` even set on the database user.
 pub async fn read_synced(
-    ctx: &Context,
+    client: &Client,
+    secrets: &SecretCache,
     cred: &RdsCredential,
     version_id: &str,
 ) -> Result<Option<RdsSecretValue>, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let name = target_name(cred);
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let Some(secret) = api.get_opt(&name).await? else {
         return Ok(None);
     };
@@ -128,10 +127,7 @@ pub async fn read_synced(
         return Ok(None);
     }
     let data = secret.data.unwrap_or_default();
-    if !ctx
-        .secrets
-        .synced_unchanged(&format!("{ns}/{name}"), version_id, &data)
-    {
+    if !secrets.synced_unchanged(&format!("{ns}/{name}"), version_id, &data) {
         return Ok(None);
     }
     let text = |k: &str| {

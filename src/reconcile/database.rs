@@ -3,9 +3,8 @@
 //! in, and report it all in status. Credentials then work from that status, so they cost no
 //! RDS calls.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -346,7 +345,7 @@ pub async fn resolved_from_status(
 async fn prove_admin_login(resolved: &ResolvedDatabase, ctx: &Context) -> Result<(), Error> {
     // A fresh read: this is where a changed admin password is noticed.
     ctx.admin_logins.forget(&resolved.admin_secret_id);
-    let login = ctx.admin_logins.get(resolved).await?;
+    let login = admin_login(ctx, resolved).await?;
     engine::check_login(&resolved.target(None), &login)
         .await
         .map_err(|e| {
@@ -358,7 +357,7 @@ async fn prove_admin_login(resolved: &ResolvedDatabase, ctx: &Context) -> Result
 }
 
 /// The admin login in AWSCURRENT of the database's admin secret.
-async fn read_admin_login(resolved: &ResolvedDatabase) -> Result<Login, Error> {
+pub async fn read_admin_login(resolved: &ResolvedDatabase) -> Result<Login, Error> {
     let id = &resolved.admin_secret_id;
     let version = resolved
         .scope
@@ -382,68 +381,10 @@ async fn read_admin_login(resolved: &ResolvedDatabase) -> Result<Login, Error> {
     })
 }
 
-/// Admin logins read from Secrets Manager, cached briefly so a burst of credential reconciles
-/// costs one GetSecretValue, not one each. Single-flight: when an entry is missing or
-/// expired, the first caller reads it while the others for the same secret wait on its
-/// per-secret lock and then take what it cached (a burst right after expiry still costs one
-/// read). After a failed read, each waiter tries once more in turn.
-pub struct AdminLogins {
-    ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Login)>>,
-    /// One refresh lock per admin secret id.
-    refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(60);
-
-impl Default for AdminLogins {
-    fn default() -> Self {
-        AdminLogins::with_ttl(ADMIN_LOGIN_TTL)
-    }
-}
-
-impl AdminLogins {
-    pub fn with_ttl(ttl: Duration) -> AdminLogins {
-        AdminLogins {
-            ttl,
-            cache: Mutex::default(),
-            refreshing: Mutex::default(),
-        }
-    }
-
-    fn cached(&self, id: &str) -> Option<Login> {
-        let cache = self.cache.lock().expect("admin cache");
-        let (at, login) = cache.get(id)?;
-        (at.elapsed() < self.ttl).then(|| login.clone())
-    }
-
-    pub async fn get(&self, resolved: &ResolvedDatabase) -> Result<Login, Error> {
-        let id = &resolved.admin_secret_id;
-        if let Some(login) = self.cached(id) {
-            return Ok(login);
-        }
-        let lock = self
-            .refreshing
-            .lock()
-            .expect("admin refresh locks")
-            .entry(id.clone())
-            .or_default()
-            .clone();
-        let _refreshing = lock.lock().await;
-        // Whoever held the lock before us may just have read it.
-        if let Some(login) = self.cached(id) {
-            return Ok(login);
-        }
-        let login = read_admin_login(resolved).await?;
-        self.cache
-            .lock()
-            .expect("admin cache")
-            .insert(id.clone(), (Instant::now(), login.clone()));
-        Ok(login)
-    }
-
-    /// Drops a cached login (after an authentication failure, or to force a fresh read).
-    pub fn forget(&self, id: &str) {
-        self.cache.lock().expect("admin cache").remove(id);
-    }
+/// The database's admin login, from the context's single-flight cache (one GetSecretValue of
+/// the admin secret per expiry, whatever the number of reconciles asking).
+pub async fn admin_login(ctx: &Context, resolved: &ResolvedDatabase) -> Result<Login, Error> {
+    ctx.admin_logins
+        .get_or_read(&resolved.admin_secret_id, || read_admin_login(resolved))
+        .await
 }

@@ -7,6 +7,7 @@ use super::Reason;
 use crate::access::AccessError;
 use crate::aws::AwsError;
 use crate::engine::DbError;
+use crate::propagation::PropagationError;
 use crate::rotation::RotationError;
 use crate::schedule::ScheduleError;
 use crate::secret::{PasswordError, SecretParseError};
@@ -129,6 +130,21 @@ impl Error {
     }
 }
 
+/// What a propagation failure means for the credential: a foreign Secret in the way is a
+/// refusal (a person must rename the target or remove it), a template that does not render
+/// is invalid input, a Kubernetes error is retried like any other.
+impl From<PropagationError> for Error {
+    fn from(e: PropagationError) -> Error {
+        match e {
+            PropagationError::Kube(e) => Error::Kube(e),
+            e @ PropagationError::TargetSecretNotOwned { .. } => {
+                Error::refused(Reason::TargetSecretNotOwned, e.to_string())
+            }
+            PropagationError::Template { key, source } => Error::Template { key, source },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +195,7 @@ mod tests {
             ),
             (
                 RotationError::Password {
-                    source: crate::secret::PasswordError::AlphabetTooSmall,
+                    source: PasswordError::AlphabetTooSmall,
                 },
                 Duration::from_secs(600),
                 true,

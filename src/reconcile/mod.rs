@@ -34,18 +34,8 @@ pub(crate) fn rust_sources_under(dirs: &[&str]) -> Vec<(std::path::PathBuf, Stri
     files
 }
 
-use kube::{Resource, ResourceExt};
-
 pub use error::Error;
 pub use reason::Reason;
 
 /// Finalizer both kinds carry while they own something outside Kubernetes.
 pub const FINALIZER: &str = "rdscred.io/cleanup";
-
-/// Name of the object for log fields.
-pub fn display_name<K: Resource>(obj: &K) -> String {
-    match obj.namespace() {
-        Some(ns) => format!("{ns}/{}", obj.name_any()),
-        None => obj.name_any(),
-    }
-}

@@ -315,7 +315,7 @@ pub(super) async fn prepare(
     ctx: &Context,
     status: &RdsCredentialStatus,
 ) -> Result<Plan, Error> {
-    super::credential::check_secret_name(cred, db_obj, db)?;
+    super::credential::check_secret_name(cred, db_obj, &db.admin_secret_id)?;
     super::credential::check_claims(cred, ctx)?;
     let plan = decide(cred, db_obj, db.engine)?;
     check_target_secret_owner(cred, ctx).await?;
@@ -327,7 +327,7 @@ pub(super) async fn prepare(
         .filter(|u| !(u.grants.is_empty() && u.roles.is_empty()))
         .filter(|_| !accepted(cred, status));
     if let Some(user) = to_check {
-        let admin = ctx.admin_logins.get(db).await?;
+        let admin = crate::reconcile::database::admin_login(ctx, db).await?;
         let mut conn = Admin::connect(&db.target(None), &admin).await?;
         let checked = conn.check_plan(user).await;
         conn.close().await;

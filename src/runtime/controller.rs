@@ -18,6 +18,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::context::{Context, object_key};
@@ -53,13 +54,8 @@ pub async fn run_with_readiness(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_synced: impl FnOnce() + Send,
 ) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stop = CancellationToken::new();
+    let stopped = || stop.clone().cancelled_owned();
     let concurrency = scope.concurrency.max(1);
     let config = ControllerConfig::default().concurrency(concurrency);
 
@@ -166,7 +162,7 @@ pub async fn run_with_readiness(
     let poller = poller::run(ctx.clone(), triggers, stopped());
     let shutdown = async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop.cancel();
     };
     tokio::join!(
         databases,
@@ -237,7 +233,7 @@ fn log_result<T: Debug, E: std::error::Error, Q: std::error::Error>(
 }
 
 fn error_policy_database(db: Arc<RdsDatabase>, err: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.backoff_after_failure(object_key(db.as_ref()), err);
+    let wait = ctx.backoff_after_failure(object_key(db.as_ref()), err.max_backoff());
     warn!(rdsdatabase = %db.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)
 }
@@ -249,7 +245,7 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
         debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "status changed meanwhile; reconciling again");
         return Action::requeue(std::time::Duration::from_millis(50));
     }
-    let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err);
+    let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err.max_backoff());
     // The same fields as the reconcile span, so the line is found with the rest.
     warn!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), reason = err.reason(), retry_in = ?wait, "will retry");
     Action::requeue(wait)

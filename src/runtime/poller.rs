@@ -58,15 +58,11 @@ impl Triggers {
 /// do not line up). With an event queue configured, also consumes it: the poll interval is then
 /// the backstop interval while the queue is read, and the normal one while it is not (a poll
 /// runs at once when the queue is lost, events may have been missed).
-pub async fn run(
-    ctx: Arc<Context>,
-    trigger: Triggers,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl Future<Output = ()>) {
     let (events_up, up) = watch::channel(false);
     let events = async {
         match &ctx.settings.events {
-            Some(cfg) => crate::events::run(&ctx, cfg, &trigger, &events_up).await,
+            Some(cfg) => crate::runtime::events::run(&ctx, cfg, &trigger, &events_up).await,
             None => std::future::pending().await,
         }
     };
@@ -89,7 +85,7 @@ async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Rece
         let spread = next_delay(unit).as_secs_f64() / unit.as_secs_f64();
         loop {
             let up = *events_up.borrow_and_update();
-            let interval = crate::events::poll_interval(
+            let interval = crate::runtime::events::poll_interval(
                 ctx.settings.poll_interval,
                 ctx.settings.events.as_ref(),
                 up,

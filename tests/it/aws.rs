@@ -891,7 +891,8 @@ async fn unreachable_endpoint_is_transient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_login_refresh_is_single_flight() {
     use rdscred::crd::{Endpoint, EngineKind};
-    use rdscred::reconcile::database::{AdminLogins, ResolvedDatabase};
+    use rdscred::engine::AdminLogins;
+    use rdscred::reconcile::database::{ResolvedDatabase, read_admin_login};
 
     let (aws, calls) = moto_aws().await;
     let name = unique("rdscred-it-admin");
@@ -914,13 +915,14 @@ async fn admin_login_refresh_is_single_flight() {
     };
     let logins = AdminLogins::default();
     let before = calls.total("GetSecretValue");
-    assert_eq!(logins.get(&resolved).await.unwrap().username, "admin");
+    let get = || logins.get_or_read(&meta.arn, || read_admin_login(&resolved));
+    assert_eq!(get().await.unwrap().username, "admin");
     assert_eq!(calls.total("GetSecretValue") - before, 1);
     for round in 0..2 {
         // Expired (forget drops the entry, as expiry makes it unusable): one refresh for all.
         logins.forget(&meta.arn);
         let before = calls.total("GetSecretValue");
-        let results = futures::future::join_all((0..16).map(|_| logins.get(&resolved))).await;
+        let results = futures::future::join_all((0..16).map(|_| get())).await;
         assert!(
             results
                 .iter()

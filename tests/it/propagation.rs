@@ -807,6 +807,12 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     // Each drift check of a managed credential costs database logins, not AWS calls; 200 of
     // them every 30s is what 2 shared cores sustain while the rest are being provisioned.
     let drift = Duration::from_secs(30);
+    // The controller's warnings ("will retry", with the reason) go to the test's output: when
+    // the wait below fails they say why the credentials left are not Ready.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rdscred=warn")
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut g = Ground::new().await;
     // The database re-proves its admin login (a GetSecretValue) far less often than the window.
     g.start_with(Settings {
@@ -848,62 +854,61 @@ async fn steady_state_poll_costs_n_over_100_calls() {
         })
     };
     // Converging 200 credentials takes 1–4 minutes depending on what else the 2 cores run;
-    // the test asserts it keeps progressing (60 s without one more Ready fails), not a speed.
-    wait_for_count(
-        &format!("{N} credentials Ready"),
-        N,
-        Duration::from_secs(60),
-        || async {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            let not_ready: Vec<String> = list
-                .items
-                .iter()
-                .filter(|c| !ready(c))
-                .map(|c| {
-                    let why = c.status.as_ref().map(|s| {
-                        s.conditions
-                            .iter()
-                            .map(|x| {
-                                format!("{}={} {}: {}", x.type_, x.status, x.reason, x.message)
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    });
-                    format!(
-                        "{} [{}]",
-                        c.metadata.name.as_deref().unwrap_or(""),
-                        why.unwrap_or_default()
-                    )
-                })
-                .collect();
-            Some((list.items.len() - not_ready.len(), not_ready.join(" | ")))
-        },
-    )
+    // the test asserts it keeps progressing, not a speed. A credential whose reconcile hit a
+    // transient AWS or database error legitimately waits up to that error's backoff cap
+    // (Error::max_backoff: 120 s, +20% jitter) before its next attempt, so "no progress" means
+    // longer than that without one more Ready.
+    let stall = Duration::from_secs(150);
+    wait_for_count(&format!("{N} credentials Ready"), N, stall, || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let not_ready: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| !ready(c))
+            .map(|c| {
+                let why = c.status.as_ref().map(|s| {
+                    s.conditions
+                        .iter()
+                        .map(|x| format!("{}={} {}: {}", x.type_, x.status, x.reason, x.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                format!(
+                    "{} [{}]",
+                    c.metadata.name.as_deref().unwrap_or(""),
+                    why.unwrap_or_default()
+                )
+            })
+            .collect();
+        Some((list.items.len() - not_ready.len(), not_ready.join(" | ")))
+    })
     .await;
     eprintln!("{N} managed credentials Ready in {:?}", started.elapsed());
 
-    // Steady state: let a poll go by, then count every Secrets Manager call over several polls.
-    // Deadlines are generous: on 2 loaded cores a 200-secret poll can take several seconds.
-    // They only bound the waiting; the counts below are taken between observed poll boundaries.
-    wait_polls(&g, 1, poll * 10).await;
+    // Steady state: count every Secrets Manager call over exactly `polls` whole polls. The
+    // window is cut at poll boundaries read from the request log (a poll's first ListSecrets
+    // page carries no NextToken), not at moments the test happens to sample: a sample can fall
+    // between two pages of one poll, or after the next poll has begun.
     let pages = N.div_ceil(100) as u64;
-    let polls = 3u64;
-    let sm_calls = |g: &Ground| -> BTreeMap<String, u64> {
-        let mut m = BTreeMap::new();
-        for ((service, op, _), n) in g.calls.snapshot() {
-            if service == "secretsmanager" {
-                *m.entry(op).or_insert(0) += n;
-            }
-        }
-        m
+    let polls = 3usize;
+    let log = g
+        .calls
+        .request_log()
+        .expect("the ground logs requests")
+        .clone();
+    let poll_starts = |log: &[rdscred::aws::RecordedRequest]| -> Vec<usize> {
+        log.iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.service == "secretsmanager"
+                    && r.operation == "ListSecrets"
+                    && r.params.get("NextToken").is_none()
+            })
+            .map(|(i, _)| i)
+            .collect()
     };
-    // Start right after a poll finished: its ListSecrets pages are all counted.
-    let boundary = g.calls.total("ListSecrets");
-    wait_for("a poll to finish", poll * 10, || async {
-        (g.calls.total("ListSecrets") >= boundary + pages).then_some(())
-    })
-    .await;
-    let before = sm_calls(&g);
+    // Polls begun so far may overlap provisioning; the window starts with the next one.
+    let first = poll_starts(&log.snapshot()).len() + 1;
     let checks_before: BTreeMap<String, Option<String>> = api
         .list(&ListParams::default())
         .await
@@ -917,19 +922,25 @@ async fn steady_state_poll_costs_n_over_100_calls() {
             )
         })
         .collect();
-    let list_start = g.calls.total("ListSecrets");
-    wait_for(
-        &format!("{polls} polls"),
-        poll * (polls as u32 + 2) * 3,
-        || async { (g.calls.total("ListSecrets") >= list_start + polls * pages).then_some(()) },
+    // Deadlines are generous: on 2 loaded cores a 200-secret poll can take several seconds.
+    // They only bound the waiting; the counts are taken between poll boundaries.
+    let window = wait_for(
+        &format!("{polls} whole polls"),
+        poll * (polls as u32 + 3) * 3,
+        || async {
+            let entries = log.snapshot();
+            let starts = poll_starts(&entries);
+            // The window ends where the poll after the last counted one begins.
+            (starts.len() > first + polls)
+                .then(|| entries[starts[first]..starts[first + polls]].to_vec())
+        },
     )
     .await;
-    let after = sm_calls(&g);
-    let delta: BTreeMap<&str, u64> = after
-        .iter()
-        .map(|(op, n)| (op.as_str(), n - before.get(op).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let mut delta: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in window.iter().filter(|r| r.service == "secretsmanager") {
+        *delta.entry(r.operation.as_str()).or_insert(0) += 1;
+    }
+    let polls = polls as u64;
     let reconciled = api
         .list(&ListParams::default())
         .await

@@ -510,7 +510,7 @@ async fn refuses_competing_claims_and_foreign_secrets_and_users() {
 
     // A database user that exists before its secret is never claimed.
     let user5 = unique("u_");
-    let plan = rdscred::engine::UserPlan {
+    let plan = engine::UserPlan {
         username: user5.clone(),
         login_users: vec![user5.clone()],
         grants: vec![],
@@ -867,7 +867,7 @@ async fn hostile_names_and_passwords(server: DbServer) {
     let mut admin = Admin::connect(&server.target(), &server.admin)
         .await
         .unwrap();
-    let plan = rdscred::engine::UserPlan {
+    let plan = engine::UserPlan {
         username: user.into(),
         login_users: vec![user.into(), format!("{user}_clone")],
         grants: vec![],

@@ -166,7 +166,7 @@ async fn logs_in(server: &DbServer, v: &RdsSecretValue) -> bool {
 async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + timeout;
     loop {

@@ -736,7 +736,7 @@ async fn metrics_health_logs_and_graceful_shutdown() {
     p.signal("TERM");
     // The signal is handled asynchronously: poll (bounded) until the process flips readiness,
     // and it must still be serving while it drains.
-    let (status, body) = crate::support::wait_for(
+    let (status, body) = wait_for(
         "/readyz to report shutting down",
         Duration::from_secs(5),
         || async {

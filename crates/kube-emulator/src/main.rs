@@ -1,4 +1,5 @@
 //! `kube-emulator --listen 127.0.0.1:0 --crds DIR_OR_FILE --kubeconfig OUT_PATH [--simulate-workloads 2s [--stepped-rollouts]] [--watch-delay 50ms-500ms]`
+//! (`--help` for all flags; durations are Go durations, parsed by `kube::core::Duration`)
 //!
 //! Serves the emulated API over HTTP, prints its URL, writes a kubeconfig, and runs until
 //! SIGTERM/SIGINT.
@@ -10,81 +11,62 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
 use kube_emulator::Emulator;
 
-const USAGE: &str = "usage: kube-emulator [--listen ADDR] [--crds DIR_OR_FILE]... [--kubeconfig OUT_PATH] [--simulate-workloads DURATION [--stepped-rollouts]] [--watch-delay MIN[-MAX]]\n\
-  --listen              address to listen on (default 127.0.0.1:0 = a free port)\n\
-  --crds                CRD YAML file or directory of *.yaml files to install (repeatable)\n\
-  --kubeconfig          write a kubeconfig pointing at the server to this path\n\
-  --simulate-workloads  report Deployments/StatefulSets/DaemonSets rolled out after this delay (e.g. 2s, 500ms)\n\
-  --stepped-rollouts    with --simulate-workloads: half way, report part of the replicas updated first\n\
-  --watch-delay         deliver watch events after a random delay in MIN-MAX (e.g. 50ms-500ms): stale informers\n\
-       kube-emulator cel-cost DIR_OR_FILE...   print the estimated CEL cost of every rule of the CRDs";
-
+/// Serves the emulated Kubernetes API over HTTP.
+#[derive(Parser)]
+#[command(name = "kube-emulator", args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address to listen on (127.0.0.1:0 = a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// CRD YAML file or directory of *.yaml files to install (repeatable).
+    #[arg(long)]
     crds: Vec<PathBuf>,
+    /// Write a kubeconfig pointing at the server to this path.
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Report Deployments/StatefulSets/DaemonSets rolled out after this delay (a Go duration:
+    /// 2s, 500ms).
+    #[arg(long = "simulate-workloads", value_parser = go_duration)]
     simulate: Option<Duration>,
+    /// With --simulate-workloads: half way, report part of the replicas updated first.
+    #[arg(long = "stepped-rollouts", requires = "simulate")]
     stepped: bool,
+    /// Deliver watch events after a random delay in MIN-MAX (e.g. 50ms-500ms): stale informers.
+    #[arg(long = "watch-delay", value_parser = delay_range)]
     watch_delay: Option<(Duration, Duration)>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+#[derive(Subcommand)]
+enum Command {
+    /// Print the estimated CEL cost of every rule of the CRDs; exit 1 if a real API server
+    /// would refuse one.
+    CelCost {
+        /// CRD YAML files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        listen: "127.0.0.1:0".parse().expect("static"),
-        crds: vec![],
-        kubeconfig: None,
-        simulate: None,
-        stepped: false,
-        watch_delay: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
-            "--crds" => args.crds.push(PathBuf::from(value()?)),
-            "--kubeconfig" => args.kubeconfig = Some(PathBuf::from(value()?)),
-            "--simulate-workloads" => args.simulate = Some(parse_duration(&value()?)?),
-            "--stepped-rollouts" => args.stepped = true,
-            "--watch-delay" => {
-                let v = value()?;
-                let (min, max) = v.split_once('-').unwrap_or((&v, &v));
-                args.watch_delay = Some((parse_duration(min)?, parse_duration(max)?));
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+/// A Go duration (`500ms`, `2s`, `1m30s`), as the API server and kubectl write them.
+fn go_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// `MIN-MAX` or a single duration (`MIN` = `MAX`).
+fn delay_range(s: &str) -> Result<(Duration, Duration), String> {
+    let (min, max) = s.split_once('-').unwrap_or((s, s));
+    let (min, max) = (go_duration(min)?, go_duration(max)?);
+    if min > max {
+        return Err(format!("{s:?}: the minimum is larger than the maximum"));
     }
-    Ok(args)
+    Ok((min, max))
 }
 
 /// `cel-cost`: one line per rule (cost = per call × cardinality), a total per schema, and the
@@ -127,11 +109,10 @@ fn cel_cost(paths: &[String]) -> Result<bool, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some("cel-cost") {
+    let args = Args::parse();
+    if let Some(Command::CelCost { paths }) = &args.command {
         let mut files = Vec::new();
-        for p in &argv[1..] {
-            let path = std::path::Path::new(p);
+        for path in paths {
             if path.is_dir() {
                 let mut entries: Vec<String> = std::fs::read_dir(path)
                     .map(|d| {
@@ -144,7 +125,7 @@ async fn main() {
                 entries.sort();
                 files.extend(entries);
             } else {
-                files.push(p.clone());
+                files.push(path.display().to_string());
             }
         }
         match cel_cost(&files) {
@@ -156,13 +137,6 @@ async fn main() {
             }
         }
     }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
     let emu = Emulator::new();
     for p in &args.crds {
         if let Err(e) = emu.install_crds_path(p) {
@@ -173,10 +147,6 @@ async fn main() {
     match args.simulate {
         Some(d) if args.stepped => emu.simulate_stepped_workload_controllers(d),
         Some(d) => emu.simulate_workload_controllers(d),
-        None if args.stepped => {
-            eprintln!("--stepped-rollouts needs --simulate-workloads");
-            std::process::exit(2);
-        }
         None => {}
     }
     emu.set_watch_delay(args.watch_delay);
@@ -201,4 +171,50 @@ async fn main() {
         _ = term.recv() => {}
     }
     served.stop().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_like_the_demo_uses_them() {
+        let a = Args::try_parse_from([
+            "kube-emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--crds",
+            "crds",
+            "--crds=more",
+            "--simulate-workloads",
+            "2s",
+            "--stepped-rollouts",
+            "--watch-delay=50ms-500ms",
+        ])
+        .unwrap();
+        assert_eq!(a.crds, vec![PathBuf::from("crds"), PathBuf::from("more")]);
+        assert_eq!(a.simulate, Some(Duration::from_secs(2)));
+        assert!(a.stepped);
+        assert_eq!(
+            a.watch_delay,
+            Some((Duration::from_millis(50), Duration::from_millis(500)))
+        );
+        assert_eq!(go_duration("1m30s"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn almost_valid_flags_are_refused() {
+        for argv in [
+            vec!["kube-emulator", "--stepped-rollouts"],
+            vec!["kube-emulator", "--simulate-workloads", "2"],
+            vec!["kube-emulator", "--watch-delay", "500ms-50ms"],
+            vec!["kube-emulator", "--listen", "localhost"],
+            vec!["kube-emulator", "--bogus"],
+            vec!["kube-emulator", "cel-cost"],
+        ] {
+            assert!(Args::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+        let cost = Args::try_parse_from(["kube-emulator", "cel-cost", "crds"]).unwrap();
+        assert!(matches!(cost.command, Some(Command::CelCost { .. })));
+    }
 }

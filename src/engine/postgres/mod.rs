@@ -149,16 +149,10 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), DbError> {
         .map_err(|e| map_error(e, "", &[]))
 }
 
-/// The literal `ALTER ROLE ... PASSWORD` gets: a SCRAM verifier computed here, or, for a
-/// password SASLprep would change (non-ASCII), the password as an escape-string literal
-/// for the server to hash the way clients will.
+/// The literal `ALTER ROLE ... PASSWORD` gets: a SCRAM verifier computed here, never the
+/// password itself (which would then be SQL text, in the server's logs and statistics).
 fn password_literal(password: &SecretString) -> Result<String, DbError> {
-    let password = password.expose();
-    if scram::saslprep_is_identity(password) {
-        pg_literal(&scram::verifier(password)?)
-    } else {
-        pg_literal(password)
-    }
+    pg_literal(&scram::verifier(password.expose())?)
 }
 
 // ------------------------------------------------------------------ admin

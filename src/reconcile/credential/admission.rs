@@ -6,7 +6,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::super::database::ResolvedDatabase;
 use super::{Error, ns_of, selector};
 use crate::aws::SecretMeta;
 use crate::aws::ownership::Owner;
@@ -64,14 +63,14 @@ pub(super) async fn admit_namespace(
 pub(in crate::reconcile) fn check_secret_name(
     cred: &RdsCredential,
     db: &RdsDatabase,
-    resolved: &ResolvedDatabase,
+    admin_secret_id: &str,
 ) -> Result<(), Error> {
     let name = &cred.spec.secret.name;
     let prefix = &db.spec.secret_name_prefix;
     if name.starts_with(prefix.as_str()) && !name.contains("..") {
         return Ok(());
     }
-    let is_admin = secret_id_matches(name, &resolved.admin_secret_id)
+    let is_admin = secret_id_matches(name, admin_secret_id)
         || db.spec.admin_login.secret_id.as_deref() == Some(name.as_str());
     if cred.spec.mode == CredentialMode::SyncOnly && is_admin {
         return if db.spec.allow_admin_secret_sync {
@@ -183,4 +182,274 @@ pub(super) fn owned_by(meta: &SecretMeta, owner: &Owner) -> bool {
     meta.owner().is_some_and(|o| {
         o.cluster == owner.cluster && o.namespace == owner.namespace && o.name == owner.name
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::reconcile::Error;
+
+    fn cred(name: &str, uid: &str, created: &str, spec: Value, arn: Option<&str>) -> RdsCredential {
+        let mut spec_full = json!({
+            "databaseRef": { "name": "db" },
+            "username": "app_user",
+            "secret": { "name": "rdscred/db/app" },
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            spec_full[k] = v.clone();
+        }
+        let mut c: RdsCredential = serde_json::from_value(json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": { "name": name, "namespace": "ns", "uid": uid, "creationTimestamp": created },
+            "spec": spec_full,
+        }))
+        .unwrap();
+        if let Some(arn) = arn {
+            c.status = Some(crate::crd::RdsCredentialStatus {
+                secret_arn: Some(arn.into()),
+                ..Default::default()
+            });
+        }
+        c
+    }
+
+    fn db(extra: Value) -> RdsDatabase {
+        let mut spec = json!({
+            "endpoint": { "host": "h", "port": 5432 },
+            "engine": "postgres",
+            "adminLogin": { "secretId": "admin/db" },
+            "secretNamePrefix": "rdscred/db/",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsDatabase",
+            "metadata": { "name": "db" }, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    const ADMIN_ARN: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:admin/db-AbCdEf";
+
+    #[test]
+    fn a_secret_id_names_a_secret_by_name_or_arn() {
+        let arn = "arn:aws:secretsmanager:us-east-1:111122223333:secret:app/db-AbCdEf";
+        let cases = [
+            ("app/db", "app/db", true),
+            (arn, arn, true),
+            ("app/db", arn, true),
+            (arn, "app/db", true),
+            // The random suffix is not part of the name; a name with a dash keeps it.
+            (
+                "app/my-db",
+                "arn:aws:secretsmanager:us-east-1:1:secret:app/my-db-XyZ123",
+                true,
+            ),
+            (
+                "app/db",
+                "arn:aws:secretsmanager:us-east-1:1:secret:app/db2-XyZ123",
+                false,
+            ),
+            ("app/d", arn, false),
+            ("other", "app/db", false),
+            // Not an ARN: compared as a name, whatever it contains.
+            ("x:secret:app/db-AbCdEf", "app/db", false),
+        ];
+        for (id, reference, want) in cases {
+            assert_eq!(
+                secret_id_matches(id, reference),
+                want,
+                "{id} vs {reference}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_names_live_under_the_prefix_and_the_admin_secret_only_with_consent() {
+        let allowed = db(json!({ "allowAdminSecretSync": true }));
+        let cases: [(&str, &str, &RdsDatabase, Option<Reason>); 8] = [
+            ("managed", "rdscred/db/app", &db(json!({})), None),
+            ("managed", "rdscred/db/team/app", &db(json!({})), None),
+            (
+                "managed",
+                "rdscred/other/app",
+                &db(json!({})),
+                Some(Reason::SecretNameOutsidePrefix),
+            ),
+            // A prefix cannot be left with a relative path.
+            (
+                "managed",
+                "rdscred/db/../x",
+                &db(json!({})),
+                Some(Reason::SecretNameOutsidePrefix),
+            ),
+            // The admin secret: never for a managed credential, for sync-only only with consent.
+            (
+                "managed",
+                "admin/db",
+                &allowed,
+                Some(Reason::SecretNameOutsidePrefix),
+            ),
+            (
+                "sync-only",
+                "admin/db",
+                &db(json!({})),
+                Some(Reason::AdminSecretSyncNotAllowed),
+            ),
+            ("sync-only", "admin/db", &allowed, None),
+            ("sync-only", ADMIN_ARN, &allowed, None),
+        ];
+        for (mode, name, database, want) in cases {
+            let c = cred(
+                "c",
+                "u1",
+                "2026-01-01T00:00:00Z",
+                json!({ "mode": mode, "secret": { "name": name } }),
+                None,
+            );
+            let got = check_secret_name(&c, database, ADMIN_ARN);
+            match (&got, want) {
+                (Ok(()), None) => {}
+                (Err(Error::Refused { reason, .. }), Some(w)) if *reason == w => {}
+                _ => panic!("{mode} {name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_older_claim_wins_whatever_the_order() {
+        let t0 = "2026-01-01T00:00:00Z";
+        let t1 = "2026-01-01T00:00:01Z";
+        let arn = Some("arn:aws:secretsmanager:us-east-1:1:secret:x-AbCdEf");
+        let cases = [
+            // (a, b, a's claim precedes b's)
+            (
+                cred("a", "u1", t0, json!({}), None),
+                cred("b", "u2", t1, json!({}), None),
+                true,
+            ),
+            (
+                cred("a", "u1", t1, json!({}), None),
+                cred("b", "u2", t0, json!({}), None),
+                false,
+            ),
+            // The same second: the smaller uid, so every replica decides alike.
+            (
+                cred("a", "u1", t0, json!({}), None),
+                cred("b", "u2", t0, json!({}), None),
+                true,
+            ),
+            (
+                cred("a", "u2", t0, json!({}), None),
+                cred("b", "u1", t0, json!({}), None),
+                false,
+            ),
+            // Holding the secret already beats being older: a re-created older object does
+            // not take a running credential's secret.
+            (
+                cred("a", "u1", t1, json!({}), arn),
+                cred("b", "u2", t0, json!({}), None),
+                true,
+            ),
+            (
+                cred("a", "u1", t0, json!({}), None),
+                cred("b", "u2", t1, json!({}), arn),
+                false,
+            ),
+        ];
+        for (a, b, want) in &cases {
+            assert_eq!(
+                claim_is_older(a, b),
+                *want,
+                "{} vs {}",
+                a.name_any(),
+                b.name_any()
+            );
+            // Antisymmetric: never both, never neither for distinct credentials.
+            assert_eq!(
+                claim_is_older(b, a),
+                !*want,
+                "{} vs {}",
+                b.name_any(),
+                a.name_any()
+            );
+        }
+    }
+
+    #[test]
+    fn a_managed_credential_claims_its_user_clone_and_owner_role() {
+        let managed = cred("a", "u1", "2026-01-01T00:00:00Z", json!({}), None);
+        assert_eq!(
+            claimed_names(&managed),
+            vec![
+                "app_user".to_string(),
+                UserPlan::clone_username("app_user"),
+                UserPlan::owner_role("app_user"),
+            ]
+        );
+        let sync_only = cred(
+            "b",
+            "u2",
+            "2026-01-01T00:00:00Z",
+            json!({ "mode": "sync-only" }),
+            None,
+        );
+        assert!(
+            claimed_names(&sync_only).is_empty(),
+            "sync-only owns no database user"
+        );
+    }
+
+    #[test]
+    fn a_secret_is_ours_only_for_this_cluster_namespace_and_name() {
+        let owner = Owner {
+            cluster: "prod".into(),
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: "u1".into(),
+        };
+        let meta = |o: Option<&Owner>| SecretMeta {
+            arn: "arn".into(),
+            name: "rdscred/db/app".into(),
+            description: None,
+            kms_key_id: None,
+            tags: o
+                .map(|o| o.tags().into_iter().collect())
+                .unwrap_or_default(),
+            versions: Default::default(),
+            deleted_date: None,
+            rotation_enabled: false,
+            rotation_lambda_arn: None,
+            rotation_rules: None,
+            replica_regions: vec![],
+            replicas_known: true,
+        };
+        let other = |f: &dyn Fn(&mut Owner)| {
+            let mut o = owner.clone();
+            f(&mut o);
+            o
+        };
+        assert!(owned_by(&meta(Some(&owner)), &owner));
+        // Re-created with Retain (a new uid): the same credential takes its secret back.
+        assert!(owned_by(
+            &meta(Some(&other(&|o| o.uid = "u2".into()))),
+            &owner
+        ));
+        assert!(!owned_by(
+            &meta(Some(&other(&|o| o.cluster = "staging".into()))),
+            &owner
+        ));
+        assert!(!owned_by(
+            &meta(Some(&other(&|o| o.namespace = "other".into()))),
+            &owner
+        ));
+        assert!(!owned_by(
+            &meta(Some(&other(&|o| o.name = "d".into()))),
+            &owner
+        ));
+        assert!(!owned_by(&meta(None), &owner), "no tags: someone else's");
+    }
 }

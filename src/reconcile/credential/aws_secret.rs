@@ -135,11 +135,22 @@ fn cache_max_age(cred: &RdsCredential, ctx: &crate::context::Context) -> Duratio
     }
 }
 
+/// Whether the secret's KMS key (as DescribeSecret reports it) is the one the database names.
+/// Both may be a key id, a key ARN, an alias (`alias/name`) or an alias ARN: they match when
+/// they name the same key id or the same alias. An alias and a key id cannot be compared
+/// without KMS: that counts as a mismatch, and the update that follows makes them equal.
 fn kms_matches(actual: Option<&str>, wanted: Option<&str>) -> bool {
-    match (actual, wanted) {
-        (Some(a), Some(w)) => {
-            a == w || a.ends_with(w.trim_start_matches("alias/")) || w.ends_with(a)
+    /// `key/<id>` or `alias/<name>`, from any of the four spellings.
+    fn key_ref(s: &str) -> String {
+        match s.strip_prefix("arn:") {
+            // arn:<partition>:kms:<region>:<account>:key/<id> | alias/<name>
+            Some(rest) => rest.splitn(5, ':').nth(4).unwrap_or(s).to_owned(),
+            None if s.starts_with("alias/") => s.to_owned(),
+            None => format!("key/{s}"),
         }
+    }
+    match (actual, wanted) {
+        (Some(a), Some(w)) => a == w || key_ref(a) == key_ref(w),
         (None, None) => true,
         _ => false,
     }
@@ -242,7 +253,9 @@ pub(super) async fn current_value(s: Step<'_>, meta: &SecretMeta) -> Result<Curr
             format!("secret {} has no AWSCURRENT version", meta.name),
         ));
     };
-    if let Some(value) = propagation::sync::read_synced(ctx, cred, version).await? {
+    if let Some(value) =
+        propagation::sync::read_synced(&ctx.client, &ctx.secrets, cred, version).await?
+    {
         return Ok(Current {
             version_id: version.to_string(),
             value,
@@ -299,6 +312,51 @@ impl Current {
         Login {
             username: self.value.username.clone(),
             password: self.value.password.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kms_key_matches_by_key_id_or_alias_in_any_spelling() {
+        let key_arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let alias_arn = "arn:aws:kms:us-east-1:111122223333:alias/app";
+        let cases = [
+            (Some(key_arn), Some(key_arn), true),
+            (
+                Some(key_arn),
+                Some("1234abcd-12ab-34cd-56ef-1234567890ab"),
+                true,
+            ),
+            (
+                Some("1234abcd-12ab-34cd-56ef-1234567890ab"),
+                Some(key_arn),
+                true,
+            ),
+            (Some(alias_arn), Some("alias/app"), true),
+            (Some("alias/app"), Some(alias_arn), true),
+            // A suffix is not a key: `alias/otherapp` is not `alias/app`, key `…ab` not `b`.
+            (
+                Some("arn:aws:kms:us-east-1:111122223333:alias/otherapp"),
+                Some("alias/app"),
+                false,
+            ),
+            (Some(key_arn), Some("ab"), false),
+            (Some(key_arn), Some("alias/app"), false),
+            // The default key (none reported) is not a named key, and the other way round.
+            (None, Some("alias/app"), false),
+            (Some(key_arn), None, false),
+            (None, None, true),
+        ];
+        for (actual, wanted, want) in cases {
+            assert_eq!(
+                kms_matches(actual, wanted),
+                want,
+                "{actual:?} vs {wanted:?}"
+            );
         }
     }
 }

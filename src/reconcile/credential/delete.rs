@@ -39,7 +39,7 @@ pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Actio
             grants: Vec::new(),
             roles: Vec::new(),
         };
-        let admin = ctx.admin_logins.get(&db).await?;
+        let admin = crate::reconcile::database::admin_login(ctx, &db).await?;
         let mut conn = Admin::connect(&db.target(None), &admin).await?;
         let dropped = conn.drop_users(&plan).await;
         conn.close().await;

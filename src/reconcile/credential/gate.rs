@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{Error, Progress, parse_time, until};
-use crate::context::Context;
+use crate::context::Settings;
 use crate::crd::{RdsCredential, RdsCredentialStatus, RotationSpec, RotationStrategy};
 use crate::propagation;
 use crate::reconcile::Reason;
@@ -71,7 +71,7 @@ pub(super) fn rotation_blocked(
     current_version: &str,
     unsettled: Option<&propagation::rollout::Unsettled>,
     now: Timestamp,
-    ctx: &Context,
+    settings: &Settings,
 ) -> Option<Blocked> {
     if status
         .synced_version_id
@@ -89,7 +89,7 @@ pub(super) fn rotation_blocked(
     let min = spec
         .minimum_interval
         .map(Duration::from)
-        .unwrap_or(ctx.settings.default_min_rotation_interval);
+        .unwrap_or(settings.default_min_rotation_interval);
     if let Some(last) = parse_time(status.last_rotation_time.as_deref()) {
         let earliest = last + jiff::SignedDuration::try_from(min).unwrap_or_default();
         if earliest > now {
@@ -104,7 +104,7 @@ pub(super) fn rotation_blocked(
         let timeout = spec
             .rollout_timeout
             .map(Duration::from)
-            .unwrap_or(ctx.settings.default_rollout_timeout);
+            .unwrap_or(settings.default_rollout_timeout);
         if let Some(w) = unsettled {
             // Rolled when its pod template got the version annotation; one not even rolled
             // yet (a rollout cut short) counts from when the Secret got the version.
@@ -145,4 +145,210 @@ pub(super) fn rotation_blocked(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::crd::WorkloadKind;
+    use crate::propagation::rollout::Unsettled;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn spec(strategy: &str, extra: serde_json::Value) -> RotationSpec {
+        let mut v = json!({ "strategy": strategy });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn status(
+        synced: Option<&str>,
+        synced_at: Option<&str>,
+        last: Option<&str>,
+    ) -> RdsCredentialStatus {
+        RdsCredentialStatus {
+            synced_version_id: synced.map(Into::into),
+            synced_at: synced_at.map(Into::into),
+            last_rotation_time: last.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn unsettled(rolled: bool, restarted_at: Option<&str>) -> Unsettled {
+        Unsettled {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+            rolled,
+            restarted_at: restarted_at.map(t),
+        }
+    }
+
+    /// (what, spec, status, a dependent still rolling, None = may rotate now or the reason and
+    /// a part of the message).
+    type Case<'a> = (
+        &'a str,
+        &'a RotationSpec,
+        RdsCredentialStatus,
+        Option<&'a Unsettled>,
+        Option<(Reason, &'a str)>,
+    );
+
+    /// Settings: 1h minimum interval, 15 min rollout timeout by default.
+    #[test]
+    fn what_holds_a_due_rotation() {
+        let settings = Settings::default();
+        let now = t("2026-06-01T12:00:00Z");
+        let alt = spec("alternating-users", json!({}));
+        let single = spec("single-user", json!({}));
+        let quick = spec(
+            "alternating-users",
+            json!({ "minimumInterval": "1m", "rolloutTimeout": "2m" }),
+        );
+        let long_ago = Some("2026-06-01T10:00:00Z");
+        let rolling = unsettled(true, Some("2026-06-01T11:59:00Z"));
+        let not_rolled = unsettled(false, None);
+        let stuck = unsettled(true, Some("2026-06-01T11:00:00Z"));
+        // (what, spec, status, dependent still rolling, want: None = may rotate now)
+        let cases: Vec<Case> = vec![
+            (
+                "nothing holds it",
+                &alt,
+                status(Some("v2"), long_ago, long_ago),
+                None,
+                None,
+            ),
+            (
+                "never rotated, never synced",
+                &alt,
+                status(None, None, None),
+                None,
+                None,
+            ),
+            (
+                "AWSCURRENT not in the Secret yet",
+                &alt,
+                status(Some("v1"), long_ago, long_ago),
+                None,
+                Some((Reason::Waiting, "not in the Kubernetes Secret yet")),
+            ),
+            (
+                "minimum interval (default 1h)",
+                &alt,
+                status(Some("v2"), long_ago, Some("2026-06-01T11:30:00Z")),
+                None,
+                Some((Reason::Waiting, "next allowed at 2026-06-01T12:30:00Z")),
+            ),
+            (
+                "minimum interval from the spec",
+                &quick,
+                status(Some("v2"), long_ago, Some("2026-06-01T11:59:30Z")),
+                None,
+                Some((Reason::Waiting, "minimum interval")),
+            ),
+            (
+                "minimum interval passed",
+                &quick,
+                status(Some("v2"), long_ago, Some("2026-06-01T11:58:00Z")),
+                None,
+                None,
+            ),
+            (
+                "a dependent still rolling out",
+                &alt,
+                status(Some("v2"), long_ago, long_ago),
+                Some(&rolling),
+                Some((Reason::Waiting, "Deployment api to finish rolling out")),
+            ),
+            (
+                "a dependent not rolled yet",
+                &alt,
+                status(Some("v2"), long_ago, long_ago),
+                Some(&not_rolled),
+                Some((
+                    Reason::RolloutTimedOut,
+                    "has not finished rolling out 7200s",
+                )),
+            ),
+            (
+                "a rollout past its timeout still holds",
+                &alt,
+                status(Some("v2"), long_ago, long_ago),
+                Some(&stuck),
+                Some((
+                    Reason::RolloutTimedOut,
+                    "the previous user keeps its password",
+                )),
+            ),
+            (
+                "the spec's rollout timeout",
+                &quick,
+                status(Some("v2"), long_ago, long_ago),
+                Some(&rolling),
+                Some((Reason::Waiting, "to finish rolling out")),
+            ),
+            // Single user: pods on the old password fail anyway; rollouts never hold it.
+            (
+                "single user ignores rollouts",
+                &single,
+                status(Some("v2"), long_ago, long_ago),
+                Some(&stuck),
+                None,
+            ),
+        ];
+        for (what, spec, status, dependent, want) in cases {
+            let got = rotation_blocked(spec, &status, "v2", dependent, now, &settings);
+            match (&got, want) {
+                (None, None) => {}
+                (Some(b), Some((reason, text))) => {
+                    assert_eq!(b.reason, reason, "{what}: {}", b.message);
+                    assert!(
+                        b.message.contains(text),
+                        "{what}: {:?} lacks {text:?}",
+                        b.message
+                    );
+                    assert!(b.retry > Duration::ZERO, "{what}: a wait is retried");
+                }
+                _ => panic!("{what}: got {:?}", got.as_ref().map(|b| &b.message)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_for_a_rollout_is_checked_again_within_half_a_second() {
+        let now = t("2026-06-01T12:00:00Z");
+        let st = status(
+            Some("v2"),
+            Some("2026-06-01T10:00:00Z"),
+            Some("2026-06-01T10:00:00Z"),
+        );
+        let rolling = unsettled(true, Some("2026-06-01T11:59:59Z"));
+        let b = rotation_blocked(
+            &spec("alternating-users", json!({})),
+            &st,
+            "v2",
+            Some(&rolling),
+            now,
+            &Settings::default(),
+        )
+        .expect("held");
+        assert!(b.retry <= Duration::from_millis(500), "{:?}", b.retry);
+        // The minimum interval is waited out exactly.
+        let st = status(Some("v2"), None, Some("2026-06-01T11:30:00Z"));
+        let b = rotation_blocked(
+            &spec("alternating-users", json!({})),
+            &st,
+            "v2",
+            None,
+            now,
+            &Settings::default(),
+        )
+        .expect("held");
+        assert_eq!(b.retry, Duration::from_secs(30 * 60));
+    }
 }

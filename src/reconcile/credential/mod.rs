@@ -304,7 +304,7 @@ async fn apply_managed(s: Step<'_>, p: &mut Progress) -> Result<(), Error> {
     let access = super::access::plan(cred, db_obj, ctx).inspect_err(|e| {
         p.condition(ACCESS_POLICY_READY, false, e.reason(), e.to_string());
     })?;
-    let admin = ctx.admin_logins.get(db).await?;
+    let admin = crate::reconcile::database::admin_login(ctx, db).await?;
     let m = Managed {
         step: s,
         plan: &plan,

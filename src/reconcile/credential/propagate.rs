@@ -9,6 +9,9 @@ use jiff::Timestamp;
 use super::super::conditions::SYNCED;
 use super::aws_secret::Current;
 use super::{Error, Progress, Step};
+use kube::ResourceExt;
+
+use crate::propagation::rollout::{Restarted, kind_name};
 use crate::propagation::{self, SyncedValue};
 use crate::reconcile::Reason;
 
@@ -22,8 +25,9 @@ pub(super) async fn sync_and_roll(
         version_id: &current.version_id,
         value: &current.value,
     };
-    let outcome = propagation::sync::write_target_secret(ctx, cred, &synced)
+    let outcome = propagation::sync::write_target_secret(&ctx.client, &ctx.secrets, cred, &synced)
         .await
+        .map_err(Error::from)
         .inspect_err(|e| {
             p.condition(SYNCED, false, e.reason(), e.to_string());
         })?;
@@ -63,15 +67,24 @@ pub(super) async fn sync_and_roll(
         p.status
             .rolled_workloads
             .retain(|w| w.version_id == current.version_id);
-        rollout_left = propagation::rollout::roll_dependents(
-            ctx,
+        let rolls = propagation::rollout::roll_dependents(
+            &ctx.client,
+            &ctx.rollouts,
             cred,
             &outcome.secret_name,
             &current.version_id,
             &mut p.status.rolled_workloads,
         )
-        .await
-        .inspect_err(|e| {
+        .await;
+        report_restarts(
+            s,
+            &rolls.restarted,
+            &outcome.secret_name,
+            &current.version_id,
+        )
+        .await;
+        if let Some(e) = rolls.failed {
+            let e = Error::from(e);
             p.condition(
                 SYNCED,
                 false,
@@ -80,8 +93,10 @@ pub(super) async fn sync_and_roll(
                     "Secret {} holds AWSCURRENT version {}, but rolling its dependents failed: {e}",
                     outcome.secret_name, current.version_id
                 ),
-            )
-        })?;
+            );
+            return Err(e);
+        }
+        rollout_left = rolls.wait;
     }
     match rollout_left {
         Some(wait) => {
@@ -108,11 +123,53 @@ pub(super) async fn sync_and_roll(
         }
     }
     let pending =
-        propagation::rollout::observe_completion(ctx, cred, &mut p.status.rolled_workloads).await?;
+        propagation::rollout::observe_completion(&ctx.client, cred, &mut p.status.rolled_workloads)
+            .await?;
     if pending {
         // Rotation (alternating users) waits for completedAt; a Kubernetes GET per rolling
         // workload is cheap, so look again soon.
         p.requeue_within(Duration::from_secs(2));
     }
     Ok(())
+}
+
+/// For each dependent restarted: the rollout metric, an Event on the workload (so `kubectl
+/// describe` on it says why it restarted) and one on the credential.
+async fn report_restarts(
+    s: Step<'_>,
+    restarted: &[Restarted],
+    secret_name: &str,
+    version_id: &str,
+) {
+    let Step { cred, ctx, .. } = s;
+    let cred_name = format!(
+        "{}/{}",
+        cred.namespace().unwrap_or_default(),
+        cred.name_any()
+    );
+    for w in restarted {
+        let kind = kind_name(w.kind);
+        ctx.metrics.rollout(kind);
+        ctx.event_on(
+            &w.reference,
+            EventType::Normal,
+            Reason::RolledByRdsCredential,
+            "Rollout",
+            format!(
+                "restarted for AWSCURRENT version {version_id} of Secret {secret_name} (RdsCredential {cred_name})"
+            ),
+        )
+        .await;
+        ctx.event(
+            cred,
+            EventType::Normal,
+            Reason::WorkloadRolled,
+            "Rollout",
+            format!(
+                "restarted {kind} {} for AWSCURRENT version {version_id}",
+                w.name
+            ),
+        )
+        .await;
+    }
 }

@@ -257,7 +257,7 @@ pub(super) async fn maybe_rotate(
     // the previous user is still in use, not bookkeeping in status that may be stale.
     let unsettled = if spec.strategy == RotationStrategy::AlternatingUsers {
         propagation::rollout::first_unsettled(
-            ctx,
+            &ctx.client,
             cred,
             &propagation::sync::target_name(cred),
             &current.version_id,
@@ -272,7 +272,7 @@ pub(super) async fn maybe_rotate(
         &current.version_id,
         unsettled.as_ref(),
         now,
-        ctx,
+        &ctx.settings,
     ) {
         if let Some(v) = &req.value {
             blocked.message = format!(

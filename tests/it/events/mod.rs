@@ -2,7 +2,8 @@
 //! through an SQS queue in moto — published with EventBridge PutEvents through a rule that
 //! targets the queue (the rule's pattern is the documented one, `examples/06-…`), or written
 //! to the queue directly — and an outside change reaches the Kubernetes Secret and rolls its
-//! dependents within 2 s while the bulk poll runs only every 30 minutes. Duplicates, events out
+//! dependents by the event alone while the bulk poll runs only every 30 minutes (how fast —
+//! the goal is 2 s — is measured by `cargo bench --bench events`, not asserted here). Duplicates, events out
 //! of order, unmanaged secrets, malformed bodies, a burst, a slow handler, a lost queue, and
 //! only the leader consuming.
 //!
@@ -21,7 +22,7 @@ use rdscred::aws::{AwsError, SecretMeta};
 use rdscred::context::Settings;
 use rdscred::crd::RdsCredential;
 use rdscred::engine::Admin;
-use rdscred::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
+use rdscred::runtime::events::{AwsDescribe, DescribeSecret, EventsConfig, consume};
 use rdscred::runtime::poller::Triggers;
 use rdscred::secret::RdsSecretValue;
 use serde_json::json;
@@ -36,10 +37,10 @@ use fixtures::*;
 
 /// The main case: outside changes to a managed and to a sync-only secret, each
 /// followed by the events AWS would send — through EventBridge and its rule, and written to
-/// the queue directly — reach the Secret and roll the dependents within 2 s, with the poll
-/// 30 minutes away. Each change rolls each dependent exactly once.
+/// the queue directly — reach the Secret and roll the dependents, with the poll 30 minutes
+/// away: by the event, not by a poll. Each change rolls each dependent exactly once.
 #[tokio::test]
-async fn outside_changes_reach_the_secret_by_event_within_two_seconds() {
+async fn outside_changes_reach_the_secret_by_event_not_by_poll() {
     let server = DbServer::postgres();
     let mut g = Ground::new().await;
     let queue = Queue::create(&g, 30).await;

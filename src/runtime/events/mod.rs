@@ -30,7 +30,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
@@ -38,11 +37,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::poller::{Triggers, needs_reconcile};
 use crate::aws::sqs::{MAX_BATCH, QueueAttributes, QueueMessage};
 use crate::aws::{Aws, AwsError, Queue, SecretMeta};
 use crate::context::Context;
 use crate::crd::{RdsCredential, RdsDatabase};
-use crate::runtime::poller::{Triggers, needs_reconcile};
 
 use coalesce::{Followed, Index, Scope, Work, coalesce};
 use envelope::{Ignored, Parsed, SecretEvent};
@@ -54,23 +53,7 @@ const MAX_GATHER: usize = 1_000;
 /// Secrets described at once while handling a batch.
 const DESCRIBE_CONCURRENCY: usize = 8;
 
-/// Where the events come from and how to behave without them.
-#[derive(Clone, Debug)]
-pub struct EventsConfig {
-    pub queue_url: String,
-    /// Region of the queue (default: the one in its URL, else the controller's).
-    pub region: Option<String>,
-    /// Role to assume for reading the queue (default: the controller's own credentials).
-    pub role_arn: Option<String>,
-    /// Bulk poll interval while the queue cannot be read (the normal `--poll-interval`;
-    /// `Settings::poll_interval` is the backstop interval when events are on).
-    pub fallback_poll_interval: Duration,
-    /// Longest wait between two attempts to reach an unavailable queue.
-    pub retry_max: Duration,
-    /// The object "queue unavailable / available again" Events are about (the controller's
-    /// Pod). `None`: logs and metrics only.
-    pub report_to: Option<ObjectReference>,
-}
+pub use crate::context::EventsConfig;
 
 /// Re-reads a secret's metadata (DescribeSecret); an interface so tests can slow it down.
 pub trait DescribeSecret: Sync {
