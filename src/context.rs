@@ -117,6 +117,31 @@ pub struct Context {
     pub rollouts: RolloutLimiter,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    reporter: Reporter,
+    /// The open Event series per (object, type, reason, action), with the note they report.
+    series: Mutex<HashMap<SeriesKey, NoteSeries>>,
+}
+
+/// What kube-runtime's Recorder aggregates an Event series by (its `EventKey`, less the
+/// reporter, which is ours): the note is not part of it, so a series keeps its first note.
+type SeriesKey = (String, &'static str, String, String);
+
+/// An open series: the note it reports and the Recorder whose cache holds it.
+struct NoteSeries {
+    note: String,
+    recorder: Recorder,
+    last: std::time::Instant,
+}
+
+/// How long an unused series is remembered: kube-runtime's Recorder starts a new Event after
+/// 6 minutes anyway (its cache TTL).
+const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// Whether an Event with `note` continues the open series (same note: the count goes up and
+/// the note stays true) or must start a new Event (first one, a different note, or the series
+/// is past its TTL).
+pub(crate) fn continues_series(open: Option<(&str, Duration)>, note: &str) -> bool {
+    open.is_some_and(|(open_note, idle)| open_note == note && idle < SERIES_TTL)
 }
 
 impl Context {
@@ -127,13 +152,11 @@ impl Context {
         settings: Settings,
         instance: Option<String>,
     ) -> Context {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "rdscred".into(),
-                instance,
-            },
-        );
+        let reporter = Reporter {
+            controller: "rdscred".into(),
+            instance,
+        };
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Context {
             rotation_slots: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_rotations.max(1),
@@ -148,6 +171,8 @@ impl Context {
             admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),
+            reporter,
+            series: Mutex::new(HashMap::new()),
         }
     }
 
@@ -184,16 +209,62 @@ impl Context {
         note: String,
     ) {
         let reason = reason.as_ref();
+        let note = truncate(note, 1000);
+        let recorder = self.recorder_for(regarding, type_, reason, action, &note);
         let ev = KubeEvent {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, 1000)),
+            note: Some(note),
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+        if let Err(e) = recorder.publish(&ev, regarding).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
+    }
+
+    /// The Recorder to publish with so that the Event's note is true: the open series' own
+    /// while the note is unchanged (the series counts up), else a fresh one (a new Event with
+    /// the new note; the Recorder's cache is per Recorder).
+    fn recorder_for(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Recorder {
+        let object = format!(
+            "{}/{}/{}/{}",
+            regarding.kind.as_deref().unwrap_or_default(),
+            regarding.namespace.as_deref().unwrap_or_default(),
+            regarding.name.as_deref().unwrap_or_default(),
+            regarding.uid.as_deref().unwrap_or_default()
+        );
+        let type_name = match type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        let key = (object, type_name, reason.to_string(), action.to_string());
+        let now = std::time::Instant::now();
+        let mut series = self.series.lock().expect("series lock");
+        series.retain(|_, s| now.duration_since(s.last) < SERIES_TTL);
+        let open = series
+            .get(&key)
+            .map(|s| (s.note.as_str(), now.duration_since(s.last)));
+        if !continues_series(open, note) {
+            series.insert(
+                key.clone(),
+                NoteSeries {
+                    note: note.to_string(),
+                    recorder: Recorder::new(self.client.clone(), self.reporter.clone()),
+                    last: now,
+                },
+            );
+        }
+        let s = series.get_mut(&key).expect("inserted above");
+        s.last = now;
+        s.recorder.clone()
     }
 
     /// Records a failure and returns the backoff before the next attempt: exponential from 5s,
@@ -249,4 +320,42 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+#[cfg(test)]
+mod series_tests {
+    use super::*;
+
+    #[test]
+    fn a_series_continues_only_with_the_same_note_within_its_ttl() {
+        let fresh = Duration::from_secs(1);
+        let stale = SERIES_TTL + Duration::from_secs(1);
+        // (open series: note and idle time, new note, continues)
+        let table: [(Option<(&str, Duration)>, &str, bool); 5] = [
+            (None, "synced version v1", false),
+            (
+                Some(("synced version v1", fresh)),
+                "synced version v1",
+                true,
+            ),
+            (
+                Some(("synced version v1", fresh)),
+                "synced version v2",
+                false,
+            ),
+            (
+                Some(("synced version v1", stale)),
+                "synced version v1",
+                false,
+            ),
+            (
+                Some(("rotated to app_clone", fresh)),
+                "rotated to app",
+                false,
+            ),
+        ];
+        for (open, note, continues) in table {
+            assert_eq!(continues_series(open, note), continues, "{open:?} {note}");
+        }
+    }
 }

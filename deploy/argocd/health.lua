@@ -1,7 +1,10 @@
 -- Argo CD health check for rdscred.io/v1alpha1 RdsCredential and RdsDatabase.
---   Progressing: no status yet, the current generation not observed yet, a rotation running,
---                or no Ready condition yet;
---   Degraded:    Ready=False (the condition's reason and message say why);
+--   Progressing: no status yet, the current generation not observed yet, Reconciling=True
+--                (work in progress that ends by itself: provisioning, a database not ready
+--                yet), a rotation running, or no Ready condition yet;
+--   Degraded:    Stalled=True (a person is needed: refused, invalid, access denied), or
+--                Ready=False without a kstatus condition saying otherwise (the condition's
+--                reason and message say why);
 --   Healthy:     Ready=True for the current generation.
 local hs = {}
 
@@ -44,6 +47,21 @@ end
 
 local conditions = obj.status.conditions
 local ready = condition(conditions, "Ready")
+
+-- kstatus conditions first: they say whether a not-Ready object needs a person.
+local stalled = condition(conditions, "Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(stalled, "Stalled")
+  return hs
+end
+
+local reconciling = condition(conditions, "Reconciling")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = describe(reconciling, "Reconciling")
+  return hs
+end
 
 if ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"

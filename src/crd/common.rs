@@ -113,6 +113,16 @@ pub enum Privilege {
     LockTables,
 }
 
+impl std::fmt::Display for Privilege {
+    /// The spec's own spelling (`CONNECT`, `CREATE_VIEW`), so messages quote what the user wrote.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => f.write_str(&s),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// One grant: a database (and on PostgreSQL optionally one schema in it) and privileges.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -23,6 +23,7 @@ use super::database::ROLE_ARN_PATTERN;
     status = "RdsCredentialStatus",
     category = "rdscred-all",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.targetSecret"}"#,
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.currentUsername"}"#,
     printcolumn = r#"{"name":"Last rotated","type":"date","jsonPath":".status.lastRotationTime"}"#,

@@ -299,7 +299,7 @@ fn validate_grant(grant: &PrivilegeGrant, engine: EngineKind) -> Result<(), DbEr
         if !valid {
             return Err(DbError::InvalidGrant {
                 detail: format!(
-                    "{privilege:?} does not apply to {} on {}",
+                    "{privilege} does not apply to {} on {}",
                     grant_scope(grant),
                     engine.as_str()
                 ),
@@ -517,6 +517,22 @@ mod tests {
             schema: schema.map(Into::into),
             privileges: privileges.to_vec(),
         }
+    }
+
+    #[test]
+    fn privilege_messages_use_the_spec_spelling() {
+        assert_eq!(Privilege::Connect.to_string(), "CONNECT");
+        assert_eq!(Privilege::CreateView.to_string(), "CREATE_VIEW");
+        let mut p = plan("app");
+        p.grants = vec![grant("app", None, &[Privilege::Connect])];
+        let err = p.validate(EngineKind::Mysql).unwrap_err();
+        assert!(matches!(err, DbError::InvalidGrant { .. }), "{err:?}");
+        assert_eq!(err.reason(), "InvalidPrivileges");
+        assert!(
+            err.to_string()
+                .contains("CONNECT does not apply to database app on mysql"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Standard `metav1.Condition` bookkeeping: set a condition, keeping `lastTransitionTime`
-//! unless the status actually changes.
+//! unless the status actually changes; and the kstatus summary (`Ready`, `Reconciling`,
+//! `Stalled`) that Flux, `kstatus`, Argo CD and `kubectl wait` understand.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -12,6 +13,61 @@ pub const DRIFTED: &str = "Drifted";
 pub const ACCESS_POLICY_READY: &str = "AccessPolicyReady";
 pub const ADMIN_READY: &str = "AdminLoginReady";
 pub const ENDPOINT_READY: &str = "EndpointResolved";
+/// kstatus: work in progress that ends by itself (provisioning, a dependency not ready yet).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: nothing changes until a person (or a spec change) acts.
+pub const STALLED: &str = "Stalled";
+
+/// How one reconcile ended, as far as the kstatus summary cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step done.
+    Ready,
+    /// A step failed; `needs_person` is [`super::Error::needs_person`].
+    NotReady { needs_person: bool },
+}
+
+/// The kstatus summary of an outcome: `(ready, reconciling, stalled)`. kstatus semantics:
+/// Ready=True excludes the other two; Stalled and Reconciling are never both True.
+pub fn summary(outcome: Outcome) -> (bool, bool, bool) {
+    match outcome {
+        Outcome::Ready => (true, false, false),
+        Outcome::NotReady { needs_person: true } => (false, false, true),
+        Outcome::NotReady {
+            needs_person: false,
+        } => (false, true, false),
+    }
+}
+
+/// Sets `Ready`, `Reconciling` and `Stalled` from one outcome, all three with the same reason
+/// and message (the ones of `Ready`) so that whichever a tool reads says why.
+pub fn set_summary(
+    conditions: &mut Vec<Condition>,
+    outcome: Outcome,
+    reason: impl AsRef<str>,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) {
+    let (ready, reconciling, stalled) = summary(outcome);
+    let (reason, message) = (reason.as_ref(), message.into());
+    set(
+        conditions,
+        READY,
+        ready,
+        reason,
+        message.clone(),
+        generation,
+    );
+    set(
+        conditions,
+        RECONCILING,
+        reconciling,
+        reason,
+        message.clone(),
+        generation,
+    );
+    set(conditions, STALLED, stalled, reason, message, generation);
+}
 
 /// Sets (adds or updates) condition `type_`.
 pub fn set(
@@ -62,6 +118,52 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kstatus_summary_table() {
+        // (outcome, ready, reconciling, stalled)
+        let table = [
+            (Outcome::Ready, true, false, false),
+            (Outcome::NotReady { needs_person: true }, false, false, true),
+            (
+                Outcome::NotReady {
+                    needs_person: false,
+                },
+                false,
+                true,
+                false,
+            ),
+        ];
+        for (outcome, ready, reconciling, stalled) in table {
+            assert_eq!(
+                summary(outcome),
+                (ready, reconciling, stalled),
+                "{outcome:?}"
+            );
+            assert!(!(reconciling && stalled), "{outcome:?}");
+            assert!(!(ready && (reconciling || stalled)), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn summary_conditions_share_reason_and_generation() {
+        let mut c = Vec::new();
+        set_summary(
+            &mut c,
+            Outcome::NotReady { needs_person: true },
+            "NamespaceNotAdmitted",
+            "refused",
+            Some(3),
+        );
+        for t in [READY, RECONCILING, STALLED] {
+            let cond = get(&c, t).unwrap();
+            assert_eq!(cond.reason, "NamespaceNotAdmitted", "{t}");
+            assert_eq!(cond.observed_generation, Some(3), "{t}");
+        }
+        assert!(is_true(&c, STALLED) && !is_true(&c, RECONCILING) && !is_true(&c, READY));
+        set_summary(&mut c, Outcome::Ready, "Ready", "ok", Some(4));
+        assert!(is_true(&c, READY) && !is_true(&c, STALLED) && !is_true(&c, RECONCILING));
+    }
 
     #[test]
     fn transition_time_moves_only_on_status_change() {

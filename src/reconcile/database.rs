@@ -71,10 +71,9 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
     let outcome = resolve_and_prove(db, ctx, &mut status).await;
     match &outcome {
         Ok(()) => {
-            conditions::set(
+            conditions::set_summary(
                 &mut status.conditions,
-                READY,
-                true,
+                conditions::Outcome::Ready,
                 Reason::AdminLoginWorks,
                 "endpoint resolved and admin login verified",
                 generation,
@@ -91,10 +90,11 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
             }
         }
         Err(e) => {
-            conditions::set(
+            conditions::set_summary(
                 &mut status.conditions,
-                READY,
-                false,
+                conditions::Outcome::NotReady {
+                    needs_person: e.needs_person(),
+                },
                 e.reason(),
                 e.to_string(),
                 generation,

@@ -117,6 +117,42 @@ def test_degraded_wins_over_rotating(tmp_path):
     assert health(obj("RdsCredential", status=st), tmp_path)[0] == "Degraded"
 
 
+def kstatus(ready: str, reason: str, message: str, reconciling: str, stalled: str) -> list[dict]:
+    return [
+        cond("Ready", ready, reason, message),
+        cond("Reconciling", reconciling, reason, message),
+        cond("Stalled", stalled, reason, message),
+    ]
+
+
+@needs_lua
+@pytest.mark.parametrize("kind", KINDS)
+def test_stalled_is_degraded(kind, tmp_path):
+    st = {"observedGeneration": 2, "conditions": kstatus("False", "NamespaceNotAdmitted", "namespace shop is not admitted", "False", "True")}
+    assert health(obj(kind, status=st), tmp_path) == ("Degraded", "NamespaceNotAdmitted: namespace shop is not admitted")
+
+
+@needs_lua
+@pytest.mark.parametrize("kind", KINDS)
+def test_reconciling_is_progressing_although_ready_is_false(kind, tmp_path):
+    st = {"observedGeneration": 2, "conditions": kstatus("False", "DatabaseNotReady", "RdsDatabase orders is not Ready", "True", "False")}
+    assert health(obj(kind, status=st), tmp_path) == ("Progressing", "DatabaseNotReady: RdsDatabase orders is not Ready")
+
+
+@needs_lua
+@pytest.mark.parametrize("kind", KINDS)
+def test_ready_with_false_kstatus_conditions_is_healthy(kind, tmp_path):
+    st = {"observedGeneration": 2, "conditions": kstatus("True", "Ready", "ok", "False", "False")}
+    assert health(obj(kind, status=st), tmp_path) == ("Healthy", "Ready: ok")
+
+
+@needs_lua
+def test_stalled_wins_over_a_stale_reconciling(tmp_path):
+    # Never both True from rdscred; if a hand-edited status says so, a person is asked for.
+    st = {"observedGeneration": 2, "conditions": kstatus("False", "InvalidSpec", "bad", "True", "True")}
+    assert health(obj("RdsCredential", status=st), tmp_path)[0] == "Degraded"
+
+
 @needs_lua
 def test_drift_is_reported_in_the_message(tmp_path):
     st = {"observedGeneration": 2, "conditions": [cond("Ready", "True", "Ready", "ok"), cond("Drifted", "True", "Drifted", "AWSCURRENT does not log in")]}

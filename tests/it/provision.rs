@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use rdscred::crd::RdsCredential;
+use rdscred::crd::{RdsCredential, RdsDatabase};
 use rdscred::engine::{self, Admin, DbError, Login};
 use rdscred::secret::SecretString;
 use serde_json::json;
 
-use crate::support::{DbServer, Ground, secret_key, unique, wait_for};
+use crate::support::{
+    DbServer, Ground, move_awscurrent_to_new_version, secret_key, unique, wait_for,
+};
 
 const NS_LABEL: (&str, &str) = ("rdscred-test", "yes");
 
@@ -61,6 +63,16 @@ async fn provisions_end_to_end(server: DbServer) {
         );
     }
     assert_eq!(status.observed_generation, cred.metadata.generation);
+    Ground::assert_kstatus(
+        "provisioned",
+        &status.conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
 
     // Secrets Manager: RDS JSON, ownership + database + credential tags, description.
     let meta = g
@@ -166,12 +178,23 @@ async fn assert_refused(
         .await;
     let ready = cred
         .status
+        .clone()
         .unwrap()
         .conditions
         .into_iter()
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.reason, reason, "message: {}", ready.message);
+    Ground::assert_kstatus(
+        reason,
+        &cred.status.as_ref().unwrap().conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "False"),
+            ("Stalled", "True"),
+        ],
+    );
     assert!(
         g.k8s_secret(ns, name).await.is_none(),
         "no Kubernetes Secret after a refusal"
@@ -195,6 +218,153 @@ async fn assert_refused(
         "no database user after a refusal"
     );
     admin.close().await;
+}
+
+#[tokio::test]
+async fn database_not_ready_is_reconciling_until_it_is() {
+    // An admin secret that does not exist yet: the database waits (Reconciling), and so does
+    // its credential; neither asks a person (Stalled). Pointing at a real one makes both Ready.
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let missing = unique("admin/missing-");
+    let (db, prefix) = g
+        .database(&server, json!({ "adminLogin": { "secretId": missing } }))
+        .await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("u_");
+    g.credential(&ns, "waits", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": format!("{prefix}{user}") } }))
+        .await
+        .unwrap();
+    let dbs: Api<RdsDatabase> = Api::all(g.client.clone());
+    let not_ready = wait_for("database Reconciling", Duration::from_secs(30), || async {
+        let d = dbs.get(&db).await.ok()?;
+        let st = d.status.as_ref()?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True")
+            .then_some(d)
+    })
+    .await;
+    let st = not_ready.status.as_ref().unwrap();
+    Ground::assert_kstatus(
+        "database without admin secret",
+        &st.conditions,
+        not_ready.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "True"),
+            ("Stalled", "False"),
+        ],
+    );
+    assert_eq!(st.observed_generation, not_ready.metadata.generation);
+    let cred = g
+        .wait_condition(&ns, "waits", "Reconciling", "True", Duration::from_secs(30))
+        .await;
+    let conds = &cred.status.as_ref().unwrap().conditions;
+    Ground::assert_kstatus(
+        "credential of a database not Ready",
+        conds,
+        cred.metadata.generation,
+        [
+            ("Ready", "False"),
+            ("Reconciling", "True"),
+            ("Stalled", "False"),
+        ],
+    );
+    assert_eq!(
+        conds.iter().find(|c| c.type_ == "Ready").unwrap().reason,
+        "DatabaseNotReady"
+    );
+
+    let admin = g.admin_secret(&server).await;
+    dbs.patch(
+        &db,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "adminLogin": { "secretId": admin } } })),
+    )
+    .await
+    .unwrap();
+    let cred = g.wait_ready(&ns, "waits").await;
+    Ground::assert_kstatus(
+        "credential once its database is Ready",
+        &cred.status.as_ref().unwrap().conditions,
+        cred.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
+    let ready_db = dbs.get(&db).await.unwrap();
+    Ground::assert_kstatus(
+        "database with its admin secret",
+        &ready_db.status.as_ref().unwrap().conditions,
+        ready_db.metadata.generation,
+        [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn each_sync_event_names_the_version_it_synced() {
+    // Two versions synced in a row: kube-runtime's Recorder would count the second into the
+    // first Event's series and keep its note; each Event must name its own version.
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let (db, prefix) = g.database(&server, json!({})).await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("u_");
+    g.credential(&ns, "notes", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": format!("{prefix}{user}") } }))
+        .await
+        .unwrap();
+    let cred = g.wait_ready(&ns, "notes").await;
+    let uid = cred.metadata.uid.clone().unwrap();
+    let arn = cred.status.unwrap().secret_arn.unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(g.aws.sdk_config());
+    let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(g.client.clone(), &ns);
+    let sync_notes = || async {
+        evs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("SecretSynced")
+                    && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str())
+            })
+            .filter_map(|e| e.note)
+            .collect::<Vec<_>>()
+    };
+    let mut versions = Vec::new();
+    for round in 0..2 {
+        // The same login under a new version id: nothing drifts, the Secret is re-synced.
+        let (_, value) = g.current(&arn).await;
+        let version =
+            move_awscurrent_to_new_version(&sm, &arn, value.to_secret_json().expose()).await;
+        wait_for(
+            &format!("SecretSynced naming {version} (round {round})"),
+            Duration::from_secs(60),
+            || async {
+                let notes = sync_notes().await;
+                notes.iter().any(|n| n.contains(&version)).then_some(())
+            },
+        )
+        .await;
+        versions.push(version);
+    }
+    // The first Event still names the first version: a new Event, not a rewritten one.
+    let notes = sync_notes().await;
+    for v in &versions {
+        assert!(
+            notes.iter().any(|n| n.contains(v.as_str())),
+            "{v} in {notes:?}"
+        );
+    }
 }
 
 #[tokio::test]

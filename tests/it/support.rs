@@ -818,6 +818,32 @@ impl Ground {
         .await
     }
 
+    /// Asserts the kstatus summary: `Ready`, `Reconciling` and `Stalled` as given, all three
+    /// with one reason and the object's generation observed.
+    pub fn assert_kstatus(
+        what: &str,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        generation: Option<i64>,
+        expected: [(&str, &str); 3],
+    ) {
+        let reason = conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| &c.reason);
+        for (type_, status) in expected {
+            let c = conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .unwrap_or_else(|| panic!("{what}: no {type_} in {conditions:?}"));
+            assert_eq!(c.status, status, "{what}: {type_} in {conditions:?}");
+            assert_eq!(Some(&c.reason), reason, "{what}: {type_} reason");
+            assert_eq!(
+                c.observed_generation, generation,
+                "{what}: {type_} generation"
+            );
+        }
+    }
+
     pub async fn wait_ready(&self, ns: &str, name: &str) -> RdsCredential {
         self.wait_condition(ns, name, "Ready", "True", Duration::from_secs(60))
             .await

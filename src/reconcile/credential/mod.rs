@@ -147,12 +147,27 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
         Ok(()) => {
-            p.condition(READY, true, Reason::Ready, ready_message(cred, &p.status));
+            let message = ready_message(cred, &p.status);
+            conditions::set_summary(
+                &mut p.status.conditions,
+                conditions::Outcome::Ready,
+                Reason::Ready,
+                message,
+                p.generation,
+            );
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
         }
         Err(e) => {
-            p.condition(READY, false, e.reason(), e.to_string());
+            conditions::set_summary(
+                &mut p.status.conditions,
+                conditions::Outcome::NotReady {
+                    needs_person: e.needs_person(),
+                },
+                e.reason(),
+                e.to_string(),
+                p.generation,
+            );
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "False");
             let before = conditions::get(&old.conditions, READY)
@@ -383,8 +398,15 @@ fn user_plan(cred: &RdsCredential, db: &ResolvedDatabase) -> Result<UserPlan, Er
         grants: cred.spec.privileges.clone().unwrap_or_default(),
         roles: cred.spec.roles.clone().unwrap_or_default(),
     };
-    plan.validate(db.engine)
-        .map_err(|e| Error::refused(Reason::InvalidUser, e.to_string()))?;
+    // One reason per kind of problem: a grant or role the engine refuses is InvalidPrivileges
+    // (as the plan's own check says), a name InvalidUser.
+    plan.validate(db.engine).map_err(|e| {
+        let reason = match e {
+            crate::engine::DbError::InvalidGrant { .. } => Reason::InvalidPrivileges,
+            _ => Reason::InvalidUser,
+        };
+        Error::refused(reason, e.to_string())
+    })?;
     Ok(plan)
 }
 
