@@ -331,7 +331,8 @@ mod series_tests {
         let fresh = Duration::from_secs(1);
         let stale = SERIES_TTL + Duration::from_secs(1);
         // (open series: note and idle time, new note, continues)
-        let table: [(Option<(&str, Duration)>, &str, bool); 5] = [
+        type Row<'a> = (Option<(&'a str, Duration)>, &'a str, bool);
+        let table: [Row; 5] = [
             (None, "synced version v1", false),
             (
                 Some(("synced version v1", fresh)),

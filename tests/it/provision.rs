@@ -990,7 +990,7 @@ async fn sync_only_follows_the_rds_managed_master_secret() {
         "master secret resolved",
         Duration::from_secs(30),
         || async {
-            let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
+            let d = Api::<RdsDatabase>::all(g.client.clone())
                 .get(&db)
                 .await
                 .ok()?;
