@@ -245,25 +245,6 @@ fn is_ready(c: &RdsCredential) -> bool {
     })
 }
 
-async fn database_ready(g: &Ground, db: &str) {
-    wait_for(
-        &format!("RdsDatabase {db} Ready"),
-        Duration::from_secs(60),
-        || async {
-            let d = Api::<RdsDatabase>::all(g.client.clone())
-                .get(db)
-                .await
-                .ok()?;
-            d.status?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 /// Outside rotation as a Lambda or a person would do it: a new version with the same value
 /// (logins keep working), then AWSCURRENT moved to it. Returns the new version id.
 async fn outside_change(sm: &aws_sdk_secretsmanager::Client, id: &str) -> String {
@@ -325,8 +306,8 @@ async fn run(n: usize) {
         ],
     );
     let pid = controller.pid();
-    database_ready(&g, &pg_db).await;
-    database_ready(&g, &my_db).await;
+    g.wait_database_ready(&pg_db).await;
+    g.wait_database_ready(&my_db).await;
     // Settled before the first credential: the baseline for "per additional credential".
     tokio::time::sleep(poll * 2).await;
     let (_, rss_empty) = memory_kib(pid);

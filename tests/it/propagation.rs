@@ -822,19 +822,7 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     .await;
     let ns = admitted_namespace(&g).await;
     let (db, prefix) = g.database(&server, json!({})).await;
-    // Credentials created before their database is Ready would sit out an error backoff.
-    wait_for("database Ready", Duration::from_secs(30), || async {
-        let d = Api::<rdscred::crd::RdsDatabase>::all(g.client.clone())
-            .get(&db)
-            .await
-            .ok()?;
-        d.status?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    g.wait_database_ready(&db).await;
     let started = Instant::now();
     let run = unique("e");
     join_all((0..N).map(|i| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use kube::api::{Api, ListParams};
 use rdscred::context::Settings;
-use rdscred::crd::{RdsCredential, RdsDatabase};
+use rdscred::crd::RdsCredential;
 use serde_json::json;
 
 use crate::support::{DbServer, Ground, unique, wait_for};
@@ -54,21 +54,6 @@ fn credential_reconciles(g: &Ground) -> u64 {
         .sum::<f64>() as u64
 }
 
-async fn database_ready(g: &Ground, db: &str) {
-    wait_for("database Ready", Duration::from_secs(30), || async {
-        let d = Api::<RdsDatabase>::all(g.client.clone())
-            .get(db)
-            .await
-            .ok()?;
-        d.status?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
-}
-
 /// New credentials on both engines: each costs at most 3 Secrets Manager calls (today: a
 /// DescribeSecret that finds nothing and the CreateSecret; the metadata and the value of our
 /// own write are used instead of DescribeSecret and GetSecretValue after it), also counting
@@ -90,7 +75,7 @@ async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
     let mut dbs = Vec::new();
     for server in [DbServer::postgres(), DbServer::mariadb()] {
         let (db, prefix) = g.database(&server, json!({})).await;
-        database_ready(&g, &db).await;
+        g.wait_database_ready(&db).await;
         dbs.push((db, prefix));
     }
     let reconciles_before = credential_reconciles(&g);

@@ -844,6 +844,27 @@ impl Ground {
         }
     }
 
+    /// Waits (at most a minute) for RdsDatabase `db` to be Ready: credentials created before
+    /// that would sit out an error backoff.
+    pub async fn wait_database_ready(&self, db: &str) {
+        wait_for(
+            &format!("RdsDatabase {db} Ready"),
+            Duration::from_secs(60),
+            || async {
+                let d = Api::<RdsDatabase>::all(self.client.clone())
+                    .get(db)
+                    .await
+                    .ok()?;
+                d.status?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     pub async fn wait_ready(&self, ns: &str, name: &str) -> RdsCredential {
         self.wait_condition(ns, name, "Ready", "True", Duration::from_secs(60))
             .await
