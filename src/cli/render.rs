@@ -147,6 +147,12 @@ pub fn explain(v: &CredentialView) -> Vec<String> {
     }
     let held = unsettled(v);
     match &v.rotation {
+        RotationDue::Requested { value } if held.is_empty() => out.push(format!(
+            "rotation: requested ({value}); the next reconcile rotates (unless the minimum interval holds it)"
+        )),
+        RotationDue::Requested { value } => {
+            out.push(format!("rotation: requested ({value}), held: {}", held.join("; ")))
+        }
         RotationDue::NotScheduled => out.push("rotation: no schedule; rotates only on request".into()),
         RotationDue::InvalidSchedule { error } => out.push(format!("rotation: schedule is invalid: {error}")),
         RotationDue::ScheduledAt { at } => out.push(format!("rotation: not due; next at {at}")),

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::crd::{RdsCredential, RdsDatabase};
 use crate::reconcile::conditions;
-use crate::reconcile::credential::selector;
+use crate::reconcile::credential::{ROTATE_ANNOTATION, selector};
+use crate::reconcile::request::{Request, Trigger, due_request};
 use crate::schedule::{Due, RotationPlan};
 
 /// Whether the credential's namespace may use its database (the controller's admission rule).
@@ -31,10 +32,21 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "camelCase")]
 pub enum RotationDue {
+    /// A rotation request (the `rdscred.io/rotate-requested-at` annotation) not answered yet:
+    /// the next reconcile rotates unless something holds it.
+    Requested {
+        value: String,
+    },
     NotScheduled,
-    DueSince { since: String },
-    ScheduledAt { at: String },
-    InvalidSchedule { error: String },
+    DueSince {
+        since: String,
+    },
+    ScheduledAt {
+        at: String,
+    },
+    InvalidSchedule {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -150,6 +162,24 @@ fn admission(db: Option<&RdsDatabase>, ns_labels: Option<&BTreeMap<String, Strin
 /// The schedule the controller applies: the credential's rotation spec, else the database's
 /// defaults; "last" is the last rotation, else the credential's creation (as the gate does).
 fn rotation_due(cred: &RdsCredential, db: Option<&RdsDatabase>, now: Timestamp) -> RotationDue {
+    // A request first, decided like the controller does (reconcile::request::due_request).
+    let answered = cred
+        .status
+        .as_ref()
+        .and_then(|s| s.last_rotation_request.as_deref());
+    let annotation = cred
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROTATE_ANNOTATION))
+        .map(String::as_str);
+    if let Some(Request {
+        trigger: Trigger::Annotation,
+        value: Some(value),
+    }) = due_request(annotation, answered, false, true, None, false)
+    {
+        return RotationDue::Requested { value };
+    }
     let spec = cred
         .spec
         .rotation
@@ -245,6 +275,27 @@ pub(crate) mod tests {
         no_sel.spec.namespace_selector = None;
         let v = credential_view(&c, Some(&no_sel), Some(&ok), now());
         assert_eq!(v.admission, Admission::NoSelector);
+    }
+
+    #[test]
+    fn a_pending_request_comes_before_the_schedule() {
+        let daily = json!({"schedule": {"automaticallyAfterDays": 1}});
+        let mut c = cred(json!({"lastRotationRequest": "r1"}), daily);
+        let annotate = |c: &mut RdsCredential, v: &str| {
+            c.metadata.annotations = Some([(ROTATE_ANNOTATION.to_string(), v.to_string())].into());
+        };
+        // Answered already: the schedule decides.
+        annotate(&mut c, "r1");
+        assert!(!matches!(
+            credential_view(&c, None, None, now()).rotation,
+            RotationDue::Requested { .. }
+        ));
+        // Not answered yet: requested, whatever the schedule says.
+        annotate(&mut c, "r2");
+        assert_eq!(
+            credential_view(&c, None, None, now()).rotation,
+            RotationDue::Requested { value: "r2".into() }
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod support;
 
 mod access;
 mod aws;
+mod cli;
 mod concurrency;
 mod engine;
 mod events;
