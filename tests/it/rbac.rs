@@ -142,9 +142,20 @@ async fn namespaced_install_does_everything_under_its_roles() {
         .get(&db)
         .await
         .unwrap();
+    // The same about the credential, in the watched namespace (the namespaced Role): the
+    // controller's own series (a rotation's Events) all carry a note of their own.
+    let cred_obj = creds.get("app").await.unwrap();
     for _ in 0..2 {
         ctx.event(
             &db_obj,
+            kube::runtime::events::EventType::Normal,
+            "Checked",
+            "Verify",
+            "rbac test".into(),
+        )
+        .await;
+        ctx.event(
+            &cred_obj,
             kube::runtime::events::EventType::Normal,
             "Checked",
             "Verify",
