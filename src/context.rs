@@ -104,7 +104,6 @@ pub struct Context {
     pub aws: Aws,
     pub metrics: Metrics,
     pub settings: Settings,
-    pub recorder: Recorder,
     /// Reflector stores of the watched RdsCredentials (claims check, poller), set once the
     /// controllers are built.
     pub credentials: OnceLock<Vec<Store<RdsCredential>>>,
@@ -156,7 +155,6 @@ impl Context {
             controller: "rdscred".into(),
             instance,
         };
-        let recorder = Recorder::new(client.clone(), reporter.clone());
         Context {
             rotation_slots: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_rotations.max(1),
@@ -166,7 +164,6 @@ impl Context {
             aws,
             metrics,
             settings,
-            recorder,
             credentials: OnceLock::new(),
             admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),

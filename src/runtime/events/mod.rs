@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -473,20 +473,14 @@ impl<D: DescribeSecret> Consumer<'_, D> {
         let Some(reference) = &self.cfg.report_to else {
             return;
         };
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: "ConsumeEvents".into(),
-            secondary: None,
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = self.ctx.recorder.publish(&event, reference).await {
-            warn!(error = %e, reason, "could not publish event");
-        }
+        self.ctx
+            .event_on(reference, type_, reason, "ConsumeEvents", note)
+            .await;
     }
 }
 
