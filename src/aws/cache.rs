@@ -94,6 +94,15 @@ impl SecretCache {
             .map(|(_, m)| m.clone())
     }
 
+    /// The last known AWSCURRENT version of `id`, however old (without copying the rest).
+    pub fn known_current(&self, id: &str) -> Option<String> {
+        let inner = self.inner.lock().expect("secret cache");
+        inner
+            .entries
+            .get(id)
+            .and_then(|(_, m)| m.current_version().map(str::to_owned))
+    }
+
     /// The last metadata seen of `id` (name or ARN), however old.
     pub fn latest(&self, id: &str) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");

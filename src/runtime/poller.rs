@@ -156,11 +156,7 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         let scope = ctx.aws.scoped(region.as_deref(), role.as_deref()).await?;
         for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
             stats.secrets_seen += 1;
-            let seen_before = ctx
-                .secrets
-                .latest(&meta.arn)
-                .and_then(|m| m.current_version().map(str::to_owned));
-            ctx.secrets.remember(&meta);
+            let seen_before = remember(ctx, &meta);
             let cred = meta
                 .owner()
                 .and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
@@ -185,11 +181,7 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
             .await?;
         if let Some(meta) = scope.secrets.describe(&cred.spec.secret.name).await? {
             stats.secrets_seen += 1;
-            let seen_before = ctx
-                .secrets
-                .latest(&meta.arn)
-                .and_then(|m| m.current_version().map(str::to_owned));
-            ctx.secrets.remember(&meta);
+            let seen_before = remember(ctx, &meta);
             if poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref()) {
                 stats.triggered += 1;
                 trigger.send(cred);
@@ -197,6 +189,14 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         }
     }
     Ok(stats)
+}
+
+/// Puts what the poll saw into the secret cache; returns the AWSCURRENT the cache knew before
+/// (what "moved since we last saw it" compares with).
+fn remember(ctx: &Context, meta: &SecretMeta) -> Option<String> {
+    let before = ctx.secrets.known_current(&meta.arn);
+    ctx.secrets.remember(meta);
+    before
 }
 
 /// What the poll knows about one credential's secret.
