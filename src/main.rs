@@ -70,10 +70,10 @@ struct RunArgs {
     #[arg(long, env = "RDSCRED_MAX_CONCURRENT_ROTATIONS", default_value_t = defaults::MAX_CONCURRENT_ROTATIONS)]
     max_concurrent_rotations: usize,
     /// Bulk AWSCURRENT change poll interval.
-    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into(), value_parser = go_duration)]
+    #[arg(long, env = "RDSCRED_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL.into(), value_parser = go_period)]
     poll_interval: GoDuration,
     /// Default drift-check interval.
-    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into(), value_parser = go_duration)]
+    #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into(), value_parser = go_period)]
     drift_interval: GoDuration,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
     #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into(), value_parser = go_duration)]
@@ -110,11 +110,11 @@ struct RunArgs {
     leader_election_lease: String,
     /// How long the Lease stays valid without renewal: a standby takes over this long after
     /// the leader dies (at once when it shuts down gracefully).
-    #[arg(long, env = "RDSCRED_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, hide_short_help = true)]
+    #[arg(long, env = "RDSCRED_LEASE_DURATION", default_value = "15s", value_parser = parse_period, hide_short_help = true)]
     lease_duration: Duration,
     /// How often the leader renews the Lease and standbys try to take it; well below the
     /// lease duration.
-    #[arg(long, env = "RDSCRED_LEASE_RENEW_PERIOD", default_value = "5s", value_parser = parse_duration, hide_short_help = true)]
+    #[arg(long, env = "RDSCRED_LEASE_RENEW_PERIOD", default_value = "5s", value_parser = parse_period, hide_short_help = true)]
     lease_renew_period: Duration,
     /// Identity in the Lease and in Events (defaults to the pod name / hostname).
     #[arg(long, env = "POD_NAME")]
@@ -131,7 +131,7 @@ struct RunArgs {
     #[arg(long, env = "RDSCRED_EVENTS_ROLE_ARN")]
     events_role_arn: Option<String>,
     /// Bulk poll interval while events flow; --poll-interval applies while the queue cannot be read.
-    #[arg(long, env = "RDSCRED_EVENTS_BACKSTOP_INTERVAL", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, env = "RDSCRED_EVENTS_BACKSTOP_INTERVAL", default_value = "30m", value_parser = parse_period)]
     events_backstop_interval: Duration,
 }
 
@@ -196,6 +196,20 @@ where
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     go_duration(s).map(Duration::from)
+}
+
+/// The period of a loop (poll, drift check, lease renewal): a Go duration above zero. A zero
+/// period would spin the loop, one AWS or API call after another, with no pause.
+fn go_period(s: &str) -> Result<GoDuration, String> {
+    let parsed = go_duration(s)?;
+    if Duration::from(parsed).is_zero() {
+        return Err(format!("{s:?}: a period must be longer than zero"));
+    }
+    Ok(parsed)
+}
+
+fn parse_period(s: &str) -> Result<Duration, String> {
+    go_period(s).map(Duration::from)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -295,10 +309,8 @@ async fn run_controller(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !args.leader_elect
-            || (!args.lease_renew_period.is_zero()
-                && args.lease_renew_period < args.lease_duration),
-        "--lease-renew-period ({:?}) must be positive and shorter than --lease-duration ({:?})",
+        !args.leader_elect || args.lease_renew_period < args.lease_duration,
+        "--lease-renew-period ({:?}) must be shorter than --lease-duration ({:?})",
         args.lease_renew_period,
         args.lease_duration
     );
@@ -526,6 +538,12 @@ mod tests {
             "--lease-duration=-15s",
             "--poll-interval=300",
             "--poll-interval=5 m",
+            // A zero period spins its loop.
+            "--poll-interval=0s",
+            "--drift-interval=0",
+            "--lease-duration=0s",
+            "--lease-renew-period=0ms",
+            "--events-backstop-interval=0m",
         ] {
             assert!(
                 Cli::try_parse_from(["rdscred", "run", flag]).is_err(),

@@ -521,6 +521,10 @@ def test_network_policy_from_values():
         {"watchNamespaces": ["Team_A"]},
         {"serviceAccount": {"irsaRoleArn": "rdscred-role"}},
         {"pollInterval": "five minutes"},
+        # A zero period would spin the loop (the binary refuses it too).
+        {"pollInterval": "0s"},
+        {"driftInterval": "0m0s"},
+        {"events": {"backstopInterval": "0.0h"}},
         {"concurrency": 0},
         {"aws": {"region": "Europe"}},
         {"unknownKey": True},
