@@ -189,9 +189,19 @@ where
     let out = rt.block_on(async {
         let client = kube::Client::try_default().await?;
         anyhow::Ok(f(client).await?)
-    })?;
-    print!("{out}");
-    Ok(())
+    });
+    match out {
+        Ok(out) => {
+            print!("{out}");
+            Ok(())
+        }
+        // A person reads this: the error chain on one line, no backtrace (returning the error
+        // from main would print its Debug form, with a backtrace under RUST_BACKTRACE).
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

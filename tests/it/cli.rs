@@ -295,3 +295,45 @@ async fn status_and_explain_for_each_state_without_reading_a_secret() {
         "the viewer cannot read Secrets"
     );
 }
+
+/// The binary as a person runs it (`rdscred explain` / `kubectl rdscred explain`) when the
+/// answer is an error: one line on stderr saying what is wrong, exit code 1, and no backtrace
+/// even with RUST_BACKTRACE set (returning the error from main would print one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_says_why_in_one_line_without_a_backtrace() {
+    let g = Ground::new().await;
+    let (_, user) = viewer(&g).await;
+    let emulator = g.emulator.as_ref().expect("runs against the emulator");
+    let token = emulator.issue_token(UserInfo {
+        name: user,
+        groups: vec!["system:authenticated".into()],
+    });
+    let served = emulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = crate::runtime::Workdir::new();
+    let kubeconfig = crate::runtime::write_kubeconfig(&dir, &served.url(), &token);
+    let missing = unique("missing-");
+    let target = format!("default/{missing}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rdscred"))
+            .args(["explain", &target])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("run rdscred explain")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains(&missing),
+        "names what was not found: {stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}
