@@ -28,7 +28,10 @@ pub enum Outcome {
 }
 
 /// The kstatus summary of an outcome: `(ready, reconciling, stalled)`. kstatus semantics:
-/// Ready=True excludes the other two; Stalled and Reconciling are never both True.
+/// Stalled and Reconciling are never both True, and Stalled excludes Ready. A Ready credential
+/// may still report `Reconciling=True` afterwards, for work in progress that ends by itself (a
+/// due rotation waiting for rollouts): kstatus then reads it as in progress, and
+/// `kubectl wait --for=condition=Ready` still passes, since the credential works.
 pub fn summary(outcome: Outcome) -> (bool, bool, bool) {
     match outcome {
         Outcome::Ready => (true, false, false),

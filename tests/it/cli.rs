@@ -236,9 +236,27 @@ async fn status_and_explain_for_each_state_without_reading_a_secret() {
     let text = explained(&cli, &ns, "held", "rotation: requested (second), held:").await;
     assert!(text.contains("Deployment/web"), "{text}");
     assert!(text.contains("has not completed its rollout"), "{text}");
-    // The controller agrees: the second request waits.
-    let s = status(&g, &held).await;
+    // The controller agrees: the second request waits, as work in progress (kstatus
+    // Reconciling) on a credential that works (Ready).
+    let s = wait_for(
+        "Reconciling=True Waiting on held",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&g, &held).await;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.status == "True" && c.reason == "Waiting")
+                .then_some(s)
+        },
+    )
+    .await;
     assert_eq!(s.last_rotation_request.as_deref(), Some("first"), "{s:?}");
+    assert!(
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{s:?}"
+    );
 
     // The table lists every credential of the namespace with its state.
     let table = rdscred::cli::status(

@@ -1253,5 +1253,51 @@ async fn stuck_rollout_holds_the_next_alternating_rotation_and_is_reported() {
         logs_in(&server, &previous).await,
         "the user old pods run with keeps its password"
     );
+    // kstatus: the credential works (Ready) and the due rotation is work in progress that
+    // ends by itself (Reconciling, with the reason and the workload), not Stalled.
+    let s = status(&g, &c).await;
+    assert!(has_condition(&s, "Ready", "True", "Ready"), "{s:?}");
+    assert!(
+        has_condition(&s, "Reconciling", "True", "RolloutTimedOut"),
+        "{s:?}"
+    );
+    assert!(
+        condition(&s, "Reconciling")
+            .unwrap()
+            .message
+            .contains("api")
+    );
+    assert!(has_condition(&s, "Stalled", "False", "Ready"), "{s:?}");
+
+    // The Deployment controller finishes at last (status written as it would write it): the
+    // held rotation runs, and nothing is in progress any more.
+    let deployments = Api::<Deployment>::namespaced(g.client.clone(), &ns);
+    let d = deployments.get("api").await.unwrap();
+    deployments
+        .patch_status(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": {
+                "observedGeneration": d.metadata.generation,
+                "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            }})),
+        )
+        .await
+        .unwrap();
+    let s = wait_rotated(&g, &c, "r2").await;
+    let s = if has_condition(&s, "Reconciling", "False", "Ready") {
+        s
+    } else {
+        wait_for(
+            "Reconciling=False after the held rotation ran",
+            Duration::from_secs(60),
+            || async {
+                let s = status(&g, &c).await;
+                has_condition(&s, "Reconciling", "False", "Ready").then_some(s)
+            },
+        )
+        .await
+    };
+    assert!(has_condition(&s, "Ready", "True", "Ready"), "{s:?}");
     drop_users(&server, &c).await;
 }

@@ -57,6 +57,10 @@ pub(super) struct Blocked {
     pub reason: Reason,
     pub message: String,
     pub retry: Duration,
+    /// The wait is work in progress (kstatus `Reconciling`): the rotation goes on as soon as
+    /// a rollout or the Secret sync it waits for is done. A minimum interval is not: that is
+    /// a time in the future, like the schedule's next rotation.
+    pub in_progress: bool,
 }
 
 /// Why a due rotation must wait, if it must: AWSCURRENT not yet in the Kubernetes Secret (its
@@ -84,6 +88,7 @@ pub(super) fn rotation_blocked(
                 "AWSCURRENT version {current_version} is not in the Kubernetes Secret yet; its workloads are rolled first"
             ),
             retry: Duration::from_secs(1),
+            in_progress: true,
         });
     }
     let min = spec
@@ -97,6 +102,7 @@ pub(super) fn rotation_blocked(
                 reason: Reason::Waiting,
                 message: format!("minimum interval between rotations: next allowed at {earliest}"),
                 retry: until(now, earliest),
+                in_progress: false,
             });
         }
     }
@@ -128,6 +134,7 @@ pub(super) fn rotation_blocked(
                     // The wait ends with the rollout: look again soon, so the next rotation
                     // starts within about a second of it.
                     retry: (timeout - waited).min(Duration::from_millis(500)),
+                    in_progress: true,
                 }
             } else {
                 Blocked {
@@ -140,6 +147,10 @@ pub(super) fn rotation_blocked(
                         timeout.as_secs()
                     ),
                     retry: Duration::from_secs(30),
+                    // Still waiting: the rotation goes on when the rollout finishes (the
+                    // Warning Event says it is late; a stuck rollout is the workload's
+                    // problem, and the credential itself works).
+                    in_progress: true,
                 }
             });
         }
@@ -313,6 +324,11 @@ mod tests {
                         b.message
                     );
                     assert!(b.retry > Duration::ZERO, "{what}: a wait is retried");
+                    // kstatus Reconciling: waiting for a sync or a rollout is work in
+                    // progress; a minimum interval is a time in the future.
+                    let interval =
+                        text.contains("minimum interval") || text.contains("next allowed");
+                    assert_eq!(b.in_progress, !interval, "{what}: in progress");
                 }
                 _ => panic!("{what}: got {:?}", got.as_ref().map(|b| &b.message)),
             }

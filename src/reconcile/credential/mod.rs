@@ -100,6 +100,10 @@ struct Progress {
     /// What status holds in the API server and at which resourceVersion: every write is
     /// guarded by it.
     base: StatusBase,
+    /// Work in progress that ends by itself while the credential is Ready (a due rotation
+    /// waiting for rollouts or a rotation slot): reported as kstatus `Reconciling=True` with
+    /// this reason and message.
+    in_progress: Option<(Reason, String)>,
 }
 
 impl Progress {
@@ -143,6 +147,7 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         generation: cred.metadata.generation,
         requeue: ctx.settings.drift_interval,
         base: StatusBase::of(cred),
+        in_progress: None,
     };
     let result = apply_steps(cred, ctx, &mut p).await;
     match &result {
@@ -155,6 +160,16 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
                 message,
                 p.generation,
             );
+            if let Some((reason, message)) = p.in_progress.take() {
+                conditions::set(
+                    &mut p.status.conditions,
+                    conditions::RECONCILING,
+                    true,
+                    reason,
+                    message,
+                    p.generation,
+                );
+            }
             ctx.metrics
                 .set_credential_ready(&ns_of(cred), &cred.name_any(), "True");
         }

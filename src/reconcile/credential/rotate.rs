@@ -292,6 +292,9 @@ pub(super) async fn maybe_rotate(
             )
             .await;
         }
+        if blocked.in_progress {
+            p.in_progress = Some((blocked.reason, blocked.message.clone()));
+        }
         p.condition(ROTATING, false, blocked.reason, blocked.message);
         if blocked.retry < Duration::from_secs(1) {
             p.requeue_soon(blocked.retry);
@@ -301,6 +304,10 @@ pub(super) async fn maybe_rotate(
         return Ok(None);
     }
     let Ok(_slot) = ctx.rotation_slots.clone().try_acquire_owned() else {
+        p.in_progress = Some((
+            Reason::Queued,
+            "a due rotation is waiting for a rotation slot".into(),
+        ));
         p.condition(
             ROTATING,
             false,
