@@ -147,6 +147,19 @@ def test_ready_with_false_kstatus_conditions_is_healthy(kind, tmp_path):
 
 
 @needs_lua
+def test_ready_while_a_rotation_waits_for_rollouts_is_progressing(tmp_path):
+    # What the controller writes: the credential works (Ready) while a due rotation waits.
+    st = {"observedGeneration": 2, "conditions": [
+        cond("Ready", "True", "Ready", "ok"),
+        cond("Reconciling", "True", "Waiting", "waiting for Deployment api to finish rolling out"),
+        cond("Stalled", "False", "Ready", "ok"),
+        cond("Rotating", "False", "Waiting", "waiting for Deployment api to finish rolling out"),
+    ]}
+    assert health(obj("RdsCredential", status=st), tmp_path) == (
+        "Progressing", "Waiting: waiting for Deployment api to finish rolling out")
+
+
+@needs_lua
 def test_stalled_wins_over_a_stale_reconciling(tmp_path):
     # Never both True from rdscred; if a hand-edited status says so, a person is asked for.
     st = {"observedGeneration": 2, "conditions": kstatus("False", "InvalidSpec", "bad", "True", "True")}
