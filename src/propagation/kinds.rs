@@ -47,9 +47,13 @@ pub fn rollout_restart_complete(rollout: &Value) -> bool {
 pub fn job_may_hold_previous(job: &Value, key: &str, version_id: &str) -> bool {
     let status = &job["status"];
     let finished = status["completionTime"].is_string()
-        || status["conditions"].as_array().into_iter().flatten().any(|c| {
-            matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
-        });
+        || status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
+            });
     let carried = job["spec"]["template"]["metadata"]["annotations"][key].as_str();
     !finished && carried != Some(version_id)
 }
@@ -144,15 +148,36 @@ mod tests {
         let done = json!({ "succeeded": 1, "completionTime": "2026-12-02T12:05:00Z",
             "conditions": [{ "type": "Complete", "status": "True" }] });
         let failed = json!({ "failed": 1, "conditions": [{ "type": "Failed", "status": "True" }] });
-        let not_failed = json!({ "active": 1, "conditions": [{ "type": "Failed", "status": "False" }] });
+        let not_failed =
+            json!({ "active": 1, "conditions": [{ "type": "Failed", "status": "False" }] });
         let table: &[(&str, Value, bool)] = &[
-            ("running, started from the rolled template", job(Some("v2"), running.clone()), false),
-            ("running, from the template before the roll", job(Some("v1"), running.clone()), true),
-            ("running, from a template rdscred never annotated", job(None, running), true),
+            (
+                "running, started from the rolled template",
+                job(Some("v2"), running.clone()),
+                false,
+            ),
+            (
+                "running, from the template before the roll",
+                job(Some("v1"), running.clone()),
+                true,
+            ),
+            (
+                "running, from a template rdscred never annotated",
+                job(None, running),
+                true,
+            ),
             ("finished before the switch", job(Some("v1"), done), false),
             ("failed (no more pods)", job(Some("v1"), failed), false),
-            ("a False Failed condition is not finished", job(Some("v1"), not_failed), true),
-            ("no status yet (just created)", job(Some("v1"), json!({})), true),
+            (
+                "a False Failed condition is not finished",
+                job(Some("v1"), not_failed),
+                true,
+            ),
+            (
+                "no status yet (just created)",
+                job(Some("v1"), json!({})),
+                true,
+            ),
         ];
         for (what, j, want) in table {
             assert_eq!(job_may_hold_previous(j, key, "v2"), *want, "{what}");

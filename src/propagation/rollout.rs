@@ -17,7 +17,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ObjectReference, PodSpec, PodTemplateSpec};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -388,7 +390,13 @@ async fn dependents(
     if policy == RolloutPolicy::None {
         return Ok(Vec::new());
     }
-    for r in cred.spec.workloads.refs.iter().filter(|r| !kinds.enabled(r.kind)) {
+    for r in cred
+        .spec
+        .workloads
+        .refs
+        .iter()
+        .filter(|r| !kinds.enabled(r.kind))
+    {
         warn!(kind = ?r.kind, workload = %r.name, "workload ref of a kind this controller does not roll (not enabled); skipped");
     }
     let all = list_workloads(client, kinds, ns).await?;
@@ -480,10 +488,8 @@ async fn list_workloads(
             .list(&lp)
             .await?
         {
-            let template = serde_json::from_value::<PodTemplateSpec>(
-                r.data["spec"]["template"].clone(),
-            )
-            .ok();
+            let template =
+                serde_json::from_value::<PodTemplateSpec>(r.data["spec"]["template"].clone()).ok();
             let mut w = Workload {
                 kind: WorkloadKind::Rollout,
                 name: r.name_any(),
