@@ -14,7 +14,7 @@ use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
 use crate::engine::AdminLogins;
-use crate::propagation::rollout::RolloutLimiter;
+use crate::propagation::rollout::{RolloutLimiter, WorkloadKinds};
 use crate::telemetry::Metrics;
 
 /// Controller-wide settings (from flags/env).
@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_concurrent_rotations: usize,
     /// Cluster-wide workload rollouts per minute.
     pub rollouts_per_minute: u32,
+    /// The optional workload kinds listed and rolled (CronJobs, Argo Rollouts).
+    pub workload_kinds: WorkloadKinds,
     /// Minimum time between two rotations of one credential when the spec does not say.
     pub default_min_rotation_interval: Duration,
     /// How long a rotation waits for dependent rollouts when the spec does not say.
@@ -90,6 +92,7 @@ impl Default for Settings {
             database_recheck_interval: defaults::DATABASE_RECHECK_INTERVAL,
             max_concurrent_rotations: defaults::MAX_CONCURRENT_ROTATIONS,
             rollouts_per_minute: defaults::ROLLOUTS_PER_MINUTE,
+            workload_kinds: WorkloadKinds::default(),
             default_min_rotation_interval: defaults::MIN_ROTATION_INTERVAL,
             default_rollout_timeout: defaults::ROLLOUT_TIMEOUT,
             controller_role_arn: None,

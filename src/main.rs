@@ -17,6 +17,7 @@ use rdscred::aws::{ApiCalls, Aws, AwsSettings};
 use rdscred::context::{Context, Settings, defaults};
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
+use rdscred::propagation::rollout::WorkloadKinds;
 use rdscred::runtime::controller::{self, Scope};
 use rdscred::runtime::events::EventsConfig;
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
@@ -85,6 +86,14 @@ struct RunArgs {
     controller_role_arn: Option<String>,
     #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = defaults::ROLLOUTS_PER_MINUTE)]
     rollouts_per_minute: u32,
+    /// Roll CronJobs (their job template) and wait for their running Jobs; needs RBAC on
+    /// batch cronjobs (get, list, patch) and jobs (get). `--cronjobs=false` never lists them.
+    #[arg(long, env = "RDSCRED_CRONJOBS", default_value_t = WorkloadKinds::default().cron_jobs, action = clap::ArgAction::Set)]
+    cronjobs: bool,
+    /// Roll Argo Rollouts (argoproj.io/v1alpha1, by spec.restartAt); needs their CRD and RBAC
+    /// on argoproj.io rollouts (get, list, patch). Off: never listed.
+    #[arg(long, env = "RDSCRED_ARGO_ROLLOUTS", default_value_t = WorkloadKinds::default().argo_rollouts, action = clap::ArgAction::Set)]
+    argo_rollouts: bool,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     aws_region: String,
     /// AWS endpoint override (local emulators only).
@@ -486,6 +495,10 @@ fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
         drift_interval: args.drift_interval.into(),
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,
+        workload_kinds: WorkloadKinds {
+            cron_jobs: args.cronjobs,
+            argo_rollouts: args.argo_rollouts,
+        },
         default_min_rotation_interval: args.min_rotation_interval.into(),
         controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
         ..Settings::default()
@@ -534,6 +547,28 @@ mod tests {
             format!("{:?}", settings_from(&args, None)),
             format!("{:?}", Settings::default())
         );
+    }
+
+    /// The optional workload kinds: flags and `=false`; an almost-valid value is refused.
+    #[test]
+    fn workload_kind_flags() {
+        let kinds = |flags: &[&str]| {
+            let mut argv = vec!["rdscred", "run"];
+            argv.extend(flags);
+            Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Run(args) => settings_from(&args, None).workload_kinds,
+                _ => panic!("run parses as Run"),
+            })
+        };
+        let on = |cron_jobs, argo_rollouts| WorkloadKinds {
+            cron_jobs,
+            argo_rollouts,
+        };
+        assert_eq!(kinds(&[]).unwrap(), on(true, false));
+        assert_eq!(kinds(&["--argo-rollouts=true"]).unwrap(), on(true, true));
+        assert_eq!(kinds(&["--cronjobs=false"]).unwrap(), on(false, false));
+        assert!(kinds(&["--argo-rollouts=yes"]).is_err());
+        assert!(kinds(&["--cronjobs"]).is_err(), "a value is required");
     }
 
     /// Almost-valid durations are refused, not read as something else: Go's sign would be

@@ -246,7 +246,8 @@ pub struct WorkloadsSpec {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum RolloutPolicy {
-    /// Deployments, StatefulSets and DaemonSets whose pod template references the Secret.
+    /// Deployments, StatefulSets, DaemonSets, CronJobs and (when enabled) Argo Rollouts whose
+    /// pod template references the Secret.
     #[default]
     Auto,
     Explicit,
@@ -265,6 +266,11 @@ pub enum WorkloadKind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// batch/v1: the job template is annotated, so the next Job starts on the new value.
+    CronJob,
+    /// Argo Rollouts (argoproj.io/v1alpha1), restarted by `spec.restartAt` (no new revision,
+    /// no canary analysis). Only when the controller runs with `--argo-rollouts`.
+    Rollout,
 }
 
 /// Observed state of an RdsCredential. Never holds a secret value.

@@ -1,7 +1,6 @@
 //! Kind-specific restart decisions for Argo Rollouts and CronJobs (issue 16), as pure
-//! functions on the objects' JSON so they are table-tested without a cluster. Not wired into
-//! [`rollout`](super::rollout) yet: the Rollout/CronJob listing, RBAC and emulator support
-//! are still to come (see the issue-16c report).
+//! functions on the objects' JSON so they are table-tested without a cluster;
+//! [`rollout`](super::rollout) lists, patches and waits with them.
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -38,6 +37,25 @@ pub fn rollout_restart_complete(rollout: &Value) -> bool {
         return false;
     };
     done >= requested && rollout_healthy(rollout)
+}
+
+/// Whether an active Job of a CronJob may still run with a credential older than `version_id`:
+/// it has not finished, and its pod template does not carry `version_id` under the version
+/// annotation `key` (Jobs copy the CronJob's job template, so a Job created after the CronJob
+/// was rolled carries it; any other was started before the switch). A restart of a CronJob is
+/// its patch; what the alternating-users wait waits for is these Jobs finishing.
+pub fn job_may_hold_previous(job: &Value, key: &str, version_id: &str) -> bool {
+    let status = &job["status"];
+    let finished = status["completionTime"].is_string()
+        || status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
+            });
+    let carried = job["spec"]["template"]["metadata"]["annotations"][key].as_str();
+    !finished && carried != Some(version_id)
 }
 
 fn rollout_healthy(rollout: &Value) -> bool {
@@ -113,6 +131,56 @@ mod tests {
         ];
         for (what, r, want) in table {
             assert_eq!(rollout_restart_complete(r), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn which_jobs_of_a_cronjob_hold_the_previous_credential() {
+        let key = "app-db.rdscred.io/version-id";
+        let job = |carried: Option<&str>, status: Value| {
+            let mut j = json!({ "spec": { "template": { "metadata": {} } }, "status": status });
+            if let Some(v) = carried {
+                j["spec"]["template"]["metadata"]["annotations"] = json!({ key: v });
+            }
+            j
+        };
+        let running = json!({ "active": 1, "startTime": "2026-12-02T12:00:00Z" });
+        let done = json!({ "succeeded": 1, "completionTime": "2026-12-02T12:05:00Z",
+            "conditions": [{ "type": "Complete", "status": "True" }] });
+        let failed = json!({ "failed": 1, "conditions": [{ "type": "Failed", "status": "True" }] });
+        let not_failed =
+            json!({ "active": 1, "conditions": [{ "type": "Failed", "status": "False" }] });
+        let table: &[(&str, Value, bool)] = &[
+            (
+                "running, started from the rolled template",
+                job(Some("v2"), running.clone()),
+                false,
+            ),
+            (
+                "running, from the template before the roll",
+                job(Some("v1"), running.clone()),
+                true,
+            ),
+            (
+                "running, from a template rdscred never annotated",
+                job(None, running),
+                true,
+            ),
+            ("finished before the switch", job(Some("v1"), done), false),
+            ("failed (no more pods)", job(Some("v1"), failed), false),
+            (
+                "a False Failed condition is not finished",
+                job(Some("v1"), not_failed),
+                true,
+            ),
+            (
+                "no status yet (just created)",
+                job(Some("v1"), json!({})),
+                true,
+            ),
+        ];
+        for (what, j, want) in table {
+            assert_eq!(job_may_hold_previous(j, key, "v2"), *want, "{what}");
         }
     }
 

@@ -1,20 +1,76 @@
 //! Rolling the workloads that read a credential's Secret, the way `kubectl rollout restart`
 //! does (a pod-template annotation), with the AWSCURRENT version id in the annotation so a
 //! repeated reconcile is a no-op. Rate-limited cluster-wide.
+//!
+//! Per kind (see [`kinds`](super::kinds)): Deployments, StatefulSets and DaemonSets get the
+//! pod-template annotations; a CronJob its job template's (the next Job starts on the new
+//! value; Jobs already running are waited for, not restarted); an Argo Rollout gets
+//! `spec.restartAt` (Argo replaces the pods without a new revision, so no canary analysis)
+//! with the version recorded in the Rollout's own annotations, never its pod template.
+//! Only the kinds enabled in [`WorkloadKinds`] are listed (the chart grants no others).
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ObjectReference, PodSpec, PodTemplateSpec};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
-use tracing::info;
+use serde_json::{Value, json};
+use tracing::{info, warn};
 
 use super::PropagationError as Error;
 use super::discovery::{opted_out, pod_spec_references_secret};
+use super::kinds;
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
+
+/// The field manager of every workload patch (`kubectl get -o yaml --show-managed-fields`
+/// names rdscred as the writer of the restart fields).
+pub const FIELD_MANAGER: &str = "rdscred";
+
+/// The optional workload kinds the controller lists and rolls (`--cronjobs`,
+/// `--argo-rollouts`); Deployments, StatefulSets and DaemonSets always. A disabled kind is
+/// never requested (the chart grants it only when enabled), and explicit refs to it are
+/// skipped with a warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadKinds {
+    pub cron_jobs: bool,
+    pub argo_rollouts: bool,
+}
+
+impl Default for WorkloadKinds {
+    /// CronJobs are core and cheap to list; Argo Rollouts need their CRD installed.
+    fn default() -> Self {
+        WorkloadKinds {
+            cron_jobs: true,
+            argo_rollouts: false,
+        }
+    }
+}
+
+impl WorkloadKinds {
+    pub fn enabled(self, kind: WorkloadKind) -> bool {
+        match kind {
+            WorkloadKind::Deployment | WorkloadKind::StatefulSet | WorkloadKind::DaemonSet => true,
+            WorkloadKind::CronJob => self.cron_jobs,
+            WorkloadKind::Rollout => self.argo_rollouts,
+        }
+    }
+}
+
+/// `argoproj.io/v1alpha1` Rollout, read and patched as JSON (no Rust type of it is needed
+/// beyond what [`kinds`] reads).
+fn rollout_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    )
+}
 
 /// Pod-template annotation that records when rdscred restarted the workload.
 pub const RESTARTED_AT_ANNOTATION: &str = "rdscred.io/restartedAt";
@@ -67,27 +123,47 @@ impl RolloutLimiter {
     }
 }
 
-/// A workload of one of the three kinds, reduced to what rollouts need.
+/// A workload of one of the kinds, reduced to what rollouts need.
 struct Workload {
     kind: WorkloadKind,
     name: String,
-    template: PodTemplateSpec,
+    /// The pod spec its pods run (a Rollout with `workloadRef`: the referenced Deployment's).
+    pod_spec: Option<PodSpec>,
+    /// Where rdscred records what it rolled: the pod template's annotations; for a Rollout its
+    /// own metadata annotations (its pod template is left alone).
+    recorded: BTreeMap<String, String>,
     opted_out: bool,
     reference: ObjectReference,
-    /// Its rollout status says done (see [`deployment_complete`] and siblings).
+    /// Its rollout status says done (see [`deployment_complete`] and siblings). For a
+    /// CronJob: patched is done; its running Jobs are checked by [`settled`].
     complete: bool,
+    /// A CronJob's `status.active` Jobs.
+    active_jobs: Vec<String>,
+    /// A Deployment that an Argo Rollout's `workloadRef` uses as its pod template: restarting
+    /// the Rollout restarts its pods; patching the Deployment's template would be a new
+    /// Rollout revision (a canary), so it is never rolled itself.
+    template_of_rollout: bool,
 }
 
 impl Workload {
-    /// One annotation of its pod template (where rollouts record what they rolled).
-    fn template_annotation(&self, key: &str) -> Option<&str> {
-        self.template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
+    /// One annotation where rollouts record what they rolled.
+    fn recorded_annotation(&self, key: &str) -> Option<&str> {
+        self.recorded.get(key).map(String::as_str)
     }
+}
+
+/// An object read from the API as JSON (what [`kinds`] decides on); serializing what was
+/// just deserialized cannot fail.
+fn to_json<T: serde::Serialize>(obj: &T) -> Value {
+    serde_json::to_value(obj).unwrap_or_default()
+}
+
+fn template_parts(t: Option<PodTemplateSpec>) -> (Option<PodSpec>, BTreeMap<String, String>) {
+    let t = t.unwrap_or_default();
+    (
+        t.spec,
+        t.metadata.and_then(|m| m.annotations).unwrap_or_default(),
+    )
 }
 
 /// A dependent that may still run pods started before AWSCURRENT reached its Secret.
@@ -112,18 +188,22 @@ pub struct Unsettled {
 /// rotation, whatever its rollout state.
 pub async fn first_unsettled(
     client: &Client,
+    kinds: WorkloadKinds,
     cred: &RdsCredential,
     secret_name: &str,
     version_id: &str,
 ) -> Result<Option<Unsettled>, Error> {
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
-    for w in dependents(client, cred, &ns, secret_name).await? {
-        let carried = w.template_annotation(&key);
+    for w in dependents(client, kinds, cred, &ns, secret_name).await? {
+        let carried = w.recorded_annotation(&key);
         let restarted_at = w
-            .template_annotation(RESTARTED_AT_ANNOTATION)
+            .recorded_annotation(RESTARTED_AT_ANNOTATION)
             .and_then(|t| t.parse().ok());
-        if let Some(rolled) = holds_rotation(carried, w.complete, version_id) {
+        let complete = w.complete
+            && (carried != Some(version_id)
+                || settled(client, &ns, &w.active_jobs, &key, version_id).await?);
+        if let Some(rolled) = holds_rotation(carried, complete, version_id) {
             return Ok(Some(Unsettled {
                 kind: w.kind,
                 name: w.name,
@@ -162,6 +242,7 @@ pub struct Rolls {
 /// failure, or when the cluster-wide rate limit (`limiter`) leaves dependents for later.
 pub async fn roll_dependents(
     client: &Client,
+    kinds: WorkloadKinds,
     limiter: &RolloutLimiter,
     cred: &RdsCredential,
     secret_name: &str,
@@ -171,7 +252,7 @@ pub async fn roll_dependents(
     let mut rolls = Rolls::default();
     let ns = cred.namespace().unwrap_or_default();
     let key = version_annotation(secret_name);
-    let dependents = match dependents(client, cred, &ns, secret_name).await {
+    let dependents = match dependents(client, kinds, cred, &ns, secret_name).await {
         Ok(d) => d,
         Err(e) => {
             rolls.failed = Some(e);
@@ -179,7 +260,7 @@ pub async fn roll_dependents(
         }
     };
     for w in dependents {
-        if w.template_annotation(&key) == Some(version_id) {
+        if w.recorded_annotation(&key) == Some(version_id) {
             continue;
         }
         if let Err(wait) = limiter.try_acquire() {
@@ -187,11 +268,9 @@ pub async fn roll_dependents(
             rolls.wait = Some(wait);
             return rolls;
         }
-        let now = Timestamp::now().to_string();
-        let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
-            key.as_str(): version_id,
-            RESTARTED_AT_ANNOTATION: now,
-        }}}}});
+        let at = Timestamp::now();
+        let now = at.to_string();
+        let patch = restart_patch(w.kind, &key, version_id, at);
         if let Err(e) = patch_workload(client, &ns, w.kind, &w.name, &patch).await {
             rolls.failed = Some(e);
             return rolls;
@@ -213,6 +292,46 @@ pub async fn roll_dependents(
     rolls
 }
 
+/// The patch that restarts a workload of `kind` for `version_id` and records it (the version
+/// under `key`, the time under [`RESTARTED_AT_ANNOTATION`]) where [`first_unsettled`] and the
+/// next roll read it back.
+fn restart_patch(kind: WorkloadKind, key: &str, version_id: &str, at: Timestamp) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(key.into(), json!(version_id));
+    annotations.insert(RESTARTED_AT_ANNOTATION.into(), json!(at.to_string()));
+    match kind {
+        WorkloadKind::Deployment | WorkloadKind::StatefulSet | WorkloadKind::DaemonSet => {
+            json!({ "spec": { "template": { "metadata": { "annotations": annotations } } } })
+        }
+        WorkloadKind::CronJob => kinds::cronjob_restart_patch(&annotations),
+        WorkloadKind::Rollout => {
+            let mut p = kinds::rollout_restart_patch(at);
+            p["metadata"] = json!({ "annotations": annotations });
+            p
+        }
+    }
+}
+
+/// A CronJob's running Jobs: none of them may still run from a job template older than
+/// `version_id` (see [`kinds::job_may_hold_previous`]). A Job already gone has finished.
+async fn settled(
+    client: &Client,
+    ns: &str,
+    active_jobs: &[String],
+    key: &str,
+    version_id: &str,
+) -> Result<bool, Error> {
+    let api = Api::<Job>::namespaced(client.clone(), ns);
+    for name in active_jobs {
+        if let Some(job) = api.get_opt(name).await?
+            && kinds::job_may_hold_previous(&to_json(&job), key, version_id)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Whether a dependent holds the next rotation, from its own pod template and rollout
 /// status (see [`first_unsettled`]): `Some(rolled)` when it does (`rolled`: it carries
 /// `version_id` but has not finished rolling out; not rolled: it carries an older version),
@@ -223,16 +342,23 @@ fn holds_rotation(carried: Option<&str>, complete: bool, version_id: &str) -> Op
     (!rolled || !complete).then_some(rolled)
 }
 
-/// Marks rollouts that finished. Returns true while some are still in progress.
+/// Marks rollouts that finished (a CronJob: no Job started before its roll still runs).
+/// Returns true while some are still in progress. A kind no longer enabled cannot be read
+/// (no RBAC for it): it counts as done, like a workload that no longer exists.
 pub async fn observe_completion(
     client: &Client,
+    kinds: WorkloadKinds,
     cred: &RdsCredential,
+    secret_name: &str,
     rolled: &mut [RolledWorkload],
 ) -> Result<bool, Error> {
     let ns = cred.namespace().unwrap_or_default();
+    let key = version_annotation(secret_name);
     let mut pending = false;
     for w in rolled.iter_mut().filter(|w| w.completed_at.is_none()) {
-        if rollout_complete(client, &ns, w.kind, &w.name).await? {
+        if !kinds.enabled(w.kind)
+            || rollout_complete(client, &ns, w.kind, &w.name, &key, &w.version_id).await?
+        {
             w.completed_at = Some(Timestamp::now().to_string());
         } else {
             pending = true;
@@ -247,12 +373,15 @@ pub fn kind_name(kind: WorkloadKind) -> &'static str {
         WorkloadKind::Deployment => "Deployment",
         WorkloadKind::StatefulSet => "StatefulSet",
         WorkloadKind::DaemonSet => "DaemonSet",
+        WorkloadKind::CronJob => "CronJob",
+        WorkloadKind::Rollout => "Rollout",
     }
 }
 
 /// Discovered (policy auto) plus explicit workloads, minus opted-out ones.
 async fn dependents(
     client: &Client,
+    kinds: WorkloadKinds,
     cred: &RdsCredential,
     ns: &str,
     secret_name: &str,
@@ -261,7 +390,16 @@ async fn dependents(
     if policy == RolloutPolicy::None {
         return Ok(Vec::new());
     }
-    let all = list_workloads(client, ns).await?;
+    for r in cred
+        .spec
+        .workloads
+        .refs
+        .iter()
+        .filter(|r| !kinds.enabled(r.kind))
+    {
+        warn!(kind = ?r.kind, workload = %r.name, "workload ref of a kind this controller does not roll (not enabled); skipped");
+    }
+    let all = list_workloads(client, kinds, ns).await?;
     let explicit = |w: &Workload| {
         cred.spec
             .workloads
@@ -271,19 +409,22 @@ async fn dependents(
     };
     Ok(all
         .into_iter()
-        .filter(|w| !w.opted_out)
+        .filter(|w| !w.opted_out && !w.template_of_rollout)
         .filter(|w| {
             explicit(w)
                 || (policy == RolloutPolicy::Auto
-                    && w.template
-                        .spec
+                    && w.pod_spec
                         .as_ref()
                         .is_some_and(|s| pod_spec_references_secret(s, secret_name)))
         })
         .collect())
 }
 
-async fn list_workloads(client: &Client, ns: &str) -> Result<Vec<Workload>, Error> {
+async fn list_workloads(
+    client: &Client,
+    kinds: WorkloadKinds,
+    ns: &str,
+) -> Result<Vec<Workload>, Error> {
     let lp = ListParams::default();
     let mut out = Vec::new();
     for d in Api::<Deployment>::namespaced(client.clone(), ns)
@@ -319,6 +460,59 @@ async fn list_workloads(client: &Client, ns: &str) -> Result<Vec<Workload>, Erro
             daemonset_complete(&d),
         ));
     }
+    if kinds.cron_jobs {
+        for c in Api::<CronJob>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await?
+        {
+            let template = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.job_template.spec.as_ref())
+                .map(|s| s.template.clone());
+            let mut w = workload(WorkloadKind::CronJob, &c, template, true);
+            w.active_jobs = c
+                .status
+                .as_ref()
+                .and_then(|s| s.active.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.name.clone())
+                .collect();
+            out.push(w);
+        }
+    }
+    if kinds.argo_rollouts {
+        let ar = rollout_resource();
+        for r in Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+            .list(&lp)
+            .await?
+        {
+            let template =
+                serde_json::from_value::<PodTemplateSpec>(r.data["spec"]["template"].clone()).ok();
+            let mut w = Workload {
+                kind: WorkloadKind::Rollout,
+                name: r.name_any(),
+                pod_spec: template.and_then(|t| t.spec),
+                recorded: r.metadata.annotations.clone().unwrap_or_default(),
+                opted_out: opted_out(&r.metadata),
+                reference: r.object_ref(&ar),
+                complete: kinds::rollout_restart_complete(&to_json(&r)),
+                active_jobs: Vec::new(),
+                template_of_rollout: false,
+            };
+            let by_ref = &r.data["spec"]["workloadRef"];
+            if by_ref["kind"] == "Deployment"
+                && let Some(d) = out.iter_mut().find(|d| {
+                    d.kind == WorkloadKind::Deployment && by_ref["name"] == d.name.as_str()
+                })
+            {
+                d.template_of_rollout = true;
+                w.pod_spec = d.pod_spec.clone();
+            }
+            out.push(w);
+        }
+    }
     Ok(out)
 }
 
@@ -328,13 +522,17 @@ fn workload<K: Resource<DynamicType = ()>>(
     template: Option<PodTemplateSpec>,
     complete: bool,
 ) -> Workload {
+    let (pod_spec, recorded) = template_parts(template);
     Workload {
         complete,
         kind,
         name: obj.meta().name.clone().unwrap_or_default(),
-        template: template.unwrap_or_default(),
+        pod_spec,
+        recorded,
         opted_out: opted_out(obj.meta()),
         reference: obj.object_ref(&()),
+        active_jobs: Vec::new(),
+        template_of_rollout: false,
     }
 }
 
@@ -343,9 +541,12 @@ async fn patch_workload(
     ns: &str,
     kind: WorkloadKind,
     name: &str,
-    patch: &serde_json::Value,
+    patch: &Value,
 ) -> Result<(), Error> {
-    let pp = PatchParams::default();
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     let p = Patch::Merge(patch);
     match kind {
         WorkloadKind::Deployment => drop(
@@ -363,17 +564,31 @@ async fn patch_workload(
                 .patch(name, &pp, &p)
                 .await?,
         ),
+        WorkloadKind::CronJob => drop(
+            Api::<CronJob>::namespaced(client.clone(), ns)
+                .patch(name, &pp, &p)
+                .await?,
+        ),
+        WorkloadKind::Rollout => drop(
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &rollout_resource())
+                .patch(name, &pp, &p)
+                .await?,
+        ),
     }
     Ok(())
 }
 
 /// Like `kubectl rollout status`: the controller saw the new generation and every replica is
-/// updated and available. A workload that no longer exists counts as done.
+/// updated and available (a Rollout: Argo finished the restart, see
+/// [`kinds::rollout_restart_complete`]; a CronJob: no Job started before the roll to
+/// `version_id` still runs). A workload that no longer exists counts as done.
 async fn rollout_complete(
     client: &Client,
     ns: &str,
     kind: WorkloadKind,
     name: &str,
+    key: &str,
+    version_id: &str,
 ) -> Result<bool, Error> {
     let done = match kind {
         WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
@@ -388,6 +603,28 @@ async fn rollout_complete(
             .get_opt(name)
             .await?
             .is_none_or(|d| daemonset_complete(&d)),
+        WorkloadKind::CronJob => match Api::<CronJob>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+        {
+            None => true,
+            Some(c) => {
+                let active: Vec<String> = c
+                    .status
+                    .and_then(|s| s.active)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.name)
+                    .collect();
+                settled(client, ns, &active, key, version_id).await?
+            }
+        },
+        WorkloadKind::Rollout => {
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &rollout_resource())
+                .get_opt(name)
+                .await?
+                .is_none_or(|r| kinds::rollout_restart_complete(&to_json(&r)))
+        }
     };
     Ok(done)
 }

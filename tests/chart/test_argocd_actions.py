@@ -164,32 +164,85 @@ JQ = shutil.which("jq")
 DOCS = ROOT / "docs" / "argocd.md"
 
 
+def documented_jq_paths(kind: str) -> list[str]:
+    block = re.search(r"resource\.customizations\.ignoreDifferences\." + re.escape(kind) + r": \|\n\s+jqPathExpressions:\n((?:\s+- '.+'\n)+)", DOCS.read_text())
+    assert block, f"docs/argocd.md shows the ignoreDifferences setting for {kind}"
+    return re.findall(r"- '(.+)'", block.group(1))
+
+
 def documented_jq_path() -> str:
-    block = re.search(r"resource\.customizations\.ignoreDifferences\.apps_Deployment: \|\n\s+jqPathExpressions:\n\s+- '(.+)'\n", DOCS.read_text())
-    assert block, "docs/argocd.md shows the ignoreDifferences setting"
-    return block.group(1)
+    (path,) = documented_jq_paths("apps_Deployment")
+    return path
+
+
+def written_keys() -> list[str]:
+    rollout_rs = (ROOT / "src" / "propagation" / "rollout.rs").read_text()
+    restarted = re.search(r'pub const RESTARTED_AT_ANNOTATION: &str = "([^"]+)";', rollout_rs).group(1)
+    version_fmt = re.search(r'format!\("\{secret_name\}(\.[^"]+)"\)', rollout_rs).group(1)
+    return [restarted, "db-app" + version_fmt, "other" + version_fmt]
+
+
+def annotations(written):
+    return {
+        **{k: "x" for k in written},
+        "team": "shop",  # the user's own: still compared
+        "rdscred.io/restartedAt.bak": "y",
+        "version-id": "z",
+    }
+
+
+def jq_paths(expressions, obj):
+    paths = []
+    for e in expressions:
+        out = subprocess.run([JQ, "-c", f"path({e})"], input=json.dumps(obj), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        paths += [json.loads(line) for line in out.stdout.splitlines()]
+    return paths
 
 
 @pytest.mark.skipif(JQ is None, reason="jq not installed")
 def test_documented_ignore_differences_selects_exactly_what_the_controller_writes():
-    rollout_rs = (ROOT / "src" / "propagation" / "rollout.rs").read_text()
-    restarted = re.search(r'pub const RESTARTED_AT_ANNOTATION: &str = "([^"]+)";', rollout_rs).group(1)
-    version_fmt = re.search(r'format!\("\{secret_name\}(\.[^"]+)"\)', rollout_rs).group(1)
-    written = [restarted, "db-app" + version_fmt, "other" + version_fmt]
+    written = written_keys()
     rolled = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "spec": {"template": {"metadata": {"annotations": {
-            **{k: "x" for k in written},
-            "team": "shop",  # the user's own: still compared
-            "rdscred.io/restartedAt.bak": "y",
-            "version-id": "z",
-        }}}},
+        "spec": {"template": {"metadata": {"annotations": annotations(written)}}},
     }
-    out = subprocess.run([JQ, "-c", f"path({documented_jq_path()})"], input=json.dumps(rolled), capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    paths = [json.loads(line) for line in out.stdout.splitlines()]
+    paths = jq_paths([documented_jq_path()], rolled)
     assert sorted(paths) == sorted(["spec", "template", "metadata", "annotations", k] for k in written)
+
+
+@pytest.mark.skipif(JQ is None, reason="jq not installed")
+def test_documented_ignore_differences_for_cronjobs_and_rollouts():
+    written = written_keys()
+    cronjob = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        # The CronJob's own annotations are not what rdscred writes: still compared.
+        "metadata": {"annotations": annotations(written)},
+        "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"annotations": annotations(written)}}}}},
+    }
+    paths = jq_paths(documented_jq_paths("batch_CronJob"), cronjob)
+    assert sorted(paths) == sorted(["spec", "jobTemplate", "spec", "template", "metadata", "annotations", k] for k in written)
+    # What the controller writes (rollout.rs restart_patch + kinds.rs rollout_restart_patch).
+    kinds_rs = (ROOT / "src" / "propagation" / "kinds.rs").read_text()
+    assert '"spec": { "restartAt"' in kinds_rs
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"annotations": annotations(written)},
+        "spec": {
+            "restartAt": "2026-12-02T13:00:00Z",
+            "paused": False,
+            # The pod template is never written by rdscred for a Rollout: still compared.
+            "template": {"metadata": {"annotations": annotations(written)}},
+        },
+    }
+    paths = jq_paths(documented_jq_paths("argoproj.io_Rollout"), rollout)
+    assert sorted(paths) == sorted([["spec", "restartAt"]] + [["metadata", "annotations", k] for k in written])
+    # Harmless on objects without any of it.
+    assert jq_paths(documented_jq_paths("argoproj.io_Rollout"), {"spec": {}, "metadata": {}}) == [["spec", "restartAt"]]
+    assert jq_paths(documented_jq_paths("batch_CronJob"), {"spec": {"jobTemplate": {"spec": {"template": {"metadata": {}}}}}}) == []
 
 
 @pytest.mark.skipif(JQ is None, reason="jq not installed")

@@ -62,7 +62,12 @@ EXPECTED_NAMESPACED = {
     ("apps", "deployments"): WORKLOAD_VERBS,
     ("apps", "statefulsets"): WORKLOAD_VERBS,
     ("apps", "daemonsets"): WORKLOAD_VERBS,
+    # workloads.cronJobs.enabled (the default): the job template, and the running Jobs.
+    ("batch", "cronjobs"): WORKLOAD_VERBS,
+    ("batch", "jobs"): {"get"},
 }
+# workloads.argoRollouts.enabled only.
+EXPECTED_ROLLOUTS = {("argoproj.io", "rollouts"): WORKLOAD_VERBS}
 EXPECTED_DATABASES = {
     ("rdscred.io", "rdsdatabases"): {"get", "list", "watch"},
     ("rdscred.io", "rdsdatabases/status"): {"patch"},
@@ -86,6 +91,8 @@ KNOWN_ENV = {
     "RDSCRED_DRIFT_INTERVAL",
     "RDSCRED_MIN_ROTATION_INTERVAL",
     "RDSCRED_ROLLOUTS_PER_MINUTE",
+    "RDSCRED_CRONJOBS",
+    "RDSCRED_ARGO_ROLLOUTS",
     "AWS_REGION",
     "RDSCRED_AWS_ENDPOINT_URL",
     "RDSCRED_CONTROLLER_ROLE_ARN",
@@ -209,6 +216,8 @@ def test_env_defaults():
     assert env["RDSCRED_MAX_CONCURRENT_ROTATIONS"] == "4"
     assert env["RDSCRED_POLL_INTERVAL"] == "5m"
     assert env["RDSCRED_ROLLOUTS_PER_MINUTE"] == "30"
+    assert env["RDSCRED_CRONJOBS"] == "true"
+    assert env["RDSCRED_ARGO_ROLLOUTS"] == "false"
     assert env["RDSCRED_DRIFT_INTERVAL"] == "5m"
     assert env["RDSCRED_MIN_ROTATION_INTERVAL"] == "1h"
     assert env["RDSCRED_LOG_FORMAT"] == "json"
@@ -350,6 +359,42 @@ def test_rbac_namespaced_install():
     # Events about cluster-scoped RdsDatabases go to `default`.
     ev = one(objects, "Role", "rdscred-database-events", "default")
     assert rules_by_resource(ev["rules"]) == {("events.k8s.io", "events"): {"create", "patch"}}
+
+
+@pytest.mark.parametrize("cron_jobs, argo_rollouts", [(True, False), (False, True), (False, False), (True, True)])
+@pytest.mark.parametrize("set_name", ["defaults", "namespaced"])
+def test_optional_workload_kinds_are_granted_only_when_enabled(set_name, cron_jobs, argo_rollouts):
+    values = merged(
+        VALUE_SETS.get(set_name, {}),
+        {"workloads": {"cronJobs": {"enabled": cron_jobs}, "argoRollouts": {"enabled": argo_rollouts}}},
+    )
+    objects = render(values)
+    env = env_of(container(objects))
+    assert env["RDSCRED_CRONJOBS"] == str(cron_jobs).lower()
+    assert env["RDSCRED_ARGO_ROLLOUTS"] == str(argo_rollouts).lower()
+    want = dict(EXPECTED_NAMESPACED)
+    if not cron_jobs:
+        del want[("batch", "cronjobs")], want[("batch", "jobs")]
+    if argo_rollouts:
+        want.update(EXPECTED_ROLLOUTS)
+    if set_name == "namespaced":
+        roles = [one(objects, "Role", "rdscred", ns) for ns in ("team-a", "team-b")]
+    else:
+        roles = [one(objects, "ClusterRole", "rdscred")]
+    for role in roles:
+        got = rules_by_resource(role["rules"])
+        got.pop(("", "namespaces"), None)
+        for k in EXPECTED_DATABASES:
+            got.pop(k, None)
+        assert got == want
+
+
+@pytest.mark.parametrize("bad", [{"cronJobs": {"enabled": "yes"}}, {"argoRollouts": {"enabled": "false"}}, {"rollouts": {"enabled": True}}])
+def test_workload_kind_values_are_validated(bad):
+    # A quoted "false" would be truthy in the template and grant the kind: refused by the schema.
+    values = {"workloads": merged({"cronJobs": {"enabled": True}, "argoRollouts": {"enabled": False}}, bad)}
+    with pytest.raises(Exception):
+        render(values)
 
 
 def test_rbac_can_be_disabled():

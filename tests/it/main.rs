@@ -22,4 +22,5 @@ mod rotation_e2e;
 mod runtime;
 mod validation;
 mod validation_refusals;
+mod workload_kinds;
 mod workloads;

@@ -67,7 +67,12 @@ on any verb listed here that no test exercised, and on any 403):
 - events.k8s.io Events: create, and patch when the recorder folds a repeat into a series
   (kube-runtime's Recorder writes events.k8s.io/v1 only, never core/v1 events).
 - Workloads: list (discovery of the readers of a Secret), get (fresh read before a rollout
-  decision), patch (the pod-template restart annotation). */}}
+  decision), patch (the pod-template restart annotation).
+- CronJobs (workloads.cronJobs.enabled): the same on batch cronjobs (patch: the job template's
+  annotations), and get on jobs (a CronJob's running Jobs, which the alternating-users wait
+  waits for). Argo Rollouts (workloads.argoRollouts.enabled): the same on argoproj.io
+  rollouts (patch: spec.restartAt and the Rollout's annotations). Neither is granted when
+  disabled, and the controller then never requests them. */}}
 {{- define "rdscred.namespacedRules" -}}
 - apiGroups: ["rdscred.io"]
   resources: ["rdscredentials"]
@@ -84,6 +89,19 @@ on any verb listed here that no test exercised, and on any 403):
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "list", "patch"]
+{{- if .Values.workloads.cronJobs.enabled }}
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "list", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get"]
+{{- end }}
+{{- if .Values.workloads.argoRollouts.enabled }}
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["get", "list", "patch"]
+{{- end }}
 {{- end }}
 
 {{/* Rules on the cluster-scoped RdsDatabase kind: get (fresh read of a credential's

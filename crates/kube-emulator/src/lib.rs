@@ -43,6 +43,11 @@ pub use error::EmulatorError;
 /// Whether one RBAC `PolicyRule` (JSON) allows a request, with the authorizer's semantics.
 pub use rbac::rule_allows as rbac_rule_allows;
 
+/// Argo Rollouts' Rollout CRD, trimmed (see the file's header): install it with
+/// [`Emulator::install_crds_yaml`] to serve `argoproj.io/v1alpha1` Rollouts; the workload
+/// stand-in then also plays the Argo Rollouts controller.
+pub const ARGO_ROLLOUTS_CRD: &str = include_str!("../fixtures/argo-rollouts-crd.yaml");
+
 use store::{State, WriteOpts};
 
 /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.

@@ -191,40 +191,68 @@ pub fn validate_object_meta(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
     for m in name_errs {
         errs.push(FieldError::invalid("metadata.name", &json!(name), &m));
     }
-    if let Some(labels) = meta(obj).get("labels").and_then(Value::as_object) {
+    labels_and_annotations(meta(obj), "metadata", &mut errs);
+    errs
+}
+
+/// Label and annotation rules of `ValidateObjectMeta` on the metadata at `path` (an object's
+/// own, or a pod template's: `ValidatePodTemplateSpec` applies the same rules there).
+fn labels_and_annotations(meta: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let labels_path = format!("{path}.labels");
+    let annotations_path = format!("{path}.annotations");
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
         for (k, v) in labels {
             for m in qualified_name(k) {
-                errs.push(FieldError::invalid("metadata.labels", &json!(k), &m));
+                errs.push(FieldError::invalid(&labels_path, &json!(k), &m));
             }
             match v.as_str() {
                 Some(s) => {
                     for m in label_value(s) {
-                        errs.push(FieldError::invalid("metadata.labels", v, &m));
+                        errs.push(FieldError::invalid(&labels_path, v, &m));
                     }
                 }
                 None => errs.push(FieldError::invalid(
-                    "metadata.labels",
+                    &labels_path,
                     v,
                     "label values must be strings",
                 )),
             }
         }
     }
-    if let Some(annotations) = meta(obj).get("annotations").and_then(Value::as_object) {
+    if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
         let mut total = 0;
         for (k, v) in annotations {
             // Upstream checks the lower-cased key: annotation names are case-insensitive there.
             for m in qualified_name(&k.to_lowercase()) {
-                errs.push(FieldError::invalid("metadata.annotations", &json!(k), &m));
+                errs.push(FieldError::invalid(&annotations_path, &json!(k), &m));
             }
             total += k.len() + v.as_str().map_or(0, str::len);
         }
         if total > MAX_ANNOTATIONS_BYTES {
             errs.push(FieldError::too_long(
-                "metadata.annotations",
+                &annotations_path,
                 MAX_ANNOTATIONS_BYTES as u64,
             ));
         }
+    }
+}
+
+/// The pod template(s) of a workload kind and the path the real server reports errors at:
+/// apps/v1 workloads and Jobs `spec.template`, CronJobs `spec.jobTemplate.spec.template`.
+pub fn validate_pod_templates(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
+    let (pointer, path) = match rt.flavor {
+        Flavor::Deployment | Flavor::StatefulSet | Flavor::DaemonSet | Flavor::Job => {
+            ("/spec/template/metadata", "spec.template.metadata")
+        }
+        Flavor::CronJob => (
+            "/spec/jobTemplate/spec/template/metadata",
+            "spec.jobTemplate.spec.template.metadata",
+        ),
+        _ => return Vec::new(),
+    };
+    let mut errs = Vec::new();
+    if let Some(meta) = obj.pointer(pointer) {
+        labels_and_annotations(meta, path, &mut errs);
     }
     errs
 }

@@ -19,6 +19,10 @@ pub enum Flavor {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// batch/v1 CronJob and Job: stored and validated (pod-template metadata), no
+    /// controller schedules Jobs.
+    CronJob,
+    Job,
     /// Role, ClusterRole, RoleBinding, ClusterRoleBinding (`rbac` validates them and
     /// authorizes every token-authenticated request with them).
     Rbac,
@@ -248,6 +252,30 @@ impl Registry {
                 true,
                 true,
                 DaemonSet,
+            ),
+            (
+                "batch",
+                "v1",
+                "cronjobs",
+                "CronJob",
+                true,
+                &["cj"],
+                &["all"],
+                true,
+                true,
+                CronJob,
+            ),
+            (
+                "batch",
+                "v1",
+                "jobs",
+                "Job",
+                true,
+                &[],
+                &["all"],
+                true,
+                true,
+                Job,
             ),
             (
                 "rbac.authorization.k8s.io",

@@ -168,7 +168,9 @@ fn spec_part(obj: &Value) -> Value {
 }
 
 fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
-    crate::objmeta::validate_object_meta(rt, obj)
+    let mut errs = crate::objmeta::validate_object_meta(rt, obj);
+    errs.extend(crate::objmeta::validate_pod_templates(rt, obj));
+    errs
 }
 
 impl State {
@@ -486,8 +488,13 @@ impl State {
                 Ok(_) => {}
                 Err(errs) => return Err(ApiError::invalid(rt, &name, errs)),
             },
-            Flavor::Pod | Flavor::CoreEvent | Flavor::Event | Flavor::Lease | Flavor::DaemonSet => {
-            }
+            Flavor::Pod
+            | Flavor::CoreEvent
+            | Flavor::Event
+            | Flavor::Lease
+            | Flavor::DaemonSet
+            | Flavor::CronJob
+            | Flavor::Job => {}
             Flavor::Rbac => crate::rbac::admit(rt, obj, old)?,
         }
         Ok(())

@@ -69,6 +69,7 @@ pub(super) async fn sync_and_roll(
             .retain(|w| w.version_id == current.version_id);
         let rolls = propagation::rollout::roll_dependents(
             &ctx.client,
+            ctx.settings.workload_kinds,
             &ctx.rollouts,
             cred,
             &outcome.secret_name,
@@ -122,9 +123,14 @@ pub(super) async fn sync_and_roll(
             );
         }
     }
-    let pending =
-        propagation::rollout::observe_completion(&ctx.client, cred, &mut p.status.rolled_workloads)
-            .await?;
+    let pending = propagation::rollout::observe_completion(
+        &ctx.client,
+        ctx.settings.workload_kinds,
+        cred,
+        &outcome.secret_name,
+        &mut p.status.rolled_workloads,
+    )
+    .await?;
     if pending {
         // Rotation (alternating users) waits for completedAt; a Kubernetes GET per rolling
         // workload is cheap, so look again soon.

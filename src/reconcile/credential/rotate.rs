@@ -258,6 +258,7 @@ pub(super) async fn maybe_rotate(
     let unsettled = if spec.strategy == RotationStrategy::AlternatingUsers {
         propagation::rollout::first_unsettled(
             &ctx.client,
+            ctx.settings.workload_kinds,
             cred,
             &propagation::sync::target_name(cred),
             &current.version_id,

@@ -139,3 +139,128 @@ async fn stepped_workload_controllers_report_progress_then_completion() {
     wait_until("part of the replicas updated", || seen(true)).await;
     wait_until("all replicas updated", || seen(false)).await;
 }
+
+/// The Argo Rollouts stand-in: a restart requested by `spec.restartAt` is half done first
+/// (`restartedAt` still the earlier one, one replica unavailable, phase Progressing), then
+/// done (`restartedAt` = `restartAt`, Healthy, observedGeneration a string). A paused Rollout
+/// does not finish its restart.
+#[tokio::test]
+async fn rollout_restart_is_stepped_and_waits_while_paused() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let emu = emulator();
+    emu.install_crds_yaml(kube_emulator::ARGO_ROLLOUTS_CRD)
+        .unwrap();
+    emu.simulate_stepped_workload_controllers(Duration::from_millis(400));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"));
+    let api: Api<DynamicObject> = Api::default_namespaced_with(emu.client(), &ar);
+    let r: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r).await.unwrap();
+    let status = |api: Api<DynamicObject>| async move {
+        api.get("web").await.unwrap().data["status"].clone()
+    };
+    wait_until("healthy", || {
+        let api = api.clone();
+        async move { status(api).await["phase"] == "Healthy" }
+    })
+    .await;
+    let s = status(api.clone()).await;
+    assert_eq!(s["observedGeneration"], "1", "a string, as Argo writes it");
+    assert!(s.get("restartedAt").is_none());
+
+    let at = "2026-12-02T13:00:00Z";
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"restartAt": at}})),
+    )
+    .await
+    .unwrap();
+    wait_until("restart half way", || {
+        let api = api.clone();
+        async move {
+            let s = status(api).await;
+            s["observedGeneration"] == "2"
+                && s["phase"] == "Progressing"
+                && s["availableReplicas"] == 2
+                && s.get("restartedAt").is_none()
+        }
+    })
+    .await;
+    wait_until("restart done", || {
+        let api = api.clone();
+        async move {
+            let s = status(api).await;
+            s["phase"] == "Healthy" && s["restartedAt"] == at && s["availableReplicas"] == 3
+        }
+    })
+    .await;
+
+    // Paused: a later restart is held, however long one waits for it.
+    let later = "2026-12-02T14:00:00Z";
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"paused": true, "restartAt": later}})),
+    )
+    .await
+    .unwrap();
+    wait_until("paused, restart not finished", || {
+        let api = api.clone();
+        async move {
+            let s = status(api).await;
+            s["observedGeneration"] == "3" && s["phase"] == "Paused" && s["restartedAt"] == at
+        }
+    })
+    .await;
+    // Invalid restartAt is refused by the schema, as the real CRD does.
+    let bad = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"restartAt": "soon"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("restartAt"), "{bad}");
+}
+
+/// batch/v1 CronJobs are served with their pod-template annotations validated like the
+/// object's own (the real server's `ValidatePodTemplateSpec`), at the real error path.
+#[tokio::test]
+async fn cronjob_job_template_annotations_are_validated() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let emu = emulator();
+    let api: Api<CronJob> = Api::default_namespaced(emu.client());
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "a", "image": "a"}]}}}}}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &cj).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let ok = json!({"spec": {"jobTemplate": {"spec": {"template": {"metadata": {"annotations": {
+        "app-db.rdscred.io/version-id": "v2"}}}}}}});
+    let patched = api
+        .patch("nightly", &PatchParams::default(), &Patch::Merge(ok))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let bad = json!({"spec": {"jobTemplate": {"spec": {"template": {"metadata": {"annotations": {
+        "not a key/x": "v"}}}}}}});
+    let err = api
+        .patch("nightly", &PatchParams::default(), &Patch::Merge(bad))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.jobTemplate.spec.template.metadata.annotations"),
+        "{err}"
+    );
+}
