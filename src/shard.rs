@@ -5,9 +5,12 @@
 //! hash of `namespace/name` modulo `shards`. The hash is fixed forever: changing it would move
 //! credentials between shards on upgrade, so its outputs are pinned by the tests below.
 //!
-//! Not wired into the runtime yet (see the issue-15m report): this is the decision only.
+//! The decisions of sharded operation live here as pure functions (which shard a credential
+//! belongs to, which Lease guards a shard, which shard a replica contends for first); the
+//! runtime (`runtime::shards`) wires them to Leases and controllers. See docs/sharding.md.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The label a user sets to pin a credential to a shard (`"0"`, `"1"`, ...).
 pub const SHARD_LABEL: &str = "rdscred.io/shard";
@@ -48,9 +51,181 @@ pub fn shard_of(
     u32::try_from(fnv1a64(key.as_bytes()) % u64::from(shards)).unwrap_or(0)
 }
 
+/// One shard of `count`: what a controller instance acts on. `count` ≤ 1 means unsharded
+/// (the instance owns everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardScope {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl ShardScope {
+    /// Unsharded: owns every credential and the RdsDatabases.
+    pub const ALL: ShardScope = ShardScope { index: 0, count: 1 };
+
+    /// Whether the credential `namespace/name` with `labels` is this shard's to reconcile.
+    pub fn owns(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        shard_of(namespace, name, labels, self.count) == self.index
+    }
+
+    /// RdsDatabases are few and cluster-scoped: shard 0 reconciles all of them, so a database's
+    /// status has a single writer however many shards there are.
+    pub fn owns_databases(&self) -> bool {
+        self.index == 0
+    }
+}
+
+/// The Lease guarding shard `index`: `<base>-shard-<index>` (the leader Lease's name as base).
+pub fn lease_name(base: &str, index: u32) -> String {
+    format!("{base}-shard-{index}")
+}
+
+/// The shard a replica contends for first: a StatefulSet ordinal (`name-2` → 2, modulo the
+/// shard count), otherwise a stable hash of the identity (a Deployment's random pod name).
+/// Only a preference: every replica contends for every shard, so any live replica takes over
+/// a dead one's shard.
+pub fn preferred_shard(identity: &str, shards: u32) -> u32 {
+    if shards <= 1 {
+        return 0;
+    }
+    let ordinal = identity
+        .rsplit_once('-')
+        .map(|(_, tail)| tail)
+        .filter(|tail| !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|tail| tail.parse::<u64>().ok());
+    let n = ordinal.unwrap_or_else(|| fnv1a64(identity.as_bytes()));
+    // The remainder is < shards ≤ u32::MAX, so the conversion cannot fail.
+    u32::try_from(n % u64::from(shards)).unwrap_or(0)
+}
+
+/// How long a replica waits before it first contends for shard `index`: its preferred shard
+/// at once, every other one a full lease duration later. Replicas starting together (an
+/// install, a rollout) then each take their own shard before anyone reaches for the rest,
+/// instead of the first process up grabbing every shard; a shard nobody prefers (or whose
+/// preferred replica is missing) is still taken one lease duration after start, and once the
+/// race has begun a dead holder is replaced within a lease duration as usual.
+pub fn first_attempt_delay(index: u32, preferred: u32, lease_duration: Duration) -> Duration {
+    if index == preferred {
+        Duration::ZERO
+    } else {
+        lease_duration
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_scope_owns_exactly_its_share() {
+        let labels = label("1");
+        // (case, scope, namespace, name, labels, owns)
+        let cases: Vec<(&str, ShardScope, &str, Option<&BTreeMap<String, String>>, bool)> = vec![
+            ("unsharded owns all", ShardScope::ALL, "team-b", None, true),
+            (
+                "unsharded ignores labels",
+                ShardScope::ALL,
+                "team-b",
+                Some(&labels),
+                true,
+            ),
+            (
+                "hash says 1: shard 1",
+                ShardScope { index: 1, count: 2 },
+                "team-b",
+                None,
+                true,
+            ),
+            (
+                "hash says 1: not shard 0",
+                ShardScope { index: 0, count: 2 },
+                "team-b",
+                None,
+                false,
+            ),
+            (
+                "hash says 0, label pins 1: shard 1",
+                ShardScope { index: 1, count: 2 },
+                "team-a",
+                Some(&labels),
+                true,
+            ),
+            (
+                "hash says 0, label pins 1: not shard 0",
+                ShardScope { index: 0, count: 2 },
+                "team-a",
+                Some(&labels),
+                false,
+            ),
+        ];
+        for (case, scope, ns, labels, want) in cases {
+            assert_eq!(scope.owns(ns, "orders-rw", labels), want, "{case}");
+        }
+        // Every credential has exactly one owner among the shards.
+        for count in 1..=5 {
+            for i in 0..100 {
+                let name = format!("cred-{i}");
+                let owners = (0..count)
+                    .filter(|&index| ShardScope { index, count }.owns("ns", &name, None))
+                    .count();
+                assert_eq!(owners, 1, "{name} with {count} shards");
+            }
+        }
+        assert!(ShardScope::ALL.owns_databases());
+        assert!(ShardScope { index: 0, count: 3 }.owns_databases());
+        assert!(!ShardScope { index: 2, count: 3 }.owns_databases());
+    }
+
+    #[test]
+    fn lease_names() {
+        assert_eq!(lease_name("rdscred-leader", 0), "rdscred-leader-shard-0");
+        assert_eq!(lease_name("x", 12), "x-shard-12");
+    }
+
+    #[test]
+    fn preferred_shard_table() {
+        // (identity, shards, preferred)
+        let cases: &[(&str, u32, u32)] = &[
+            ("rdscred-0", 2, 0),
+            ("rdscred-1", 2, 1),
+            ("rdscred-2", 2, 0),
+            ("rdscred-5", 3, 2),
+            ("anything", 1, 0),
+            ("rdscred-1", 0, 0),
+            // Not an ordinal: hashed (pinned: changing it reshuffles running replicas).
+            ("rdscred-7d9f8b6c5-x2x4q", 2, 1),
+            ("rdscred-7d9f8b6c5-abcde", 2, 1),
+            ("host", 3, 2),
+            ("trailing-", 2, 0),
+            ("rdscred--1", 2, 1),
+        ];
+        for (identity, shards, want) in cases {
+            assert_eq!(
+                preferred_shard(identity, *shards),
+                *want,
+                "{identity} with {shards} shards"
+            );
+        }
+        // Hashed identities stay in range.
+        for shards in 1..=7 {
+            for i in 0..50 {
+                assert!(preferred_shard(&format!("pod-{i}x"), shards) < shards.max(1));
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_preferred_shard_is_contended_for_at_once() {
+        let lease = Duration::from_secs(15);
+        assert_eq!(first_attempt_delay(1, 1, lease), Duration::ZERO);
+        assert_eq!(first_attempt_delay(0, 1, lease), lease);
+        assert_eq!(first_attempt_delay(2, 1, lease), lease);
+    }
 
     #[test]
     fn fnv1a64_pinned_outputs() {
