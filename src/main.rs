@@ -18,8 +18,8 @@ use rdscred::context::{Context, Settings, defaults};
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::runtime::controller::{self, Scope, drain};
-use rdscred::runtime::shards::{self, ShardedConfig};
 use rdscred::runtime::events::EventsConfig;
+use rdscred::runtime::shards::{self, ShardedConfig};
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]

@@ -125,7 +125,13 @@ mod tests {
     fn shard_scope_owns_exactly_its_share() {
         let labels = label("1");
         // (case, scope, namespace, name, labels, owns)
-        let cases: Vec<(&str, ShardScope, &str, Option<&BTreeMap<String, String>>, bool)> = vec![
+        let cases: Vec<(
+            &str,
+            ShardScope,
+            &str,
+            Option<&BTreeMap<String, String>>,
+            bool,
+        )> = vec![
             ("unsharded owns all", ShardScope::ALL, "team-b", None, true),
             (
                 "unsharded ignores labels",

@@ -459,7 +459,9 @@ impl Metrics {
 
     /// How many shards this instance holds (sharded operation, docs/sharding.md).
     pub fn set_shards_held(&self, held: usize) {
-        self.inner.shards_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.inner
+            .shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// A message arrived on the event queue; `detail_type` is `unknown` when it did not parse.
