@@ -125,13 +125,14 @@ mod tests {
     fn shard_scope_owns_exactly_its_share() {
         let labels = label("1");
         // (case, scope, namespace, name, labels, owns)
-        let cases: Vec<(
-            &str,
+        type Case<'a> = (
+            &'a str,
             ShardScope,
-            &str,
-            Option<&BTreeMap<String, String>>,
+            &'a str,
+            Option<&'a BTreeMap<String, String>>,
             bool,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             ("unsharded owns all", ShardScope::ALL, "team-b", None, true),
             (
                 "unsharded ignores labels",
