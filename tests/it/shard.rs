@@ -359,3 +359,182 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
     drop(a);
     drop(served);
 }
+
+/// Whether `metrics` has a per-credential series for `name` (its last rotation).
+fn exports(metrics: &str, name: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with("rdscred_seconds_since_last_rotation{")
+            && l.contains(&format!("name=\"{name}\""))
+    })
+}
+
+async fn rotated(api: &Api<RdsCredential>, name: &str, request: &str) -> Option<jiff::Timestamp> {
+    let status = api.get(name).await.ok()?.status?;
+    (status.last_rotation_request.as_deref() == Some(request))
+        .then(|| status.last_rotation_time?.parse().ok())?
+}
+
+/// One replica holding both shards loses one Lease to another holder: that shard's work stops
+/// (its credentials' series are dropped, a rotation requested meanwhile waits) while the
+/// other shard goes on; once the Lease is free again the replica takes it back with a fresh
+/// start and the waiting rotation completes after the re-acquisition, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shard_lease_stops_that_shard_only_until_it_is_held_again() {
+    let mut g = Ground::new().await;
+    g.rbac = Some(ChartRbac::render(
+        Install::ClusterWide,
+        json!({ "shards": SHARDS }),
+    ));
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
+    let emulator = g.emulator.clone().expect("runs against the emulator");
+    let served = emulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    let (lease_duration, renew) = (
+        format!("{}ms", LEASE_DURATION.as_millis()),
+        format!("{}ms", RENEW_PERIOD.as_millis()),
+    );
+    let id = "rdscred-solo-0";
+    let solo = Rdscred::start(
+        id,
+        &dir,
+        &kubeconfig,
+        &g,
+        &[
+            "--shards",
+            "2",
+            "--leader-election-namespace",
+            RELEASE_NAMESPACE,
+            "--identity",
+            id,
+            "--lease-duration",
+            &lease_duration,
+            "--lease-renew-period",
+            &renew,
+        ],
+    );
+    // Alone, it takes its preferred shard at once and the other one a lease duration later.
+    wait_shard_holder(&g.client, 0, id, SLACK * 5).await;
+    wait_shard_holder(&g.client, 1, id, LEASE_DURATION + SLACK * 5).await;
+    let http = solo.http_addr().await;
+    let (kept, stolen) = (unique("cred-"), unique("cred-"));
+    credential(&g, &ns, &db, &prefix, &kept, Some("0")).await;
+    credential(&g, &ns, &db, &prefix, &stolen, Some("1")).await;
+    g.wait_ready(&ns, &kept).await;
+    g.wait_ready(&ns, &stolen).await;
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    let first = "first";
+    for name in [&kept, &stolen] {
+        request_rotation(&api, name, first).await;
+        wait_for("first rotation", Duration::from_secs(60), || {
+            rotated(&api, name, first)
+        })
+        .await;
+    }
+    wait_for("both credentials exported", SLACK * 5, || async {
+        let m = scrape(http).await;
+        (exports(&m, &kept) && exports(&m, &stolen)).then_some(())
+    })
+    .await;
+
+    // Another holder takes shard 1's Lease (valid for an hour): the replica steps down there.
+    let leases = Api::<Lease>::namespaced(g.client.clone(), RELEASE_NAMESPACE);
+    let shard1 = rdscred::shard::lease_name(LEASE, 1);
+    set_holder(&leases, &shard1, Some("thief"), 3600).await;
+    wait_for("shard 1 given up", SLACK * 5, || async {
+        solo.logs().contains("lost the shard lease").then_some(())
+    })
+    .await;
+    wait_for("one shard held, its series only", SLACK * 5, || async {
+        let m = scrape(http).await;
+        (sample(&m, "rdscred_shards_held", "") == Some(1.0)
+            && exports(&m, &kept)
+            && !exports(&m, &stolen))
+        .then_some(())
+    })
+    .await;
+    // Shard 0 goes on; shard 1's request waits.
+    let second = "second";
+    request_rotation(&api, &stolen, second).await;
+    request_rotation(&api, &kept, second).await;
+    wait_for("shard 0 rotates", Duration::from_secs(60), || {
+        rotated(&api, &kept, second)
+    })
+    .await;
+    assert_eq!(holder(&g.client, &shard1).await.as_deref(), Some("thief"));
+    assert_eq!(
+        rotated(&api, &stolen, second).await,
+        None,
+        "shard 1's credential rotated while another instance held its Lease"
+    );
+
+    // The Lease released: the replica takes it back at its next poll, then rotates.
+    set_holder(&leases, &shard1, None, 1).await;
+    wait_shard_holder(&g.client, 1, id, RENEW_PERIOD + SLACK * 2).await;
+    let reacquired = leases
+        .get(&shard1)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .acquire_time
+        .unwrap()
+        .0;
+    let at = wait_for("shard 1 rotates", Duration::from_secs(60), || {
+        rotated(&api, &stolen, second)
+    })
+    .await;
+    assert!(
+        at >= reacquired
+            .checked_sub(jiff::SignedDuration::from_secs(1))
+            .unwrap(),
+        "rotated at {at}, before the Lease was re-acquired at {reacquired}"
+    );
+    wait_for("both shards held again", SLACK * 5, || async {
+        (sample(&scrape(http).await, "rdscred_shards_held", "") == Some(2.0)).then_some(())
+    })
+    .await;
+    drop(solo);
+    drop(served);
+}
+
+async fn request_rotation(api: &Api<RdsCredential>, name: &str, request: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "metadata": { "annotations": { "rdscred.io/rotate-requested-at": request } } }),
+        ),
+    )
+    .await
+    .expect("request rotation");
+}
+
+/// Writes the Lease `name` as held by `who` (None: released) for `seconds`, as another
+/// candidate would: a read-modify-replace, retried on conflict with the replica's renewals.
+async fn set_holder(leases: &Api<Lease>, name: &str, who: Option<&str>, seconds: i32) {
+    wait_for(&format!("{name} written"), SLACK * 5, || async {
+        let mut lease = leases.get(name).await.ok()?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+        spec.holder_identity = who.map(str::to_owned);
+        spec.lease_duration_seconds = Some(seconds);
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+        leases
+            .replace(name, &PostParams::default(), &lease)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+}
