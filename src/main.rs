@@ -547,6 +547,9 @@ mod tests {
             "--lease-duration=-15s",
             "--poll-interval=300",
             "--poll-interval=5 m",
+            "--shards=0",
+            "--shards=-1",
+            "--shards=two",
         ] {
             assert!(
                 Cli::try_parse_from(["rdscred", "run", flag]).is_err(),
