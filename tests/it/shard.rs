@@ -377,7 +377,8 @@ async fn rotated(api: &Api<RdsCredential>, name: &str, request: &str) -> Option<
 /// One replica holding both shards loses one Lease to another holder: that shard's work stops
 /// (its credentials' series are dropped, a rotation requested meanwhile waits) while the
 /// other shard goes on; once the Lease is free again the replica takes it back with a fresh
-/// start and the waiting rotation completes after the re-acquisition, not before.
+/// start and the waiting rotation completes after the re-acquisition, not before. SIGTERM
+/// releases every shard Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_shard_lease_stops_that_shard_only_until_it_is_held_again() {
     let mut g = Ground::new().await;
@@ -503,7 +504,20 @@ async fn a_lost_shard_lease_stops_that_shard_only_until_it_is_held_again() {
         (sample(&scrape(http).await, "rdscred_shards_held", "") == Some(2.0)).then_some(())
     })
     .await;
-    drop(solo);
+
+    // SIGTERM: both shards drain, then both Leases are released (a successor need not wait).
+    let mut solo = solo;
+    solo.signal("TERM");
+    let status = solo.exit_status(SLACK * 5).await;
+    assert!(status.success(), "exited with {status}:\n{}", solo.logs());
+    for k in 0..SHARDS {
+        let lease = rdscred::shard::lease_name(LEASE, k);
+        assert_eq!(
+            holder(&g.client, &lease).await,
+            None,
+            "{lease} not released"
+        );
+    }
     drop(served);
 }
 
