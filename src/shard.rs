@@ -103,23 +103,41 @@ pub fn preferred_shard(identity: &str, shards: u32) -> u32 {
     u32::try_from(n % u64::from(shards)).unwrap_or(0)
 }
 
-/// How long a replica waits before it first contends for shard `index`: its preferred shard
-/// at once, every other one a full lease duration later. Replicas starting together (an
-/// install, a rollout) then each take their own shard before anyone reaches for the rest,
-/// instead of the first process up grabbing every shard; a shard nobody prefers (or whose
-/// preferred replica is missing) is still taken one lease duration after start, and once the
-/// race has begun a dead holder is replaced within a lease duration as usual.
-pub fn first_attempt_delay(index: u32, preferred: u32, lease_duration: Duration) -> Duration {
-    if index == preferred {
-        Duration::ZERO
-    } else {
-        lease_duration
+/// When a replica may first contend for a shard that is not its preferred one, in rounds of
+/// one lease duration: round `round` (1, 2, …) is at `round × lease + rank × lease / shards`,
+/// `rank` being how far the shard comes after the preferred one (1..shards). The replica joins
+/// in round `round` only if it holds fewer than `round` shards by then ([`joins_in_round`]).
+///
+/// So replicas that start together (an install, a rollout) each take their preferred shard
+/// first, a replica holding nothing reaches for a free shard a lease duration before one
+/// holding a shard (two Deployment pods preferring the same shard still end up with one each),
+/// and the rank staggers one replica's attempts so it does not grab every free shard in the
+/// same instant. Every shard is contended for by every replica from round `shards` at the
+/// latest; from then on a dead holder is replaced within a lease duration as usual.
+pub fn contention_round_at(
+    index: u32,
+    preferred: u32,
+    shards: u32,
+    round: u32,
+    lease_duration: Duration,
+) -> Duration {
+    if index == preferred || shards <= 1 {
+        return Duration::ZERO;
     }
+    let rank = (index + shards - preferred % shards) % shards;
+    lease_duration * round + lease_duration * rank / shards
+}
+
+/// Whether a replica holding `held` shards starts contending for another one in `round`.
+/// Always by round `shards`, whatever it holds (every shard must have candidates).
+pub fn joins_in_round(round: u32, held: usize, shards: u32) -> bool {
+    round >= shards || held < round as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn shard_scope_owns_exactly_its_share() {
@@ -227,11 +245,54 @@ mod tests {
     }
 
     #[test]
-    fn only_the_preferred_shard_is_contended_for_at_once() {
-        let lease = Duration::from_secs(15);
-        assert_eq!(first_attempt_delay(1, 1, lease), Duration::ZERO);
-        assert_eq!(first_attempt_delay(0, 1, lease), lease);
-        assert_eq!(first_attempt_delay(2, 1, lease), lease);
+    fn contention_rounds() {
+        let lease = Duration::from_secs(12);
+        let s = Duration::from_secs;
+        // (index, preferred, shards, round, at)
+        let cases: &[(u32, u32, u32, u32, Duration)] = &[
+            (1, 1, 2, 1, Duration::ZERO),
+            (0, 0, 3, 5, Duration::ZERO),
+            (0, 0, 1, 1, Duration::ZERO),
+            (1, 0, 2, 1, s(18)),
+            (0, 1, 2, 1, s(18)),
+            (1, 0, 2, 2, s(30)),
+            (1, 0, 3, 1, s(16)),
+            (2, 0, 3, 1, s(20)),
+            (0, 2, 3, 1, s(16)),
+            (1, 2, 3, 1, s(20)),
+            (2, 0, 3, 2, s(32)),
+        ];
+        for (index, preferred, shards, round, at) in cases {
+            assert_eq!(
+                contention_round_at(*index, *preferred, *shards, *round, lease),
+                *at,
+                "shard {index}, preferred {preferred}, {shards} shards, round {round}"
+            );
+        }
+        // One replica's attempts at the free shards are spread within a round.
+        let at: BTreeSet<Duration> = (1..4)
+            .map(|k| contention_round_at(k, 0, 4, 1, lease))
+            .collect();
+        assert_eq!(at.len(), 3);
+        // (round, held, shards, joins)
+        let joins: &[(u32, usize, u32, bool)] = &[
+            (1, 0, 2, true),
+            (1, 1, 3, false),
+            (2, 1, 3, true),
+            (2, 2, 3, false),
+            (3, 2, 3, true),
+            (3, 3, 3, true),
+            (1, 1, 2, false),
+            (2, 1, 2, true),
+            (2, 7, 2, true),
+        ];
+        for (round, held, shards, want) in joins {
+            assert_eq!(
+                joins_in_round(*round, *held, *shards),
+                *want,
+                "round {round}, holding {held} of {shards}"
+            );
+        }
     }
 
     #[test]

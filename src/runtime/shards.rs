@@ -56,7 +56,6 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let loops = (0..cfg.shards).map(|index| {
-        let delay = shard::first_attempt_delay(index, preferred, cfg.lease.lease_duration);
         one_shard(
             &client,
             &cfg,
@@ -64,7 +63,7 @@ pub async fn run(
                 index,
                 count: cfg.shards,
             },
-            delay,
+            preferred,
             &scope,
             &held,
             &new_context,
@@ -81,6 +80,10 @@ struct Held {
 }
 
 impl Held {
+    fn now(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
     fn change(&self, up: bool) {
         let now = if up {
             self.count.fetch_add(1, Ordering::SeqCst) + 1
@@ -92,22 +95,40 @@ impl Held {
     }
 }
 
-/// Contends for shard `shard` (after `delay`) and runs its controllers while holding it.
+/// Contends for shard `shard` (at once if it is the `preferred` one, else from the first
+/// contention round this replica joins) and runs its controllers while holding it.
 #[allow(clippy::too_many_arguments)]
 async fn one_shard(
     client: &kube::Client,
     cfg: &ShardedConfig,
     shard: ShardScope,
-    delay: Duration,
+    preferred: u32,
     scope: &Scope,
     held: &Held,
     new_context: &impl Fn() -> Arc<Context>,
     shutdown: &CancellationToken,
 ) {
     let index = shard.index;
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        () = shutdown.cancelled() => return,
+    if index != preferred {
+        let started = tokio::time::Instant::now();
+        let mut round = 1;
+        loop {
+            let at = shard::contention_round_at(
+                index,
+                preferred,
+                shard.count,
+                round,
+                cfg.lease.lease_duration,
+            );
+            tokio::select! {
+                () = tokio::time::sleep_until(started + at) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if shard::joins_in_round(round, held.now(), shard.count) {
+                break;
+            }
+            round += 1;
+        }
     }
     let lease = LeaseConfig {
         name: shard::lease_name(&cfg.lease.name, index),

@@ -423,9 +423,10 @@ async fn a_lost_shard_lease_stops_that_shard_only_until_it_is_held_again() {
             &renew,
         ],
     );
-    // Alone, it takes its preferred shard at once and the other one a lease duration later.
+    // Alone, it takes its preferred shard at once and the other one in the second contention
+    // round (2.5 lease durations: a replica holding nothing would have had it first).
     wait_shard_holder(&g.client, 0, id, SLACK * 5).await;
-    wait_shard_holder(&g.client, 1, id, LEASE_DURATION + SLACK * 5).await;
+    wait_shard_holder(&g.client, 1, id, LEASE_DURATION * 3 + SLACK * 5).await;
     let http = solo.http_addr().await;
     let (kept, stolen) = (unique("cred-"), unique("cred-"));
     credential(&g, &ns, &db, &prefix, &kept, Some("0")).await;
@@ -551,4 +552,73 @@ async fn set_holder(leases: &Api<Lease>, name: &str, who: Option<&str>, seconds:
             .map(|_| ())
     })
     .await
+}
+
+/// Two replicas preferring the same shard (as two Deployment pods may) still end up with one
+/// shard each: the one left without a shard reaches for the free one a round before the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_preferring_one_shard_still_spread_over_both() {
+    let mut g = Ground::new().await;
+    g.rbac = Some(ChartRbac::render(
+        Install::ClusterWide,
+        json!({ "shards": SHARDS }),
+    ));
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
+    let emulator = g.emulator.clone().expect("runs against the emulator");
+    let served = emulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    let (lease_duration, renew) = (
+        format!("{}ms", LEASE_DURATION.as_millis()),
+        format!("{}ms", RENEW_PERIOD.as_millis()),
+    );
+    // Ordinals 0 and 2: both prefer shard 0 of two.
+    let ids = ["rdscred-x-0", "rdscred-y-2"];
+    let replicas: Vec<Rdscred> = ids
+        .iter()
+        .map(|id| {
+            Rdscred::start(
+                id,
+                &dir,
+                &kubeconfig,
+                &g,
+                &[
+                    "--shards",
+                    "2",
+                    "--leader-election-namespace",
+                    RELEASE_NAMESPACE,
+                    "--identity",
+                    id,
+                    "--lease-duration",
+                    &lease_duration,
+                    "--lease-renew-period",
+                    &renew,
+                ],
+            )
+        })
+        .collect();
+    let leases = [0, 1].map(|k| rdscred::shard::lease_name(LEASE, k));
+    let holders = wait_for(
+        "both shards held",
+        LEASE_DURATION * 2 + SLACK * 5,
+        || async {
+            let h0 = holder(&g.client, &leases[0]).await?;
+            let h1 = holder(&g.client, &leases[1]).await?;
+            Some((h0, h1))
+        },
+    )
+    .await;
+    assert_ne!(holders.0, holders.1, "one replica holds both shards");
+    for r in &replicas {
+        let m = scrape(r.http_addr().await).await;
+        assert_eq!(sample(&m, "rdscred_shards_held", ""), Some(1.0), "{m}");
+    }
+    drop(replicas);
+    drop(served);
 }
