@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use kube::core::Duration as GoDuration;
 use rdscred::aws::{ApiCalls, Aws, AwsSettings};
@@ -18,8 +18,9 @@ use rdscred::context::{Context, Settings, defaults};
 use rdscred::iam::{IamPolicyInput, policy_document, with_events_queues};
 use rdscred::leader::{LeaderElector, LeaseConfig};
 use rdscred::propagation::rollout::WorkloadKinds;
-use rdscred::runtime::controller::{self, Scope};
+use rdscred::runtime::controller::{self, Scope, drain};
 use rdscred::runtime::events::EventsConfig;
+use rdscred::runtime::shards::{self, ShardedConfig};
 use rdscred::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser)]
@@ -110,6 +111,11 @@ struct RunArgs {
     /// cancelled; keep it below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "RDSCRED_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Split the credentials into this many shards, each guarded by a Lease
+    /// `<leader-election-lease>-shard-<k>`: every replica contends for every shard and
+    /// reconciles the credentials of the shards it holds (docs/sharding.md). 1: no sharding.
+    #[arg(long, env = "RDSCRED_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
     /// Run only while holding the leader Lease (for more than one replica).
     #[arg(long, env = "RDSCRED_LEADER_ELECT")]
     leader_elect: bool,
@@ -327,8 +333,9 @@ async fn run_controller(
     calls: ApiCalls,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let elects = args.leader_elect || args.shards > 1;
     anyhow::ensure!(
-        !args.leader_elect || args.lease_renew_period < args.lease_duration,
+        !elects || args.lease_renew_period < args.lease_duration,
         "--lease-renew-period ({:?}) must be shorter than --lease-duration ({:?})",
         args.lease_renew_period,
         args.lease_duration
@@ -362,14 +369,12 @@ async fn run_controller(
                 ..ObjectReference::default()
             }),
         });
+    // Each shard's consumer would delete the messages about the other shards' secrets.
+    anyhow::ensure!(
+        args.shards <= 1 || events.is_none(),
+        "--events-queue-url cannot be combined with --shards > 1 yet (docs/sharding.md)"
+    );
     let settings = settings_from(args, events);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        aws,
-        metrics.clone(),
-        settings,
-        Some(identity.clone()),
-    ));
     let scope = Scope {
         namespaces: args
             .watch_namespaces
@@ -378,7 +383,50 @@ async fn run_controller(
             .cloned()
             .collect(),
         concurrency: args.concurrency,
+        shard: None,
     };
+    let lease = LeaseConfig {
+        namespace: args.leader_election_namespace.clone(),
+        name: args.leader_election_lease.clone(),
+        identity: identity.clone(),
+        lease_duration: args.lease_duration,
+        renew_period: args.lease_renew_period,
+    };
+    if args.shards > 1 {
+        // A contending replica serves metrics and takes over shards when needed.
+        health.set_ready(true, "sharded");
+        let new_context = || {
+            Arc::new(Context::new(
+                client.clone(),
+                aws.clone(),
+                metrics.clone(),
+                settings.clone(),
+                Some(identity.clone()),
+            ))
+        };
+        let cfg = ShardedConfig {
+            shards: args.shards,
+            lease,
+            shutdown_timeout: args.shutdown_timeout,
+        };
+        shards::run(
+            client.clone(),
+            cfg,
+            scope,
+            metrics.clone(),
+            new_context,
+            shutdown.clone(),
+        )
+        .await;
+        return Ok(());
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        aws,
+        metrics.clone(),
+        settings,
+        Some(identity.clone()),
+    ));
     // Ready once the caches hold their initial lists, unless already shutting down.
     let ready_when_synced = |reason: &'static str| {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -402,16 +450,7 @@ async fn run_controller(
         return Ok(());
     }
 
-    let elector = LeaderElector::new(
-        client,
-        LeaseConfig {
-            namespace: args.leader_election_namespace.clone(),
-            name: args.leader_election_lease.clone(),
-            identity,
-            lease_duration: args.lease_duration,
-            renew_period: args.lease_renew_period,
-        },
-    );
+    let elector = LeaderElector::new(client, lease);
     let mut leading = elector.subscribe();
     // The elector stops (and releases the lease) only after the controllers have stopped:
     // releasing first would let a standby act while our in-flight reconciles finish.
@@ -461,24 +500,6 @@ async fn run_controller(
         anyhow::bail!("lost the leader lease");
     }
     Ok(())
-}
-
-/// Runs `controllers` until they stop by themselves after `shutdown` (in-flight reconciles
-/// finish), but gives them at most `limit` once `shutdown` has fired: the kubelet kills the
-/// pod at its termination grace period anyway, and stopping first lets us release the lease.
-async fn drain(
-    controllers: impl Future<Output = ()>,
-    shutdown: &CancellationToken,
-    limit: Duration,
-) {
-    tokio::pin!(controllers);
-    tokio::select! {
-        () = &mut controllers => return,
-        () = shutdown.clone().cancelled_owned() => {}
-    }
-    if tokio::time::timeout(limit, controllers).await.is_err() {
-        warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
-    }
 }
 
 /// The controller's settings from the `run` flags (and the event queue they configure).
@@ -589,6 +610,9 @@ mod tests {
             "--lease-duration=0s",
             "--lease-renew-period=0ms",
             "--events-backstop-interval=0m",
+            "--shards=0",
+            "--shards=-1",
+            "--shards=two",
         ] {
             assert!(
                 Cli::try_parse_from(["rdscred", "run", flag]).is_err(),

@@ -4,12 +4,16 @@
 //! Namespaced installs (`Scope::namespaces` non-empty) run one credential controller per
 //! namespace with namespaced watches only, so a Role per namespace is enough; the only
 //! cluster-wide reads are RdsDatabases (cluster-scoped) and `get` on the watched namespaces.
+//!
+//! With shards (`Scope::shard`, docs/sharding.md) one instance of all this runs per held shard:
+//! its store keeps every credential (the claims check compares a credential with all others),
+//! but only the shard's credentials are reconciled, and only shard 0 reconciles RdsDatabases.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -26,6 +30,7 @@ use crate::crd::{RdsCredential, RdsDatabase};
 use crate::propagation::sync::MANAGED_BY_LABEL;
 use crate::reconcile::{self, Error};
 use crate::runtime::poller;
+use crate::shard::ShardScope;
 
 /// Which namespaces the credential controller watches.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +39,23 @@ pub struct Scope {
     pub namespaces: Vec<String>,
     /// Reconciles running at once per kind (across all watched namespaces).
     pub concurrency: u16,
+    /// The shard this instance reconciles (`None`: unsharded, everything).
+    pub shard: Option<ShardScope>,
+}
+
+impl Scope {
+    fn shard(&self) -> ShardScope {
+        self.shard.unwrap_or(ShardScope::ALL)
+    }
+}
+
+/// Whether `cred` belongs to `shard`: checked before anything about it is reconciled.
+fn in_shard(shard: ShardScope, cred: &RdsCredential) -> bool {
+    shard.owns(
+        cred.metadata.namespace.as_deref().unwrap_or_default(),
+        cred.metadata.name.as_deref().unwrap_or_default(),
+        cred.metadata.labels.as_ref(),
+    )
 }
 
 /// Runs both controllers and the bulk poller until `shutdown` resolves, then lets in-flight
@@ -58,21 +80,28 @@ pub async fn run_with_readiness(
     let stopped = || stop.clone().cancelled_owned();
     let concurrency = scope.concurrency.max(1);
     let config = ControllerConfig::default().concurrency(concurrency);
+    let shard = scope.shard();
 
-    let databases = Controller::new(
-        Api::<RdsDatabase>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(config.clone());
-    let database_store = databases.store();
-    let databases = databases
-        .graceful_shutdown_on(stopped())
-        .run(
-            reconcile::database::reconcile,
-            error_policy_database,
-            ctx.clone(),
+    // RdsDatabases: shard 0 only (one writer of their status); other shards read them.
+    let (databases, database_store) = if shard.owns_databases() {
+        let databases = Controller::new(
+            Api::<RdsDatabase>::all(ctx.client.clone()),
+            watcher::Config::default().any_semantic(),
         )
-        .for_each(|r| async move { log_result("RdsDatabase", r) });
+        .with_config(config.clone());
+        let store = databases.store();
+        let run = databases
+            .graceful_shutdown_on(stopped())
+            .run(
+                reconcile::database::reconcile,
+                error_policy_database,
+                ctx.clone(),
+            )
+            .for_each(|r| async move { log_result("RdsDatabase", r) });
+        (futures::future::Either::Left(run), Some(store))
+    } else {
+        (futures::future::Either::Right(async {}), None)
+    };
 
     let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
         vec![None]
@@ -82,7 +111,7 @@ pub async fn run_with_readiness(
     // kube's `concurrency` bounds each controller; with one controller per namespace this
     // semaphore keeps the bound for the kind as a whole.
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
-    let mut triggers = poller::Triggers::default();
+    let mut triggers = poller::Triggers::for_shard(shard);
     let mut stores = Vec::new();
     let mut credential_loops = Vec::new();
     for ns in namespaces {
@@ -106,7 +135,9 @@ pub async fn run_with_readiness(
             .modify(crate::store::project::<RdsCredential>)
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(desired_state_hash, Default::default());
+            .predicate_filter(desired_state_hash, Default::default())
+            // After the store (which keeps all shards for the claims check), before reconcile.
+            .try_filter(move |c| std::future::ready(in_shard(shard, c)));
         let controller = Controller::for_stream(credentials, reader)
             .with_config(config.clone())
             .owns(
@@ -124,7 +155,7 @@ pub async fn run_with_readiness(
                 store
                     .state()
                     .into_iter()
-                    .filter(|c| c.spec.database_ref.name == name)
+                    .filter(|c| c.spec.database_ref.name == name && in_shard(shard, c))
                     .map(|c| ObjectRef::from_obj(c.as_ref()))
                     .collect::<Vec<_>>()
             },
@@ -136,6 +167,12 @@ pub async fn run_with_readiness(
         let reconcile_credential = move |cred: Arc<RdsCredential>, ctx: Arc<Context>| {
             let permits = permits.clone();
             async move {
+                // Owned-Secret events map to any credential: one of another shard is left
+                // alone here, before anything is read or written for it.
+                if !in_shard(shard, &cred) {
+                    debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "not in this shard");
+                    return Ok(Action::await_change());
+                }
                 // The semaphore is never closed; `ok()` only avoids an unwrap.
                 let _permit = permits.acquire_owned().await.ok();
                 observe_status(&cred, &ctx);
@@ -175,10 +212,33 @@ pub async fn run_with_readiness(
     );
 }
 
+/// Runs `controllers` until they stop by themselves after `shutdown` (in-flight reconciles
+/// finish), but gives them at most `limit` once `shutdown` has fired: the kubelet kills the
+/// pod at its termination grace period anyway, and stopping first lets us release the lease.
+pub async fn drain(
+    controllers: impl Future<Output = ()>,
+    shutdown: &CancellationToken,
+    limit: std::time::Duration,
+) {
+    tokio::pin!(controllers);
+    tokio::select! {
+        () = &mut controllers => return,
+        () = shutdown.cancelled() => {}
+    }
+    if tokio::time::timeout(limit, controllers).await.is_err() {
+        warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
+    }
+}
+
 /// Resolves once every store has received its watch's initial list. A store whose writer
 /// is gone (its controller stopped) counts as done: there is nothing left to wait for.
-async fn caches_synced(databases: Store<RdsDatabase>, credentials: Vec<Store<RdsCredential>>) {
-    let _ = databases.wait_until_ready().await;
+async fn caches_synced(
+    databases: Option<Store<RdsDatabase>>,
+    credentials: Vec<Store<RdsCredential>>,
+) {
+    if let Some(databases) = databases {
+        let _ = databases.wait_until_ready().await;
+    }
     for store in credentials {
         let _ = store.wait_until_ready().await;
     }

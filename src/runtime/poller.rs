@@ -18,6 +18,7 @@ use crate::aws::SecretMeta;
 use crate::context::{Context, jitter};
 use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
 use crate::reconcile::Error;
+use crate::shard::ShardScope;
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -27,13 +28,23 @@ pub struct PollStats {
 }
 
 /// Where to send "reconcile this credential": one channel per watched namespace (or one
-/// for all namespaces).
+/// for all namespaces). Credentials of other shards are not sent (the poll and the event
+/// queue see every secret; only this shard's credentials are its business).
 #[derive(Default, Clone)]
 pub struct Triggers {
     by_namespace: HashMap<Option<String>, UnboundedSender<ObjectRef<RdsCredential>>>,
+    shard: Option<ShardScope>,
 }
 
 impl Triggers {
+    /// Triggers for the credentials of `shard` only.
+    pub fn for_shard(shard: ShardScope) -> Triggers {
+        Triggers {
+            shard: Some(shard),
+            ..Triggers::default()
+        }
+    }
+
     pub fn add(
         &mut self,
         namespace: Option<String>,
@@ -44,6 +55,15 @@ impl Triggers {
 
     pub fn send(&self, cred: &RdsCredential) {
         let ns = cred.namespace();
+        if let Some(shard) = self.shard
+            && !shard.owns(
+                ns.as_deref().unwrap_or_default(),
+                &cred.name_any(),
+                cred.metadata.labels.as_ref(),
+            )
+        {
+            return;
+        }
         let tx = self
             .by_namespace
             .get(&ns)

@@ -21,6 +21,7 @@ VALUE_SETS = {
     "irsa": {"serviceAccount": {"irsaRoleArn": "arn:aws:iam::123456789012:role/rdscred"}},
     "pdb-off-netpol-on": {"podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": True}},
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "sharded": {"replicaCount": 3, "shards": 3},
     "events": {
         "watchNamespaces": ["apps"],
         "events": {
@@ -80,6 +81,7 @@ DOCUMENTED_METRICS = {
     "rdscred_reconcile_errors_total",
     "rdscred_drifted",
     "rdscred_leader",
+    "rdscred_shards_held",
 }
 # Environment variables the controller's CLI reads (see `rdscred run --help`).
 KNOWN_ENV = {
@@ -326,9 +328,12 @@ def test_leases_only_in_release_namespace(set_name):
     if VALUE_SETS[set_name].get("leaderElection", {}).get("enabled", True):
         verbs = set().union(*(set(r["verbs"]) for _, r in lease_roles))
         assert verbs == {"get", "create", "update"}
+        shards = VALUE_SETS[set_name].get("shards", 1)
+        # One Lease, or exactly one per shard (the leader Lease is not used then).
+        names = ["rdscred-leader"] if shards == 1 else [f"rdscred-leader-shard-{k}" for k in range(shards)]
         for _, rule in lease_roles:
             if set(rule["verbs"]) & {"get", "update"}:
-                assert rule["resourceNames"] == ["rdscred-leader"]
+                assert rule["resourceNames"] == names
         rb = one(objects, "RoleBinding", "rdscred-leader-election", NAMESPACE)
         assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "rdscred", "namespace": NAMESPACE}]
     else:
@@ -601,6 +606,27 @@ def test_schema_accepts_value_sets(set_name):
 def test_several_replicas_require_leader_election():
     with pytest.raises(helm.HelmError, match="leaderElection"):
         render_raw({"replicaCount": 2, "leaderElection": {"enabled": False}})
+
+
+def test_shards():
+    """`shards` reaches the controller as RDSCRED_SHARDS (absent at 1, today's single leader),
+    needs leader election, refuses the event queue, and alerts on an unheld shard."""
+    assert "RDSCRED_SHARDS" not in env_of(container(render()))
+    env = env_of(container(render({"shards": 2})))
+    assert env["RDSCRED_SHARDS"] == "2"
+    assert env["RDSCRED_LEADER_ELECT"] == "true"
+    with pytest.raises(helm.HelmError, match="leaderElection"):
+        render_raw({"replicaCount": 1, "shards": 2, "leaderElection": {"enabled": False}})
+    with pytest.raises(helm.HelmError, match="queueUrl"):
+        render_raw({"shards": 2, "events": {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/q"}})
+    for bad in ({"shards": 0}, {"shards": "two"}, {"shards": 1.5}):
+        with pytest.raises(helm.HelmValuesError):
+            render_raw(bad)
+    pr = one(render({"shards": 3, "metrics": {"prometheusRule": {"enabled": True}}}, api_versions=MONITORING_APIS), "PrometheusRule")
+    rules = {r["alert"]: r for g in pr["spec"]["groups"] for r in g["rules"]}
+    assert rules["RdscredShardUnheld"]["expr"] == "(sum(rdscred_shards_held) or vector(0)) < 3"
+    pr = one(render({"metrics": {"prometheusRule": {"enabled": True}}}, api_versions=MONITORING_APIS), "PrometheusRule")
+    assert "RdscredShardUnheld" not in {r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]}
 
 
 def test_values_yaml_keys_are_all_in_schema():

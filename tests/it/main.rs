@@ -20,6 +20,7 @@ mod rbac;
 mod rotation;
 mod rotation_e2e;
 mod runtime;
+mod shard;
 mod validation;
 mod validation_refusals;
 mod workload_kinds;

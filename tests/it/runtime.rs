@@ -250,7 +250,7 @@ pub(crate) fn sample(text: &str, series: &str, labels: &str) -> Option<f64> {
 }
 
 /// Sum of every sample of `series` whose labels contain all of `labels`.
-fn total(text: &str, series: &str, labels: &[&str]) -> f64 {
+pub(crate) fn total(text: &str, series: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(series)?;

@@ -658,6 +658,7 @@ impl Ground {
             rdscred::runtime::controller::Scope {
                 namespaces,
                 concurrency: 4,
+                shard: None,
             },
             async move {
                 let _ = rx.await;

@@ -126,4 +126,19 @@ given --api-versions). */}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 requires leaderElection.enabled=true: two active controllers would both act on every credential" }}
 {{- end }}
+{{- if and (gt (int .Values.shards) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "shards > 1 requires leaderElection.enabled=true: the shards are guarded by Leases" }}
+{{- end }}
+{{- if and (gt (int .Values.shards) 1) .Values.events.queueUrl }}
+{{- fail "shards > 1 cannot be combined with events.queueUrl yet: each shard's consumer would delete the messages about the other shards' secrets (docs/sharding.md)" }}
+{{- end }}
+{{- end }}
+
+{{/* The Lease names the controller uses: the leader Lease, or one per shard. */}}
+{{- define "rdscred.leaseNames" -}}
+{{- if gt (int .Values.shards) 1 }}
+{{- range $k := until (int .Values.shards) }}{{ if $k }}, {{ end }}{{ printf "%s-shard-%d" $.Values.leaderElection.leaseName $k | quote }}{{ end }}
+{{- else }}
+{{- .Values.leaderElection.leaseName | quote }}
+{{- end }}
 {{- end }}

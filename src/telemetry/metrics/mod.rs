@@ -96,6 +96,7 @@ struct Inner {
     drifted: Family<Credential, Gauge>,
     rollouts: Family<KindLabel, Counter>,
     leader: Gauge,
+    shards_held: Gauge,
     events_received: Family<TypeLabel, Counter>,
     events_handled: Family<TypeLabel, Counter>,
     events_ignored: Family<TypeReason, Counter>,
@@ -213,6 +214,13 @@ impl Metrics {
             leader.clone(),
         );
 
+        let shards_held = Gauge::default();
+        registry.register(
+            "rdscred_shards_held",
+            "Shard Leases this instance holds and reconciles (with --shards > 1)",
+            shards_held.clone(),
+        );
+
         let events_received = Family::<TypeLabel, Counter>::default();
         registry.register(
             "rdscred_events_received",
@@ -313,6 +321,7 @@ impl Metrics {
                 drifted,
                 rollouts,
                 leader,
+                shards_held,
                 events_received,
                 events_handled,
                 events_ignored,
@@ -446,6 +455,13 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.inner.leader.set(i64::from(leader));
+    }
+
+    /// How many shards this instance holds (sharded operation, docs/sharding.md).
+    pub fn set_shards_held(&self, held: usize) {
+        self.inner
+            .shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// A message arrived on the event queue; `detail_type` is `unknown` when it did not parse.
