@@ -117,3 +117,74 @@ def test_e2e_triggers_on_paths_that_exist(e2e):
         prefix = p.split("*")[0].rstrip("/")
         assert prefix == "" or any(ROOT.glob(prefix + "*")), p
     assert "Dockerfile" in paths and ".dockerignore" in paths
+
+
+# What only the in-process emulator can do: its own handle taken for granted (`g.emulator`
+# unwrapped: served to a binary, tokens, request logs, RBAC records, CRDs it serves), its
+# simulated workload controllers. A real cluster has none of these: such a test must be left
+# out of the kind run by the workflow's filter, or it fails there.
+EMULATOR_ONLY = re.compile(
+    r"\.emulator\s*\.(?:as_ref|clone)\(\)\s*\.(?:expect|unwrap)\("
+    r"|\.stepped_rollouts\("
+    r"|\.controller_token\(\)\s*\.await\s*\.(?:expect|unwrap)\("
+)
+TOP_FN = re.compile(r"^(?:pub(?:\(crate\))? )?(?:async )?fn (\w+)", re.M)
+
+
+def top_level_functions(source: str) -> list[tuple[str, str, bool]]:
+    """(name, body, is_test) of every top-level fn of a test module."""
+    found = list(TOP_FN.finditer(source))
+    out = []
+    for i, m in enumerate(found):
+        end = found[i + 1].start() if i + 1 < len(found) else len(source)
+        # The attributes and doc comments right above the fn (not the previous fn's).
+        attributes = []
+        for line in reversed(source[: m.start()].rstrip("\n").splitlines()):
+            if not line.startswith(("#[", "//")):
+                break
+            attributes.append(line)
+        is_test = any(line.startswith(("#[tokio::test", "#[test]")) for line in attributes)
+        out.append((m.group(1), source[m.start():end], is_test))
+    return out
+
+
+def emulator_only_tests() -> set[str]:
+    """`module::test` for every integration test that needs the emulator, directly or through a
+    helper in the test modules (resolved to a fixpoint; names shared by two modules count for
+    both, which can only ask for more exclusions, never fewer)."""
+    modules = {
+        p.stem: top_level_functions(p.read_text())
+        for p in (ROOT / "tests" / "it").glob("*.rs")
+        if p.stem not in ("main", "support")
+    }
+    needs = {name for fns in modules.values() for name, body, _ in fns if EMULATOR_ONLY.search(body)}
+    while True:
+        more = {
+            name
+            for fns in modules.values()
+            for name, body, _ in fns
+            if name not in needs and any(re.search(rf"\b{re.escape(n)}\(", body) for n in needs)
+        }
+        if not more:
+            break
+        needs |= more
+    return {f"{m}::{name}" for m, fns in modules.items() for name, _, test in fns if test and name in needs}
+
+
+def kind_filter_excludes(run: str, test: str) -> bool:
+    module, _ = test.split("::")
+    return (
+        module in re.findall(r"test\(/\^(\w+)::/\)", run)
+        or test in (f"{m}::{f}" for m, f in re.findall(r"test\(=(\w+)::(\w+)\)", run))
+        or any(p in test for p in re.findall(r"test\(/(\w+)/\)", run))
+    )
+
+
+def test_e2e_leaves_out_every_test_that_needs_the_emulator(e2e):
+    run = script(e2e)
+    needs = emulator_only_tests()
+    # The scan sees the known cases (it is not vacuous).
+    assert "cli::status_and_explain_for_each_state_without_reading_a_secret" in needs
+    assert "concurrency::postgres_thirty_random_requests_with_a_handover" in needs, "through ground()"
+    missing = sorted(t for t in needs if not kind_filter_excludes(run, t))
+    assert not missing, f"need the emulator but run against kind: {missing}"
