@@ -513,3 +513,87 @@ async fn namespaced_cronjob_rollout_completes_when_older_jobs_finish() {
     )
     .await;
 }
+
+/// A Rollout with `spec.workloadRef` runs the pod template of a Deployment (scaled to zero by
+/// Argo): discovered from that template and restarted by `spec.restartAt`; the Deployment is
+/// not rolled (a change to its template would be a new Rollout revision: a canary).
+#[tokio::test]
+async fn rollout_with_workload_ref_is_restarted_not_its_deployment() {
+    let server = DbServer::postgres();
+    let kinds = WorkloadKinds {
+        cron_jobs: true,
+        argo_rollouts: true,
+    };
+    let (mut g, settings) = ground(kinds, Install::ClusterWide).await;
+    g.stepped_rollouts(Duration::from_millis(400));
+    g.start_with(settings).await;
+    let ns = admitted_namespace(&g).await;
+    let db = g.database(&server, json!({})).await;
+    deployment(&g, &ns, "base", "app", 0).await;
+    let r = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": { "name": "by-ref", "namespace": ns },
+        "spec": {
+            "replicas": 2,
+            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "base", "scaleDown": "onsuccess" },
+            "strategy": { "canary": { "steps": [{ "setWeight": 20 }, { "pause": {} }] } },
+        },
+    });
+    rollout_api(&g, &ns)
+        .create(&PostParams::default(), &serde_json::from_value(r).unwrap())
+        .await
+        .expect("create Rollout");
+    let c = new_cred(
+        &g,
+        &server,
+        &db,
+        &ns,
+        "app",
+        json!({ "minimumInterval": "1s" }),
+        json!({}),
+    )
+    .await;
+    let deployments =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(g.client.clone(), &ns);
+    let template_before = deployments
+        .get("base")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template;
+
+    request_rotation(&g, &c, "r1").await;
+    wait_rotated(&g, &c, "r1").await;
+    let s = wait_for(
+        "the Rollout's restart complete",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&g, &c).await;
+            s.rolled_workloads
+                .iter()
+                .all(|w| w.completed_at.is_some())
+                .then_some(s)
+        },
+    )
+    .await;
+    let rolled: Vec<_> = s
+        .rolled_workloads
+        .iter()
+        .map(|w| (w.kind, w.name.as_str()))
+        .collect();
+    assert_eq!(rolled, vec![(WorkloadKind::Rollout, "by-ref")]);
+    let by_ref = get_rollout(&g, &ns, "by-ref").await;
+    assert!(by_ref.data["spec"]["restartAt"].is_string());
+    assert_eq!(
+        deployments
+            .get("base")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template,
+        template_before,
+        "the referenced Deployment's template is untouched"
+    );
+}
