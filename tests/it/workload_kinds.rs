@@ -597,3 +597,53 @@ async fn rollout_with_workload_ref_is_restarted_not_its_deployment() {
         "the referenced Deployment's template is untouched"
     );
 }
+
+/// `--argo-rollouts` on a cluster without the Argo Rollouts CRDs: the alternating-users gate
+/// cannot tell whether a Rollout still runs the previous user, so the rotation is held (fail
+/// closed), and Ready=False / Reconciling=True say what to do (not a bare 404).
+#[tokio::test]
+async fn rollouts_enabled_without_their_crd_say_so() {
+    let server = DbServer::postgres();
+    let mut g = Ground::stale().await;
+    g.rbac = Some(ChartRbac::render(
+        g.install.clone(),
+        json!({ "workloads": { "argoRollouts": { "enabled": true } } }),
+    ));
+    g.start_with(Settings {
+        workload_kinds: WorkloadKinds {
+            cron_jobs: true,
+            argo_rollouts: true,
+        },
+        ..g.settings()
+    })
+    .await;
+    let ns = admitted_namespace(&g).await;
+    let db = g.database(&server, json!({})).await;
+    deployment(&g, &ns, "api", "app", 1).await;
+    let rotation = json!({ "strategy": "alternating-users", "minimumInterval": "1s" });
+    let c = new_cred(&g, &server, &db, &ns, "app", rotation, json!({})).await;
+    let (before, _) = g.current(&c.secret).await;
+    request_rotation(&g, &c, "r1").await;
+    let message = wait_for(
+        "Ready=False naming the missing CRDs",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&g, &c).await;
+            let ready = s.conditions.iter().find(|x| x.type_ == "Ready")?;
+            let reconciling = has_condition(&s, "Reconciling", "True", "KubernetesApiError");
+            (ready.status == "False"
+                && reconciling
+                && ready
+                    .message
+                    .contains("does not serve argoproj.io/v1alpha1 rollouts"))
+            .then(|| ready.message.clone())
+        },
+    )
+    .await;
+    assert!(
+        message.contains("workloads.argoRollouts.enabled: false"),
+        "{message}"
+    );
+    assert_eq!(g.current(&c.secret).await.0, before, "no rotation");
+    assert_eq!(status(&g, &c).await.last_rotation_request, None);
+}
