@@ -297,6 +297,28 @@ async fn rollouts_and_cronjobs_are_restarted_by_their_own_fields() {
         None,
         "opted out"
     );
+    // `kubectl describe` on the restarted Rollout and CronJob says why (an Event about each).
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(g.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    for (kind, api_version, name) in [
+        ("Rollout", "argoproj.io/v1alpha1", "web"),
+        ("CronJob", "batch/v1", "nightly"),
+    ] {
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("RolledByRdsCredential")
+                    && e.regarding
+                        .as_ref()
+                        .is_some_and(|r| r.kind.as_deref() == Some(kind)
+                            && r.api_version.as_deref() == Some(api_version)
+                            && r.name.as_deref() == Some(name))),
+            "an Event about {kind} {name}"
+        );
+    }
     let cj = Api::<CronJob>::namespaced(g.client.clone(), &ns)
         .get("nightly")
         .await
