@@ -8,7 +8,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// Annotation on a Deployment/StatefulSet/DaemonSet: `"true"` = rdscred never rolls it, even
+/// Annotation on a workload (Deployment, StatefulSet, DaemonSet, CronJob, Rollout; on the
+/// object itself, not its pod template): `"true"` = rdscred never rolls it, even
 /// when it references the Secret or is listed explicitly.
 pub const OPT_OUT_ANNOTATION: &str = "rdscred.io/ignore";
 

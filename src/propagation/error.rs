@@ -14,6 +14,17 @@ pub enum PropagationError {
         "Secret {namespace}/{name} exists and is not controlled by this RdsCredential; choose another target.name or delete it"
     )]
     TargetSecretNotOwned { namespace: String, name: String },
+    /// An optional workload kind is enabled but the API server does not serve it (the Argo
+    /// Rollouts CRDs are not installed): every roll in the namespace would fail the same way.
+    #[error(
+        "rolling {kind}s is enabled ({flag}) but the cluster does not serve {resource}: install its CRDs, or turn it off ({value}: false)"
+    )]
+    KindNotServed {
+        kind: &'static str,
+        flag: &'static str,
+        resource: &'static str,
+        value: &'static str,
+    },
     #[error("target.templates[{key}]: {source}")]
     Template { key: String, source: TemplateError },
 }

@@ -4,7 +4,8 @@
 //! - [`sync`]: writing the Kubernetes Secret (no write when nothing changed);
 //! - [`rollout`]: restarting dependents like `kubectl rollout restart`, rate-limited;
 //! - [`discovery`]: which workloads reference a Secret;
-//! - [`kinds`]: restart patches and completion for Argo Rollouts and CronJobs (pure, not wired yet).
+//! - [`kinds`]: restart patches and completion decisions for Argo Rollouts and CronJobs (pure;
+//!   [`rollout`] lists, patches and waits with them).
 //!
 //! Propagation takes narrow inputs (a Kubernetes client, the secret-metadata cache, the rollout
 //! limiter) and returns what it did ([`sync::SyncOutcome`], [`rollout::Rolls`]) or a

@@ -484,10 +484,19 @@ async fn list_workloads(
     }
     if kinds.argo_rollouts {
         let ar = rollout_resource();
-        for r in Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+        let rollouts = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
             .list(&lp)
-            .await?
-        {
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Error::KindNotServed {
+                    kind: "Argo Rollout",
+                    flag: "--argo-rollouts",
+                    resource: "argoproj.io/v1alpha1 rollouts",
+                    value: "workloads.argoRollouts.enabled",
+                },
+                e => e.into(),
+            })?;
+        for r in rollouts {
             let template =
                 serde_json::from_value::<PodTemplateSpec>(r.data["spec"]["template"].clone()).ok();
             let mut w = Workload {

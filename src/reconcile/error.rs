@@ -141,6 +141,11 @@ impl From<PropagationError> for Error {
                 Error::refused(Reason::TargetSecretNotOwned, e.to_string())
             }
             PropagationError::Template { key, source } => Error::Template { key, source },
+            // A missing CRD resolves once it is installed (or the kind turned off): retried
+            // like a dependency not ready, with the message saying which.
+            e @ PropagationError::KindNotServed { .. } => {
+                Error::not_ready(Reason::KubernetesApiError, e.to_string())
+            }
         }
     }
 }

@@ -297,6 +297,28 @@ async fn rollouts_and_cronjobs_are_restarted_by_their_own_fields() {
         None,
         "opted out"
     );
+    // `kubectl describe` on the restarted Rollout and CronJob says why (an Event about each).
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(g.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    for (kind, api_version, name) in [
+        ("Rollout", "argoproj.io/v1alpha1", "web"),
+        ("CronJob", "batch/v1", "nightly"),
+    ] {
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("RolledByRdsCredential")
+                    && e.regarding
+                        .as_ref()
+                        .is_some_and(|r| r.kind.as_deref() == Some(kind)
+                            && r.api_version.as_deref() == Some(api_version)
+                            && r.name.as_deref() == Some(name))),
+            "an Event about {kind} {name}"
+        );
+    }
     let cj = Api::<CronJob>::namespaced(g.client.clone(), &ns)
         .get("nightly")
         .await
@@ -512,4 +534,138 @@ async fn namespaced_cronjob_rollout_completes_when_older_jobs_finish() {
         },
     )
     .await;
+}
+
+/// A Rollout with `spec.workloadRef` runs the pod template of a Deployment (scaled to zero by
+/// Argo): discovered from that template and restarted by `spec.restartAt`; the Deployment is
+/// not rolled (a change to its template would be a new Rollout revision: a canary).
+#[tokio::test]
+async fn rollout_with_workload_ref_is_restarted_not_its_deployment() {
+    let server = DbServer::postgres();
+    let kinds = WorkloadKinds {
+        cron_jobs: true,
+        argo_rollouts: true,
+    };
+    let (mut g, settings) = ground(kinds, Install::ClusterWide).await;
+    g.stepped_rollouts(Duration::from_millis(400));
+    g.start_with(settings).await;
+    let ns = admitted_namespace(&g).await;
+    let db = g.database(&server, json!({})).await;
+    deployment(&g, &ns, "base", "app", 0).await;
+    let r = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": { "name": "by-ref", "namespace": ns },
+        "spec": {
+            "replicas": 2,
+            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "base", "scaleDown": "onsuccess" },
+            "strategy": { "canary": { "steps": [{ "setWeight": 20 }, { "pause": {} }] } },
+        },
+    });
+    rollout_api(&g, &ns)
+        .create(&PostParams::default(), &serde_json::from_value(r).unwrap())
+        .await
+        .expect("create Rollout");
+    let c = new_cred(
+        &g,
+        &server,
+        &db,
+        &ns,
+        "app",
+        json!({ "minimumInterval": "1s" }),
+        json!({}),
+    )
+    .await;
+    let deployments =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(g.client.clone(), &ns);
+    let template_before = deployments
+        .get("base")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template;
+
+    request_rotation(&g, &c, "r1").await;
+    wait_rotated(&g, &c, "r1").await;
+    let s = wait_for(
+        "the Rollout's restart complete",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&g, &c).await;
+            s.rolled_workloads
+                .iter()
+                .all(|w| w.completed_at.is_some())
+                .then_some(s)
+        },
+    )
+    .await;
+    let rolled: Vec<_> = s
+        .rolled_workloads
+        .iter()
+        .map(|w| (w.kind, w.name.as_str()))
+        .collect();
+    assert_eq!(rolled, vec![(WorkloadKind::Rollout, "by-ref")]);
+    let by_ref = get_rollout(&g, &ns, "by-ref").await;
+    assert!(by_ref.data["spec"]["restartAt"].is_string());
+    assert_eq!(
+        deployments
+            .get("base")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template,
+        template_before,
+        "the referenced Deployment's template is untouched"
+    );
+}
+
+/// `--argo-rollouts` on a cluster without the Argo Rollouts CRDs: the alternating-users gate
+/// cannot tell whether a Rollout still runs the previous user, so the rotation is held (fail
+/// closed), and Ready=False / Reconciling=True say what to do (not a bare 404).
+#[tokio::test]
+async fn rollouts_enabled_without_their_crd_say_so() {
+    let server = DbServer::postgres();
+    let mut g = Ground::stale().await;
+    g.rbac = Some(ChartRbac::render(
+        g.install.clone(),
+        json!({ "workloads": { "argoRollouts": { "enabled": true } } }),
+    ));
+    g.start_with(Settings {
+        workload_kinds: WorkloadKinds {
+            cron_jobs: true,
+            argo_rollouts: true,
+        },
+        ..g.settings()
+    })
+    .await;
+    let ns = admitted_namespace(&g).await;
+    let db = g.database(&server, json!({})).await;
+    deployment(&g, &ns, "api", "app", 1).await;
+    let rotation = json!({ "strategy": "alternating-users", "minimumInterval": "1s" });
+    let c = new_cred(&g, &server, &db, &ns, "app", rotation, json!({})).await;
+    let (before, _) = g.current(&c.secret).await;
+    request_rotation(&g, &c, "r1").await;
+    let message = wait_for(
+        "Ready=False naming the missing CRDs",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&g, &c).await;
+            let ready = s.conditions.iter().find(|x| x.type_ == "Ready")?;
+            let reconciling = has_condition(&s, "Reconciling", "True", "KubernetesApiError");
+            (ready.status == "False"
+                && reconciling
+                && ready
+                    .message
+                    .contains("does not serve argoproj.io/v1alpha1 rollouts"))
+            .then(|| ready.message.clone())
+        },
+    )
+    .await;
+    assert!(
+        message.contains("workloads.argoRollouts.enabled: false"),
+        "{message}"
+    );
+    assert_eq!(g.current(&c.secret).await.0, before, "no rotation");
+    assert_eq!(status(&g, &c).await.last_rotation_request, None);
 }
