@@ -130,6 +130,12 @@ async fn one_shard(
             round += 1;
         }
     }
+    // Tests wait for this line: from here on a dead holder is replaced within a lease duration.
+    info!(
+        shard = index,
+        preferred = index == preferred,
+        "contending for the shard"
+    );
     let lease = LeaseConfig {
         name: shard::lease_name(&cfg.lease.name, index),
         ..cfg.lease.clone()

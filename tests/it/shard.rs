@@ -295,7 +295,14 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         "a shard changed hands while both replicas lived"
     );
 
-    // SIGKILL B: A takes shard 1 once its Lease expires (not before), keeping shard 0.
+    // SIGKILL B: A takes shard 1 once its Lease expires (not before), keeping shard 0. A joins
+    // the race for a shard it does not prefer only in a later contention round: wait for it.
+    wait_for(
+        "a contending for shard 1",
+        LEASE_DURATION * 3 + SLACK * 5,
+        || async { contending(&a, 1).then_some(()) },
+    )
+    .await;
     b.signal("KILL");
     let killed = Instant::now();
     b.exit_status(SLACK).await;
@@ -358,6 +365,14 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
     }
     drop(a);
     drop(served);
+}
+
+/// Whether `replica` logged that it contends for `shard` (its elector for it runs).
+fn contending(replica: &Rdscred, shard: u32) -> bool {
+    replica.logs().lines().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|l| l["message"] == "contending for the shard" && l["shard"] == json!(shard))
+    })
 }
 
 /// Whether `metrics` has a per-credential series for `name` (its last rotation).
