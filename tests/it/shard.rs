@@ -8,7 +8,8 @@
 //! its Secret came from the one process holding the credential's shard, never the other;
 //! RdsDatabase status is written by shard 0's holder only; after SIGKILL of one replica the
 //! survivor takes its Lease (not before it expires) and reconciles the dead shard's
-//! credentials: a requested rotation completes, a new credential becomes Ready.
+//! credentials: a requested rotation completes, a new credential becomes Ready. Relabelling a
+//! credential moves it to the other shard's holder.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -295,6 +296,34 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         "a shard changed hands while both replicas lived"
     );
 
+    // Relabelling moves a credential: shard 1's holder serves its next rotation request.
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    let (moved, _) = creds
+        .iter()
+        .find(|(_, s)| *s == 0)
+        .expect("a credential of shard 0");
+    api.patch(
+        moved,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": {
+            "labels": { SHARD_LABEL: "1" },
+            "annotations": { "rdscred.io/rotate-requested-at": "moved" },
+        } })),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "the moved credential rotated",
+        Duration::from_secs(60),
+        || rotated(&api, moved, "moved"),
+    )
+    .await;
+    assert!(
+        about(&emulator.authorized_requests(USER_B), &ns, moved)
+            .any(|r| writes(r) && r.subresource == "status"),
+        "{moved}: shard 1's holder did not take it over"
+    );
+
     // SIGKILL B: A takes shard 1 once its Lease expires (not before), keeping shard 0. A joins
     // the race for a shard it does not prefer only in a later contention round: wait for it.
     wait_for(
@@ -328,7 +357,6 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         .iter()
         .find(|(_, s)| *s == 1)
         .expect("a credential of shard 1");
-    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
     let before = api.get(orphan).await.unwrap().status.unwrap_or_default();
     let request = "after-the-crash";
     api.patch(
