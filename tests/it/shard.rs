@@ -665,3 +665,103 @@ async fn replicas_preferring_one_shard_still_spread_over_both() {
     drop(replicas);
     drop(served);
 }
+
+/// Turning sharding on by a rolling update: while an unsharded leader still holds the leader
+/// Lease, a sharded replica holds its shard Leases but reconciles nothing; once that Lease is
+/// released, it reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_shard_runs_while_an_unsharded_leader_holds_the_leader_lease() {
+    let mut g = Ground::new().await;
+    g.rbac = Some(ChartRbac::render(
+        Install::ClusterWide,
+        json!({ "shards": SHARDS }),
+    ));
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
+    let emulator = g.emulator.clone().expect("runs against the emulator");
+    let served = emulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    // The old, unsharded leader's Lease, renewed just now for an hour.
+    let leases = Api::<Lease>::namespaced(g.client.clone(), RELEASE_NAMESPACE);
+    let old: Lease = serde_json::from_value(json!({
+        "metadata": { "name": LEASE, "namespace": RELEASE_NAMESPACE },
+        "spec": { "holderIdentity": "rdscred-old-leader" },
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &old).await.unwrap();
+    set_holder(&leases, LEASE, Some("rdscred-old-leader"), 3600).await;
+    let cred = unique("cred-");
+    credential(&g, &ns, &db, &prefix, &cred, Some("0")).await;
+
+    let id = "rdscred-new-0";
+    let (lease_duration, renew) = (
+        format!("{}ms", LEASE_DURATION.as_millis()),
+        format!("{}ms", RENEW_PERIOD.as_millis()),
+    );
+    let new = Rdscred::start(
+        id,
+        &dir,
+        &kubeconfig,
+        &g,
+        &[
+            "--shards",
+            "2",
+            "--leader-election-namespace",
+            RELEASE_NAMESPACE,
+            "--identity",
+            id,
+            "--lease-duration",
+            &lease_duration,
+            "--lease-renew-period",
+            &renew,
+        ],
+    );
+    wait_shard_holder(&g.client, 0, id, SLACK * 5).await;
+    wait_for("the unsharded leader noticed", SLACK * 5, || async {
+        new.logs()
+            .contains("an unsharded rdscred holds the leader lease")
+            .then_some(())
+    })
+    .await;
+    // Both shard Leases held (the second one 1.5 lease durations after start): time enough
+    // for any reconcile of the credential, had a shard run.
+    wait_shard_holder(&g.client, 1, id, LEASE_DURATION * 3 + SLACK * 5).await;
+    let http = new.http_addr().await;
+    let m = scrape(http).await;
+    assert_eq!(sample(&m, "rdscred_shards_held", ""), Some(0.0), "{m}");
+    assert_eq!(total(&m, "rdscred_reconciles_total", &[]), 0.0, "{m}");
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    assert_eq!(
+        api.get(&cred).await.unwrap().status,
+        None,
+        "reconciled meanwhile"
+    );
+
+    // The old leader goes away (releases its Lease): the shard runs.
+    let released = jiff::Timestamp::now();
+    set_holder(&leases, LEASE, None, 1).await;
+    let ready = g.wait_ready(&ns, &cred).await;
+    let since = ready
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.last_transition_time.0)
+        .expect("a Ready condition");
+    assert!(
+        since
+            >= released
+                .checked_sub(jiff::SignedDuration::from_secs(1))
+                .unwrap(),
+        "Ready at {since}, before the unsharded leader let go at {released}"
+    );
+    drop(new);
+    drop(served);
+}
