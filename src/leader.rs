@@ -207,24 +207,7 @@ impl LeaderElector {
             .filter(|holder| !holder.is_empty());
         let ours = holder.as_deref() == Some(cfg.identity.as_str());
         if let Some(other) = holder.as_ref().filter(|_| !ours) {
-            // The holder's own duration, not ours: instances may be configured differently.
-            let duration = spec
-                .lease_duration_seconds
-                .unwrap_or_else(|| lease_seconds(cfg.lease_duration));
-            let last = spec
-                .renew_time
-                .as_ref()
-                .or(spec.acquire_time.as_ref())
-                .map(|t| t.0);
-            // A lease with a holder but no time at all cannot be judged; treat it as
-            // expired rather than deadlocking on a malformed object.
-            let valid = last
-                .and_then(|last| {
-                    last.checked_add(jiff::SignedDuration::from_secs(duration.into()))
-                        .ok()
-                })
-                .is_some_and(|expiry| now < expiry);
-            if valid {
+            if valid_holder(spec, now, cfg.lease_duration).is_some() {
                 return Ok(Attempt::HeldByOther(Some(other.clone())));
             }
             tracing::info!(lease = %cfg.name, identity = %cfg.identity, previous = %other, "lease expired; taking over");
@@ -324,6 +307,31 @@ impl Drop for Publisher<'_> {
     }
 }
 
+/// The holder of a lease that is still valid at `now`: a non-empty `holderIdentity` whose
+/// `renewTime` (else `acquireTime`) plus the holder's own `leaseDurationSeconds` (else
+/// `default_duration`: instances may be configured differently) is in the future. A lease
+/// with a holder but no time at all cannot be judged and counts as expired rather than
+/// deadlocking on a malformed object.
+pub fn valid_holder(
+    spec: &LeaseSpec,
+    now: jiff::Timestamp,
+    default_duration: Duration,
+) -> Option<&str> {
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    let duration = spec
+        .lease_duration_seconds
+        .unwrap_or_else(|| lease_seconds(default_duration));
+    let last = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0)?;
+    let expiry = last
+        .checked_add(jiff::SignedDuration::from_secs(duration.into()))
+        .ok()?;
+    (now < expiry).then_some(holder)
+}
+
 /// Whole seconds for `leaseDurationSeconds`, rounded up (never claim less than we assume).
 fn lease_seconds(duration: Duration) -> i32 {
     let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
@@ -341,6 +349,71 @@ fn renew_deadline(cfg: &LeaseConfig) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn valid_holder_table() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        let at = |s: &str| Some(MicroTime(s.parse().unwrap()));
+        let spec = |holder: Option<&str>, renew, acquire, seconds| LeaseSpec {
+            holder_identity: holder.map(str::to_owned),
+            renew_time: renew,
+            acquire_time: acquire,
+            lease_duration_seconds: seconds,
+            ..LeaseSpec::default()
+        };
+        let d = Duration::from_secs(15);
+        // (case, spec, valid holder)
+        let cases = [
+            (
+                "renewed 5s ago, 15s lease",
+                spec(Some("a"), at("2026-01-01T00:00:05Z"), None, Some(15)),
+                Some("a"),
+            ),
+            (
+                "expired",
+                spec(Some("a"), at("2026-01-01T00:00:01Z"), None, Some(5)),
+                None,
+            ),
+            (
+                "expires exactly now",
+                spec(Some("a"), at("2026-01-01T00:00:05Z"), None, Some(5)),
+                None,
+            ),
+            (
+                "released (empty holder)",
+                spec(Some(""), at("2026-01-01T00:00:09Z"), None, Some(15)),
+                None,
+            ),
+            (
+                "no holder",
+                spec(None, at("2026-01-01T00:00:09Z"), None, Some(15)),
+                None,
+            ),
+            (
+                "acquire time when never renewed",
+                spec(Some("a"), None, at("2026-01-01T00:00:09Z"), Some(15)),
+                Some("a"),
+            ),
+            (
+                "no time at all",
+                spec(Some("a"), None, None, Some(15)),
+                None,
+            ),
+            (
+                "default duration",
+                spec(Some("a"), at("2026-01-01T00:00:00Z"), None, None),
+                Some("a"),
+            ),
+            (
+                "holder's duration, not ours",
+                spec(Some("a"), at("2026-01-01T00:00:00Z"), None, Some(3600)),
+                Some("a"),
+            ),
+        ];
+        for (case, spec, want) in &cases {
+            assert_eq!(valid_holder(spec, now, d), *want, "{case}");
+        }
+    }
 
     #[test]
     fn lease_seconds_round_up() {

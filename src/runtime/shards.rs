@@ -9,6 +9,10 @@
 //!   written to survive being cut off anywhere. Nothing a reconcile starts outlives it (no
 //!   spawned tasks), so dropping the future stops all work of the shard. The other shards
 //!   keep running and the replica keeps contending for the lost one.
+//! - While the leader Lease of an unsharded rdscred (`<lease>` itself) is validly held by
+//!   someone else, no shard runs: during a rollout from one shard to several, the old leader
+//!   keeps acting on every credential until it is gone (checked every renew period; a guard
+//!   against the common upgrade, not a fence: see docs/sharding.md).
 //! - On shutdown every shard drains (bounded by the shutdown timeout) before its Lease is
 //!   released, so the next holder never overlaps with our in-flight reconciles.
 
@@ -16,12 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kube::ResourceExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::leader::{LeaderElector, LeaseConfig};
+use crate::leader::{LeaderElector, LeaseConfig, valid_holder};
 use crate::runtime::controller::{self, Scope};
 use crate::shard::{self, ShardScope};
 use crate::telemetry::Metrics;
@@ -55,6 +61,9 @@ pub async fn run(
         count: AtomicUsize::new(0),
         metrics: metrics.clone(),
     };
+    // `true` while no unsharded leader holds the leader Lease; `false` until first checked.
+    let (clear_tx, clear) = watch::channel(false);
+    let unsharded = watch_unsharded_leader(&client, &cfg.lease, clear_tx, &shutdown);
     let loops = (0..cfg.shards).map(|index| {
         one_shard(
             &client,
@@ -66,11 +75,95 @@ pub async fn run(
             preferred,
             &scope,
             &held,
+            clear.clone(),
             &new_context,
             &shutdown,
         )
     });
-    futures::future::join_all(loops).await;
+    tokio::join!(unsharded, futures::future::join_all(loops));
+}
+
+/// Publishes on `clear` whether the leader Lease (`lease.name`, the one unsharded replicas
+/// elect on) is free of a valid holder other than us, every renew period until `shutdown`.
+/// A failed read keeps the last answer (the shard Leases' own renewals fail then too).
+async fn watch_unsharded_leader(
+    client: &kube::Client,
+    lease: &LeaseConfig,
+    clear: watch::Sender<bool>,
+    shutdown: &CancellationToken,
+) {
+    let api = Api::<Lease>::namespaced(client.clone(), &lease.namespace);
+    // What was last logged: the first answer is logged too, whichever it is.
+    let mut reported: Option<bool> = None;
+    loop {
+        match api.get_opt(&lease.name).await {
+            Ok(found) => {
+                let now = jiff::Timestamp::now();
+                let other = found
+                    .and_then(|l| l.spec)
+                    .and_then(|spec| {
+                        valid_holder(&spec, now, lease.lease_duration).map(str::to_owned)
+                    })
+                    .filter(|holder| *holder != lease.identity);
+                let is_clear = other.is_none();
+                clear.send_if_modified(|c| std::mem::replace(c, is_clear) != is_clear);
+                if reported.replace(is_clear) != Some(is_clear) {
+                    match other {
+                        Some(holder) => {
+                            warn!(lease = %lease.name, %holder, "an unsharded rdscred holds the leader lease: no shard runs until it is released or expires")
+                        }
+                        None => info!(lease = %lease.name, "no unsharded leader: shards may run"),
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(lease = %lease.name, %error, "reading the leader lease failed")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(lease.renew_period) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Waits until the shard is held and no unsharded leader acts; `false` if a channel closed.
+async fn until_runnable(
+    holding: &mut watch::Receiver<bool>,
+    clear: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *holding.borrow_and_update() && *clear.borrow_and_update() {
+            return true;
+        }
+        let open = tokio::select! {
+            r = holding.changed() => r.is_ok(),
+            r = clear.changed() => r.is_ok(),
+        };
+        if !open {
+            return false;
+        }
+    }
+}
+
+/// Resolves once the shard is no longer held or an unsharded leader appeared (or a channel
+/// closed: the elector is gone).
+async fn until_not_runnable(
+    holding: &mut watch::Receiver<bool>,
+    clear: &mut watch::Receiver<bool>,
+) {
+    loop {
+        if !*holding.borrow_and_update() || !*clear.borrow_and_update() {
+            return;
+        }
+        let open = tokio::select! {
+            r = holding.changed() => r.is_ok(),
+            r = clear.changed() => r.is_ok(),
+        };
+        if !open {
+            return;
+        }
+    }
 }
 
 /// The shards held right now, published as `rdscred_shards_held` and `rdscred_leader`.
@@ -105,6 +198,7 @@ async fn one_shard(
     preferred: u32,
     scope: &Scope,
     held: &Held,
+    mut clear: watch::Receiver<bool>,
     new_context: &impl Fn() -> Arc<Context>,
     shutdown: &CancellationToken,
 ) {
@@ -130,6 +224,12 @@ async fn one_shard(
             round += 1;
         }
     }
+    // Tests wait for this line: from here on a dead holder is replaced within a lease duration.
+    info!(
+        shard = index,
+        preferred = index == preferred,
+        "contending for the shard"
+    );
     let lease = LeaseConfig {
         name: shard::lease_name(&cfg.lease.name, index),
         ..cfg.lease.clone()
@@ -143,7 +243,7 @@ async fn one_shard(
 
     loop {
         let acquired = tokio::select! {
-            result = holding.wait_for(|h| *h) => result.is_ok(),
+            runnable = until_runnable(&mut holding, &mut clear) => runnable,
             () = shutdown.cancelled() => false,
         };
         if !acquired {
@@ -160,9 +260,7 @@ async fn one_shard(
             },
             shutdown.clone().cancelled_owned(),
         );
-        let lost = async {
-            let _ = holding.wait_for(|h| !*h).await;
-        };
+        let lost = until_not_runnable(&mut holding, &mut clear);
         let lost = tokio::select! {
             () = controller::drain(controllers, shutdown, cfg.shutdown_timeout) => false,
             () = lost => true,
@@ -172,7 +270,7 @@ async fn one_shard(
         if !lost {
             break;
         }
-        warn!(shard = index, lease = %lease_name, "lost the shard lease: its controllers stopped; contending again");
+        warn!(shard = index, lease = %lease_name, "lost the shard lease (or an unsharded leader appeared): its controllers stopped; contending again");
     }
     elector_stop.cancel();
     let _ = election.await;

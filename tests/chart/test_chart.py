@@ -329,8 +329,9 @@ def test_leases_only_in_release_namespace(set_name):
         verbs = set().union(*(set(r["verbs"]) for _, r in lease_roles))
         assert verbs == {"get", "create", "update"}
         shards = VALUE_SETS[set_name].get("shards", 1)
-        # One Lease, or exactly one per shard (the leader Lease is not used then).
-        names = ["rdscred-leader"] if shards == 1 else [f"rdscred-leader-shard-{k}" for k in range(shards)]
+        # The leader Lease, plus exactly one per shard (sharded replicas read the leader Lease:
+        # no shard runs while an unsharded leader holds it).
+        names = ["rdscred-leader"] + [f"rdscred-leader-shard-{k}" for k in range(shards) if shards > 1]
         for _, rule in lease_roles:
             if set(rule["verbs"]) & {"get", "update"}:
                 assert rule["resourceNames"] == names

@@ -8,7 +8,8 @@
 //! its Secret came from the one process holding the credential's shard, never the other;
 //! RdsDatabase status is written by shard 0's holder only; after SIGKILL of one replica the
 //! survivor takes its Lease (not before it expires) and reconciles the dead shard's
-//! credentials: a requested rotation completes, a new credential becomes Ready.
+//! credentials: a requested rotation completes, a new credential becomes Ready. Relabelling a
+//! credential moves it to the other shard's holder.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -295,7 +296,42 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         "a shard changed hands while both replicas lived"
     );
 
-    // SIGKILL B: A takes shard 1 once its Lease expires (not before), keeping shard 0.
+    // Relabelling moves a credential: shard 1's holder serves its next rotation request.
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    let (moved, _) = creds
+        .iter()
+        .find(|(_, s)| *s == 0)
+        .expect("a credential of shard 0");
+    api.patch(
+        moved,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": {
+            "labels": { SHARD_LABEL: "1" },
+            "annotations": { "rdscred.io/rotate-requested-at": "moved" },
+        } })),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "the moved credential rotated",
+        Duration::from_secs(60),
+        || rotated(&api, moved, "moved"),
+    )
+    .await;
+    assert!(
+        about(&emulator.authorized_requests(USER_B), &ns, moved)
+            .any(|r| writes(r) && r.subresource == "status"),
+        "{moved}: shard 1's holder did not take it over"
+    );
+
+    // SIGKILL B: A takes shard 1 once its Lease expires (not before), keeping shard 0. A joins
+    // the race for a shard it does not prefer only in a later contention round: wait for it.
+    wait_for(
+        "a contending for shard 1",
+        LEASE_DURATION * 3 + SLACK * 5,
+        || async { contending(&a, 1).then_some(()) },
+    )
+    .await;
     b.signal("KILL");
     let killed = Instant::now();
     b.exit_status(SLACK).await;
@@ -321,7 +357,6 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         .iter()
         .find(|(_, s)| *s == 1)
         .expect("a credential of shard 1");
-    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
     let before = api.get(orphan).await.unwrap().status.unwrap_or_default();
     let request = "after-the-crash";
     api.patch(
@@ -358,6 +393,14 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
     }
     drop(a);
     drop(served);
+}
+
+/// Whether `replica` logged that it contends for `shard` (its elector for it runs).
+fn contending(replica: &Rdscred, shard: u32) -> bool {
+    replica.logs().lines().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|l| l["message"] == "contending for the shard" && l["shard"] == json!(shard))
+    })
 }
 
 /// Whether `metrics` has a per-credential series for `name` (its last rotation).
@@ -620,5 +663,105 @@ async fn replicas_preferring_one_shard_still_spread_over_both() {
         assert_eq!(sample(&m, "rdscred_shards_held", ""), Some(1.0), "{m}");
     }
     drop(replicas);
+    drop(served);
+}
+
+/// Turning sharding on by a rolling update: while an unsharded leader still holds the leader
+/// Lease, a sharded replica holds its shard Leases but reconciles nothing; once that Lease is
+/// released, it reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_shard_runs_while_an_unsharded_leader_holds_the_leader_lease() {
+    let mut g = Ground::new().await;
+    g.rbac = Some(ChartRbac::render(
+        Install::ClusterWide,
+        json!({ "shards": SHARDS }),
+    ));
+    let token = g
+        .controller_token()
+        .await
+        .expect("runs against the emulator");
+    let emulator = g.emulator.clone().expect("runs against the emulator");
+    let served = emulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve emulator");
+    let dir = Workdir::new();
+    let kubeconfig = write_kubeconfig(&dir, &served.url(), &token);
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    // The old, unsharded leader's Lease, renewed just now for an hour.
+    let leases = Api::<Lease>::namespaced(g.client.clone(), RELEASE_NAMESPACE);
+    let old: Lease = serde_json::from_value(json!({
+        "metadata": { "name": LEASE, "namespace": RELEASE_NAMESPACE },
+        "spec": { "holderIdentity": "rdscred-old-leader" },
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &old).await.unwrap();
+    set_holder(&leases, LEASE, Some("rdscred-old-leader"), 3600).await;
+    let cred = unique("cred-");
+    credential(&g, &ns, &db, &prefix, &cred, Some("0")).await;
+
+    let id = "rdscred-new-0";
+    let (lease_duration, renew) = (
+        format!("{}ms", LEASE_DURATION.as_millis()),
+        format!("{}ms", RENEW_PERIOD.as_millis()),
+    );
+    let new = Rdscred::start(
+        id,
+        &dir,
+        &kubeconfig,
+        &g,
+        &[
+            "--shards",
+            "2",
+            "--leader-election-namespace",
+            RELEASE_NAMESPACE,
+            "--identity",
+            id,
+            "--lease-duration",
+            &lease_duration,
+            "--lease-renew-period",
+            &renew,
+        ],
+    );
+    wait_shard_holder(&g.client, 0, id, SLACK * 5).await;
+    wait_for("the unsharded leader noticed", SLACK * 5, || async {
+        new.logs()
+            .contains("an unsharded rdscred holds the leader lease")
+            .then_some(())
+    })
+    .await;
+    // Both shard Leases held (the second one 1.5 lease durations after start): time enough
+    // for any reconcile of the credential, had a shard run.
+    wait_shard_holder(&g.client, 1, id, LEASE_DURATION * 3 + SLACK * 5).await;
+    let http = new.http_addr().await;
+    let m = scrape(http).await;
+    assert_eq!(sample(&m, "rdscred_shards_held", ""), Some(0.0), "{m}");
+    assert_eq!(total(&m, "rdscred_reconciles_total", &[]), 0.0, "{m}");
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    assert_eq!(
+        api.get(&cred).await.unwrap().status,
+        None,
+        "reconciled meanwhile"
+    );
+
+    // The old leader goes away (releases its Lease): the shard runs.
+    let released = jiff::Timestamp::now();
+    set_holder(&leases, LEASE, None, 1).await;
+    let ready = g.wait_ready(&ns, &cred).await;
+    let since = ready
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.last_transition_time.0)
+        .expect("a Ready condition");
+    assert!(
+        since
+            >= released
+                .checked_sub(jiff::SignedDuration::from_secs(1))
+                .unwrap(),
+        "Ready at {since}, before the unsharded leader let go at {released}"
+    );
+    drop(new);
     drop(served);
 }

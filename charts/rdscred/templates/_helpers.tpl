@@ -134,11 +134,11 @@ given --api-versions). */}}
 {{- end }}
 {{- end }}
 
-{{/* The Lease names the controller uses: the leader Lease, or one per shard. */}}
+{{/* The Lease names the controller uses: the leader Lease, plus one per shard when sharded
+(the leader Lease is then only read: no shard runs while an unsharded leader holds it). */}}
 {{- define "rdscred.leaseNames" -}}
-{{- if gt (int .Values.shards) 1 }}
-{{- range $k := until (int .Values.shards) }}{{ if $k }}, {{ end }}{{ printf "%s-shard-%d" $.Values.leaderElection.leaseName $k | quote }}{{ end }}
-{{- else }}
 {{- .Values.leaderElection.leaseName | quote }}
+{{- if gt (int .Values.shards) 1 }}
+{{- range $k := until (int .Values.shards) }}, {{ printf "%s-shard-%d" $.Values.leaderElection.leaseName $k | quote }}{{ end }}
 {{- end }}
 {{- end }}
