@@ -13,6 +13,7 @@ use kube::{Client, Resource};
 use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
+use crate::echo::OwnWrites;
 use crate::engine::AdminLogins;
 use crate::propagation::rollout::RolloutLimiter;
 use crate::telemetry::Metrics;
@@ -114,6 +115,8 @@ pub struct Context {
     /// Bounds rotations across all credentials.
     pub rotation_slots: Arc<tokio::sync::Semaphore>,
     pub rollouts: RolloutLimiter,
+    /// Our own writes whose watch events carry nothing new (see [`crate::echo`]).
+    pub own_writes: OwnWrites,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     reporter: Reporter,
@@ -165,6 +168,7 @@ impl Context {
             metrics,
             settings,
             credentials: OnceLock::new(),
+            own_writes: OwnWrites::default(),
             admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as kube_controller, Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -89,11 +90,11 @@ pub async fn run_with_readiness(
         let (creds, secrets) = match &ns {
             Some(ns) => (
                 Api::<RdsCredential>::namespaced(ctx.client.clone(), ns),
-                Api::<Secret>::namespaced(ctx.client.clone(), ns),
+                Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), ns),
             ),
             None => (
                 Api::<RdsCredential>::all(ctx.client.clone()),
-                Api::<Secret>::all(ctx.client.clone()),
+                Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
             ),
         };
         // Only changes of what the user asked for (spec via generation, annotations such as the
@@ -106,13 +107,25 @@ pub async fn run_with_readiness(
             .modify(crate::store::project::<RdsCredential>)
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(desired_state_hash, Default::default());
+            .predicate_filter(desired_state_hash, Default::default())
+            // The echo of our own finalizer patch: that reconcile went on with the patched
+            // object (after the predicate, so the predicate has seen its hash).
+            .filter({
+                let ctx = ctx.clone();
+                move |c| futures::future::ready(!is_own_echo(&ctx, "RdsCredential", c))
+            });
+        let owned_secrets = watcher(
+            secrets,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")),
+        )
+        .default_backoff()
+        .filter_map({
+            let ctx = ctx.clone();
+            move |event| futures::future::ready(owned_secret_trigger(&ctx, event))
+        });
         let controller = Controller::for_stream(credentials, reader)
             .with_config(config.clone())
-            .owns(
-                secrets,
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")),
-            );
+            .owns_stream(owned_secrets);
         stores.push(controller.store());
         let store = controller.store();
         // A database change (Ready, endpoint, policy) re-evaluates every credential using it.
@@ -173,6 +186,42 @@ pub async fn run_with_readiness(
         synced,
         shutdown
     );
+}
+
+/// Whether a watch event shows `obj` exactly as our own latest write left it.
+fn is_own_echo<K: kube::Resource>(
+    ctx: &Context,
+    kind: &str,
+    obj: &Result<K, watcher::Error>,
+) -> bool {
+    let Ok(obj) = obj else { return false };
+    let meta = obj.meta();
+    ctx.own_writes.is_echo(
+        &crate::echo::key(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        ),
+        meta.resource_version.as_deref(),
+    )
+}
+
+/// Which owned-Secret watch events reconcile their credential: an edit or a deletion by
+/// anyone, not the echo of our own write (that reconcile knows what it wrote), and not the
+/// initial list (every credential is reconciled on start by its own initial list already).
+fn owned_secret_trigger(
+    ctx: &Context,
+    event: Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
+) -> Option<Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    match event {
+        Err(e) => Some(Err(e)),
+        Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+        Ok(watcher::Event::Apply(s)) => {
+            let s = Ok(s);
+            (!is_own_echo(ctx, "Secret", &s)).then_some(s)
+        }
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+    }
 }
 
 /// Resolves once every store has received its watch's initial list. A store whose writer

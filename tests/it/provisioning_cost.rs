@@ -56,8 +56,9 @@ fn credential_reconciles(g: &Ground) -> u64 {
 
 /// New credentials on both engines: each costs at most 3 Secrets Manager calls (today: a
 /// DescribeSecret that finds nothing and the CreateSecret; the metadata and the value of our
-/// own write are used instead of DescribeSecret and GetSecretValue after it), also counting
-/// the reconciles its own status and Secret writes trigger until the controller is quiet.
+/// own write are used instead of DescribeSecret and GetSecretValue after it), and about one
+/// reconcile, counting those its own status and Secret writes trigger until the controller is
+/// quiet.
 #[tokio::test]
 async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
     const PER_ENGINE: usize = 6;
@@ -139,6 +140,14 @@ async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
     assert_eq!(
         api.list(&ListParams::default()).await.unwrap().items.len(),
         secrets.len()
+    );
+    // One reconcile does it all: the echoes of its own finalizer patch and Secret create are
+    // not news (crate::echo), its status writes pass no predicate, and the poll leaves a
+    // credential whose status has not caught up with its generation to its own reconcile
+    // (before: 3.00 per credential). Slack for an echo that overtakes the write's record.
+    assert!(
+        reconciles as f64 <= 1.5 * n,
+        "{reconciles} reconciles for {n} new credentials"
     );
     eprintln!(
         "{} new credentials: {:.2} Secrets Manager calls and {:.2} reconciles per credential",

@@ -71,6 +71,17 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         Ok(_) => return Ok(Action::await_change()),
         Err(e) => return Err(Error::Kube(e)),
     };
+    // The finalizer is added here, not by `finalizer()` (which adds it and ends the reconcile,
+    // leaving the rest to the watch event of its own patch): the reconcile goes on with the
+    // patched object and the echo of the patch is dropped (`crate::echo`), so a new credential
+    // is reconciled once, not once more per own write.
+    let cred = if cred.metadata.deletion_timestamp.is_none()
+        && !cred.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        Arc::new(add_finalizer(&api, &cred, &ctx).await?)
+    } else {
+        cred
+    };
     let result = finalizer(&api, FINALIZER, cred, |event| async {
         match event {
             finalizer::Event::Apply(c) => apply(&c, &ctx).await,
@@ -89,6 +100,42 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         result.as_ref().err().map(Error::reason),
     );
     result
+}
+
+/// Adds [`FINALIZER`], guarded like kube-runtime's own (a JSON patch testing the finalizers
+/// read), and records the write so its watch event does not reconcile again.
+async fn add_finalizer(
+    api: &Api<RdsCredential>,
+    cred: &RdsCredential,
+    ctx: &Context,
+) -> Result<RdsCredential, Error> {
+    let finalizers = cred.finalizers();
+    let ops = if finalizers.is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops)
+        .map_err(|e| Error::not_ready(Reason::FinalizerError, e.to_string()))?;
+    let patched = api
+        .patch(
+            &cred.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    ctx.own_writes.record(
+        crate::echo::key("RdsCredential", &ns_of(&patched), &patched.name_any()),
+        patched.resource_version(),
+    );
+    Ok(patched)
 }
 
 /// Status under construction plus the Events to publish once it is written.
