@@ -15,6 +15,7 @@ use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
 use crate::echo::OwnWrites;
 use crate::engine::AdminLogins;
+use crate::limit::RateLimiter;
 use crate::propagation::rollout::RolloutLimiter;
 use crate::telemetry::Metrics;
 
@@ -36,6 +37,9 @@ pub struct Settings {
     pub max_concurrent_rotations: usize,
     /// Cluster-wide workload rollouts per minute.
     pub rollouts_per_minute: u32,
+    /// Client-side CreateSecret rate (requests per second, all credentials together; 0:
+    /// unlimited). Secrets Manager allows 50/s per account.
+    pub create_secrets_per_second: f64,
     /// Minimum time between two rotations of one credential when the spec does not say.
     pub default_min_rotation_interval: Duration,
     /// How long a rotation waits for dependent rollouts when the spec does not say.
@@ -77,6 +81,8 @@ pub mod defaults {
     pub const DATABASE_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
     pub const MAX_CONCURRENT_ROTATIONS: usize = 4;
     pub const ROLLOUTS_PER_MINUTE: u32 = 30;
+    /// The Secrets Manager CreateSecret quota per account and region.
+    pub const CREATE_SECRETS_PER_SECOND: f64 = 50.0;
     pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
     pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(900);
 }
@@ -91,6 +97,7 @@ impl Default for Settings {
             database_recheck_interval: defaults::DATABASE_RECHECK_INTERVAL,
             max_concurrent_rotations: defaults::MAX_CONCURRENT_ROTATIONS,
             rollouts_per_minute: defaults::ROLLOUTS_PER_MINUTE,
+            create_secrets_per_second: defaults::CREATE_SECRETS_PER_SECOND,
             default_min_rotation_interval: defaults::MIN_ROTATION_INTERVAL,
             default_rollout_timeout: defaults::ROLLOUT_TIMEOUT,
             controller_role_arn: None,
@@ -115,6 +122,8 @@ pub struct Context {
     /// Bounds rotations across all credentials.
     pub rotation_slots: Arc<tokio::sync::Semaphore>,
     pub rollouts: RolloutLimiter,
+    /// Paces CreateSecret ([`Settings::create_secrets_per_second`], no burst: spread evenly).
+    pub create_secret_rate: RateLimiter,
     /// Our own writes whose watch events carry nothing new (see [`crate::echo`]).
     pub own_writes: OwnWrites,
     /// Consecutive failures per object, for exponential backoff.
@@ -163,6 +172,7 @@ impl Context {
                 settings.max_concurrent_rotations.max(1),
             )),
             rollouts: RolloutLimiter::new(settings.rollouts_per_minute),
+            create_secret_rate: RateLimiter::new(settings.create_secrets_per_second, 1),
             client,
             aws,
             metrics,

@@ -85,6 +85,10 @@ struct RunArgs {
     controller_role_arn: Option<String>,
     #[arg(long, env = "RDSCRED_ROLLOUTS_PER_MINUTE", default_value_t = defaults::ROLLOUTS_PER_MINUTE)]
     rollouts_per_minute: u32,
+    /// CreateSecret requests per second, all credentials together (Secrets Manager's quota is
+    /// 50/s per account and region; lower it when other tools share the account). 0: unlimited.
+    #[arg(long, env = "RDSCRED_AWS_CREATE_SECRETS_PER_SECOND", default_value_t = defaults::CREATE_SECRETS_PER_SECOND, value_parser = non_negative_rate)]
+    aws_create_rate: f64,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     aws_region: String,
     /// AWS endpoint override (local emulators only).
@@ -174,6 +178,17 @@ fn go_duration(s: &str) -> Result<GoDuration, String> {
         return Err(format!("{s:?}: a duration cannot be negative"));
     }
     Ok(parsed)
+}
+
+/// A rate in requests per second: a finite number ≥ 0 (`NaN`, `inf` and negative numbers are
+/// refused, not read as "unlimited").
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate like 50 or 2.5 (requests per second, 0: unlimited)"
+        )),
+    }
 }
 
 /// Runs a read-only CLI command (`status`, `explain`) with the standard kubeconfig /
@@ -464,6 +479,7 @@ fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
         drift_interval: args.drift_interval.into(),
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,
+        create_secrets_per_second: args.aws_create_rate,
         default_min_rotation_interval: args.min_rotation_interval.into(),
         controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
         ..Settings::default()
@@ -526,6 +542,10 @@ mod tests {
             "--lease-duration=-15s",
             "--poll-interval=300",
             "--poll-interval=5 m",
+            "--aws-create-rate=-1",
+            "--aws-create-rate=NaN",
+            "--aws-create-rate=inf",
+            "--aws-create-rate=50/s",
         ] {
             assert!(
                 Cli::try_parse_from(["rdscred", "run", flag]).is_err(),

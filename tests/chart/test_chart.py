@@ -86,6 +86,7 @@ KNOWN_ENV = {
     "RDSCRED_DRIFT_INTERVAL",
     "RDSCRED_MIN_ROTATION_INTERVAL",
     "RDSCRED_ROLLOUTS_PER_MINUTE",
+    "RDSCRED_AWS_CREATE_SECRETS_PER_SECOND",
     "AWS_REGION",
     "RDSCRED_AWS_ENDPOINT_URL",
     "RDSCRED_CONTROLLER_ROLE_ARN",
@@ -209,6 +210,7 @@ def test_env_defaults():
     assert env["RDSCRED_MAX_CONCURRENT_ROTATIONS"] == "4"
     assert env["RDSCRED_POLL_INTERVAL"] == "5m"
     assert env["RDSCRED_ROLLOUTS_PER_MINUTE"] == "30"
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "50"
     assert env["RDSCRED_DRIFT_INTERVAL"] == "5m"
     assert env["RDSCRED_MIN_ROTATION_INTERVAL"] == "1h"
     assert env["RDSCRED_LOG_FORMAT"] == "json"
@@ -237,6 +239,13 @@ def test_env_and_args_from_values():
     pod = one(objects, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"a": "b"}
     assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
+def test_create_secret_rate_value():
+    env = env_of(container(render({"aws": {"createSecretsPerSecond": 2.5}})))
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "2.5"
+    env = env_of(container(render({"aws": {"createSecretsPerSecond": 0}})))
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "0"
 
 
 def test_events_queue_values():
@@ -530,6 +539,8 @@ def test_network_policy_from_values():
         {"leaderElection": {"enabled": True, "leaseName": "Not_A_Name"}},
         {"metrics": {"prometheusRule": {"severity": "page"}}},
         {"aws": {"controllerRoleArn": "rdscred"}},
+        {"aws": {"createSecretsPerSecond": -1}},
+        {"aws": {"createSecretsPerSecond": "50/s"}},
         {"aws": {"controllerRoleArn": "arn:aws:iam::123456789012:user/rdscred"}},
     ],
     ids=lambda v: repr(v)[:60],

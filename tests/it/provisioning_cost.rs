@@ -156,3 +156,89 @@ async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
         reconciles as f64 / n
     );
 }
+
+/// Whether `times` (seconds, sorted) ever holds more requests in a window than a bucket of
+/// `rate`/s with a burst of one lets start, plus one for the delay between a slot and the log
+/// entry of its request. Returns the worst window: (requests, window length in seconds).
+fn worst_window(times: &[f64], rate: f64) -> Option<(usize, f64)> {
+    let mut worst = None;
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let (count, window) = (j - i + 1, times[j] - times[i]);
+            if count as f64 > 2.0 + rate * window {
+                worst = Some((count, window));
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn the_window_check_catches_a_burst() {
+    let paced: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.2).collect();
+    assert_eq!(worst_window(&paced, 5.0), None);
+    let burst: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.01).collect();
+    assert!(worst_window(&burst, 5.0).is_some());
+}
+
+/// With `--aws-create-rate 5` and 20 new credentials at once, the CreateSecret requests in the
+/// request log never run ahead of the bucket in any window (checked on the log's own
+/// timestamps, not the test's wall time), and every credential still becomes Ready.
+#[tokio::test]
+async fn create_secret_never_exceeds_the_client_side_rate() {
+    const N: usize = 20;
+    const RATE: f64 = 5.0;
+    let mut g = Ground::new().await;
+    g.start_with(Settings {
+        create_secrets_per_second: RATE,
+        drift_interval: Duration::from_secs(600),
+        database_recheck_interval: Duration::from_secs(600),
+        ..g.settings()
+    })
+    .await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    g.wait_database_ready(&db).await;
+    let run = unique("rl");
+    let secrets: Vec<String> = (0..N).map(|i| format!("{prefix}{run}_{i}")).collect();
+    join_all(secrets.iter().enumerate().map(|(i, secret)| {
+        let (g, ns, db, run) = (&g, &ns, &db, &run);
+        async move {
+            let spec = json!({ "databaseRef": { "name": db }, "username": format!("{run}_{i}"), "secret": { "name": secret } });
+            g.credential(ns, &format!("c{i}"), spec).await.unwrap()
+        }
+    }))
+    .await;
+    for i in 0..N {
+        g.wait_ready(&ns, &format!("c{i}")).await;
+    }
+    let log = g.calls.request_log().expect("the ground logs requests");
+    let creates: Vec<std::time::Instant> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.operation == "CreateSecret")
+        .filter(|r| {
+            r.params["Name"]
+                .as_str()
+                .is_some_and(|n| secrets.iter().any(|s| s == n))
+        })
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(creates.len(), N, "one CreateSecret per credential");
+    let first = *creates.iter().min().unwrap();
+    let mut times: Vec<f64> = creates
+        .iter()
+        .map(|t| t.duration_since(first).as_secs_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    assert_eq!(
+        worst_window(&times, RATE),
+        None,
+        "CreateSecret ran ahead of {RATE}/s: {times:?}"
+    );
+    eprintln!(
+        "{N} CreateSecret at {RATE}/s spread over {:.2} s",
+        times.last().unwrap()
+    );
+}
