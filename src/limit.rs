@@ -155,3 +155,204 @@ mod tests {
         }
     }
 }
+
+/// The drift lane: periodic drift checks (a Ready credential whose next pass is due only to
+/// re-prove that AWSCURRENT logs in) run at most `per_second` and `concurrency` at once, in a
+/// budget of their own, so new credentials, generation changes and outside changes go first
+/// (issue 15: at 5,000 credentials drift checks starved provisioning to 1–3 credentials/s).
+/// A pass that finds no slot is deferred to one, not queued behind a lock: it holds no
+/// reconcile slot while it waits.
+///
+/// After a (re)start, the first pass of a settled credential is such a drift check too, due at
+/// a random point in [½, 1) of the drift interval: it was checked at most an interval before
+/// the restart, and the whole fleet re-checking at once (a GetSecretValue each) is the
+/// thundering herd a restart must not cause.
+#[derive(Debug)]
+pub struct DriftLane {
+    origin: tokio::time::Instant,
+    bucket: Mutex<Gcra>,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The spread of first checks after a start.
+    interval: Duration,
+    passes: Mutex<std::collections::HashMap<String, Next>>,
+}
+
+/// What a credential's next pass is, as its last reconcile left it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Next {
+    /// Something other than a drift check is due (or the last pass failed): a normal pass.
+    Work,
+    /// A drift check at `due` (time since the lane's origin), deferred to `slot` if reserved.
+    Drift { due: Duration, slot: Option<Duration> },
+}
+
+/// How a pass proceeds.
+#[derive(Debug)]
+pub enum Admit {
+    /// A normal pass (the controller's own concurrency bound applies).
+    Work,
+    /// A drift check, run within the lane's budget (held by the permit).
+    Drift(tokio::sync::OwnedSemaphorePermit),
+    /// Not now: come back after this long.
+    Later(Duration),
+}
+
+/// A timer fires at its due time, not before; an event arriving this close to it counts as
+/// the timer.
+const EARLY: Duration = Duration::from_millis(500);
+
+/// Whether a pass at `now` is the drift check `next` says is due (the pure decision): only for
+/// a settled credential (status current for its generation, Ready, not being deleted) whose
+/// last pass left nothing but a drift check due, once that is due. Anything arriving earlier
+/// is an event (a spec or Secret change, an AWSCURRENT move) and is a normal pass.
+pub fn is_drift_pass(settled: bool, next: Option<Next>, now: Duration) -> bool {
+    match next {
+        Some(Next::Drift { due, .. }) => settled && now + EARLY >= due,
+        Some(Next::Work) | None => false,
+    }
+}
+
+impl DriftLane {
+    /// `per_second` ≤ 0: no rate limit (the concurrency bound stays).
+    pub fn new(per_second: f64, concurrency: usize, interval: Duration) -> DriftLane {
+        let rate = if per_second > 0.0 { per_second } else { 1e9 };
+        DriftLane {
+            origin: tokio::time::Instant::now(),
+            bucket: Mutex::new(Gcra::new(rate, 1)),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            interval,
+            passes: Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Decides how the pass of `key` that is starting now proceeds.
+    pub fn admit(&self, key: &str, settled: bool, jitter: f64) -> Admit {
+        let now = self.now();
+        let mut passes = self.passes.lock().expect("drift lane lock");
+        let next = passes.get(key).copied();
+        if next.is_none() && settled {
+            // First sight since the start: checked before it, so no need to check at once.
+            let due = now + self.interval.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+            passes.insert(key.to_string(), Next::Drift { due, slot: None });
+            return Admit::Later(due - now);
+        }
+        if !is_drift_pass(settled, next, now) {
+            passes.insert(key.to_string(), Next::Work);
+            return Admit::Work;
+        }
+        let Some(Next::Drift { due, slot }) = next else {
+            unreachable!("is_drift_pass holds only for Next::Drift")
+        };
+        let mut bucket = self.bucket.lock().expect("drift bucket lock");
+        let slot = slot.unwrap_or_else(|| bucket.reserve(now));
+        if slot <= now + EARLY
+            && let Ok(permit) = self.slots.clone().try_acquire_owned()
+        {
+            passes.insert(key.to_string(), Next::Work);
+            return Admit::Drift(permit);
+        }
+        // Its slot is later, or every drift check slot is busy: reserve a slot and come back.
+        let slot = if slot > now + EARLY {
+            slot
+        } else {
+            // The bucket's next slot: after the one just taken, as reservations only move on.
+            bucket.reserve(now)
+        };
+        passes.insert(
+            key.to_string(),
+            Next::Drift {
+                due,
+                slot: Some(slot),
+            },
+        );
+        Admit::Later((slot - now).max(Duration::from_millis(100)))
+    }
+
+    /// What a finished pass left due: a drift check `after` from now, or (`None`) something
+    /// else.
+    pub fn finished(&self, key: &str, drift_after: Option<Duration>) {
+        let next = match drift_after {
+            Some(after) => Next::Drift {
+                due: self.now() + after,
+                slot: None,
+            },
+            None => Next::Work,
+        };
+        self.passes
+            .lock()
+            .expect("drift lane lock")
+            .insert(key.to_string(), next);
+    }
+
+    /// The credential is gone.
+    pub fn remove(&self, key: &str) {
+        self.passes.lock().expect("drift lane lock").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    #[test]
+    fn drift_pass_table() {
+        let s = Duration::from_secs;
+        let due = |d| {
+            Some(Next::Drift {
+                due: s(d),
+                slot: None,
+            })
+        };
+        // (settled, next, now, drift pass)
+        let table = [
+            (true, due(10), s(10), true, "the drift timer fired"),
+            (true, due(10), s(11), true, "late timer"),
+            (true, due(10), s(5), false, "an event before the timer"),
+            (false, due(10), s(10), false, "not settled (spec change, not Ready, deleting)"),
+            (true, Some(Next::Work), s(10), false, "something else was due"),
+            (true, None, s(10), false, "never seen"),
+        ];
+        for (settled, next, now, want, why) in table {
+            assert_eq!(is_drift_pass(settled, next, now), want, "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn first_passes_after_a_start_are_spread_over_the_second_half_of_the_interval() {
+        let lane = DriftLane::new(5.0, 1, Duration::from_secs(100));
+        for (i, jitter) in [0.0, 0.5, 1.0].into_iter().enumerate() {
+            match lane.admit(&format!("c{i}"), true, jitter) {
+                Admit::Later(d) => {
+                    let secs = d.as_secs_f64();
+                    assert!((49.0..=100.0).contains(&secs), "{secs}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(lane.admit("new", false, 0.3), Admit::Work));
+    }
+
+    #[tokio::test]
+    async fn due_drift_checks_get_slots_in_turn_and_events_stay_normal_passes() {
+        let lane = DriftLane::new(1.0, 1, Duration::from_secs(100));
+        for k in ["a", "b", "c"] {
+            lane.finished(k, Some(Duration::ZERO));
+        }
+        let first = lane.admit("a", true, 0.0);
+        assert!(matches!(first, Admit::Drift(_)), "{first:?}");
+        // b: the bucket's next slot is a second away; c: the one after.
+        let (Admit::Later(b), Admit::Later(c)) =
+            (lane.admit("b", true, 0.0), lane.admit("c", true, 0.0))
+        else {
+            panic!("deferred");
+        };
+        assert!(b < c, "{b:?} {c:?}");
+        // An unsettled credential (a new generation) is never held by the lane.
+        assert!(matches!(lane.admit("b", false, 0.0), Admit::Work));
+        drop(first);
+    }
+}

@@ -75,6 +75,13 @@ struct RunArgs {
     /// Default drift-check interval.
     #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into(), value_parser = go_duration)]
     drift_interval: GoDuration,
+    /// Periodic drift checks started per second, all credentials together (their own lane:
+    /// new credentials and changes never wait behind them). 0: no rate limit.
+    #[arg(long, env = "RDSCRED_DRIFT_CHECKS_PER_SECOND", default_value_t = defaults::DRIFT_CHECKS_PER_SECOND, value_parser = non_negative_rate)]
+    drift_checks_per_second: f64,
+    /// Periodic drift checks running at once, on top of --concurrency.
+    #[arg(long, env = "RDSCRED_DRIFT_CONCURRENCY", default_value_t = defaults::DRIFT_CONCURRENCY)]
+    drift_concurrency: usize,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
     #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into(), value_parser = go_duration)]
     min_rotation_interval: GoDuration,
@@ -477,6 +484,8 @@ fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
         },
         events,
         drift_interval: args.drift_interval.into(),
+        drift_checks_per_second: args.drift_checks_per_second,
+        drift_concurrency: args.drift_concurrency,
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,
         create_secrets_per_second: args.aws_create_rate,

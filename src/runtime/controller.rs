@@ -8,6 +8,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 use crate::context::{Context, object_key};
 use crate::crd::{RdsCredential, RdsDatabase};
 use crate::propagation::sync::MANAGED_BY_LABEL;
+use crate::limit::Admit;
 use crate::reconcile::{self, Error};
 use crate::runtime::poller;
 
@@ -58,7 +60,9 @@ pub async fn run_with_readiness(
     let stop = CancellationToken::new();
     let stopped = || stop.clone().cancelled_owned();
     let concurrency = scope.concurrency.max(1);
-    let config = ControllerConfig::default().concurrency(concurrency);
+    // Drift checks have a budget of their own on top (`crate::limit::DriftLane`).
+    let drift_slots = u16::try_from(ctx.settings.drift_concurrency.max(1)).unwrap_or(u16::MAX);
+    let config = ControllerConfig::default().concurrency(concurrency.saturating_add(drift_slots));
 
     let databases = Controller::new(
         Api::<RdsDatabase>::all(ctx.client.clone()),
@@ -129,9 +133,17 @@ pub async fn run_with_readiness(
         stores.push(controller.store());
         let store = controller.store();
         // A database change (Ready, endpoint, policy) re-evaluates every credential using it.
-        let controller = controller.watches(
+        // Not its initial list: on start every credential is reconciled (or, settled, given its
+        // spread first drift check) by its own initial list; the databases' would reconcile
+        // them all at once again.
+        let database_changes = watcher(
             Api::<RdsDatabase>::all(ctx.client.clone()),
             watcher::Config::default(),
+        )
+        .default_backoff()
+        .filter_map(|event| futures::future::ready(changes_only(event)));
+        let controller = controller.watches_stream(
+            database_changes,
             move |db| {
                 let name = db.name_any();
                 store
@@ -149,8 +161,22 @@ pub async fn run_with_readiness(
         let reconcile_credential = move |cred: Arc<RdsCredential>, ctx: Arc<Context>| {
             let permits = permits.clone();
             async move {
-                // The semaphore is never closed; `ok()` only avoids an unwrap.
-                let _permit = permits.acquire_owned().await.ok();
+                let key = object_key(cred.as_ref());
+                let settled = reconcile::credential::is_settled(&cred);
+                let unit = crate::context::jitter(Duration::from_millis(500), 1.0).as_secs_f64();
+                // Held until the reconcile ends: a drift lane permit, or one of `concurrency`.
+                let _permit = match ctx.drift_lane.admit(&key, settled, unit) {
+                    Admit::Later(wait) => {
+                        ctx.metrics.drift_pass("deferred");
+                        return Ok(Action::requeue(wait));
+                    }
+                    Admit::Drift(permit) => {
+                        ctx.metrics.drift_pass("run");
+                        (Some(permit), None)
+                    }
+                    // The semaphore is never closed; `ok()` only avoids an unwrap.
+                    Admit::Work => (None, permits.acquire_owned().await.ok()),
+                };
                 observe_status(&cred, &ctx);
                 reconcile::credential::reconcile(cred, ctx).await
             }
@@ -204,6 +230,15 @@ fn is_own_echo<K: kube::Resource>(
         ),
         meta.resource_version.as_deref(),
     )
+}
+
+/// A watch's events after its initial list (applied or deleted objects), and its errors.
+fn changes_only<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+    match event {
+        Err(e) => Some(Err(e)),
+        Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Some(Ok(o)),
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+    }
 }
 
 /// Which owned-Secret watch events reconcile their credential: an edit or a deletion by
@@ -294,7 +329,7 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
         // A guarded status write lost to a newer one: decide again at once from a fresh read
         // (not a failure of the credential, so no backoff).
         debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "status changed meanwhile; reconciling again");
-        return Action::requeue(std::time::Duration::from_millis(50));
+        return Action::requeue(Duration::from_millis(50));
     }
     let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err.max_backoff());
     // The same fields as the reconcile span, so the line is found with the rest.

@@ -85,7 +85,10 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
     let result = finalizer(&api, FINALIZER, cred, |event| async {
         match event {
             finalizer::Event::Apply(c) => apply(&c, &ctx).await,
-            finalizer::Event::Cleanup(c) => cleanup(&c, &ctx).await,
+            finalizer::Event::Cleanup(c) => {
+                ctx.drift_lane.remove(&crate::context::object_key(c.as_ref()));
+                cleanup(&c, &ctx).await
+            }
         }
     })
     .await
@@ -100,6 +103,28 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         result.as_ref().err().map(Error::reason),
     );
     result
+}
+
+/// Whether `cred` (as cached) is settled: its status is current for its generation and Ready,
+/// and it is not being deleted. Only a settled credential's periodic pass is a drift check.
+pub fn is_settled(cred: &RdsCredential) -> bool {
+    let Some(status) = cred.status.as_ref() else {
+        return false;
+    };
+    let rotation_due = status
+        .next_rotation_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|t| t <= Timestamp::now());
+    let requested = cred.annotations().get(ROTATE_ANNOTATION);
+    cred.metadata.deletion_timestamp.is_none()
+        && status.observed_generation.is_some()
+        && status.observed_generation == cred.metadata.generation
+        && conditions::get(&status.conditions, READY).is_some_and(|c| c.status == "True")
+        // A rotation under way (resumed at once after a restart), due, or requested.
+        && status.rotation_claim.is_none()
+        && !rotation_due
+        && (requested.is_none() || requested == status.last_rotation_request.as_ref())
 }
 
 /// Adds [`FINALIZER`], guarded like kube-runtime's own (a JSON patch testing the finalizers
@@ -144,6 +169,9 @@ struct Progress {
     generation: Option<i64>,
     /// Earliest time something is due again (rotation, drift check, rollout watch, poll).
     requeue: Duration,
+    /// The earliest thing due is the periodic drift check: the next pass goes through the
+    /// drift lane (`crate::limit::DriftLane`).
+    requeue_is_drift: bool,
     /// What status holds in the API server and at which resourceVersion: every write is
     /// guarded by it.
     base: StatusBase,
@@ -167,12 +195,28 @@ impl Progress {
         );
     }
     fn requeue_within(&mut self, d: Duration) {
-        self.requeue = self.requeue.min(d.max(Duration::from_secs(1)));
+        let d = d.max(Duration::from_secs(1));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = false;
+        }
+    }
+    /// [`requeue_within`](Self::requeue_within) for the periodic drift check.
+    fn requeue_for_drift(&mut self, d: Duration) {
+        let d = d.max(Duration::from_secs(1));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = true;
+        }
     }
     /// Like [`requeue_within`](Self::requeue_within) below one second: only for waits that
     /// end on an outside event (a rollout completing) with a request queued behind them.
     fn requeue_soon(&mut self, d: Duration) {
-        self.requeue = self.requeue.min(d.max(Duration::from_millis(100)));
+        let d = d.max(Duration::from_millis(100));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = false;
+        }
     }
     /// Writes the status built so far (guarded), e.g. a rotation claim before its first step.
     async fn checkpoint(&mut self, cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
@@ -189,6 +233,7 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         status: old.clone(),
         generation: cred.metadata.generation,
         requeue: ctx.settings.drift_interval,
+        requeue_is_drift: true,
         base: StatusBase::of(cred),
     };
     let result = apply_steps(cred, ctx, &mut p).await;
@@ -236,8 +281,12 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let status = p.status.clone();
     status_write::write(&api, &cred.name_any(), &mut p.base, &status).await?;
     result?;
-    ctx.reset_failures(&crate::context::object_key(cred));
-    Ok(Action::requeue(crate::context::jitter(p.requeue, 0.1)))
+    let key = crate::context::object_key(cred);
+    ctx.reset_failures(&key);
+    let wait = crate::context::jitter(p.requeue, 0.1);
+    ctx.drift_lane
+        .finished(&key, p.requeue_is_drift.then_some(wait));
+    Ok(Action::requeue(wait))
 }
 
 fn ready_message(cred: &RdsCredential, s: &RdsCredentialStatus) -> String {
