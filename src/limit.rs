@@ -183,7 +183,10 @@ pub enum Next {
     /// Something other than a drift check is due (or the last pass failed): a normal pass.
     Work,
     /// A drift check at `due` (time since the lane's origin), deferred to `slot` if reserved.
-    Drift { due: Duration, slot: Option<Duration> },
+    Drift {
+        due: Duration,
+        slot: Option<Duration>,
+    },
 }
 
 /// How a pass proceeds.
@@ -312,8 +315,20 @@ mod lane_tests {
             (true, due(10), s(10), true, "the drift timer fired"),
             (true, due(10), s(11), true, "late timer"),
             (true, due(10), s(5), false, "an event before the timer"),
-            (false, due(10), s(10), false, "not settled (spec change, not Ready, deleting)"),
-            (true, Some(Next::Work), s(10), false, "something else was due"),
+            (
+                false,
+                due(10),
+                s(10),
+                false,
+                "not settled (spec change, not Ready, deleting)",
+            ),
+            (
+                true,
+                Some(Next::Work),
+                s(10),
+                false,
+                "something else was due",
+            ),
             (true, None, s(10), false, "never seen"),
         ];
         for (settled, next, now, want, why) in table {

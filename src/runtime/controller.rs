@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 
 use crate::context::{Context, object_key};
 use crate::crd::{RdsCredential, RdsDatabase};
-use crate::propagation::sync::MANAGED_BY_LABEL;
 use crate::limit::Admit;
+use crate::propagation::sync::MANAGED_BY_LABEL;
 use crate::reconcile::{self, Error};
 use crate::runtime::poller;
 
@@ -142,18 +142,15 @@ pub async fn run_with_readiness(
         )
         .default_backoff()
         .filter_map(|event| futures::future::ready(changes_only(event)));
-        let controller = controller.watches_stream(
-            database_changes,
-            move |db| {
-                let name = db.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.spec.database_ref.name == name)
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+        let controller = controller.watches_stream(database_changes, move |db| {
+            let name = db.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.database_ref.name == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        });
         // The bulk poller's triggers for this namespace (or all of them).
         let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<RdsCredential>>();
         triggers.add(ns.clone(), tx);
@@ -233,7 +230,9 @@ fn is_own_echo<K: kube::Resource>(
 }
 
 /// A watch's events after its initial list (applied or deleted objects), and its errors.
-fn changes_only<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+fn changes_only<K>(
+    event: Result<watcher::Event<K>, watcher::Error>,
+) -> Option<Result<K, watcher::Error>> {
     match event {
         Err(e) => Some(Err(e)),
         Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Some(Ok(o)),

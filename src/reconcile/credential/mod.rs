@@ -86,7 +86,8 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         match event {
             finalizer::Event::Apply(c) => apply(&c, &ctx).await,
             finalizer::Event::Cleanup(c) => {
-                ctx.drift_lane.remove(&crate::context::object_key(c.as_ref()));
+                ctx.drift_lane
+                    .remove(&crate::context::object_key(c.as_ref()));
                 cleanup(&c, &ctx).await
             }
         }
