@@ -515,3 +515,72 @@ pub(super) fn parse_time(s: Option<&str>) -> Option<Timestamp> {
 pub(super) fn until(from: Timestamp, to: Timestamp) -> Duration {
     Duration::try_from(to.duration_since(from)).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod settled_tests {
+    use super::*;
+
+    fn cred(edit: impl FnOnce(&mut serde_json::Value)) -> RdsCredential {
+        let mut v = serde_json::json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": { "name": "c", "namespace": "ns", "generation": 2 },
+            "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                                 "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            },
+        });
+        edit(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_a_ready_current_idle_credential_is_settled() {
+        type Edit = fn(&mut serde_json::Value);
+        let table: [(&str, Edit, bool); 8] = [
+            ("Ready at its generation", |_| {}, true),
+            (
+                "new: no status",
+                |v| v["status"] = serde_json::Value::Null,
+                false,
+            ),
+            (
+                "spec changed",
+                |v| v["metadata"]["generation"] = 3.into(),
+                false,
+            ),
+            (
+                "not Ready",
+                |v| v["status"]["conditions"][0]["status"] = "False".into(),
+                false,
+            ),
+            (
+                "being deleted",
+                |v| v["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into(),
+                false,
+            ),
+            (
+                "rotation due",
+                |v| v["status"]["nextRotationTime"] = "2026-01-01T00:00:00Z".into(),
+                false,
+            ),
+            (
+                "rotation requested, not answered",
+                |v| v["metadata"]["annotations"] = serde_json::json!({ ROTATE_ANNOTATION: "now" }),
+                false,
+            ),
+            (
+                "rotation request answered",
+                |v| {
+                    v["metadata"]["annotations"] = serde_json::json!({ ROTATE_ANNOTATION: "now" });
+                    v["status"]["lastRotationRequest"] = "now".into();
+                },
+                true,
+            ),
+        ];
+        for (why, edit, want) in table {
+            assert_eq!(is_settled(&cred(edit)), want, "{why}");
+        }
+    }
+}
