@@ -13,7 +13,9 @@ use kube::{Client, Resource};
 use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
+use crate::echo::OwnWrites;
 use crate::engine::AdminLogins;
+use crate::limit::{DriftLane, RateLimiter};
 use crate::propagation::rollout::{RolloutLimiter, WorkloadKinds};
 use crate::telemetry::Metrics;
 
@@ -29,6 +31,11 @@ pub struct Settings {
     pub events: Option<EventsConfig>,
     /// Default drift-check interval.
     pub drift_interval: Duration,
+    /// Periodic drift checks started per second, all credentials together (0: no rate limit).
+    pub drift_checks_per_second: f64,
+    /// Periodic drift checks running at once, on top of the reconcile concurrency (their own
+    /// budget: they never take a slot from provisioning).
+    pub drift_concurrency: usize,
     /// How often a Ready database re-proves its admin login.
     pub database_recheck_interval: Duration,
     /// Upper bound on concurrent rotations across all credentials.
@@ -37,6 +44,9 @@ pub struct Settings {
     pub rollouts_per_minute: u32,
     /// The optional workload kinds listed and rolled (CronJobs, Argo Rollouts).
     pub workload_kinds: WorkloadKinds,
+    /// Client-side CreateSecret rate (requests per second, all credentials together; 0:
+    /// unlimited). Secrets Manager allows 50/s per account.
+    pub create_secrets_per_second: f64,
     /// Minimum time between two rotations of one credential when the spec does not say.
     pub default_min_rotation_interval: Duration,
     /// How long a rotation waits for dependent rollouts when the spec does not say.
@@ -75,9 +85,14 @@ pub mod defaults {
     pub const CLUSTER_NAME: &str = "default";
     pub const POLL_INTERVAL: Duration = Duration::from_secs(300);
     pub const DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+    /// Keeps up with 6,000 credentials at the default 5-minute drift interval.
+    pub const DRIFT_CHECKS_PER_SECOND: f64 = 20.0;
+    pub const DRIFT_CONCURRENCY: usize = 2;
     pub const DATABASE_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
     pub const MAX_CONCURRENT_ROTATIONS: usize = 4;
     pub const ROLLOUTS_PER_MINUTE: u32 = 30;
+    /// The Secrets Manager CreateSecret quota per account and region.
+    pub const CREATE_SECRETS_PER_SECOND: f64 = 50.0;
     pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
     pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(900);
 }
@@ -89,10 +104,13 @@ impl Default for Settings {
             poll_interval: defaults::POLL_INTERVAL,
             events: None,
             drift_interval: defaults::DRIFT_INTERVAL,
+            drift_checks_per_second: defaults::DRIFT_CHECKS_PER_SECOND,
+            drift_concurrency: defaults::DRIFT_CONCURRENCY,
             database_recheck_interval: defaults::DATABASE_RECHECK_INTERVAL,
             max_concurrent_rotations: defaults::MAX_CONCURRENT_ROTATIONS,
             rollouts_per_minute: defaults::ROLLOUTS_PER_MINUTE,
             workload_kinds: WorkloadKinds::default(),
+            create_secrets_per_second: defaults::CREATE_SECRETS_PER_SECOND,
             default_min_rotation_interval: defaults::MIN_ROTATION_INTERVAL,
             default_rollout_timeout: defaults::ROLLOUT_TIMEOUT,
             controller_role_arn: None,
@@ -117,6 +135,12 @@ pub struct Context {
     /// Bounds rotations across all credentials.
     pub rotation_slots: Arc<tokio::sync::Semaphore>,
     pub rollouts: RolloutLimiter,
+    /// Paces CreateSecret ([`Settings::create_secrets_per_second`], no burst: spread evenly).
+    pub create_secret_rate: RateLimiter,
+    /// Periodic drift checks, in a budget of their own (see [`DriftLane`]).
+    pub drift_lane: DriftLane,
+    /// Our own writes whose watch events carry nothing new (see [`crate::echo`]).
+    pub own_writes: OwnWrites,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     reporter: Reporter,
@@ -163,11 +187,18 @@ impl Context {
                 settings.max_concurrent_rotations.max(1),
             )),
             rollouts: RolloutLimiter::new(settings.rollouts_per_minute),
+            drift_lane: DriftLane::new(
+                settings.drift_checks_per_second,
+                settings.drift_concurrency,
+                settings.drift_interval,
+            ),
+            create_secret_rate: RateLimiter::new(settings.create_secrets_per_second, 1),
             client,
             aws,
             metrics,
             settings,
             credentials: OnceLock::new(),
+            own_writes: OwnWrites::default(),
             admin_logins: AdminLogins::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),

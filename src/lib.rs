@@ -22,16 +22,20 @@
 //! 0. [`crd`]: the two custom resources; [`secret`]: secret values (redacted `Debug`), the RDS
 //!    credential JSON, CSPRNG passwords; [`template`]: key templates; [`schedule`]: when
 //!    rotations are due; [`leader`]: leader election on a Lease; [`store`]: what the
-//!    reflector stores keep of an object; [`shard`]: which shard owns a credential.
+//!    reflector stores keep of an object; [`shard`]: which shard owns a credential; [`echo`]:
+//!    our own writes coming back through the watches; [`limit`]: token buckets for AWS call
+//!    rates.
 
 pub mod access;
 pub mod aws;
 pub mod cli;
 pub mod context;
 pub mod crd;
+pub mod echo;
 pub mod engine;
 pub mod iam;
 pub mod leader;
+pub mod limit;
 pub mod propagation;
 pub mod reconcile;
 pub mod rotation;
@@ -60,7 +64,7 @@ pub fn version() -> &'static str {
 #[cfg(test)]
 const LAYERS: &[&[&str]] = &[
     &[
-        "crd", "secret", "template", "schedule", "leader", "store", "shard",
+        "crd", "secret", "template", "schedule", "leader", "store", "shard", "echo", "limit",
     ],
     &["aws", "engine", "access", "iam", "telemetry"],
     &["rotation", "propagation"],

@@ -77,6 +77,13 @@ struct RunArgs {
     /// Default drift-check interval.
     #[arg(long, env = "RDSCRED_DRIFT_INTERVAL", default_value_t = defaults::DRIFT_INTERVAL.into(), value_parser = go_period)]
     drift_interval: GoDuration,
+    /// Periodic drift checks started per second, all credentials together (their own lane:
+    /// new credentials and changes never wait behind them). 0: no rate limit.
+    #[arg(long, env = "RDSCRED_DRIFT_CHECKS_PER_SECOND", default_value_t = defaults::DRIFT_CHECKS_PER_SECOND, value_parser = non_negative_rate)]
+    drift_checks_per_second: f64,
+    /// Periodic drift checks running at once, on top of --concurrency.
+    #[arg(long, env = "RDSCRED_DRIFT_CONCURRENCY", default_value_t = defaults::DRIFT_CONCURRENCY)]
+    drift_concurrency: usize,
     /// Minimum time between two rotations of one credential (unless the spec says otherwise).
     #[arg(long, env = "RDSCRED_MIN_ROTATION_INTERVAL", default_value_t = defaults::MIN_ROTATION_INTERVAL.into(), value_parser = go_duration)]
     min_rotation_interval: GoDuration,
@@ -95,6 +102,10 @@ struct RunArgs {
     /// on argoproj.io rollouts (get, list, patch). Off: never listed.
     #[arg(long, env = "RDSCRED_ARGO_ROLLOUTS", default_value_t = WorkloadKinds::default().argo_rollouts, action = clap::ArgAction::Set)]
     argo_rollouts: bool,
+    /// CreateSecret requests per second, all credentials together (Secrets Manager's quota is
+    /// 50/s per account and region; lower it when other tools share the account). 0: unlimited.
+    #[arg(long, env = "RDSCRED_AWS_CREATE_SECRETS_PER_SECOND", default_value_t = defaults::CREATE_SECRETS_PER_SECOND, value_parser = non_negative_rate)]
+    aws_create_rate: f64,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     aws_region: String,
     /// AWS endpoint override (local emulators only).
@@ -189,6 +200,17 @@ fn go_duration(s: &str) -> Result<GoDuration, String> {
         return Err(format!("{s:?}: a duration cannot be negative"));
     }
     Ok(parsed)
+}
+
+/// A rate in requests per second: a finite number ≥ 0 (`NaN`, `inf` and negative numbers are
+/// refused, not read as "unlimited").
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate like 50 or 2.5 (requests per second, 0: unlimited)"
+        )),
+    }
 }
 
 /// Runs a read-only CLI command (`status`, `explain`) with the standard kubeconfig /
@@ -514,12 +536,15 @@ fn settings_from(args: &RunArgs, events: Option<EventsConfig>) -> Settings {
         },
         events,
         drift_interval: args.drift_interval.into(),
+        drift_checks_per_second: args.drift_checks_per_second,
+        drift_concurrency: args.drift_concurrency,
         max_concurrent_rotations: args.max_concurrent_rotations,
         rollouts_per_minute: args.rollouts_per_minute,
         workload_kinds: WorkloadKinds {
             cron_jobs: args.cronjobs,
             argo_rollouts: args.argo_rollouts,
         },
+        create_secrets_per_second: args.aws_create_rate,
         default_min_rotation_interval: args.min_rotation_interval.into(),
         controller_role_arn: args.controller_role_arn.clone().filter(|r| !r.is_empty()),
         ..Settings::default()
@@ -613,6 +638,10 @@ mod tests {
             "--shards=0",
             "--shards=-1",
             "--shards=two",
+            "--aws-create-rate=-1",
+            "--aws-create-rate=NaN",
+            "--aws-create-rate=inf",
+            "--aws-create-rate=50/s",
         ] {
             assert!(
                 Cli::try_parse_from(["rdscred", "run", flag]).is_err(),

@@ -78,6 +78,8 @@ pub struct RecordedRequest {
     pub role_arn: Option<String>,
     /// The request's parameters: the JSON body (Secrets Manager) or the query form (RDS).
     pub params: Value,
+    /// When it was sent (rate limits are checked against these).
+    pub at: std::time::Instant,
 }
 
 /// The requests sent by every client of an [`Aws`](super::Aws) whose counters have a log.
@@ -177,6 +179,7 @@ impl Intercept for LogRequests {
             region: self.region.clone(),
             role_arn: self.role_arn.clone(),
             params,
+            at: std::time::Instant::now(),
         });
         Ok(())
     }

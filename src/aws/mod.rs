@@ -198,6 +198,7 @@ impl Aws {
                     region: region.clone(),
                     role_arn: None,
                     params: serde_json::json!({ "RoleArn": role, "RoleSessionName": SESSION_NAME }),
+                    at: std::time::Instant::now(),
                 });
             }
         }

@@ -28,6 +28,9 @@ pub struct SyncOutcome {
     pub secret_name: String,
     /// False when the Secret already held exactly this.
     pub written: bool,
+    /// The Secret's resourceVersion after our write (`None` when nothing was written): how
+    /// the watch event of our own write is told from someone else's edit.
+    pub resource_version: Option<String>,
 }
 
 /// Name of the target Secret.
@@ -56,18 +59,20 @@ pub async fn write_target_secret(
     let data = desired.data.clone().unwrap_or_default();
     let existing = api.get_opt(&name).await?;
     let Some(existing) = existing else {
-        api.create(
-            &PostParams {
-                field_manager: Some("rdscred".into()),
-                ..Default::default()
-            },
-            &desired,
-        )
-        .await?;
+        let created = api
+            .create(
+                &PostParams {
+                    field_manager: Some("rdscred".into()),
+                    ..Default::default()
+                },
+                &desired,
+            )
+            .await?;
         secrets.record_synced(&key, synced.version_id, &data);
         return Ok(SyncOutcome {
             secret_name: name,
             written: true,
+            resource_version: created.resource_version(),
         });
     };
     if !controlled_by(&existing, cred) {
@@ -81,18 +86,21 @@ pub async fn write_target_secret(
         return Ok(SyncOutcome {
             secret_name: name,
             written: false,
+            resource_version: None,
         });
     }
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(merge_patch(&existing, &desired)),
-    )
-    .await?;
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(merge_patch(&existing, &desired)),
+        )
+        .await?;
     secrets.record_synced(&key, synced.version_id, &data);
     Ok(SyncOutcome {
         secret_name: name,
         written: true,
+        resource_version: patched.resource_version(),
     })
 }
 

@@ -12,11 +12,13 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as kube_controller, Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -27,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::context::{Context, object_key};
 use crate::crd::{RdsCredential, RdsDatabase};
+use crate::limit::Admit;
 use crate::propagation::sync::MANAGED_BY_LABEL;
 use crate::reconcile::{self, Error};
 use crate::runtime::poller;
@@ -79,7 +82,9 @@ pub async fn run_with_readiness(
     let stop = CancellationToken::new();
     let stopped = || stop.clone().cancelled_owned();
     let concurrency = scope.concurrency.max(1);
-    let config = ControllerConfig::default().concurrency(concurrency);
+    // Drift checks have a budget of their own on top (`crate::limit::DriftLane`).
+    let drift_slots = u16::try_from(ctx.settings.drift_concurrency.max(1)).unwrap_or(u16::MAX);
+    let config = ControllerConfig::default().concurrency(concurrency.saturating_add(drift_slots));
     let shard = scope.shard();
 
     // RdsDatabases: shard 0 only (one writer of their status); other shards read them.
@@ -118,11 +123,11 @@ pub async fn run_with_readiness(
         let (creds, secrets) = match &ns {
             Some(ns) => (
                 Api::<RdsCredential>::namespaced(ctx.client.clone(), ns),
-                Api::<Secret>::namespaced(ctx.client.clone(), ns),
+                Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), ns),
             ),
             None => (
                 Api::<RdsCredential>::all(ctx.client.clone()),
-                Api::<Secret>::all(ctx.client.clone()),
+                Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
             ),
         };
         // Only changes of what the user asked for (spec via generation, annotations such as the
@@ -137,29 +142,46 @@ pub async fn run_with_readiness(
             .applied_objects()
             .predicate_filter(desired_state_hash, Default::default())
             // After the store (which keeps all shards for the claims check), before reconcile.
-            .try_filter(move |c| std::future::ready(in_shard(shard, c)));
+            .try_filter(move |c| std::future::ready(in_shard(shard, c)))
+            // The echo of our own finalizer patch: that reconcile went on with the patched
+            // object (after the predicate, so the predicate has seen its hash).
+            .filter({
+                let ctx = ctx.clone();
+                move |c| futures::future::ready(!is_own_echo(&ctx, "RdsCredential", c))
+            });
+        let owned_secrets = watcher(
+            secrets,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")),
+        )
+        .default_backoff()
+        .filter_map({
+            let ctx = ctx.clone();
+            move |event| futures::future::ready(owned_secret_trigger(&ctx, event))
+        });
         let controller = Controller::for_stream(credentials, reader)
             .with_config(config.clone())
-            .owns(
-                secrets,
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=rdscred")),
-            );
+            .owns_stream(owned_secrets);
         stores.push(controller.store());
         let store = controller.store();
         // A database change (Ready, endpoint, policy) re-evaluates every credential using it.
-        let controller = controller.watches(
+        // Not its initial list: on start every credential is reconciled (or, settled, given its
+        // spread first drift check) by its own initial list; the databases' would reconcile
+        // them all at once again.
+        let database_changes = watcher(
             Api::<RdsDatabase>::all(ctx.client.clone()),
             watcher::Config::default(),
-            move |db| {
-                let name = db.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.spec.database_ref.name == name && in_shard(shard, c))
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+        )
+        .default_backoff()
+        .filter_map(|event| futures::future::ready(changes_only(event)));
+        let controller = controller.watches_stream(database_changes, move |db| {
+            let name = db.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.database_ref.name == name && in_shard(shard, c))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        });
         // The bulk poller's triggers for this namespace (or all of them).
         let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<RdsCredential>>();
         triggers.add(ns.clone(), tx);
@@ -173,8 +195,22 @@ pub async fn run_with_readiness(
                     debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "not in this shard");
                     return Ok(Action::await_change());
                 }
-                // The semaphore is never closed; `ok()` only avoids an unwrap.
-                let _permit = permits.acquire_owned().await.ok();
+                let key = object_key(cred.as_ref());
+                let settled = reconcile::credential::is_settled(&cred);
+                let unit = crate::context::jitter(Duration::from_millis(500), 1.0).as_secs_f64();
+                // Held until the reconcile ends: a drift lane permit, or one of `concurrency`.
+                let _permit = match ctx.drift_lane.admit(&key, settled, unit) {
+                    Admit::Later(wait) => {
+                        ctx.metrics.drift_pass("deferred");
+                        return Ok(Action::requeue(wait));
+                    }
+                    Admit::Drift(permit) => {
+                        ctx.metrics.drift_pass("run");
+                        (Some(permit), None)
+                    }
+                    // The semaphore is never closed; `ok()` only avoids an unwrap.
+                    Admit::Work => (None, permits.acquire_owned().await.ok()),
+                };
                 observe_status(&cred, &ctx);
                 reconcile::credential::reconcile(cred, ctx).await
             }
@@ -218,7 +254,7 @@ pub async fn run_with_readiness(
 pub async fn drain(
     controllers: impl Future<Output = ()>,
     shutdown: &CancellationToken,
-    limit: std::time::Duration,
+    limit: Duration,
 ) {
     tokio::pin!(controllers);
     tokio::select! {
@@ -227,6 +263,53 @@ pub async fn drain(
     }
     if tokio::time::timeout(limit, controllers).await.is_err() {
         warn!(timeout = ?limit, "in-flight reconciles did not finish in time: cancelling them");
+    }
+}
+
+/// Whether a watch event shows `obj` exactly as our own latest write left it.
+fn is_own_echo<K: kube::Resource>(
+    ctx: &Context,
+    kind: &str,
+    obj: &Result<K, watcher::Error>,
+) -> bool {
+    let Ok(obj) = obj else { return false };
+    let meta = obj.meta();
+    ctx.own_writes.is_echo(
+        &crate::echo::key(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        ),
+        meta.resource_version.as_deref(),
+    )
+}
+
+/// A watch's events after its initial list (applied or deleted objects), and its errors.
+fn changes_only<K>(
+    event: Result<watcher::Event<K>, watcher::Error>,
+) -> Option<Result<K, watcher::Error>> {
+    match event {
+        Err(e) => Some(Err(e)),
+        Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => Some(Ok(o)),
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+    }
+}
+
+/// Which owned-Secret watch events reconcile their credential: an edit or a deletion by
+/// anyone, not the echo of our own write (that reconcile knows what it wrote), and not the
+/// initial list (every credential is reconciled on start by its own initial list already).
+fn owned_secret_trigger(
+    ctx: &Context,
+    event: Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
+) -> Option<Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    match event {
+        Err(e) => Some(Err(e)),
+        Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+        Ok(watcher::Event::Apply(s)) => {
+            let s = Ok(s);
+            (!is_own_echo(ctx, "Secret", &s)).then_some(s)
+        }
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
     }
 }
 
@@ -305,7 +388,7 @@ fn error_policy_credential(cred: Arc<RdsCredential>, err: &Error, ctx: Arc<Conte
         // A guarded status write lost to a newer one: decide again at once from a fresh read
         // (not a failure of the credential, so no backoff).
         debug!(namespace = %cred.namespace().unwrap_or_default(), rdscredential = %cred.name_any(), "status changed meanwhile; reconciling again");
-        return Action::requeue(std::time::Duration::from_millis(50));
+        return Action::requeue(Duration::from_millis(50));
     }
     let wait = ctx.backoff_after_failure(object_key(cred.as_ref()), err.max_backoff());
     // The same fields as the reconcile span, so the line is found with the rest.

@@ -231,6 +231,11 @@ pub(crate) struct Observed<'a> {
     pub pending: bool,
     /// The credential failed and waits out its error backoff.
     pub in_backoff: bool,
+    /// A reconcile of the credential's current generation has finished (status says so). Until
+    /// then its watch event's reconcile is queued or running and decides from fresh state: a
+    /// poll trigger would only reconcile it once more (a new credential's secret shows up in
+    /// a poll before its status says it synced it).
+    pub observed: bool,
 }
 
 /// AWSCURRENT moved away from what the credential synced, or a rotation is half done. A
@@ -238,6 +243,9 @@ pub(crate) struct Observed<'a> {
 /// saw it: re-reconciling it on every poll costs a GetSecretValue, a failed login and a
 /// Warning each time, and cannot succeed before something changes.
 pub(crate) fn needs_reconcile_given(o: Observed<'_>) -> bool {
+    if !o.observed {
+        return false;
+    }
     let out_of_sync = o.current != o.synced || o.pending;
     out_of_sync && (!o.in_backoff || o.seen_before != o.current)
 }
@@ -272,6 +280,9 @@ fn observed<'a>(
         seen_before,
         pending: meta.pending_version().is_some(),
         in_backoff,
+        observed: cred.status.as_ref().is_some_and(|s| {
+            s.observed_generation.is_some() && s.observed_generation == cred.metadata.generation
+        }),
     }
 }
 
@@ -317,8 +328,15 @@ mod tests {
                 seen_before,
                 pending,
                 in_backoff,
+                observed: true,
             };
             assert_eq!(needs_reconcile_given(o), want, "{why}: {o:?}");
+            // Not reconciled yet at this generation: its own reconcile is on the way.
+            let o = Observed {
+                observed: false,
+                ..o
+            };
+            assert!(!needs_reconcile_given(o), "{why}, not observed yet: {o:?}");
         }
     }
 

@@ -95,6 +95,9 @@ KNOWN_ENV = {
     "RDSCRED_ROLLOUTS_PER_MINUTE",
     "RDSCRED_CRONJOBS",
     "RDSCRED_ARGO_ROLLOUTS",
+    "RDSCRED_AWS_CREATE_SECRETS_PER_SECOND",
+    "RDSCRED_DRIFT_CHECKS_PER_SECOND",
+    "RDSCRED_DRIFT_CONCURRENCY",
     "AWS_REGION",
     "RDSCRED_AWS_ENDPOINT_URL",
     "RDSCRED_CONTROLLER_ROLE_ARN",
@@ -220,6 +223,9 @@ def test_env_defaults():
     assert env["RDSCRED_ROLLOUTS_PER_MINUTE"] == "30"
     assert env["RDSCRED_CRONJOBS"] == "true"
     assert env["RDSCRED_ARGO_ROLLOUTS"] == "false"
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "50"
+    assert env["RDSCRED_DRIFT_CHECKS_PER_SECOND"] == "20"
+    assert env["RDSCRED_DRIFT_CONCURRENCY"] == "2"
     assert env["RDSCRED_DRIFT_INTERVAL"] == "5m"
     assert env["RDSCRED_MIN_ROTATION_INTERVAL"] == "1h"
     assert env["RDSCRED_LOG_FORMAT"] == "json"
@@ -248,6 +254,16 @@ def test_env_and_args_from_values():
     pod = one(objects, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"a": "b"}
     assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
+def test_create_secret_rate_value():
+    env = env_of(container(render({"aws": {"createSecretsPerSecond": 2.5}})))
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "2.5"
+    env = env_of(container(render({"aws": {"createSecretsPerSecond": 0}})))
+    assert env["RDSCRED_AWS_CREATE_SECRETS_PER_SECOND"] == "0"
+    env = env_of(container(render({"driftChecksPerSecond": 0.5, "driftConcurrency": 4})))
+    assert env["RDSCRED_DRIFT_CHECKS_PER_SECOND"] == "0.5"
+    assert env["RDSCRED_DRIFT_CONCURRENCY"] == "4"
 
 
 def test_events_queue_values():
@@ -585,6 +601,10 @@ def test_network_policy_from_values():
         {"leaderElection": {"enabled": True, "leaseName": "Not_A_Name"}},
         {"metrics": {"prometheusRule": {"severity": "page"}}},
         {"aws": {"controllerRoleArn": "rdscred"}},
+        {"aws": {"createSecretsPerSecond": -1}},
+        {"aws": {"createSecretsPerSecond": "50/s"}},
+        {"driftChecksPerSecond": -1},
+        {"driftConcurrency": 0},
         {"aws": {"controllerRoleArn": "arn:aws:iam::123456789012:user/rdscred"}},
     ],
     ids=lambda v: repr(v)[:60],

@@ -1013,6 +1013,7 @@ fn the_model_knows_every_operation_the_code_calls() {
                 region: REGION.into(),
                 role_arn: None,
                 params: json!({ "SecretId": "rdscred/x/y", "Name": "rdscred/x/y" }),
+                at: std::time::Instant::now(),
             };
             assert!(!Model::default().checks(&req).is_empty(), "{service}:{op}");
             seen += 1;

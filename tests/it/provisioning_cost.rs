@@ -56,8 +56,9 @@ fn credential_reconciles(g: &Ground) -> u64 {
 
 /// New credentials on both engines: each costs at most 3 Secrets Manager calls (today: a
 /// DescribeSecret that finds nothing and the CreateSecret; the metadata and the value of our
-/// own write are used instead of DescribeSecret and GetSecretValue after it), also counting
-/// the reconciles its own status and Secret writes trigger until the controller is quiet.
+/// own write are used instead of DescribeSecret and GetSecretValue after it), and about one
+/// reconcile, counting those its own status and Secret writes trigger until the controller is
+/// quiet.
 #[tokio::test]
 async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
     const PER_ENGINE: usize = 6;
@@ -140,10 +141,278 @@ async fn a_new_credential_costs_at_most_three_secrets_manager_calls() {
         api.list(&ListParams::default()).await.unwrap().items.len(),
         secrets.len()
     );
+    // One reconcile does it all: the echoes of its own finalizer patch and Secret create are
+    // not news (crate::echo), its status writes pass no predicate, and the poll leaves a
+    // credential whose status has not caught up with its generation to its own reconcile
+    // (before: 3.00 per credential). Slack for an echo that overtakes the write's record.
+    assert!(
+        reconciles as f64 <= 1.5 * n,
+        "{reconciles} reconciles for {n} new credentials"
+    );
     eprintln!(
         "{} new credentials: {:.2} Secrets Manager calls and {:.2} reconciles per credential",
         secrets.len(),
         total as f64 / n,
         reconciles as f64 / n
+    );
+}
+
+/// Whether `times` (seconds, sorted) ever holds more requests in a window than a bucket of
+/// `rate`/s with a burst of one lets start, plus one for the delay between a slot and the log
+/// entry of its request. Returns the worst window: (requests, window length in seconds).
+fn worst_window(times: &[f64], rate: f64) -> Option<(usize, f64)> {
+    let mut worst = None;
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let (count, window) = (j - i + 1, times[j] - times[i]);
+            if count as f64 > 2.0 + rate * window {
+                worst = Some((count, window));
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn the_window_check_catches_a_burst() {
+    let paced: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.2).collect();
+    assert_eq!(worst_window(&paced, 5.0), None);
+    let burst: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.01).collect();
+    assert!(worst_window(&burst, 5.0).is_some());
+}
+
+/// With `--aws-create-rate 5` and 20 new credentials at once, the CreateSecret requests in the
+/// request log never run ahead of the bucket in any window (checked on the log's own
+/// timestamps, not the test's wall time), and every credential still becomes Ready.
+#[tokio::test]
+async fn create_secret_never_exceeds_the_client_side_rate() {
+    const N: usize = 20;
+    const RATE: f64 = 5.0;
+    let mut g = Ground::new().await;
+    g.start_with(Settings {
+        create_secrets_per_second: RATE,
+        drift_interval: Duration::from_secs(600),
+        database_recheck_interval: Duration::from_secs(600),
+        ..g.settings()
+    })
+    .await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    g.wait_database_ready(&db).await;
+    let run = unique("rl");
+    let secrets: Vec<String> = (0..N).map(|i| format!("{prefix}{run}_{i}")).collect();
+    join_all(secrets.iter().enumerate().map(|(i, secret)| {
+        let (g, ns, db, run) = (&g, &ns, &db, &run);
+        async move {
+            let spec = json!({ "databaseRef": { "name": db }, "username": format!("{run}_{i}"), "secret": { "name": secret } });
+            g.credential(ns, &format!("c{i}"), spec).await.unwrap()
+        }
+    }))
+    .await;
+    for i in 0..N {
+        g.wait_ready(&ns, &format!("c{i}")).await;
+    }
+    let log = g.calls.request_log().expect("the ground logs requests");
+    let creates: Vec<std::time::Instant> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.operation == "CreateSecret")
+        .filter(|r| {
+            r.params["Name"]
+                .as_str()
+                .is_some_and(|n| secrets.iter().any(|s| s == n))
+        })
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(creates.len(), N, "one CreateSecret per credential");
+    let first = *creates.iter().min().unwrap();
+    let mut times: Vec<f64> = creates
+        .iter()
+        .map(|t| t.duration_since(first).as_secs_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    assert_eq!(
+        worst_window(&times, RATE),
+        None,
+        "CreateSecret ran ahead of {RATE}/s: {times:?}"
+    );
+    eprintln!(
+        "{N} CreateSecret at {RATE}/s spread over {:.2} s",
+        times.last().unwrap()
+    );
+}
+
+/// A counter of the controller's own metrics: the sum over the lines of `family` whose labels
+/// contain `label`.
+fn metric(g: &Ground, family: &str, label: &str) -> f64 {
+    g.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// `n` new PostgreSQL credentials `{run}_{i}` in `ns`, all Ready.
+async fn ready_credentials(g: &Ground, ns: &str, db: &str, prefix: &str, run: &str, n: usize) {
+    join_all((0..n).map(|i| async move {
+        let spec = json!({
+            "databaseRef": { "name": db },
+            "username": format!("{run}_{i}"),
+            "secret": { "name": format!("{prefix}{run}_{i}") },
+        });
+        g.credential(ns, &format!("{run}-{i}"), spec).await.unwrap()
+    }))
+    .await;
+    for i in 0..n {
+        g.wait_ready(ns, &format!("{run}-{i}")).await;
+    }
+}
+
+/// With every Ready credential due for a drift check every second and a drift lane of 2/s
+/// (one at a time), the drift checks never run ahead of the lane's rate while a new credential
+/// is provisioned, the lane defers the rest, and the new credential becomes Ready: drift
+/// checks do not take its slot.
+#[tokio::test]
+async fn drift_checks_keep_to_their_lane_and_a_new_credential_goes_first() {
+    const N: usize = 16;
+    const RATE: f64 = 2.0;
+    let mut g = Ground::new().await;
+    g.start_with(Settings {
+        drift_interval: Duration::from_secs(1),
+        drift_checks_per_second: RATE,
+        drift_concurrency: 1,
+        database_recheck_interval: Duration::from_secs(600),
+        ..g.settings()
+    })
+    .await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    g.wait_database_ready(&db).await;
+    let run = unique("dl");
+    ready_credentials(&g, &ns, &db, &prefix, &run, N).await;
+    // Every one of them is due each second from here: 16 drift checks/s wanted, 2/s allowed.
+    let (ran_before, deferred_before) = (
+        metric(&g, "rdscred_drift_lane_total", r#"result="run""#),
+        metric(&g, "rdscred_drift_lane_total", r#"result="deferred""#),
+    );
+    let started = std::time::Instant::now();
+    let fresh = format!("{run}x");
+    g.credential(
+        &ns,
+        "fresh",
+        json!({ "databaseRef": { "name": db }, "username": fresh, "secret": { "name": format!("{prefix}{fresh}") } }),
+    )
+    .await
+    .unwrap();
+    g.wait_ready(&ns, "fresh").await;
+    // Long enough for the lane to be saturated: every credential deferred at least once.
+    wait_for("drift checks deferred", Duration::from_secs(60), || async {
+        (metric(&g, "rdscred_drift_lane_total", r#"result="deferred""#) - deferred_before
+            >= N as f64)
+            .then_some(())
+    })
+    .await;
+    let ran = metric(&g, "rdscred_drift_lane_total", r#"result="run""#) - ran_before;
+    let window = started.elapsed().as_secs_f64();
+    // Every pass counted ran within the window: at most one slot at once plus the rate over it
+    // (a pass may start up to 0.5 s ahead of its slot; one more for the pass at the edge).
+    assert!(
+        ran <= 2.0 + RATE * (window + 0.5),
+        "{ran} drift checks in {window:.1} s at {RATE}/s"
+    );
+    assert!(ran >= 1.0, "drift checks still run: {ran}");
+    eprintln!("{ran} drift checks in {window:.1} s at {RATE}/s while {N} were due every second");
+}
+
+/// A restart with 30 Ready credentials is no thundering herd: after it, until two polls have
+/// gone by, Secrets Manager sees ListSecrets pages and nothing per credential (no
+/// GetSecretValue, CreateSecret or PutSecretValue, no DescribeSecret), no credential is
+/// reconciled (their first drift checks are spread over the second half of the interval), and
+/// a credential created after the restart is still provisioned at once.
+#[tokio::test]
+async fn a_restart_with_ready_credentials_costs_list_pages_only() {
+    const N: usize = 30;
+    let mut g = Ground::new().await;
+    let settings = Settings {
+        poll_interval: Duration::from_secs(2),
+        drift_interval: Duration::from_secs(600),
+        database_recheck_interval: Duration::from_secs(600),
+        ..g.settings()
+    };
+    g.start_with(settings.clone()).await;
+    let ns = unique("ns-");
+    g.namespace(&ns, &[NS_LABEL]).await;
+    let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
+    g.wait_database_ready(&db).await;
+    let run = unique("rs");
+    ready_credentials(&g, &ns, &db, &prefix, &run, N).await;
+    g.stop().await;
+
+    let log = g
+        .calls
+        .request_log()
+        .expect("the ground logs requests")
+        .clone();
+    let mark = log.snapshot().len();
+    let reconciles_before = credential_reconciles(&g);
+    g.start_with(settings).await;
+    for _ in 0..2 {
+        let start = g.calls.total("ListSecrets");
+        wait_for("a poll", Duration::from_secs(30), || async {
+            (g.calls.total("ListSecrets") > start).then_some(())
+        })
+        .await;
+    }
+    // Calls about the credentials' secrets, and the rest (ListSecrets; the database's own
+    // start-up proof of its admin login reads the admin secret once).
+    let (mut ops, mut other): (BTreeMap<String, u64>, BTreeMap<String, u64>) = Default::default();
+    let ours = format!("{prefix}{run}_");
+    for r in &log.snapshot()[mark..] {
+        if r.service != "secretsmanager" {
+            continue;
+        }
+        let id = r.params["SecretId"].as_str().or(r.params["Name"].as_str());
+        let about_credential = id.is_some_and(|id| secret_name(id).starts_with(&ours));
+        let book = if about_credential || r.operation == "ListSecrets" {
+            &mut ops
+        } else {
+            &mut other
+        };
+        *book.entry(r.operation.clone()).or_default() += 1;
+    }
+    assert!(
+        other.values().sum::<u64>() <= 1,
+        "beyond the credentials: {other:?}"
+    );
+    let reconciles = credential_reconciles(&g) - reconciles_before;
+    assert!(ops.get("ListSecrets").is_some_and(|n| *n >= 2), "{ops:?}");
+    for op in [
+        "GetSecretValue",
+        "CreateSecret",
+        "PutSecretValue",
+        "DescribeSecret",
+    ] {
+        assert_eq!(ops.get(op), None, "{op} after a restart: {ops:?}");
+    }
+    assert_eq!(reconciles, 0, "credentials reconciled after the restart");
+    assert!(
+        metric(&g, "rdscred_drift_lane_total", r#"result="deferred""#) >= N as f64,
+        "every settled credential's first check deferred"
+    );
+    // The lane holds back settled credentials only.
+    let fresh = format!("{run}x");
+    g.credential(
+        &ns,
+        "fresh",
+        json!({ "databaseRef": { "name": db }, "username": fresh, "secret": { "name": format!("{prefix}{fresh}") } }),
+    )
+    .await
+    .unwrap();
+    g.wait_ready(&ns, "fresh").await;
+    eprintln!(
+        "after a restart with {N} Ready credentials, two polls: {ops:?} (and {other:?}), {reconciles} reconciles"
     );
 }

@@ -241,6 +241,9 @@ async fn create_aws_secret(
     let replicas = replica_regions(spec);
     let token = rotation::client_request_token(&cred.uid().unwrap_or_default(), "initial");
     let json = value.to_secret_json();
+    // The account's CreateSecret quota (50/s) is shared by every credential created at once:
+    // wait for a slot of the client-side bucket rather than be throttled.
+    ctx.create_secret_rate.acquire().await;
     let meta = db
         .scope
         .secrets

@@ -71,10 +71,25 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
         Ok(_) => return Ok(Action::await_change()),
         Err(e) => return Err(Error::Kube(e)),
     };
+    // The finalizer is added here, not by `finalizer()` (which adds it and ends the reconcile,
+    // leaving the rest to the watch event of its own patch): the reconcile goes on with the
+    // patched object and the echo of the patch is dropped (`crate::echo`), so a new credential
+    // is reconciled once, not once more per own write.
+    let cred = if cred.metadata.deletion_timestamp.is_none()
+        && !cred.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        Arc::new(add_finalizer(&api, &cred, &ctx).await?)
+    } else {
+        cred
+    };
     let result = finalizer(&api, FINALIZER, cred, |event| async {
         match event {
             finalizer::Event::Apply(c) => apply(&c, &ctx).await,
-            finalizer::Event::Cleanup(c) => cleanup(&c, &ctx).await,
+            finalizer::Event::Cleanup(c) => {
+                ctx.drift_lane
+                    .remove(&crate::context::object_key(c.as_ref()));
+                cleanup(&c, &ctx).await
+            }
         }
     })
     .await
@@ -91,12 +106,73 @@ pub async fn reconcile(cred: Arc<RdsCredential>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
+/// Whether `cred` (as cached) is settled: its status is current for its generation and Ready,
+/// and it is not being deleted. Only a settled credential's periodic pass is a drift check.
+pub fn is_settled(cred: &RdsCredential) -> bool {
+    let Some(status) = cred.status.as_ref() else {
+        return false;
+    };
+    let rotation_due = status
+        .next_rotation_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|t| t <= Timestamp::now());
+    let requested = cred.annotations().get(ROTATE_ANNOTATION);
+    cred.metadata.deletion_timestamp.is_none()
+        && status.observed_generation.is_some()
+        && status.observed_generation == cred.metadata.generation
+        && conditions::get(&status.conditions, READY).is_some_and(|c| c.status == "True")
+        // A rotation under way (resumed at once after a restart), due, or requested.
+        && status.rotation_claim.is_none()
+        && !rotation_due
+        && (requested.is_none() || requested == status.last_rotation_request.as_ref())
+}
+
+/// Adds [`FINALIZER`], guarded like kube-runtime's own (a JSON patch testing the finalizers
+/// read), and records the write so its watch event does not reconcile again.
+async fn add_finalizer(
+    api: &Api<RdsCredential>,
+    cred: &RdsCredential,
+    ctx: &Context,
+) -> Result<RdsCredential, Error> {
+    let finalizers = cred.finalizers();
+    let ops = if finalizers.is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops)
+        .map_err(|e| Error::not_ready(Reason::FinalizerError, e.to_string()))?;
+    let patched = api
+        .patch(
+            &cred.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    ctx.own_writes.record(
+        crate::echo::key("RdsCredential", &ns_of(&patched), &patched.name_any()),
+        patched.resource_version(),
+    );
+    Ok(patched)
+}
+
 /// Status under construction plus the Events to publish once it is written.
 struct Progress {
     status: RdsCredentialStatus,
     generation: Option<i64>,
     /// Earliest time something is due again (rotation, drift check, rollout watch, poll).
     requeue: Duration,
+    /// The earliest thing due is the periodic drift check: the next pass goes through the
+    /// drift lane (`crate::limit::DriftLane`).
+    requeue_is_drift: bool,
     /// What status holds in the API server and at which resourceVersion: every write is
     /// guarded by it.
     base: StatusBase,
@@ -124,12 +200,28 @@ impl Progress {
         );
     }
     fn requeue_within(&mut self, d: Duration) {
-        self.requeue = self.requeue.min(d.max(Duration::from_secs(1)));
+        let d = d.max(Duration::from_secs(1));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = false;
+        }
+    }
+    /// [`requeue_within`](Self::requeue_within) for the periodic drift check.
+    fn requeue_for_drift(&mut self, d: Duration) {
+        let d = d.max(Duration::from_secs(1));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = true;
+        }
     }
     /// Like [`requeue_within`](Self::requeue_within) below one second: only for waits that
     /// end on an outside event (a rollout completing) with a request queued behind them.
     fn requeue_soon(&mut self, d: Duration) {
-        self.requeue = self.requeue.min(d.max(Duration::from_millis(100)));
+        let d = d.max(Duration::from_millis(100));
+        if d < self.requeue {
+            self.requeue = d;
+            self.requeue_is_drift = false;
+        }
     }
     /// Writes the status built so far (guarded), e.g. a rotation claim before its first step.
     async fn checkpoint(&mut self, cred: &RdsCredential, ctx: &Context) -> Result<(), Error> {
@@ -146,6 +238,7 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
         status: old.clone(),
         generation: cred.metadata.generation,
         requeue: ctx.settings.drift_interval,
+        requeue_is_drift: true,
         base: StatusBase::of(cred),
         in_progress: None,
     };
@@ -204,8 +297,12 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     let status = p.status.clone();
     status_write::write(&api, &cred.name_any(), &mut p.base, &status).await?;
     result?;
-    ctx.reset_failures(&crate::context::object_key(cred));
-    Ok(Action::requeue(crate::context::jitter(p.requeue, 0.1)))
+    let key = crate::context::object_key(cred);
+    ctx.reset_failures(&key);
+    let wait = crate::context::jitter(p.requeue, 0.1);
+    ctx.drift_lane
+        .finished(&key, p.requeue_is_drift.then_some(wait));
+    Ok(Action::requeue(wait))
 }
 
 fn ready_message(cred: &RdsCredential, s: &RdsCredentialStatus) -> String {
@@ -432,4 +529,73 @@ pub(super) fn parse_time(s: Option<&str>) -> Option<Timestamp> {
 /// Time from `from` to `to` (zero when `to` is not later).
 pub(super) fn until(from: Timestamp, to: Timestamp) -> Duration {
     Duration::try_from(to.duration_since(from)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod settled_tests {
+    use super::*;
+
+    fn cred(edit: impl FnOnce(&mut serde_json::Value)) -> RdsCredential {
+        let mut v = serde_json::json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": { "name": "c", "namespace": "ns", "generation": 2 },
+            "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                                 "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            },
+        });
+        edit(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_a_ready_current_idle_credential_is_settled() {
+        type Edit = fn(&mut serde_json::Value);
+        let table: [(&str, Edit, bool); 8] = [
+            ("Ready at its generation", |_| {}, true),
+            (
+                "new: no status",
+                |v| v["status"] = serde_json::Value::Null,
+                false,
+            ),
+            (
+                "spec changed",
+                |v| v["metadata"]["generation"] = 3.into(),
+                false,
+            ),
+            (
+                "not Ready",
+                |v| v["status"]["conditions"][0]["status"] = "False".into(),
+                false,
+            ),
+            (
+                "being deleted",
+                |v| v["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into(),
+                false,
+            ),
+            (
+                "rotation due",
+                |v| v["status"]["nextRotationTime"] = "2026-01-01T00:00:00Z".into(),
+                false,
+            ),
+            (
+                "rotation requested, not answered",
+                |v| v["metadata"]["annotations"] = serde_json::json!({ ROTATE_ANNOTATION: "now" }),
+                false,
+            ),
+            (
+                "rotation request answered",
+                |v| {
+                    v["metadata"]["annotations"] = serde_json::json!({ ROTATE_ANNOTATION: "now" });
+                    v["status"]["lastRotationRequest"] = "now".into();
+                },
+                true,
+            ),
+        ];
+        for (why, edit, want) in table {
+            assert_eq!(is_settled(&cred(edit)), want, "{why}");
+        }
+    }
 }

@@ -34,6 +34,16 @@ pub(super) async fn sync_and_roll(
     let previous = p.status.synced_version_id.clone();
     p.status.target_secret = Some(outcome.secret_name.clone());
     if outcome.written {
+        // Its watch event brings nothing this reconcile does not know (an edit by anyone
+        // else carries another resourceVersion and still reconciles).
+        ctx.own_writes.record(
+            crate::echo::key(
+                "Secret",
+                &cred.namespace().unwrap_or_default(),
+                &outcome.secret_name,
+            ),
+            outcome.resource_version.clone(),
+        );
         ctx.metrics.secret_synced("written");
         if let Some(seen) = ctx.secrets.change_seen_at(&current.version_id) {
             ctx.metrics.sync_lag(seen.elapsed());

@@ -95,7 +95,7 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
         .interval
         .map(Duration::from)
         .unwrap_or(ctx.settings.drift_interval);
-    p.requeue_within(interval);
+    p.requeue_for_drift(interval);
     // Stamped at most twice per interval: status is written only when it changed, and a
     // fresh stamp on every reconcile (bulk-poll triggers, rollout watches every 2 s) would
     // turn each of them into a status write. (Status writes do not trigger reconciles: the

@@ -92,6 +92,7 @@ struct Inner {
     credentials: Arc<CredentialBook>,
     sync_lag: Histogram,
     secret_syncs: Family<ResultLabel, Counter>,
+    drift_lane: Family<ResultLabel, Counter>,
     drift_detected: Family<Credential, Counter>,
     drifted: Family<Credential, Gauge>,
     rollouts: Family<KindLabel, Counter>,
@@ -185,6 +186,12 @@ impl Metrics {
             "rdscred_secret_syncs",
             "Kubernetes Secret syncs by result",
             secret_syncs.clone(),
+        );
+        let drift_lane = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rdscred_drift_lane",
+            "Periodic drift-check passes by result: run, or deferred to a later slot of the drift lane",
+            drift_lane.clone(),
         );
 
         let drift_detected = Family::<Credential, Counter>::default();
@@ -305,6 +312,11 @@ impl Metrics {
         drop(secret_syncs.get_or_create(&ResultLabel {
             result: "written".to_owned(),
         }));
+        for result in ["run", "deferred"] {
+            drop(drift_lane.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            }));
+        }
 
         Self {
             inner: Arc::new(Inner {
@@ -317,6 +329,7 @@ impl Metrics {
                 credentials,
                 sync_lag,
                 secret_syncs,
+                drift_lane,
                 drift_detected,
                 drifted,
                 rollouts,
@@ -422,6 +435,16 @@ impl Metrics {
     pub fn secret_synced(&self, result: &str) {
         self.inner
             .secret_syncs
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One periodic drift-check pass through the drift lane (`run` or `deferred`).
+    pub fn drift_pass(&self, result: &str) {
+        self.inner
+            .drift_lane
             .get_or_create(&ResultLabel {
                 result: result.to_owned(),
             })
