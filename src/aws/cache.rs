@@ -6,7 +6,7 @@
 //! GetSecretValue — but only while nobody has edited it since.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
@@ -21,8 +21,9 @@ pub struct SecretCache {
 
 #[derive(Default)]
 struct Inner {
-    /// By secret name and by ARN.
-    entries: HashMap<String, (Instant, SecretMeta)>,
+    /// By secret name and by ARN: one shared copy under both keys (it is kept for every
+    /// credential for the life of the process).
+    entries: HashMap<String, (Instant, Arc<SecretMeta>)>,
     /// When a new AWSCURRENT version was first seen (for the sync-lag metric).
     change_seen: HashMap<String, Instant>,
     /// When the event that led us to a new AWSCURRENT version happened, by AWS's clock (for
@@ -69,7 +70,10 @@ impl SecretCache {
             }
         }
         let now = Instant::now();
-        inner.entries.insert(meta.name.clone(), (now, meta.clone()));
+        let meta = Arc::new(meta);
+        inner
+            .entries
+            .insert(meta.name.clone(), (now, Arc::clone(&meta)));
         inner.entries.insert(meta.arn.clone(), (now, meta));
         if inner.change_seen.len() > 10_000 {
             inner
@@ -91,7 +95,7 @@ impl SecretCache {
             .entries
             .get(id)
             .filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known)
-            .map(|(_, m)| m.clone())
+            .map(|(_, m)| SecretMeta::clone(m))
     }
 
     /// The last known AWSCURRENT version of `id`, however old (without copying the rest).
@@ -106,7 +110,30 @@ impl SecretCache {
     /// The last metadata seen of `id` (name or ARN), however old.
     pub fn latest(&self, id: &str) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).map(|(_, m)| m.clone())
+        inner.entries.get(id).map(|(_, m)| SecretMeta::clone(m))
+    }
+
+    /// Forgets the secret `id` (name or ARN; both keys go) and what was recorded of the target
+    /// Secret `target` (`namespace/name`): its credential is gone, and nothing else would ever
+    /// remove them.
+    pub fn forget(&self, id: &str, target: &str) {
+        let mut inner = self.inner.lock().expect("secret cache");
+        if let Some((_, meta)) = inner.entries.remove(id) {
+            inner.entries.remove(&meta.name);
+            inner.entries.remove(&meta.arn);
+        }
+        inner.synced.remove(target);
+    }
+
+    /// (secrets, target Secrets) remembered: tests of what deletion leaves behind.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("secret cache");
+        let secrets = inner
+            .entries
+            .iter()
+            .filter(|(key, (_, m))| **key == m.arn)
+            .count();
+        (secrets, inner.synced.len())
     }
 
     /// When the event behind AWSCURRENT version `version_id` happened, if an event led to it.
@@ -219,6 +246,35 @@ mod tests {
             Some("v2")
         );
         assert!(cache.latest("other").is_none());
+    }
+
+    #[test]
+    fn one_copy_under_both_keys_and_forget_removes_both() {
+        let cache = SecretCache::default();
+        let written = data(&[("password", "pw")]);
+        cache.remember(&meta("v1"));
+        cache.record_synced("ns/app", "v1", &written);
+        cache.record_synced("ns/other", "v1", &written);
+        assert_eq!(
+            cache.sizes(),
+            (1, 2),
+            "one secret however many keys find it"
+        );
+        {
+            let inner = cache.inner.lock().unwrap();
+            let (by_name, by_arn) = (&inner.entries["s"].1, &inner.entries[&meta("v1").arn].1);
+            assert!(Arc::ptr_eq(by_name, by_arn), "shared, not copied");
+        }
+        // By name or by ARN: both keys go, and only the named target Secret.
+        cache.forget("s", "ns/app");
+        assert_eq!(cache.sizes(), (0, 1));
+        assert!(cache.latest(&meta("v1").arn).is_none());
+        assert!(cache.synced_unchanged("ns/other", "v1", &written));
+        cache.remember(&meta("v2"));
+        cache.forget(&meta("v2").arn, "ns/other");
+        assert_eq!(cache.sizes(), (0, 0));
+        assert!(cache.latest("s").is_none());
+        cache.forget("never-seen", "ns/none");
     }
 
     #[test]
