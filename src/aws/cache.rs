@@ -49,6 +49,22 @@ impl SecretCache {
     /// `event_time`: a new AWSCURRENT version found this way records that time.
     pub fn remember_after_event(&self, meta: &SecretMeta, event_time: Option<jiff::Timestamp>) {
         let mut inner = self.inner.lock().expect("secret cache");
+        let now = Instant::now();
+        if let Some((at, cached)) = inner.entries.get_mut(&meta.arn)
+            && unchanged(cached, meta)
+        {
+            // What every poll finds for almost every secret: the timestamps move, no new copy
+            // is made (steady polls do not churn the heap with an allocation per secret).
+            *at = now;
+            let cached = Arc::clone(cached);
+            match inner.entries.get_mut(&meta.name) {
+                Some((at, by_name)) if Arc::ptr_eq(by_name, &cached) => *at = now,
+                _ => {
+                    inner.entries.insert(meta.name.clone(), (now, cached));
+                }
+            }
+            return;
+        }
         let prev = inner.entries.get(&meta.arn).map(|(_, m)| m);
         let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
         let mut meta = meta.clone();
@@ -69,7 +85,6 @@ impl SecretCache {
                 inner.change_event.entry(current.to_owned()).or_insert(at);
             }
         }
-        let now = Instant::now();
         let meta = Arc::new(meta);
         inner
             .entries
@@ -181,6 +196,27 @@ impl SecretCache {
     }
 }
 
+/// Whether remembering `new` would store what `cached` already holds (with the replica list
+/// carried over as [`SecretCache::remember_after_event`] does for a listing entry).
+fn unchanged(cached: &SecretMeta, new: &SecretMeta) -> bool {
+    let replicas = if !new.replicas_known && cached.replicas_known {
+        true
+    } else {
+        new.replicas_known == cached.replicas_known && new.replica_regions == cached.replica_regions
+    };
+    replicas
+        && new.arn == cached.arn
+        && new.name == cached.name
+        && new.versions == cached.versions
+        && new.tags == cached.tags
+        && new.description == cached.description
+        && new.kms_key_id == cached.kms_key_id
+        && new.deleted_date == cached.deleted_date
+        && new.rotation_enabled == cached.rotation_enabled
+        && new.rotation_lambda_arn == cached.rotation_lambda_arn
+        && new.rotation_rules == cached.rotation_rules
+}
+
 /// SHA-256 over the length-prefixed keys and values (a BTreeMap iterates in key order).
 fn digest(data: &BTreeMap<String, ByteString>) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -275,6 +311,45 @@ mod tests {
         assert_eq!(cache.sizes(), (0, 0));
         assert!(cache.latest("s").is_none());
         cache.forget("never-seen", "ns/none");
+    }
+
+    #[test]
+    fn an_unchanged_listing_entry_keeps_the_cached_copy() {
+        let cache = SecretCache::default();
+        let arn = meta("v1").arn;
+        let copy = |cache: &SecretCache| Arc::clone(&cache.inner.lock().unwrap().entries[&arn].1);
+        let mut described = meta("v1");
+        described.replica_regions = vec!["eu-west-1".into()];
+        cache.remember(&described);
+        let first = copy(&cache);
+        // A listing entry (replicas unknown) of the same secret: nothing new, same copy.
+        let mut listed = meta("v1");
+        listed.replicas_known = false;
+        cache.remember(&listed);
+        assert!(Arc::ptr_eq(&first, &copy(&cache)), "not copied again");
+        assert_eq!(cache.latest("s").unwrap().replica_regions, ["eu-west-1"]);
+        // Anything different is stored anew (replicas still carried over).
+        cache.remember(&SecretMeta {
+            replicas_known: false,
+            ..meta("v2")
+        });
+        let second = copy(&cache);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.current_version(), Some("v2"));
+        assert_eq!(second.replica_regions, ["eu-west-1"]);
+        let mut tagged = SecretMeta::clone(&second);
+        tagged.tags.insert("team".into(), "a".into());
+        cache.remember(&tagged);
+        assert_eq!(
+            cache
+                .latest(&arn)
+                .unwrap()
+                .tags
+                .get("team")
+                .map(String::as_str),
+            Some("a")
+        );
+        assert!(cache.change_seen_at("v2").is_some());
     }
 
     #[test]
