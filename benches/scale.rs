@@ -14,6 +14,12 @@
 //!
 //! Users and secrets are removed afterwards. `RDSCRED_BENCH_QUICK=1` runs N=20 with a 2 s poll
 //! (the test command uses it to keep the bench building and running).
+//!
+//! Heap profile of the controller alone: `RDSCRED_HEAPTRACK_RAW=/tmp/rdscred.raw` preloads
+//! heaptrack into the `rdscred run` child (not the bench); then
+//! `/usr/lib/heaptrack/libexec/heaptrack_interpret < /tmp/rdscred.raw | gzip > rdscred.gz` and
+//! `heaptrack_print -f rdscred.gz -l 1` list what is still allocated when the bench ends
+//! (steady state).
 
 #![allow(dead_code, unused_imports)]
 
