@@ -14,6 +14,12 @@
 //!
 //! Users and secrets are removed afterwards. `RDSCRED_BENCH_QUICK=1` runs N=20 with a 2 s poll
 //! (the test command uses it to keep the bench building and running).
+//!
+//! Heap profile of the controller alone: `RDSCRED_HEAPTRACK_RAW=/tmp/rdscred.raw` preloads
+//! heaptrack into the `rdscred run` child (not the bench); then
+//! `/usr/lib/heaptrack/libexec/heaptrack_interpret < /tmp/rdscred.raw | gzip > rdscred.gz` and
+//! `heaptrack_print -f rdscred.gz -l 1` list what is still allocated when the bench ends
+//! (steady state).
 
 #![allow(dead_code, unused_imports)]
 
@@ -24,7 +30,6 @@ mod support;
 mod runtime;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -35,30 +40,13 @@ use rdscred::engine::{Admin, UserPlan};
 use rdscred::propagation::sync::VERSION_ANNOTATION;
 use runtime::{Rdscred, Workdir, write_kubeconfig};
 use serde_json::json;
-use support::{DbServer, Ground, move_awscurrent_to_new_version, unique, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::{AwsProxy, DbServer, Ground, move_awscurrent_to_new_version, unique, wait_for};
 
 fn quick() -> bool {
     std::env::var_os("RDSCRED_BENCH_QUICK").is_some()
 }
 
-// ------------------------------------------------------------------ counting proxy
-
-/// Secrets Manager requests by operation, counted from the `X-Amz-Target` header of every
-/// request the controller sends through the proxy (the JSON protocol names the operation there).
-#[derive(Clone, Default)]
-struct Counts(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl Counts {
-    fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().expect("counts lock").clone()
-    }
-
-    fn get(&self, op: &str) -> u64 {
-        self.snapshot().get(op).copied().unwrap_or(0)
-    }
-}
+// ------------------------------------------------------------------ calls
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
@@ -68,112 +56,13 @@ fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTree
         .collect()
 }
 
-const TARGET: &[u8] = b"x-amz-target: secretsmanager.";
-
-/// Operations named in `buf` (lower-cased request bytes); returns where scanning may resume
-/// (a header cut by the end of the buffer is scanned again with the next read).
-fn scan_targets(buf: &[u8], out: &mut Vec<String>) -> usize {
-    let mut at = 0;
-    while let Some(i) = find(&buf[at..], TARGET) {
-        let start = at + i + TARGET.len();
-        let Some(end) = buf[start..].iter().position(|b| *b == b'\r') else {
-            return at + i;
-        };
-        out.push(String::from_utf8_lossy(&buf[start..start + end]).into_owned());
-        at = start + end;
-    }
-    buf.len().saturating_sub(TARGET.len())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A TCP proxy to `upstream` on a free loopback port; returns its URL.
-async fn counting_proxy(upstream: String, counts: Counts) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
-    let upstream = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (upstream, counts) = (upstream.clone(), counts.clone());
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let requests = async {
-                    let mut pending: Vec<u8> = Vec::new();
-                    let mut chunk = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match cr.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if sw.write_all(&chunk[..n]).await.is_err() {
-                            break;
-                        }
-                        pending.extend(chunk[..n].iter().map(u8::to_ascii_lowercase));
-                        let mut ops = Vec::new();
-                        let keep = scan_targets(&pending, &mut ops);
-                        pending.drain(..keep);
-                        let mut m = counts.0.lock().expect("counts lock");
-                        for op in ops {
-                            *m.entry(op).or_insert(0) += 1;
-                        }
-                    }
-                    let _ = sw.shutdown().await;
-                };
-                let responses = async {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = cw.shutdown().await;
-                };
-                tokio::join!(requests, responses);
-            });
-        }
-    });
-    url
-}
-
-/// Lower-case operation names back to the API's spelling for the report.
-fn op_name(op: &str) -> String {
-    const OPS: &[&str] = &[
-        "CreateSecret",
-        "DeleteSecret",
-        "DescribeSecret",
-        "GetResourcePolicy",
-        "GetSecretValue",
-        "ListSecrets",
-        "PutResourcePolicy",
-        "PutSecretValue",
-        "TagResource",
-        "UntagResource",
-        "UpdateSecret",
-        "UpdateSecretVersionStage",
-        "DeleteResourcePolicy",
-        "RestoreSecret",
-        "RotateSecret",
-        "CancelRotateSecret",
-        "ReplicateSecretToRegions",
-        "RemoveRegionsFromReplication",
-    ];
-    OPS.iter()
-        .find(|o| o.eq_ignore_ascii_case(op))
-        .map(|o| o.to_string())
-        .unwrap_or_else(|| op.to_owned())
-}
-
 fn show(calls: &BTreeMap<String, u64>, per: f64) -> String {
     if calls.is_empty() {
         return "none".into();
     }
     calls
         .iter()
-        .map(|(op, n)| format!("{} {:.2}", op_name(op), *n as f64 / per))
+        .map(|(op, n)| format!("{op} {:.2}", *n as f64 / per))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -266,8 +155,8 @@ async fn run(n: usize) {
         Duration::from_secs(10)
     };
     let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
-    let counts = Counts::default();
-    let proxy = counting_proxy(moto, counts.clone()).await;
+    // Secrets Manager calls counted on the wire between the controller and moto.
+    let proxy = AwsProxy::counting(&moto).await;
 
     let mut g = Ground::new().await;
     let token = g
@@ -298,7 +187,7 @@ async fn run(n: usize) {
             "--cluster-name",
             &g.cluster,
             "--aws-endpoint-url",
-            &proxy,
+            &proxy.url,
             "--poll-interval",
             &poll_arg,
             "--log-level",
@@ -330,7 +219,7 @@ async fn run(n: usize) {
             }
         })
         .collect();
-    let before = counts.snapshot();
+    let before = proxy.counts();
     let started = Instant::now();
     futures::stream::iter(creds.iter().enumerate())
         .for_each_concurrent(16, |(i, c)| {
@@ -375,15 +264,15 @@ async fn run(n: usize) {
         );
     }
     let converged = started.elapsed();
-    let provisioning = delta(&counts.snapshot(), &before);
+    let provisioning = delta(&proxy.counts(), &before);
     let cpu_converged = cpu_seconds(pid);
 
     // Steady state: a few polls after convergence.
     tokio::time::sleep(poll * 2).await;
     let polls = 3u32;
-    let before = counts.snapshot();
+    let before = proxy.counts();
     tokio::time::sleep(poll * polls).await;
-    let steady = delta(&counts.snapshot(), &before);
+    let steady = delta(&proxy.counts(), &before);
     let (hwm, rss) = memory_kib(pid);
     let cpu_steady = cpu_seconds(pid);
 

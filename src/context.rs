@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
@@ -18,6 +21,10 @@ use crate::engine::AdminLogins;
 use crate::limit::{DriftLane, RateLimiter};
 use crate::propagation::rollout::{RolloutLimiter, WorkloadKinds};
 use crate::telemetry::Metrics;
+
+mod series;
+
+use series::{SeriesBook, SeriesKey, Step, note_digest};
 
 /// Controller-wide settings (from flags/env).
 #[derive(Clone, Debug)]
@@ -145,29 +152,7 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     reporter: Reporter,
     /// The open Event series per (object, type, reason, action), with the note they report.
-    series: Mutex<HashMap<SeriesKey, NoteSeries>>,
-}
-
-/// What kube-runtime's Recorder aggregates an Event series by (its `EventKey`, less the
-/// reporter, which is ours): the note is not part of it, so a series keeps its first note.
-type SeriesKey = (String, &'static str, String, String);
-
-/// An open series: the note it reports and the Recorder whose cache holds it.
-struct NoteSeries {
-    note: String,
-    recorder: Recorder,
-    last: std::time::Instant,
-}
-
-/// How long an unused series is remembered: kube-runtime's Recorder starts a new Event after
-/// 6 minutes anyway (its cache TTL).
-const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
-
-/// Whether an Event with `note` continues the open series (same note: the count goes up and
-/// the note stays true) or must start a new Event (first one, a different note, or the series
-/// is past its TTL).
-pub(crate) fn continues_series(open: Option<(&str, Duration)>, note: &str) -> bool {
-    open.is_some_and(|(open_note, idle)| open_note == note && idle < SERIES_TTL)
+    series: SeriesBook,
 }
 
 impl Context {
@@ -203,7 +188,7 @@ impl Context {
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),
             reporter,
-            series: Mutex::new(HashMap::new()),
+            series: SeriesBook::default(),
         }
     }
 
@@ -231,6 +216,10 @@ impl Context {
 
     /// [`event`](Self::event) on any object (a workload rdscred restarted, so `kubectl
     /// describe deployment` says why).
+    ///
+    /// Published as kube-runtime's Recorder would (same Event object, name and series rules:
+    /// one Event per (object, type, reason, action), repeats patched into its `series`), except
+    /// that a repeat continues the series only with the same note, so every note stays true.
     pub async fn event_on(
         &self,
         regarding: &ObjectReference,
@@ -241,61 +230,75 @@ impl Context {
     ) {
         let reason = reason.as_ref();
         let note = truncate(note, 1000);
-        let recorder = self.recorder_for(regarding, type_, reason, action, &note);
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
+        let key = SeriesKey {
+            object: format!(
+                "{}/{}/{}/{}",
+                regarding.kind.as_deref().unwrap_or_default(),
+                regarding.namespace.as_deref().unwrap_or_default(),
+                regarding.name.as_deref().unwrap_or_default(),
+                regarding.uid.as_deref().unwrap_or_default()
+            ),
+            type_: match type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            },
+            reason: reason.to_string(),
+            action: action.to_string(),
         };
-        if let Err(e) = recorder.publish(&ev, regarding).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
+        let digest = note_digest(&note);
+        let now = std::time::Instant::now();
+        let at = MicroTime(jiff::Timestamp::now());
+        // Cluster-scoped objects (RdsDatabase) get their Events in `default`, as with Recorder.
+        let events: Api<K8sEvent> = Api::namespaced(
+            self.client.clone(),
+            regarding.namespace.as_deref().unwrap_or("default"),
+        );
+        let step = self.series.step(&key, digest, now);
+        let sent = match &step {
+            Step::Create => {
+                let event = new_event(
+                    &self.reporter,
+                    regarding,
+                    key.type_,
+                    reason,
+                    action,
+                    note,
+                    at,
+                );
+                let name = event.metadata.name.clone().unwrap_or_default();
+                events
+                    .create(&PostParams::default(), &event)
+                    .await
+                    .map(|_| (name, 1))
+            }
+            Step::Continue { name, count } => {
+                // Only the series changes; every other field of an Event is immutable.
+                let series = EventSeries {
+                    count: *count,
+                    last_observed_time: at,
+                };
+                events
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({ "series": series })),
+                    )
+                    .await
+                    .map(|_| (name.clone(), *count))
+            }
+        };
+        match sent {
+            Ok((name, count)) => self.series.published(key, digest, name, count, now),
+            Err(e) => {
+                self.series.failed(&key);
+                tracing::warn!(error = %e, reason, "could not publish event");
+            }
         }
     }
 
-    /// The Recorder to publish with so that the Event's note is true: the open series' own
-    /// while the note is unchanged (the series counts up), else a fresh one (a new Event with
-    /// the new note; the Recorder's cache is per Recorder).
-    fn recorder_for(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) -> Recorder {
-        let object = format!(
-            "{}/{}/{}/{}",
-            regarding.kind.as_deref().unwrap_or_default(),
-            regarding.namespace.as_deref().unwrap_or_default(),
-            regarding.name.as_deref().unwrap_or_default(),
-            regarding.uid.as_deref().unwrap_or_default()
-        );
-        let type_name = match type_ {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        };
-        let key = (object, type_name, reason.to_string(), action.to_string());
-        let now = std::time::Instant::now();
-        let mut series = self.series.lock().expect("series lock");
-        series.retain(|_, s| now.duration_since(s.last) < SERIES_TTL);
-        let open = series
-            .get(&key)
-            .map(|s| (s.note.as_str(), now.duration_since(s.last)));
-        if !continues_series(open, note) {
-            series.insert(
-                key.clone(),
-                NoteSeries {
-                    note: note.to_string(),
-                    recorder: Recorder::new(self.client.clone(), self.reporter.clone()),
-                    last: now,
-                },
-            );
-        }
-        let s = series.get_mut(&key).expect("inserted above");
-        s.last = now;
-        s.recorder.clone()
+    /// Forgets Event series idle for their TTL (called by the poller every cycle).
+    pub fn expire_event_series(&self) {
+        self.series.expire(std::time::Instant::now());
     }
 
     /// Records a failure and returns the backoff before the next attempt: exponential from 5s,
@@ -323,6 +326,26 @@ impl Context {
 
     pub fn reset_failures(&self, key: &str) {
         self.failures.lock().expect("failures lock").remove(key);
+    }
+
+    /// Drops what this process keeps about `cred` once it is deleted: its failure count, its
+    /// metrics, its secret's cached metadata and the digest of its target Secret. (Its Event
+    /// series expire on their own after [`series::SERIES_TTL`].)
+    pub fn forget_credential(&self, cred: &RdsCredential) {
+        use kube::ResourceExt;
+        let ns = cred.namespace().unwrap_or_default();
+        self.metrics.forget_credential(&ns, &cred.name_any());
+        self.reset_failures(&object_key(cred));
+        let target = format!("{ns}/{}", crate::propagation::sync::target_name(cred));
+        self.secrets.forget(&cred.spec.secret.name, &target);
+        if let Some(arn) = cred.status.as_ref().and_then(|s| s.secret_arn.as_deref()) {
+            self.secrets.forget(arn, &target);
+        }
+    }
+
+    /// How many objects have a failure count (tests of what deletion leaves behind).
+    pub fn failing_objects(&self) -> usize {
+        self.failures.lock().expect("failures lock").len()
     }
 }
 
@@ -353,41 +376,40 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-#[cfg(test)]
-mod series_tests {
-    use super::*;
-
-    #[test]
-    fn a_series_continues_only_with_the_same_note_within_its_ttl() {
-        let fresh = Duration::from_secs(1);
-        let stale = SERIES_TTL + Duration::from_secs(1);
-        // (open series: note and idle time, new note, continues)
-        type Row<'a> = (Option<(&'a str, Duration)>, &'a str, bool);
-        let table: [Row; 5] = [
-            (None, "synced version v1", false),
-            (
-                Some(("synced version v1", fresh)),
-                "synced version v1",
-                true,
-            ),
-            (
-                Some(("synced version v1", fresh)),
-                "synced version v2",
-                false,
-            ),
-            (
-                Some(("synced version v1", stale)),
-                "synced version v1",
-                false,
-            ),
-            (
-                Some(("rotated to app_clone", fresh)),
-                "rotated to app",
-                false,
-            ),
-        ];
-        for (open, note, continues) in table {
-            assert_eq!(continues_series(open, note), continues, "{open:?} {note}");
-        }
+/// A new Event as kube-runtime's Recorder builds it (`Recorder::generate_event`): named
+/// `<object name>.<nanoseconds, hex>`, in the object's namespace, reported by `reporter`.
+fn new_event(
+    reporter: &Reporter,
+    regarding: &ObjectReference,
+    type_: &str,
+    reason: &str,
+    action: &str,
+    note: String,
+    at: MicroTime,
+) -> K8sEvent {
+    K8sEvent {
+        action: Some(action.to_string()),
+        reason: Some(reason.to_string()),
+        event_time: Some(at.clone()),
+        regarding: Some(regarding.clone()),
+        note: Some(note),
+        metadata: ObjectMeta {
+            namespace: regarding.namespace.clone(),
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_ref().unwrap_or(&reporter.controller),
+                at.0.as_nanosecond()
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        type_: Some(type_.to_string()),
+        ..Default::default()
     }
 }

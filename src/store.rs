@@ -7,6 +7,8 @@
 
 use kube::api::ObjectMeta;
 
+use crate::crd::{RdsCredential, RdsCredentialStatus};
+
 /// The annotation `kubectl apply` writes: a full copy of the applied object, unread here.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -26,6 +28,23 @@ pub fn strip_metadata(meta: &mut ObjectMeta) {
 /// The projection for any resource put in a store: [`strip_metadata`] on its metadata.
 pub fn project<K: kube::Resource>(obj: &mut K) {
     strip_metadata(obj.meta_mut());
+}
+
+/// The projection for the RdsCredential store: [`strip_metadata`], and of the status only what
+/// is read from the store — `secretArn` (claims, events), `syncedVersionId` (the poller) and
+/// `lastRotationTime` (metrics of a credential before its first rotation in this process).
+/// Every reconcile decides from a fresh read, so the conditions and the rest of the status (the
+/// larger part of a credential) are never read from here.
+pub fn project_credential(cred: &mut RdsCredential) {
+    strip_metadata(&mut cred.metadata);
+    if let Some(status) = cred.status.take() {
+        cred.status = Some(RdsCredentialStatus {
+            secret_arn: status.secret_arn,
+            synced_version_id: status.synced_version_id,
+            last_rotation_time: status.last_rotation_time,
+            ..Default::default()
+        });
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! GetSecretValue — but only while nobody has edited it since.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
@@ -21,8 +21,9 @@ pub struct SecretCache {
 
 #[derive(Default)]
 struct Inner {
-    /// By secret name and by ARN.
-    entries: HashMap<String, (Instant, SecretMeta)>,
+    /// By secret name and by ARN: one shared copy under both keys (it is kept for every
+    /// credential for the life of the process).
+    entries: HashMap<String, (Instant, Arc<SecretMeta>)>,
     /// When a new AWSCURRENT version was first seen (for the sync-lag metric).
     change_seen: HashMap<String, Instant>,
     /// When the event that led us to a new AWSCURRENT version happened, by AWS's clock (for
@@ -48,6 +49,22 @@ impl SecretCache {
     /// `event_time`: a new AWSCURRENT version found this way records that time.
     pub fn remember_after_event(&self, meta: &SecretMeta, event_time: Option<jiff::Timestamp>) {
         let mut inner = self.inner.lock().expect("secret cache");
+        let now = Instant::now();
+        if let Some((at, cached)) = inner.entries.get_mut(&meta.arn)
+            && unchanged(cached, meta)
+        {
+            // What every poll finds for almost every secret: the timestamps move, no new copy
+            // is made (steady polls do not churn the heap with an allocation per secret).
+            *at = now;
+            let cached = Arc::clone(cached);
+            match inner.entries.get_mut(&meta.name) {
+                Some((at, by_name)) if Arc::ptr_eq(by_name, &cached) => *at = now,
+                _ => {
+                    inner.entries.insert(meta.name.clone(), (now, cached));
+                }
+            }
+            return;
+        }
         let prev = inner.entries.get(&meta.arn).map(|(_, m)| m);
         let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
         let mut meta = meta.clone();
@@ -68,8 +85,10 @@ impl SecretCache {
                 inner.change_event.entry(current.to_owned()).or_insert(at);
             }
         }
-        let now = Instant::now();
-        inner.entries.insert(meta.name.clone(), (now, meta.clone()));
+        let meta = Arc::new(meta);
+        inner
+            .entries
+            .insert(meta.name.clone(), (now, Arc::clone(&meta)));
         inner.entries.insert(meta.arn.clone(), (now, meta));
         if inner.change_seen.len() > 10_000 {
             inner
@@ -91,7 +110,7 @@ impl SecretCache {
             .entries
             .get(id)
             .filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known)
-            .map(|(_, m)| m.clone())
+            .map(|(_, m)| SecretMeta::clone(m))
     }
 
     /// The last known AWSCURRENT version of `id`, however old (without copying the rest).
@@ -106,7 +125,30 @@ impl SecretCache {
     /// The last metadata seen of `id` (name or ARN), however old.
     pub fn latest(&self, id: &str) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).map(|(_, m)| m.clone())
+        inner.entries.get(id).map(|(_, m)| SecretMeta::clone(m))
+    }
+
+    /// Forgets the secret `id` (name or ARN; both keys go) and what was recorded of the target
+    /// Secret `target` (`namespace/name`): its credential is gone, and nothing else would ever
+    /// remove them.
+    pub fn forget(&self, id: &str, target: &str) {
+        let mut inner = self.inner.lock().expect("secret cache");
+        if let Some((_, meta)) = inner.entries.remove(id) {
+            inner.entries.remove(&meta.name);
+            inner.entries.remove(&meta.arn);
+        }
+        inner.synced.remove(target);
+    }
+
+    /// (secrets, target Secrets) remembered: tests of what deletion leaves behind.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("secret cache");
+        let secrets = inner
+            .entries
+            .iter()
+            .filter(|(key, (_, m))| **key == m.arn)
+            .count();
+        (secrets, inner.synced.len())
     }
 
     /// When the event behind AWSCURRENT version `version_id` happened, if an event led to it.
@@ -152,6 +194,27 @@ impl SecretCache {
             .get(key)
             .is_some_and(|(v, d)| v == version_id && *d == digest(data))
     }
+}
+
+/// Whether remembering `new` would store what `cached` already holds (with the replica list
+/// carried over as [`SecretCache::remember_after_event`] does for a listing entry).
+fn unchanged(cached: &SecretMeta, new: &SecretMeta) -> bool {
+    let replicas = if !new.replicas_known && cached.replicas_known {
+        true
+    } else {
+        new.replicas_known == cached.replicas_known && new.replica_regions == cached.replica_regions
+    };
+    replicas
+        && new.arn == cached.arn
+        && new.name == cached.name
+        && new.versions == cached.versions
+        && new.tags == cached.tags
+        && new.description == cached.description
+        && new.kms_key_id == cached.kms_key_id
+        && new.deleted_date == cached.deleted_date
+        && new.rotation_enabled == cached.rotation_enabled
+        && new.rotation_lambda_arn == cached.rotation_lambda_arn
+        && new.rotation_rules == cached.rotation_rules
 }
 
 /// SHA-256 over the length-prefixed keys and values (a BTreeMap iterates in key order).
@@ -219,6 +282,74 @@ mod tests {
             Some("v2")
         );
         assert!(cache.latest("other").is_none());
+    }
+
+    #[test]
+    fn one_copy_under_both_keys_and_forget_removes_both() {
+        let cache = SecretCache::default();
+        let written = data(&[("password", "pw")]);
+        cache.remember(&meta("v1"));
+        cache.record_synced("ns/app", "v1", &written);
+        cache.record_synced("ns/other", "v1", &written);
+        assert_eq!(
+            cache.sizes(),
+            (1, 2),
+            "one secret however many keys find it"
+        );
+        {
+            let inner = cache.inner.lock().unwrap();
+            let (by_name, by_arn) = (&inner.entries["s"].1, &inner.entries[&meta("v1").arn].1);
+            assert!(Arc::ptr_eq(by_name, by_arn), "shared, not copied");
+        }
+        // By name or by ARN: both keys go, and only the named target Secret.
+        cache.forget("s", "ns/app");
+        assert_eq!(cache.sizes(), (0, 1));
+        assert!(cache.latest(&meta("v1").arn).is_none());
+        assert!(cache.synced_unchanged("ns/other", "v1", &written));
+        cache.remember(&meta("v2"));
+        cache.forget(&meta("v2").arn, "ns/other");
+        assert_eq!(cache.sizes(), (0, 0));
+        assert!(cache.latest("s").is_none());
+        cache.forget("never-seen", "ns/none");
+    }
+
+    #[test]
+    fn an_unchanged_listing_entry_keeps_the_cached_copy() {
+        let cache = SecretCache::default();
+        let arn = meta("v1").arn;
+        let copy = |cache: &SecretCache| Arc::clone(&cache.inner.lock().unwrap().entries[&arn].1);
+        let mut described = meta("v1");
+        described.replica_regions = vec!["eu-west-1".into()];
+        cache.remember(&described);
+        let first = copy(&cache);
+        // A listing entry (replicas unknown) of the same secret: nothing new, same copy.
+        let mut listed = meta("v1");
+        listed.replicas_known = false;
+        cache.remember(&listed);
+        assert!(Arc::ptr_eq(&first, &copy(&cache)), "not copied again");
+        assert_eq!(cache.latest("s").unwrap().replica_regions, ["eu-west-1"]);
+        // Anything different is stored anew (replicas still carried over).
+        cache.remember(&SecretMeta {
+            replicas_known: false,
+            ..meta("v2")
+        });
+        let second = copy(&cache);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.current_version(), Some("v2"));
+        assert_eq!(second.replica_regions, ["eu-west-1"]);
+        let mut tagged = SecretMeta::clone(&second);
+        tagged.tags.insert("team".into(), "a".into());
+        cache.remember(&tagged);
+        assert_eq!(
+            cache
+                .latest(&arn)
+                .unwrap()
+                .tags
+                .get("team")
+                .map(String::as_str),
+            Some("a")
+        );
+        assert!(cache.change_seen_at("v2").is_some());
     }
 
     #[test]

@@ -25,6 +25,19 @@ impl Secrets {
     /// with a retryable error is asked for again (same token, bounded, with backoff): at 5,000
     /// secrets one flaky page out of 50 must not throw away the 49 others.
     pub async fn list_owned(&self, cluster: &str) -> Result<Vec<SecretMeta>, AwsError> {
+        let mut out = Vec::new();
+        self.for_each_owned(cluster, |meta| out.push(meta)).await?;
+        Ok(out)
+    }
+
+    /// [`list_owned`](Self::list_owned), handing each secret to `each` as its page arrives
+    /// instead of collecting them: a poll at 5,000 secrets then holds one page (100 entries)
+    /// at a time rather than all of them.
+    pub async fn for_each_owned(
+        &self,
+        cluster: &str,
+        mut each: impl FnMut(SecretMeta),
+    ) -> Result<(), AwsError> {
         let filters = vec![
             Filter::builder()
                 .key(FilterNameStringType::TagKey)
@@ -35,7 +48,6 @@ impl Secrets {
                 .values(cluster)
                 .build(),
         ];
-        let mut out = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
             let page = with_page_retries(PAGE_BACKOFF, || {
@@ -50,18 +62,17 @@ impl Secrets {
                 call(&self.calls, SERVICE, "ListSecrets", cluster, request)
             })
             .await?;
-            out.extend(
-                page.secret_list()
-                    .iter()
-                    .map(SecretMeta::from_list_entry)
-                    .filter(|m| m.tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster)),
-            );
+            page.secret_list()
+                .iter()
+                .map(SecretMeta::from_list_entry)
+                .filter(|m| m.tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster))
+                .for_each(&mut each);
             match page.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
                 _ => break,
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -137,7 +137,7 @@ pub async fn run_with_readiness(
         let credentials = watcher(creds, watcher::Config::default().any_semantic())
             .default_backoff()
             // Before the store: it keeps every credential for the life of the process.
-            .modify(crate::store::project::<RdsCredential>)
+            .modify(crate::store::project_credential)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(desired_state_hash, Default::default())
@@ -415,22 +415,45 @@ mod tests {
                 "finalizers": ["rdscred.io/cleanup"],
             },
             "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
-            "status": { "secretArn": "arn", "observedGeneration": 3 },
+            "status": {
+                "secretArn": "arn", "observedGeneration": 3, "syncedVersionId": "v1",
+                "lastRotationTime": "2026-01-01T00:00:00Z", "targetSecret": "s",
+                "conditions": [{ "type": "Ready", "status": "True", "reason": "Synced",
+                    "message": "Secret s holds AWSCURRENT", "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            },
         }))
         .unwrap();
         let before = cred.clone();
-        crate::store::project(&mut cred);
+        crate::store::project_credential(&mut cred);
         assert_eq!(cred.metadata.managed_fields, None);
         let annotations = cred.metadata.annotations.clone().unwrap();
         assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
-        // The rotate request, the finalizers, the spec and the status stay: reconciles read them.
+        // The rotate request, the finalizers and the spec stay (predicates, the poller, claims
+        // and the database mapper read them), and of the status what is read from the store.
         assert_eq!(
             annotations.get("rdscred.io/rotate").map(String::as_str),
             Some("2026-01-01T00:00:00Z")
         );
         assert_eq!(cred.metadata.finalizers, before.metadata.finalizers);
         assert_eq!(cred.spec, before.spec);
-        assert_eq!(cred.status, before.status);
         assert_eq!(cred.metadata.generation, before.metadata.generation);
+        assert_eq!(
+            cred.status,
+            Some(crate::crd::RdsCredentialStatus {
+                secret_arn: Some("arn".into()),
+                synced_version_id: Some("v1".into()),
+                last_rotation_time: Some("2026-01-01T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            "conditions and the rest of the status: only in fresh reads"
+        );
+        // What the store readers use is unchanged.
+        let (s, b) = (
+            cred.status.as_ref().unwrap(),
+            before.status.as_ref().unwrap(),
+        );
+        assert_eq!(s.secret_arn, b.secret_arn);
+        assert_eq!(s.synced_version_id, b.synced_version_id);
+        assert_eq!(s.last_rotation_time, b.last_rotation_time);
     }
 }

@@ -96,6 +96,9 @@ pub async fn run(ctx: Arc<Context>, trigger: Triggers, shutdown: impl Future<Out
 async fn poll_loop(ctx: &Context, trigger: &Triggers, mut events_up: watch::Receiver<bool>) {
     loop {
         let started = tokio::time::Instant::now();
+        // Event series of credentials that went quiet (or were deleted) would otherwise wait
+        // for the next Event to be dropped.
+        ctx.expire_event_series();
         match poll_once(ctx, trigger).await {
             Ok(stats) => debug!(?stats, "bulk poll done"),
             Err(e) => warn!(error = %e, "bulk poll failed"),
@@ -174,19 +177,28 @@ pub async fn poll_once(ctx: &Context, trigger: &Triggers) -> Result<PollStats, E
         .collect();
     for (region, role) in scopes {
         let scope = ctx.aws.scoped(region.as_deref(), role.as_deref()).await?;
-        for meta in scope.secrets.list_owned(&ctx.settings.cluster_name).await? {
-            stats.secrets_seen += 1;
-            let seen_before = remember(ctx, &meta);
-            let cred = meta
-                .owner()
-                .and_then(|o| by_owner.get(&(o.namespace, o.name)).copied());
-            if let Some(cred) = cred
-                && poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref())
-            {
-                stats.triggered += 1;
-                trigger.send(cred);
-            }
-        }
+        scope
+            .secrets
+            .for_each_owned(&ctx.settings.cluster_name, |meta| {
+                stats.secrets_seen += 1;
+                // Only the secrets of live credentials go into the cache: the listing also
+                // returns those of deleted credentials (scheduled for deletion, or retained)
+                // for as long as they exist, and nothing would ever read or remove their
+                // entries.
+                let Some(cred) = meta
+                    .owner()
+                    .and_then(|o| by_owner.get(&(o.namespace, o.name)).copied())
+                    .filter(|c| c.metadata.deletion_timestamp.is_none())
+                else {
+                    return;
+                };
+                let seen_before = remember(ctx, &meta);
+                if poll_needs_reconcile(ctx, cred, &meta, seen_before.as_deref()) {
+                    stats.triggered += 1;
+                    trigger.send(cred);
+                }
+            })
+            .await?;
     }
     for cred in credentials
         .iter()

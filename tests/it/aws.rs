@@ -942,3 +942,97 @@ async fn admin_login_refresh_is_single_flight() {
         );
     }
 }
+
+/// The ListSecrets requests a test proxy saw, in order: (NextToken, failed by the proxy).
+pub(crate) type Listings = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, bool)>>>;
+
+/// The `NextToken` of a ListSecrets request body (`None`: the first page).
+pub(crate) fn next_token(body: &[u8]) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    body.get("NextToken")?.as_str().map(str::to_owned)
+}
+
+/// The answer of an injected Secrets Manager failure: HTTP 500, InternalServiceError.
+pub(crate) fn injected_500() -> (u16, String) {
+    (
+        500,
+        r#"{"__type":"InternalServiceError","message":"injected by the test proxy"}"#.into(),
+    )
+}
+
+#[tokio::test]
+async fn list_owned_retries_a_failing_page_on_its_own() {
+    // Through a proxy that fails the second page 5 times in a row: more than the SDK's own 4
+    // attempts, so the SDK gives up once and the listing asks for that page again (same
+    // token), instead of failing or starting over from the first page.
+    use std::sync::Arc;
+    const N: usize = 120;
+    const FAILS: usize = 5;
+    let (setup, _) = moto_aws().await;
+    let cluster = unique("flaky");
+    futures::stream::iter(0..N)
+        .map(|i| {
+            let (aws, cluster) = (setup.clone(), cluster.clone());
+            async move {
+                let name = format!("rdscred-it-flaky/{cluster}/{i:03}");
+                create(&aws, &name, "v", &tags_of(&owner(&cluster, &name), &[])).await;
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+
+    // (token, failed) of every ListSecrets request, in order.
+    let seen: Listings = Arc::default();
+    let log = seen.clone();
+    let proxy = crate::support::AwsProxy::start(
+        &moto_endpoint(),
+        Arc::new(move |op: &str, body: &[u8]| {
+            if op != "ListSecrets" {
+                return None;
+            }
+            let token = next_token(body);
+            let mut log = log.lock().unwrap();
+            let failed_before = log.iter().filter(|(t, f)| *f && *t == token).count();
+            let fail = token.is_some() && failed_before < FAILS;
+            log.push((token, fail));
+            fail.then(injected_500)
+        }),
+    )
+    .await;
+    let calls = ApiCalls::default();
+    let aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some(proxy.url.clone()),
+            default_region: "us-east-1".into(),
+        },
+        calls.clone(),
+    )
+    .await;
+    let listed = aws
+        .scoped(None, None)
+        .await
+        .unwrap()
+        .secrets
+        .list_owned(&cluster)
+        .await
+        .expect("the listing survives a page failing more often than the SDK retries");
+    assert_eq!(listed.len(), N, "every secret listed once");
+
+    let seen = seen.lock().unwrap().clone();
+    let first = seen[1].0.clone();
+    assert!(
+        first.is_some(),
+        "the second request is for page 2: {seen:?}"
+    );
+    let mut want = vec![(None, false)];
+    want.extend((0..FAILS).map(|_| (first.clone(), true)));
+    want.push((first, false));
+    assert_eq!(
+        seen, want,
+        "page 1 once; page 2 failed {FAILS} times, then answered; page 1 never again"
+    );
+    // SDK operations: page 1, page 2 given up after 4 attempts, page 2 again (its 2nd
+    // attempt answered).
+    assert_eq!(calls.total("ListSecrets"), 3);
+}

@@ -969,3 +969,141 @@ async fn steady_state_poll_costs_n_over_100_calls() {
         "at most ceil(N/100) + 1 calls per poll: {delta:?}"
     );
 }
+
+#[tokio::test]
+async fn polls_through_a_flaky_listing_complete_and_detect_changes() {
+    // Every second ListSecrets request the controller sends fails (HTTP 500), whichever page
+    // it asks for. With two pages per poll every page fails once per poll: each is asked for
+    // again on its own (the next request carries the same token) instead of the poll failing
+    // or starting over, and an outside change is still picked up.
+    use crate::aws::{Listings, injected_500, next_token};
+    use futures::StreamExt;
+    use rdscred::aws::ownership::Owner;
+    use rdscred::aws::{ApiCalls, Aws, AwsSettings, NewSecret};
+    use std::sync::Arc;
+
+    let seen: Listings = Arc::default();
+    let log = seen.clone();
+    let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+    let proxy = crate::support::AwsProxy::start(
+        &moto,
+        Arc::new(move |op: &str, body: &[u8]| {
+            if op != "ListSecrets" {
+                return None;
+            }
+            let mut log = log.lock().unwrap();
+            let fail = log.len() % 2 == 1;
+            log.push((next_token(body), fail));
+            fail.then(injected_500)
+        }),
+    )
+    .await;
+    let mut g = Ground::new().await;
+    // The controller's AWS access goes through the proxy (the tests' own `scope` does not).
+    g.aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some(proxy.url.clone()),
+            default_region: "us-east-1".into(),
+        },
+        g.calls.clone(),
+    )
+    .await;
+    // 120 more secrets of this cluster (of no live credential): two pages per poll.
+    let fillers: Vec<String> = (0..120)
+        .map(|i| format!("rdscred-it-flaky/{}/{i:03}", g.cluster))
+        .collect();
+    futures::stream::iter(&fillers)
+        .for_each_concurrent(8, |name| {
+            let g = &g;
+            async move {
+                let owner = Owner {
+                    cluster: g.cluster.clone(),
+                    namespace: "elsewhere".into(),
+                    name: name.clone(),
+                    uid: format!("uid-{name}"),
+                };
+                let tags: BTreeMap<String, String> = owner.tags().into_iter().collect();
+                g.scope
+                    .secrets
+                    .create(NewSecret {
+                        name,
+                        value: &SecretString::new("v"),
+                        description: None,
+                        kms_key_id: None,
+                        tags: &tags,
+                        replica_regions: &[],
+                        client_request_token: &format!("{:0>40}", unique("t").replace('-', "")),
+                    })
+                    .await
+                    .expect("create a filler secret");
+            }
+        })
+        .await;
+    // Drift checks far apart: only the bulk poll can notice the change.
+    g.start_with(settings(
+        &g,
+        Duration::from_secs(2),
+        Duration::from_secs(3600),
+    ))
+    .await;
+    let server = DbServer::postgres();
+    let (db, prefix) = g.database(&server, json!({})).await;
+    let ns = admitted_namespace(&g).await;
+    let user = unique("u_");
+    g.credential(&ns, "app", json!({ "databaseRef": { "name": db }, "username": user, "secret": { "name": format!("{prefix}{user}") } }))
+        .await
+        .unwrap();
+    let cred = g.wait_ready(&ns, "app").await;
+    let arn = cred.status.unwrap().secret_arn.unwrap();
+
+    // An outside change, straight to moto.
+    let direct = crate::support::aws(ApiCalls::default()).await;
+    let sm = aws_sdk_secretsmanager::Client::new(direct.sdk_config());
+    let value = sm
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .expect("GetSecretValue");
+    let version = crate::support::move_awscurrent_to_new_version(
+        &sm,
+        &arn,
+        value.secret_string().expect("a string secret"),
+    )
+    .await;
+    wait_for(
+        "the outside change synced",
+        Duration::from_secs(60),
+        || async {
+            let synced = status_field(&g, &ns, "app", |s| s.synced_version_id.clone()).await;
+            (synced.as_deref() == Some(version.as_str())).then_some(())
+        },
+    )
+    .await;
+    // A few whole polls (each two answered pages, and a failure of each).
+    wait_for("four polls", Duration::from_secs(60), || async {
+        (seen.lock().unwrap().len() >= 16).then_some(())
+    })
+    .await;
+
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(t, failed)| *failed && t.is_some()),
+        "a later page failed, not only the first: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(t, failed)| *failed && t.is_none()),
+        "the first page failed too: {seen:?}"
+    );
+    for pair in seen.windows(2) {
+        if pair[0].1 {
+            assert_eq!(
+                pair[1].0, pair[0].0,
+                "after a failed page the same page is asked for again: {seen:?}"
+            );
+        }
+    }
+    for name in &fillers {
+        let _ = g.scope.secrets.schedule_deletion(name, 0).await;
+    }
+}

@@ -1159,3 +1159,99 @@ async fn passwords_never_reach_logs_or_events() {
         );
     }
 }
+
+/// Credentials the metrics book holds (the `rdscred_credentials` gauge over every state).
+fn credentials_in_metrics(g: &Ground) -> f64 {
+    ["True", "False", "Unknown"]
+        .iter()
+        .filter_map(|s| {
+            crate::runtime::sample(
+                &g.metrics.encode(),
+                "rdscred_credentials",
+                &format!("ready=\"{s}\""),
+            )
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn deletion_leaves_nothing_behind_in_the_caches() {
+    // What the process keeps per credential (secret metadata, the digest of the target
+    // Secret, the failure count, the metrics book) goes with the credential, and the poller
+    // does not bring a deleted credential's secret back: ListSecrets keeps returning it (a
+    // retained secret for good, a deleted one for its recovery window).
+    let server = DbServer::postgres();
+    let mut g = Ground::new().await;
+    g.start().await;
+    let ctx = g.ctx.clone().expect("controller started");
+    let (db, prefix) = g.database(&server, json!({})).await;
+    let ns = admitted_namespace(&g).await;
+    let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
+    let (kept, gone, stays) = (unique("k_"), unique("d_"), unique("s_"));
+    // One credential stays, so that the poller keeps polling (it lists nothing without any).
+    g.credential(&ns, "stays", json!({ "databaseRef": { "name": db }, "username": stays, "secret": { "name": format!("{prefix}{stays}") } }))
+        .await
+        .unwrap();
+    g.credential(&ns, "kept", json!({ "databaseRef": { "name": db }, "username": kept, "secret": { "name": format!("{prefix}{kept}") } }))
+        .await
+        .unwrap();
+    g.credential(&ns, "gone", json!({ "databaseRef": { "name": db }, "username": gone,
+        "secret": { "name": format!("{prefix}{gone}"), "deletionPolicy": "Delete", "recoveryWindowInDays": 7 } }))
+        .await
+        .unwrap();
+    // Refused (no such database): it fails, so it has a failure count.
+    g.credential(&ns, "failing", json!({ "databaseRef": { "name": unique("nodb-") }, "username": unique("f_"), "secret": { "name": format!("{prefix}{}", unique("f_")) } }))
+        .await
+        .unwrap();
+    for name in ["stays", "kept", "gone"] {
+        g.wait_ready(&ns, name).await;
+    }
+    wait_for(
+        "the refused credential in backoff",
+        Duration::from_secs(30),
+        || async { (ctx.failing_objects() >= 1).then_some(()) },
+    )
+    .await;
+    // A poll after both are Ready has remembered their secrets (one poll is not enough: it
+    // may have started before the second secret existed).
+    let polls = g.calls.total("ListSecrets");
+    wait_for("two more polls", Duration::from_secs(30), || async {
+        (g.calls.total("ListSecrets") >= polls + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ctx.secrets.sizes(),
+        (3, 3),
+        "three secrets and target Secrets"
+    );
+    assert_eq!(credentials_in_metrics(&g), 4.0);
+
+    for name in ["kept", "gone", "failing"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_for("all three deleted", Duration::from_secs(60), || async {
+        let left = api.list(&Default::default()).await.ok()?.items.len();
+        (left == 1).then_some(())
+    })
+    .await;
+    // The poller sees both secrets again (retained; scheduled for deletion) and must not
+    // remember them for credentials that no longer exist.
+    let polls = g.calls.total("ListSecrets");
+    wait_for(
+        "two polls after the deletions",
+        Duration::from_secs(30),
+        || async { (g.calls.total("ListSecrets") >= polls + 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        ctx.secrets.sizes(),
+        (1, 1),
+        "only the remaining credential's entries"
+    );
+    assert_eq!(ctx.failing_objects(), 0, "failure counts dropped");
+    assert_eq!(
+        credentials_in_metrics(&g),
+        1.0,
+        "metrics book: the remaining one"
+    );
+}

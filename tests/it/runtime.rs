@@ -71,7 +71,15 @@ impl Rdscred {
     pub(crate) fn spawn(name: &str, dir: &Path, kubeconfig: &Path, args: &[&str]) -> Rdscred {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_rdscred"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rdscred"));
+        // A heap profile of the controller alone (benches/scale.rs): heaptrack's preload
+        // library and its raw output file, for this child only.
+        if let Some(raw) = std::env::var_os("RDSCRED_HEAPTRACK_RAW") {
+            command
+                .env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                .env("DUMP_HEAPTRACK_OUTPUT", raw);
+        }
+        let child = command
             .args(["run", "--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)

@@ -945,3 +945,181 @@ pub fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
         (b, p) => *b = p,
     }
 }
+
+// ------------------------------------------------------------------ AWS proxy
+
+/// What an [`AwsProxy`] hook decides for one request: `None` forwards it, `Some((status,
+/// body))` answers it in the proxy's place (an injected failure) without reaching the server.
+pub type Injected = Option<(u16, String)>;
+
+/// A hook seeing each request's operation (`X-Amz-Target` without the service prefix, as
+/// sent: e.g. `ListSecrets`) and body.
+pub type Hook = Arc<dyn Fn(&str, &[u8]) -> Injected + Send + Sync>;
+
+/// An HTTP/1.1 proxy on a free loopback port in front of moto (Secrets Manager's JSON
+/// protocol), between the controller and the server: counts requests by operation (from the
+/// `X-Amz-Target` header) and lets a [`Hook`] fail chosen ones. Requests are relayed one at a
+/// time per connection, as the SDK sends them (keep-alive, no pipelining), with their bodies
+/// framed by Content-Length (the SDK's JSON requests carry it); responses by Content-Length,
+/// chunked encoding or the end of the connection.
+pub struct AwsProxy {
+    pub url: String,
+    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl AwsProxy {
+    /// Forwards everything (the scale bench's counting proxy).
+    pub async fn counting(upstream: &str) -> AwsProxy {
+        AwsProxy::start(upstream, Arc::new(|_: &str, _: &[u8]| None)).await
+    }
+
+    pub async fn start(upstream: &str, hook: Hook) -> AwsProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let counts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let shared = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, counts, hook) = (upstream.clone(), shared.clone(), hook.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, &counts, &hook).await;
+                });
+            }
+        });
+        AwsProxy { url, counts }
+    }
+
+    /// Requests seen so far by operation (forwarded or answered by the hook).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+}
+
+/// One client connection: each request counted, offered to the hook, then answered by it or
+/// relayed to a connection of our own to `upstream` (opened on first use).
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    counts: &std::sync::Mutex<BTreeMap<String, u64>>,
+    hook: &Hook,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut from_client = Vec::new();
+    let mut server: Option<tokio::net::TcpStream> = None;
+    let mut from_server = Vec::new();
+    loop {
+        let Some((request, head_len)) = read_message(&mut client, &mut from_client, false).await?
+        else {
+            return Ok(());
+        };
+        let head = String::from_utf8_lossy(&request[..head_len]).to_string();
+        let operation = header(&head, "x-amz-target")
+            .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+            .unwrap_or_default();
+        *counts
+            .lock()
+            .expect("counts lock")
+            .entry(operation.clone())
+            .or_insert(0) += 1;
+        if let Some((status, body)) = hook(&operation, &request[head_len..]) {
+            let response = format!(
+                "HTTP/1.1 {status} Injected\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                 x-amzn-requestid: injected\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(response.as_bytes()).await?;
+            continue;
+        }
+        if server.is_none() {
+            server = Some(tokio::net::TcpStream::connect(upstream).await?);
+        }
+        let up = server.as_mut().expect("just connected");
+        up.write_all(&request).await?;
+        let Some((response, _)) = read_message(up, &mut from_server, true).await? else {
+            return Ok(());
+        };
+        client.write_all(&response).await?;
+    }
+}
+
+/// The value of header `name` (lower case) in an HTTP head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads one HTTP message from `stream` (with what is left in `buf` from the last one): its
+/// bytes and the length of its head. `None` at a clean end of the connection.
+async fn read_message(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    response: bool,
+) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut more = async |stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>| {
+        let n = stream.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        std::io::Result::Ok(n)
+    };
+    let head_len = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if more(stream, buf).await? == 0 {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).to_string();
+    let chunked =
+        header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let end = if let Some(len) = header(&head, "content-length") {
+        let end = head_len + len.parse::<usize>().unwrap_or(0);
+        while buf.len() < end {
+            if more(stream, buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        end
+    } else if chunked {
+        // Chunks up to the last (empty) one and its blank line.
+        let mut at = head_len;
+        loop {
+            let Some(line) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+                if more(stream, buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                continue;
+            };
+            let size_text = String::from_utf8_lossy(&buf[at..at + line]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+            let next = at + line + 2 + size + 2;
+            while buf.len() < next {
+                if more(stream, buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            at = next;
+            if size == 0 {
+                break at;
+            }
+        }
+    } else if response {
+        // Neither: the body runs to the end of the connection.
+        while more(stream, buf).await? > 0 {}
+        buf.len()
+    } else {
+        head_len
+    };
+    let message: Vec<u8> = buf.drain(..end).collect();
+    Ok(Some((message, head_len)))
+}

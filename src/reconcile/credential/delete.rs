@@ -15,6 +15,16 @@ use crate::engine::{Admin, UserPlan};
 use crate::reconcile::Reason;
 
 pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
+    let done = delete(cred, ctx).await;
+    if done.is_ok() {
+        // Last reconcile of this credential (the finalizer goes next): what the process kept
+        // about it would otherwise stay for its life.
+        ctx.forget_credential(cred);
+    }
+    done
+}
+
+async fn delete(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics
         .forget_credential(&ns_of(cred), &cred.name_any());
     let policy = cred.spec.secret.deletion_policy;
