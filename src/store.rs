@@ -31,21 +31,42 @@ pub fn project<K: kube::Resource>(obj: &mut K) {
 }
 
 /// The projection for the RdsCredential store: [`strip_metadata`], and of the status only what
-/// is read from the store — `secretArn` (claims, events), `syncedVersionId` (the poller) and
-/// `lastRotationTime` (metrics of a credential before its first rotation in this process).
-/// Every reconcile decides from a fresh read, so the conditions and the rest of the status (the
-/// larger part of a credential) are never read from here.
+/// is read from the store — `secretArn` (claims, events), `syncedVersionId` (the poller),
+/// `lastRotationTime` (metrics of a credential before its first rotation in this process), and
+/// what says whether a credential is settled (`reconcile::credential::is_settled`: the drift
+/// lane, and the poller's "observed at its generation"): `observedGeneration`, the `Ready`
+/// condition's status (its message is dropped), `rotationClaim`, `nextRotationTime`,
+/// `lastRotationRequest`. Every reconcile decides from a fresh read, so the other conditions
+/// and the rest of the status (the larger part of a credential) are never read from here.
 pub fn project_credential(cred: &mut RdsCredential) {
     strip_metadata(&mut cred.metadata);
     if let Some(status) = cred.status.take() {
+        let ready = status
+            .conditions
+            .into_iter()
+            .filter(|c| c.type_ == READY_CONDITION)
+            .map(|mut c| {
+                c.message = String::new();
+                c
+            })
+            .collect();
         cred.status = Some(RdsCredentialStatus {
             secret_arn: status.secret_arn,
             synced_version_id: status.synced_version_id,
             last_rotation_time: status.last_rotation_time,
+            observed_generation: status.observed_generation,
+            conditions: ready,
+            rotation_claim: status.rotation_claim,
+            next_rotation_time: status.next_rotation_time,
+            last_rotation_request: status.last_rotation_request,
             ..Default::default()
         });
     }
 }
+
+/// The `Ready` condition's type (layer 0 cannot name `reconcile::conditions::READY`; a test
+/// there keeps the two equal).
+pub const READY_CONDITION: &str = "Ready";
 
 #[cfg(test)]
 mod tests {

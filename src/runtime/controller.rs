@@ -437,15 +437,13 @@ mod tests {
         assert_eq!(cred.metadata.finalizers, before.metadata.finalizers);
         assert_eq!(cred.spec, before.spec);
         assert_eq!(cred.metadata.generation, before.metadata.generation);
+        let status = cred.status.as_ref().unwrap();
+        assert_eq!(status.target_secret, None, "the rest: only in fresh reads");
+        assert_eq!(status.conditions.len(), 1, "only Ready");
+        assert_eq!(status.conditions[0].message, "", "without its message");
         assert_eq!(
-            cred.status,
-            Some(crate::crd::RdsCredentialStatus {
-                secret_arn: Some("arn".into()),
-                synced_version_id: Some("v1".into()),
-                last_rotation_time: Some("2026-01-01T00:00:00Z".into()),
-                ..Default::default()
-            }),
-            "conditions and the rest of the status: only in fresh reads"
+            crate::store::READY_CONDITION,
+            crate::reconcile::conditions::READY
         );
         // What the store readers use is unchanged.
         let (s, b) = (
@@ -455,5 +453,52 @@ mod tests {
         assert_eq!(s.secret_arn, b.secret_arn);
         assert_eq!(s.synced_version_id, b.synced_version_id);
         assert_eq!(s.last_rotation_time, b.last_rotation_time);
+        assert_eq!(s.observed_generation, b.observed_generation);
+    }
+
+    /// The drift lane and the poller decide from the store whether a credential is settled:
+    /// the projection must not change that answer, whatever the status says.
+    #[test]
+    fn the_store_projection_keeps_is_settled() {
+        let base = serde_json::json!({
+            "apiVersion": "rdscred.io/v1alpha1", "kind": "RdsCredential",
+            "metadata": { "name": "c", "namespace": "ns", "generation": 3 },
+            "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
+        });
+        let ready = |s: &str| {
+            serde_json::json!([{ "type": "Ready", "status": s, "reason": "R",
+            "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z" }])
+        };
+        let statuses = [
+            serde_json::json!({ "observedGeneration": 3, "conditions": ready("True") }),
+            serde_json::json!({ "observedGeneration": 2, "conditions": ready("True") }),
+            serde_json::json!({ "observedGeneration": 3, "conditions": ready("False") }),
+            serde_json::json!({ "observedGeneration": 3, "conditions": ready("True"),
+                "nextRotationTime": "2020-01-01T00:00:00Z" }),
+            serde_json::json!({ "observedGeneration": 3, "conditions": ready("True"),
+                "rotationClaim": { "trigger": "annotation", "fromVersion": "v1", "claimedAt": "2026-01-01T00:00:00Z" } }),
+            serde_json::json!({ "observedGeneration": 3, "conditions": ready("True"),
+                "lastRotationRequest": "a" }),
+        ];
+        let mut settled = 0;
+        for status in statuses {
+            let mut v = base.clone();
+            v["status"] = status.clone();
+            if status.get("lastRotationRequest").is_some() {
+                v["metadata"]["annotations"] =
+                    serde_json::json!({ reconcile::credential::ROTATE_ANNOTATION: "b" });
+            }
+            let cred: RdsCredential = serde_json::from_value(v).unwrap();
+            let mut projected = cred.clone();
+            crate::store::project_credential(&mut projected);
+            let want = reconcile::credential::is_settled(&cred);
+            settled += usize::from(want);
+            assert_eq!(
+                reconcile::credential::is_settled(&projected),
+                want,
+                "{status}"
+            );
+        }
+        assert_eq!(settled, 1, "the table has one settled credential");
     }
 }

@@ -873,6 +873,32 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     .await;
     eprintln!("{N} managed credentials Ready in {:?}", started.elapsed());
 
+    // One reconcile provisions a credential, and nothing re-reconciles it until its first
+    // drift check, a drift interval later: steady state begins there. Wait for those checks
+    // to be under way, so that the window below holds steady-state reconciles.
+    let drift_checks = || async {
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| {
+                (
+                    c.metadata.name.clone().unwrap(),
+                    c.status.and_then(|s| s.last_drift_check),
+                )
+            })
+            .collect::<BTreeMap<String, Option<String>>>()
+    };
+    let at_ready = drift_checks().await;
+    wait_for("the first periodic drift checks", drift * 3, || async {
+        let now = drift_checks().await;
+        now.iter()
+            .any(|(name, check)| at_ready.get(name) != Some(check))
+            .then_some(())
+    })
+    .await;
+
     // Steady state: count every Secrets Manager call over exactly `polls` whole polls. The
     // window is cut at poll boundaries read from the request log (a poll's first ListSecrets
     // page carries no NextToken), not at moments the test happens to sample: a sample can fall

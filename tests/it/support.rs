@@ -82,8 +82,26 @@ impl DbServer {
 /// A name unique to this process and call: moto and the databases are shared by all tests.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
+    // PIDs are reused (pid_max is 32768 here) while moto and the databases keep what earlier
+    // test processes left: the pid alone once gave a second process an admin secret name an
+    // earlier one had created. Three base-36 characters from the process's start time make
+    // such a reuse collide once in 46,656.
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or_default();
+        let mut r = nanos % 46_656;
+        let mut out = String::new();
+        for _ in 0..3 {
+            out.push(char::from_digit(r % 36, 36).expect("below 36"));
+            r /= 36;
+        }
+        out
+    });
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+    format!("{prefix}{}{run}x{n}", std::process::id() % 100_000)
 }
 
 /// A rotator outside rdscred, the way a rotation Lambda finishes: PutSecretValue of
