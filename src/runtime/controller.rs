@@ -441,10 +441,7 @@ mod tests {
         assert_eq!(status.target_secret, None, "the rest: only in fresh reads");
         assert_eq!(status.conditions.len(), 1, "only Ready");
         assert_eq!(status.conditions[0].message, "", "without its message");
-        assert_eq!(
-            crate::store::READY_CONDITION,
-            crate::reconcile::conditions::READY
-        );
+        assert_eq!(crate::store::READY_CONDITION, reconcile::conditions::READY);
         // What the store readers use is unchanged.
         let (s, b) = (
             cred.status.as_ref().unwrap(),

@@ -923,19 +923,7 @@ async fn steady_state_poll_costs_n_over_100_calls() {
     };
     // Polls begun so far may overlap provisioning; the window starts with the next one.
     let first = poll_starts(&log.snapshot()).len() + 1;
-    let checks_before: BTreeMap<String, Option<String>> = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c| {
-            (
-                c.metadata.name.clone().unwrap(),
-                c.status.and_then(|s| s.last_drift_check),
-            )
-        })
-        .collect();
+    let checks_before = drift_checks().await;
     // Deadlines are generous: on 2 loaded cores a 200-secret poll can take several seconds.
     // They only bound the waiting; the counts are taken between poll boundaries.
     let window = wait_for(
