@@ -39,6 +39,17 @@ impl Gcra {
         self.tat = self.tat.max(start) + self.interval;
         start
     }
+
+    /// Takes the slot if a request made at `now` may start now; otherwise reserves nothing and
+    /// says how long until it could.
+    pub fn try_take(&mut self, now: Duration) -> Result<(), Duration> {
+        let earliest = self.tat.saturating_sub(self.tolerance);
+        if earliest > now {
+            return Err(earliest - now);
+        }
+        self.reserve(now);
+        Ok(())
+    }
 }
 
 /// A shared bucket; `None` rate: unlimited.

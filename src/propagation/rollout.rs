@@ -28,6 +28,7 @@ use super::PropagationError as Error;
 use super::discovery::{opted_out, pod_spec_references_secret};
 use super::kinds;
 use crate::crd::{RdsCredential, RolledWorkload, RolloutPolicy, WorkloadKind};
+use crate::limit::Gcra;
 
 /// The field manager of every workload patch (`kubectl get -o yaml --show-managed-fields`
 /// names rdscred as the writer of the restart fields).
@@ -88,17 +89,17 @@ pub fn version_annotation(secret_name: &str) -> String {
 /// of its dependents when it is requeued, so a mass rotation does not hold every reconcile
 /// worker (and with it every other credential's Secret sync) behind the rollout limit.
 pub struct RolloutLimiter {
-    per_minute: u32,
-    /// (tokens, when last refilled).
-    state: std::sync::Mutex<(f64, Instant)>,
+    origin: Instant,
+    /// `per_minute` a minute, all of them at once after a quiet minute.
+    bucket: std::sync::Mutex<Gcra>,
 }
 
 impl RolloutLimiter {
     pub fn new(per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
         RolloutLimiter {
-            per_minute,
-            state: std::sync::Mutex::new((per_minute as f64, Instant::now())),
+            origin: Instant::now(),
+            bucket: std::sync::Mutex::new(Gcra::new(f64::from(per_minute) / 60.0, per_minute)),
         }
     }
 
@@ -109,17 +110,8 @@ impl RolloutLimiter {
 
     /// [`try_acquire`](Self::try_acquire) at time `now` (tests drive the clock).
     fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let rate = self.per_minute as f64 / 60.0;
-        s.0 = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate)
-            .min(self.per_minute as f64);
-        s.1 = s.1.max(now);
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - s.0) / rate))
-        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.try_take(now.saturating_duration_since(self.origin))
     }
 }
 
@@ -670,7 +662,7 @@ mod tests {
     #[test]
     fn limiter_allows_a_burst_then_the_rate() {
         let limiter = RolloutLimiter::new(6);
-        let t0 = limiter.state.lock().unwrap().1;
+        let t0 = limiter.origin;
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         for _ in 0..6 {
             limiter.try_acquire_at(at(0)).expect("burst of per_minute");
