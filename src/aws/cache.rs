@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::SecretMeta;
 
+mod stored;
+
+use stored::StoredMeta;
+
 #[derive(Default)]
 pub struct SecretCache {
     inner: Mutex<Inner>,
@@ -21,17 +25,18 @@ pub struct SecretCache {
 
 #[derive(Default)]
 struct Inner {
-    /// By secret name and by ARN: one shared copy under both keys (it is kept for every
-    /// credential for the life of the process).
-    entries: HashMap<String, (Instant, Arc<SecretMeta>)>,
+    /// By secret name and by ARN: one shared copy under both keys, the keys themselves shared
+    /// with it (it is kept for every credential for the life of the process).
+    entries: HashMap<Arc<str>, (Instant, Arc<StoredMeta>)>,
     /// When a new AWSCURRENT version was first seen (for the sync-lag metric).
     change_seen: HashMap<String, Instant>,
     /// When the event that led us to a new AWSCURRENT version happened, by AWS's clock (for
     /// the event-lag metric). Only versions first seen through an event.
     change_event: HashMap<String, jiff::Timestamp>,
-    /// Target Secret (`namespace/name`) -> (AWSCURRENT version, digest of its data) as this
-    /// process last wrote or verified it. In memory only: the digest never leaves the process.
-    synced: HashMap<String, (String, [u8; 32])>,
+    /// Target Secret (`namespace/name`) -> digest of the AWSCURRENT version and the data this
+    /// process last wrote or verified it to hold. In memory only: the digest never leaves the
+    /// process.
+    synced: HashMap<Box<str>, [u8; 32]>,
 }
 
 impl SecretCache {
@@ -50,31 +55,37 @@ impl SecretCache {
     pub fn remember_after_event(&self, meta: &SecretMeta, event_time: Option<jiff::Timestamp>) {
         let mut inner = self.inner.lock().expect("secret cache");
         let now = Instant::now();
-        if let Some((at, cached)) = inner.entries.get_mut(&meta.arn)
-            && unchanged(cached, meta)
+        if let Some((at, cached)) = inner.entries.get_mut(meta.arn.as_str())
+            && cached.same_as(meta, !meta.replicas_known && cached.replicas_known())
         {
             // What every poll finds for almost every secret: the timestamps move, no new copy
             // is made (steady polls do not churn the heap with an allocation per secret).
             *at = now;
             let cached = Arc::clone(cached);
-            match inner.entries.get_mut(&meta.name) {
+            match inner.entries.get_mut(meta.name.as_str()) {
                 Some((at, by_name)) if Arc::ptr_eq(by_name, &cached) => *at = now,
                 _ => {
-                    inner.entries.insert(meta.name.clone(), (now, cached));
+                    inner
+                        .entries
+                        .insert(Arc::clone(&cached.name), (now, cached));
                 }
             }
             return;
         }
-        let prev = inner.entries.get(&meta.arn).map(|(_, m)| m);
+        let prev = inner.entries.get(meta.arn.as_str()).map(|(_, m)| m);
         let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
-        let mut meta = meta.clone();
-        if !meta.replicas_known
-            && let Some(prev) = prev.filter(|m| m.replicas_known)
-        {
-            meta.replica_regions = prev.replica_regions.clone();
-            meta.replicas_known = true;
-        }
-        if let Some(current) = meta.current_version()
+        let carried = prev
+            .filter(|m| !meta.replicas_known && m.replicas_known())
+            .map(|m| m.to_meta().replica_regions);
+        let stored = match carried {
+            Some(replica_regions) => StoredMeta::new(&SecretMeta {
+                replica_regions,
+                replicas_known: true,
+                ..meta.clone()
+            }),
+            None => StoredMeta::new(meta),
+        };
+        if let Some(current) = stored.current_version()
             && previous.as_deref() != Some(current)
         {
             inner
@@ -85,11 +96,18 @@ impl SecretCache {
                 inner.change_event.entry(current.to_owned()).or_insert(at);
             }
         }
-        let meta = Arc::new(meta);
+        let stored = Arc::new(stored);
+        // A renamed secret (same ARN, new name) leaves no entry under the old name.
+        if let Some((_, old)) = inner.entries.get(meta.arn.as_str())
+            && old.name != stored.name
+        {
+            let old_name = Arc::clone(&old.name);
+            inner.entries.remove(&*old_name);
+        }
         inner
             .entries
-            .insert(meta.name.clone(), (now, Arc::clone(&meta)));
-        inner.entries.insert(meta.arn.clone(), (now, meta));
+            .insert(Arc::clone(&stored.name), (now, Arc::clone(&stored)));
+        inner.entries.insert(Arc::clone(&stored.arn), (now, stored));
         if inner.change_seen.len() > 10_000 {
             inner
                 .change_seen
@@ -109,8 +127,8 @@ impl SecretCache {
         inner
             .entries
             .get(id)
-            .filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known)
-            .map(|(_, m)| SecretMeta::clone(m))
+            .filter(|(at, m)| at.elapsed() <= max_age && m.replicas_known())
+            .map(|(_, m)| m.to_meta())
     }
 
     /// The last known AWSCURRENT version of `id`, however old (without copying the rest).
@@ -125,7 +143,7 @@ impl SecretCache {
     /// The last metadata seen of `id` (name or ARN), however old.
     pub fn latest(&self, id: &str) -> Option<SecretMeta> {
         let inner = self.inner.lock().expect("secret cache");
-        inner.entries.get(id).map(|(_, m)| SecretMeta::clone(m))
+        inner.entries.get(id).map(|(_, m)| m.to_meta())
     }
 
     /// Forgets the secret `id` (name or ARN; both keys go) and what was recorded of the target
@@ -134,8 +152,8 @@ impl SecretCache {
     pub fn forget(&self, id: &str, target: &str) {
         let mut inner = self.inner.lock().expect("secret cache");
         if let Some((_, meta)) = inner.entries.remove(id) {
-            inner.entries.remove(&meta.name);
-            inner.entries.remove(&meta.arn);
+            inner.entries.remove(&*meta.name);
+            inner.entries.remove(&*meta.arn);
         }
         inner.synced.remove(target);
     }
@@ -146,7 +164,7 @@ impl SecretCache {
         let secrets = inner
             .entries
             .iter()
-            .filter(|(key, (_, m))| **key == m.arn)
+            .filter(|(key, (_, m))| Arc::ptr_eq(key, &m.arn))
             .count();
         (secrets, inner.synced.len())
     }
@@ -173,12 +191,12 @@ impl SecretCache {
 
     /// Records that the target Secret `key` holds exactly `data`, for AWSCURRENT `version_id`.
     pub fn record_synced(&self, key: &str, version_id: &str, data: &BTreeMap<String, ByteString>) {
-        let digest = digest(data);
+        let digest = digest(version_id, data);
         self.inner
             .lock()
             .expect("secret cache")
             .synced
-            .insert(key.to_owned(), (version_id.to_owned(), digest));
+            .insert(key.into(), digest);
     }
 
     /// Whether the target Secret `key` still holds exactly what was recorded for `version_id`.
@@ -192,34 +210,16 @@ impl SecretCache {
         inner
             .synced
             .get(key)
-            .is_some_and(|(v, d)| v == version_id && *d == digest(data))
+            .is_some_and(|d| *d == digest(version_id, data))
     }
 }
 
-/// Whether remembering `new` would store what `cached` already holds (with the replica list
-/// carried over as [`SecretCache::remember_after_event`] does for a listing entry).
-fn unchanged(cached: &SecretMeta, new: &SecretMeta) -> bool {
-    let replicas = if !new.replicas_known && cached.replicas_known {
-        true
-    } else {
-        new.replicas_known == cached.replicas_known && new.replica_regions == cached.replica_regions
-    };
-    replicas
-        && new.arn == cached.arn
-        && new.name == cached.name
-        && new.versions == cached.versions
-        && new.tags == cached.tags
-        && new.description == cached.description
-        && new.kms_key_id == cached.kms_key_id
-        && new.deleted_date == cached.deleted_date
-        && new.rotation_enabled == cached.rotation_enabled
-        && new.rotation_lambda_arn == cached.rotation_lambda_arn
-        && new.rotation_rules == cached.rotation_rules
-}
-
-/// SHA-256 over the length-prefixed keys and values (a BTreeMap iterates in key order).
-fn digest(data: &BTreeMap<String, ByteString>) -> [u8; 32] {
+/// SHA-256 over the length-prefixed version id, keys and values (a BTreeMap iterates in key
+/// order).
+fn digest(version_id: &str, data: &BTreeMap<String, ByteString>) -> [u8; 32] {
     let mut h = Sha256::new();
+    h.update((version_id.len() as u64).to_le_bytes());
+    h.update(version_id.as_bytes());
     for (k, v) in data {
         h.update((k.len() as u64).to_le_bytes());
         h.update(k.as_bytes());
@@ -298,7 +298,10 @@ mod tests {
         );
         {
             let inner = cache.inner.lock().unwrap();
-            let (by_name, by_arn) = (&inner.entries["s"].1, &inner.entries[&meta("v1").arn].1);
+            let (by_name, by_arn) = (
+                &inner.entries["s"].1,
+                &inner.entries[meta("v1").arn.as_str()].1,
+            );
             assert!(Arc::ptr_eq(by_name, by_arn), "shared, not copied");
         }
         // By name or by ARN: both keys go, and only the named target Secret.
@@ -317,7 +320,8 @@ mod tests {
     fn an_unchanged_listing_entry_keeps_the_cached_copy() {
         let cache = SecretCache::default();
         let arn = meta("v1").arn;
-        let copy = |cache: &SecretCache| Arc::clone(&cache.inner.lock().unwrap().entries[&arn].1);
+        let copy =
+            |cache: &SecretCache| Arc::clone(&cache.inner.lock().unwrap().entries[arn.as_str()].1);
         let mut described = meta("v1");
         described.replica_regions = vec!["eu-west-1".into()];
         cache.remember(&described);
@@ -336,8 +340,8 @@ mod tests {
         let second = copy(&cache);
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(second.current_version(), Some("v2"));
-        assert_eq!(second.replica_regions, ["eu-west-1"]);
-        let mut tagged = SecretMeta::clone(&second);
+        assert_eq!(second.to_meta().replica_regions, ["eu-west-1"]);
+        let mut tagged = second.to_meta();
         tagged.tags.insert("team".into(), "a".into());
         cache.remember(&tagged);
         assert_eq!(
@@ -370,6 +374,13 @@ mod tests {
             &data(&[("username", "app"), ("password", "tampered")])
         ));
         // Length prefixes: moving bytes between key and value changes the digest.
-        assert_ne!(digest(&data(&[("ab", "c")])), digest(&data(&[("a", "bc")])));
+        assert_ne!(
+            digest("v1", &data(&[("ab", "c")])),
+            digest("v1", &data(&[("a", "bc")]))
+        );
+        assert_ne!(
+            digest("v1", &data(&[("1a", "b")])),
+            digest("v11", &data(&[("a", "b")]))
+        );
     }
 }

@@ -183,7 +183,7 @@ fn rotation_due(cred: &RdsCredential, db: Option<&RdsDatabase>, now: Timestamp) 
     let spec = cred
         .spec
         .rotation
-        .as_ref()
+        .as_deref()
         .or_else(|| db.and_then(|d| d.spec.rotation_defaults.as_ref()));
     let Some(schedule) = spec.and_then(|s| s.schedule.as_ref()) else {
         return RotationDue::NotScheduled;

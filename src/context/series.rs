@@ -1,8 +1,8 @@
 //! Event series: repeats of one Event folded into a count, as kube-runtime's Recorder does it
 //! (the first one created, each repeat a patch of `series`), with a note that stays true.
 //!
-//! Per open series only what continuing it needs is kept: the Event object's name, the count,
-//! a digest of the note and when it was last published. The first version kept one Recorder
+//! Per open series only what continuing it needs is kept, by a digest of the series key: the
+//! Event object's name, the count, a digest of the note and when it was last published. The first version kept one Recorder
 //! per series (a client, a lock and a hash map holding a full copy of the Event, ~6 KiB each):
 //! with a few series per credential that was most of the controller's heap at 5,000
 //! credentials, and an idle series was only dropped when some later Event came.
@@ -36,7 +36,7 @@ pub(crate) struct SeriesKey {
 struct Open {
     note: u64,
     /// The Event object's name (what a repeat patches).
-    name: String,
+    name: Box<str>,
     count: i32,
     last: Instant,
 }
@@ -57,6 +57,25 @@ pub(crate) fn note_digest(note: &str) -> u64 {
     h.finish()
 }
 
+/// What the book files a series under: 128 bits of SHA-256 over the length-prefixed key. A
+/// key's strings (the object's kind, namespace, name and uid, the reason, the action) were most
+/// of an open series' size; a collision (~2^-64 at a billion series) would at worst continue
+/// the wrong Event's count, and SHA-256 makes one impossible to craft from object names.
+type SeriesId = [u8; 16];
+
+fn series_id(key: &SeriesKey) -> SeriesId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&*key.object, key.type_, &*key.reason, &*key.action] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let full: [u8; 32] = h.finalize().into();
+    let mut id = [0; 16];
+    id.copy_from_slice(&full[..16]);
+    id
+}
+
 /// Whether an Event with note digest `note` continues the open series (`open`: its note digest
 /// and how long it has been idle): same note (the count goes up and the note stays true) within
 /// the TTL. Otherwise a new Event starts.
@@ -72,7 +91,7 @@ pub(crate) struct SeriesBook {
 
 #[derive(Default)]
 struct Book {
-    open: HashMap<SeriesKey, Open>,
+    open: HashMap<SeriesId, Open>,
     swept: Option<Instant>,
 }
 
@@ -101,7 +120,7 @@ impl SeriesBook {
         {
             book.sweep(now);
         }
-        match book.open.get(key) {
+        match book.open.get(&series_id(key)) {
             Some(s)
                 if continues_series(
                     Some((s.note, now.saturating_duration_since(s.last))),
@@ -109,7 +128,7 @@ impl SeriesBook {
                 ) =>
             {
                 Step::Continue {
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     count: s.count.saturating_add(1),
                 }
             }
@@ -127,10 +146,10 @@ impl SeriesBook {
         now: Instant,
     ) {
         self.lock().open.insert(
-            key,
+            series_id(&key),
             Open {
                 note,
-                name,
+                name: name.into(),
                 count,
                 last: now,
             },
@@ -140,7 +159,7 @@ impl SeriesBook {
     /// Forgets series `key` after a failed publish: the next Event creates a new one (a
     /// failed create left nothing to patch; a failed patch may mean the Event is gone).
     pub(crate) fn failed(&self, key: &SeriesKey) {
-        self.lock().open.remove(key);
+        self.lock().open.remove(&series_id(key));
     }
 
     /// Drops every series idle for the TTL (the poller calls this each cycle, so series of
@@ -159,6 +178,30 @@ impl SeriesBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_ids_tell_keys_apart() {
+        let key = |object: &str, reason: &str, action: &str| SeriesKey {
+            object: object.into(),
+            type_: "Normal",
+            reason: reason.into(),
+            action: action.into(),
+        };
+        let base = key("RdsCredential/ns/a/u1", "Synced", "Sync");
+        assert_eq!(series_id(&base), series_id(&base.clone()));
+        for other in [
+            key("RdsCredential/ns/a/u2", "Synced", "Sync"),
+            key("RdsCredential/ns/a/u1", "Synced", "Rotate"),
+            key("RdsCredential/ns/a/u1Synced", "", "Sync"),
+            key("RdsCredential/ns/a/u1", "SyncedSync", ""),
+            SeriesKey {
+                type_: "Warning",
+                ..base.clone()
+            },
+        ] {
+            assert_ne!(series_id(&base), series_id(&other), "{other:?}");
+        }
+    }
 
     #[test]
     fn a_series_continues_only_with_the_same_note_within_its_ttl() {

@@ -78,7 +78,7 @@ pub struct RdsCredentialSpec {
 
     /// Rotation; absent = the database's rotation defaults, or no rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<RotationSpec>,
+    pub rotation: Option<Box<RotationSpec>>,
 
     /// Drift checks; absent = the database's defaults (report every 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -315,7 +315,7 @@ pub struct RdsCredentialStatus {
     /// first step: one request, from one AWSCURRENT version. Whoever reconciles next finds
     /// it and either finishes that same rotation or records it done; never a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_claim: Option<RotationClaim>,
+    pub rotation_claim: Option<Box<RotationClaim>>,
     /// Workloads rolled for the last AWSCURRENT change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_workloads: Vec<RolledWorkload>,
@@ -328,7 +328,7 @@ pub struct RdsCredentialStatus {
     pub lambda_rotation: Option<String>,
     /// Who may read the secret, as its resource policy says (ARNs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<AccessStatus>,
+    pub access: Option<Box<AccessStatus>>,
 }
 
 /// The secret's resource policy as last applied.

@@ -190,12 +190,12 @@ pub async fn sync(
         conditions::remove(&mut status.conditions, ACCESS_POLICY_READY);
         return Ok(None);
     }
-    status.access = Some(AccessStatus {
+    status.access = Some(Box::new(AccessStatus {
         readers: plan.readers.clone(),
         restricted: plan.restricted,
         policy_digest: wanted_digest,
         last_check: Some(Timestamp::now().to_string()),
-    });
+    }));
     set(status, true, Reason::Applied.as_str(), describe(plan));
     Ok(Some(interval))
 }

@@ -95,7 +95,7 @@ pub fn decide(cred: &RdsCredential, db: &RdsDatabase, engine: EngineKind) -> Res
     }
     let user = user_plan(cred, engine)?;
     let (rotation, field) = match &cred.spec.rotation {
-        Some(r) => (Some(r.clone()), "spec.rotation"),
+        Some(r) => (Some(RotationSpec::clone(r)), "spec.rotation"),
         None => (
             db.spec.rotation_defaults.clone(),
             "RdsDatabase spec.rotationDefaults",

@@ -494,7 +494,8 @@ fn strategy_name(s: RotationStrategy) -> &'static str {
 fn rotation_spec(cred: &RdsCredential, db: &RdsDatabase) -> Option<RotationSpec> {
     cred.spec
         .rotation
-        .clone()
+        .as_deref()
+        .cloned()
         .or_else(|| db.spec.rotation_defaults.clone())
 }
 

@@ -96,7 +96,7 @@ fn settle_claim(
         return Ok(());
     };
     let uid = cred.uid().unwrap_or_default();
-    let state = request::claim_state(p.status.rotation_claim.as_ref(), current, |from, to| {
+    let state = request::claim_state(p.status.rotation_claim.as_deref(), current, |from, to| {
         rotation::made_by_rotation_from(&uid, from, to)
     });
     match state {
@@ -247,7 +247,7 @@ pub(super) async fn maybe_rotate(
         p.status.last_rotation_request.as_deref(),
         spec.rotate_immediately,
         p.status.last_rotation_time.is_some(),
-        open_claim.as_ref(),
+        open_claim.as_deref(),
         schedule_due,
     ) else {
         return Ok(None);
@@ -335,7 +335,7 @@ pub(super) async fn maybe_rotate(
     // same rotation instead of starting another one. A concurrent reconcile (another replica,
     // an older object) fails the precondition and decides again.
     let claim = match open_claim {
-        Some(c) if !request::needs_claim(Some(&c), &req, &current.version_id) => c,
+        Some(c) if !request::needs_claim(Some(&c), &req, &current.version_id) => *c,
         _ => {
             let c = RotationClaim {
                 trigger: trigger.as_str().into(),
@@ -343,7 +343,7 @@ pub(super) async fn maybe_rotate(
                 from_version: current.version_id.clone(),
                 claimed_at: now.to_string(),
             };
-            p.status.rotation_claim = Some(c.clone());
+            p.status.rotation_claim = Some(Box::new(c.clone()));
             p.condition(
                 ROTATING,
                 true,
