@@ -36,10 +36,26 @@ pub fn project<K: kube::Resource>(obj: &mut K) {
 /// what says whether a credential is settled (`reconcile::credential::is_settled`: the drift
 /// lane, and the poller's "observed at its generation"): `observedGeneration`, the `Ready`
 /// condition's status (its message is dropped), `rotationClaim`, `nextRotationTime`,
-/// `lastRotationRequest`. Every reconcile decides from a fresh read, so the other conditions
-/// and the rest of the status (the larger part of a credential) are never read from here.
+/// `lastRotationRequest`. Of the spec, what the store's readers use (the poller, the event
+/// queue, the claims check, the database mapper): `databaseRef`, `mode`, `username`,
+/// `secret.name`, `target.name`, `pollInterval`. Every reconcile decides from a fresh read, so
+/// the rest of the spec, the other conditions and the rest of the status (the larger part of a
+/// credential) are never read from here.
 pub fn project_credential(cred: &mut RdsCredential) {
     strip_metadata(&mut cred.metadata);
+    let spec = &mut cred.spec;
+    spec.privileges = None;
+    spec.roles = None;
+    spec.rotation = None;
+    spec.drift = None;
+    spec.secret.description = None;
+    spec.secret.tags = Default::default();
+    spec.secret.replica_regions = Vec::new();
+    spec.secret.readers = Vec::new();
+    spec.target.labels = Default::default();
+    spec.target.annotations = Default::default();
+    spec.target.templates = Default::default();
+    spec.workloads.refs = Vec::new();
     if let Some(status) = cred.status.take() {
         let ready = status
             .conditions

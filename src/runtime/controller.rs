@@ -414,7 +414,17 @@ mod tests {
                 "managedFields": [{ "manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": {} } }],
                 "finalizers": ["rdscred.io/cleanup"],
             },
-            "spec": { "databaseRef": { "name": "db" }, "username": "u", "secret": { "name": "s" } },
+            "spec": {
+                "databaseRef": { "name": "db" }, "username": "u", "mode": "managed",
+                "privileges": [{ "database": "app", "privileges": ["SELECT"] }],
+                "roles": ["reader"],
+                "secret": { "name": "s", "description": "d", "tags": { "team": "a" },
+                    "replicaRegions": [{ "region": "eu-west-1" }], "readers": ["arn:aws:iam::1:role/app"] },
+                "rotation": { "automaticallyAfterDays": 30 },
+                "target": { "name": "t", "labels": { "a": "b" }, "templates": { "URL": "x" } },
+                "workloads": { "refs": [{ "kind": "Deployment", "name": "app" }] },
+                "pollInterval": "5m",
+            },
             "status": {
                 "secretArn": "arn", "observedGeneration": 3, "syncedVersionId": "v1",
                 "lastRotationTime": "2026-01-01T00:00:00Z", "targetSecret": "s",
@@ -428,14 +438,37 @@ mod tests {
         assert_eq!(cred.metadata.managed_fields, None);
         let annotations = cred.metadata.annotations.clone().unwrap();
         assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
-        // The rotate request, the finalizers and the spec stay (predicates, the poller, claims
-        // and the database mapper read them), and of the status what is read from the store.
+        // The rotate request, the finalizers and of the spec what predicates, the poller, the
+        // event queue, claims and the database mapper read stay, and of the status what is
+        // read from the store.
         assert_eq!(
             annotations.get("rdscred.io/rotate").map(String::as_str),
             Some("2026-01-01T00:00:00Z")
         );
         assert_eq!(cred.metadata.finalizers, before.metadata.finalizers);
-        assert_eq!(cred.spec, before.spec);
+        let (spec, was) = (&cred.spec, &before.spec);
+        assert_eq!(spec.database_ref, was.database_ref);
+        assert_eq!(spec.mode, was.mode);
+        assert_eq!(spec.username, was.username);
+        assert_eq!(spec.secret.name, was.secret.name);
+        assert_eq!(spec.target.name, was.target.name);
+        assert_eq!(spec.poll_interval, was.poll_interval);
+        assert!(
+            was.privileges.is_some() && was.rotation.is_some() && !was.workloads.refs.is_empty()
+        );
+        assert_eq!(
+            (
+                &spec.privileges,
+                &spec.roles,
+                &spec.rotation,
+                &spec.secret.description
+            ),
+            (&None, &None, &None, &None),
+            "the rest of the spec: only in fresh reads"
+        );
+        assert!(spec.secret.tags.is_empty() && spec.secret.readers.is_empty());
+        assert!(spec.secret.replica_regions.is_empty() && spec.target.templates.is_empty());
+        assert!(spec.target.labels.is_empty() && spec.workloads.refs.is_empty());
         assert_eq!(cred.metadata.generation, before.metadata.generation);
         let status = cred.status.as_ref().unwrap();
         assert_eq!(status.target_secret, None, "the rest: only in fresh reads");
