@@ -12,6 +12,13 @@
 //! - propagation of outside changes (PutSecretValue + AWSCURRENT moved by someone else) to the
 //!   Kubernetes Secret: p50/p99 over samples spread over the poll phase.
 //!
+//! - CPU seconds of the ground during provisioning (moto, PostgreSQL's backends together,
+//!   mariadbd, and this bench process, which hosts the emulator), so the bottleneck shows.
+//!
+//! `RDSCRED_SCALE_CREATE_RATE` is passed as `--aws-create-rate` (default: the controller's
+//! default, the account's CreateSecret quota; 0 = unlimited, to measure the controller's own
+//! capacity apart from the quota).
+//!
 //! Users and secrets are removed afterwards. `RDSCRED_BENCH_QUICK=1` runs N=20 with a 2 s poll
 //! (the test command uses it to keep the bench building and running).
 //!
@@ -34,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use rdscred::crd::{RdsCredential, RdsDatabase};
 use rdscred::engine::{Admin, UserPlan};
 use rdscred::propagation::sync::VERSION_ANNOTATION;
@@ -98,6 +105,98 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / clock_ticks()
 }
 
+/// The numeric fields of `/proc/<pid>/stat` from field 3 (state) on.
+fn stat_fields(pid: u32) -> Vec<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Every process as (pid, ppid, command line).
+fn processes() -> Vec<(u32, u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // ppid is field 4, index 1 from the state field.
+            let ppid = *stat_fields(pid).get(1)? as u32;
+            Some((pid, ppid, cmdline))
+        })
+        .collect()
+}
+
+/// CPU seconds so far of the processes on the ground: moto (the one on `moto_port`),
+/// PostgreSQL (the postmaster with its reaped children — backends are one per connection and
+/// short-lived — plus the live ones), mariadbd, and this process (the emulator runs here).
+#[derive(Clone, Copy, Default)]
+struct GroundCpu {
+    moto: f64,
+    postgres: f64,
+    mariadb: f64,
+    bench: f64,
+}
+
+impl GroundCpu {
+    fn sample(moto_port: &str) -> GroundCpu {
+        let hz = clock_ticks();
+        let own = |f: &[u64]| (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / hz;
+        let reaped = |f: &[u64]| (f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0)) as f64 / hz;
+        let procs = processes();
+        let find = |pred: &dyn Fn(&str) -> bool| -> Vec<u32> {
+            procs
+                .iter()
+                .filter(|(_, _, c)| pred(c))
+                .map(|(pid, _, _)| *pid)
+                .collect()
+        };
+        let moto_arg = format!("-p {moto_port}");
+        let moto = find(&|c| c.contains("moto") && c.contains(&moto_arg))
+            .iter()
+            .map(|pid| own(&stat_fields(*pid)))
+            .sum();
+        let postmasters = find(&|c| {
+            c.contains("bin/postgres") && (c.contains(" -D ") || c.contains("config_file"))
+        });
+        let postgres = postmasters
+            .iter()
+            .map(|pm| {
+                let f = stat_fields(*pm);
+                own(&f)
+                    + reaped(&f)
+                    + procs
+                        .iter()
+                        .filter(|(_, ppid, _)| ppid == pm)
+                        .map(|(pid, _, _)| own(&stat_fields(*pid)))
+                        .sum::<f64>()
+            })
+            .sum();
+        let mariadb = find(&|c| c.contains("mariadbd") || c.contains("mysqld"))
+            .iter()
+            .map(|pid| own(&stat_fields(*pid)))
+            .sum();
+        GroundCpu {
+            moto,
+            postgres,
+            mariadb,
+            bench: cpu_seconds(std::process::id()),
+        }
+    }
+
+    fn since(self, before: GroundCpu) -> GroundCpu {
+        GroundCpu {
+            moto: self.moto - before.moto,
+            postgres: self.postgres - before.postgres,
+            mariadb: self.mariadb - before.mariadb,
+            bench: self.bench - before.bench,
+        }
+    }
+}
+
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -155,6 +254,21 @@ async fn run(n: usize) {
         Duration::from_secs(10)
     };
     let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+    let moto_port = moto
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    // `--aws-create-rate`: unset keeps the controller's default (the account's quota).
+    let create_rate: f64 = std::env::var("RDSCRED_SCALE_CREATE_RATE")
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("RDSCRED_SCALE_CREATE_RATE: a number of CreateSecret/s")
+        })
+        .unwrap_or(rdscred::context::defaults::CREATE_SECRETS_PER_SECOND);
+    let create_rate_arg = create_rate.to_string();
     // Secrets Manager calls counted on the wire between the controller and moto.
     let proxy = AwsProxy::counting(&moto).await;
 
@@ -192,6 +306,8 @@ async fn run(n: usize) {
             &poll_arg,
             "--log-level",
             "warn",
+            "--aws-create-rate",
+            &create_rate_arg,
         ],
     );
     let pid = controller.pid();
@@ -220,6 +336,7 @@ async fn run(n: usize) {
         })
         .collect();
     let before = proxy.counts();
+    let ground_before = GroundCpu::sample(&moto_port);
     let started = Instant::now();
     futures::stream::iter(creds.iter().enumerate())
         .for_each_concurrent(16, |(i, c)| {
@@ -243,29 +360,52 @@ async fn run(n: usize) {
             }
         })
         .await;
+    // Readiness from a watch, not a list every 500 ms: listing N credentials twice a second
+    // made the bench (which hosts the emulator) the largest CPU user at N = 5,000.
     let api: Api<RdsCredential> = Api::namespaced(g.client.clone(), &ns);
-    let mut ready = 0;
+    let events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
+    futures::pin_mut!(events);
+    let mut ready_names = std::collections::HashSet::new();
     let mut last_progress = Instant::now();
-    while ready < n {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = api
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items.iter().filter(|c| is_ready(c)).count())
-            .unwrap_or(ready);
-        if now > ready {
-            ready = now;
+    let stalled = Duration::from_secs(120);
+    while ready_names.len() < n {
+        let left = stalled.saturating_sub(last_progress.elapsed());
+        let event = tokio::time::timeout(left, events.next()).await;
+        let before_event = ready_names.len();
+        match event {
+            Ok(Some(Ok(
+                kube::runtime::watcher::Event::Apply(c)
+                | kube::runtime::watcher::Event::InitApply(c),
+            ))) => {
+                if is_ready(&c) {
+                    ready_names.insert(c.metadata.name.clone().unwrap_or_default());
+                } else {
+                    ready_names.remove(c.metadata.name.as_deref().unwrap_or_default());
+                }
+            }
+            Ok(Some(Ok(kube::runtime::watcher::Event::Delete(c)))) => {
+                ready_names.remove(c.metadata.name.as_deref().unwrap_or_default());
+            }
+            Ok(Some(Ok(_))) => {}
+            // The watcher starts again by itself; give the emulator a moment.
+            Ok(Some(Err(_))) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) => panic!("the credential watch ended"),
+            Err(_) => {}
+        }
+        if ready_names.len() > before_event {
             last_progress = Instant::now();
         }
         assert!(
-            last_progress.elapsed() < Duration::from_secs(120),
-            "no credential became Ready for 2 minutes: {ready} of {n} (logs in {})",
+            last_progress.elapsed() < stalled,
+            "no credential became Ready for 2 minutes: {} of {n} (logs in {})",
+            ready_names.len(),
             dir.display()
         );
     }
     let converged = started.elapsed();
     let provisioning = delta(&proxy.counts(), &before);
     let cpu_converged = cpu_seconds(pid);
+    let ground = GroundCpu::sample(&moto_port).since(ground_before);
 
     // Steady state: a few polls after convergence.
     tokio::time::sleep(poll * 2).await;
@@ -300,9 +440,14 @@ async fn run(n: usize) {
 
     let secs = converged.as_secs_f64();
     println!(
-        "N={n} ({} PostgreSQL, {} MariaDB), poll {poll:?}, concurrency 8, {} build",
+        "N={n} ({} PostgreSQL, {} MariaDB), poll {poll:?}, concurrency 8, CreateSecret limit {}, {} build",
         n.div_ceil(2),
         n / 2,
+        if create_rate > 0.0 {
+            format!("{create_rate}/s")
+        } else {
+            "unlimited".into()
+        },
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -317,6 +462,10 @@ async fn run(n: usize) {
         "  controller CPU         {:.1} s to converge, {:.1} s total",
         cpu_converged - cpu_empty,
         cpu_steady
+    );
+    println!(
+        "  ground CPU             {:.1} s moto, {:.1} s PostgreSQL (all backends), {:.1} s mariadbd, {:.1} s bench + emulator (during provisioning)",
+        ground.moto, ground.postgres, ground.mariadb, ground.bench
     );
     println!(
         "  controller RSS         {} before, {} peak (VmHWM), {} steady (VmRSS); {:.1} KiB per additional credential",

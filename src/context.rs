@@ -17,7 +17,7 @@ use crate::aws::Aws;
 use crate::aws::cache::SecretCache;
 use crate::crd::RdsCredential;
 use crate::echo::OwnWrites;
-use crate::engine::AdminLogins;
+use crate::engine::{AdminLogins, AdminPool};
 use crate::limit::{DriftLane, RateLimiter};
 use crate::propagation::rollout::{RolloutLimiter, WorkloadKinds};
 use crate::telemetry::Metrics;
@@ -137,6 +137,8 @@ pub struct Context {
     pub credentials: OnceLock<Vec<Store<RdsCredential>>>,
     /// Admin logins read from Secrets Manager, cached briefly.
     pub admin_logins: AdminLogins,
+    /// Admin sessions reused across reconciles, a few per database server and admin login.
+    pub admin_pool: AdminPool,
     /// Secret metadata seen by the bulk poll and by our own calls.
     pub secrets: SecretCache,
     /// Bounds rotations across all credentials.
@@ -185,6 +187,7 @@ impl Context {
             credentials: OnceLock::new(),
             own_writes: OwnWrites::default(),
             admin_logins: AdminLogins::default(),
+            admin_pool: AdminPool::default(),
             secrets: SecretCache::default(),
             failures: Mutex::new(HashMap::new()),
             reporter,

@@ -8,6 +8,7 @@
 //! off on every connection for the same reason.
 
 mod admin_logins;
+mod admin_pool;
 mod mysql;
 mod postgres;
 mod quote;
@@ -19,6 +20,7 @@ use crate::crd::{EngineFamily, EngineKind, Privilege, PrivilegeGrant, TlsMode};
 use crate::secret::SecretString;
 
 pub use admin_logins::AdminLogins;
+pub use admin_pool::{AdminPool, PooledAdmin};
 
 /// How long a connection attempt may take (TCP, TLS, authentication).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -440,6 +442,17 @@ impl Admin {
             AdminInner::Postgres(a) => a.close().await,
             AdminInner::Mysql(a) => a.close().await,
         }
+    }
+
+    /// One round trip: whether the session still answers, bounded by [`CONNECT_TIMEOUT`].
+    pub async fn ping(&mut self) -> Result<(), DbError> {
+        connect_bounded(async {
+            match &mut self.inner {
+                AdminInner::Postgres(a) => a.ping().await,
+                AdminInner::Mysql(a) => a.ping().await,
+            }
+        })
+        .await
     }
 }
 

@@ -22,7 +22,7 @@ use crate::crd::{
     CredentialMode, EngineKind, PasswordSpec, RdsCredential, RdsCredentialStatus, RdsDatabase,
     RotationSpec, Rotator,
 };
-use crate::engine::{Admin, DbError, UserPlan};
+use crate::engine::{DbError, UserPlan};
 use crate::propagation::sync::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, VERSION_ANNOTATION};
 use crate::reconcile::Reason;
 use crate::schedule::RotationPlan;
@@ -328,9 +328,9 @@ pub(super) async fn prepare(
         .filter(|_| !accepted(cred, status));
     if let Some(user) = to_check {
         let admin = crate::reconcile::database::admin_login(ctx, db).await?;
-        let mut conn = Admin::connect(&db.target(None), &admin).await?;
+        let mut conn = ctx.admin_pool.get(&db.target(None), &admin).await?;
         let checked = conn.check_plan(user).await;
-        conn.close().await;
+        conn.done(checked.is_ok()).await;
         checked.map_err(|e| match e {
             DbError::InvalidGrant { detail } => Error::from(Refusal::new(
                 Reason::InvalidPrivileges,

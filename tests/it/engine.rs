@@ -1178,3 +1178,59 @@ async fn mariadb_concurrent_grants_on_one_database_all_succeed() {
     )
     .await;
 }
+
+// ------------------------------------------------------------------ admin pool
+
+/// The admin pool against the real server: a session given back after success is used again
+/// (one login for several operations), one given back after a failure is not, and a caller
+/// with another admin password closes the idle sessions of the old one and logs in afresh.
+async fn admin_pool_reuses_and_evicts(s: Server) {
+    let pool = engine::AdminPool::default();
+    for _ in 0..3 {
+        let mut conn = pool.get(&s.target, &s.admin).await.expect("admin session");
+        let exists = conn.user_exists(&unique("nobody")).await;
+        assert!(!exists.as_ref().expect("query runs"));
+        conn.done(exists.is_ok()).await;
+    }
+    assert_eq!(pool.logins(), 1, "one login, reused");
+    assert_eq!(pool.idle(), 1);
+
+    // Two at once: the second is a login of its own; both are kept (bounded per login).
+    let a = pool.get(&s.target, &s.admin).await.expect("admin session");
+    let b = pool.get(&s.target, &s.admin).await.expect("admin session");
+    assert_eq!(pool.logins(), 2);
+    a.done(true).await;
+    b.done(true).await;
+    assert_eq!(pool.idle(), 2);
+
+    // After a failure the session's state is unknown: closed, not pooled.
+    let failed = pool.get(&s.target, &s.admin).await.expect("admin session");
+    failed.done(false).await;
+    assert_eq!(pool.idle(), 1);
+
+    // The admin password changed (here: a wrong one): the old sessions are not handed to it.
+    let wrong = Login {
+        username: s.admin.username.clone(),
+        password: SecretString::new("not-the-admin-password"),
+    };
+    match pool.get(&s.target, &wrong).await {
+        Err(DbError::AuthFailed { .. }) => {}
+        Err(e) => panic!("expected AuthFailed, got {e}"),
+        Ok(_) => panic!("a wrong admin password must not get a pooled session"),
+    }
+    assert_eq!(pool.idle(), 0, "idle sessions of the other password closed");
+    let logins = pool.logins();
+    let conn = pool.get(&s.target, &s.admin).await.expect("admin session");
+    assert_eq!(pool.logins(), logins + 1, "a fresh login after the change");
+    conn.done(true).await;
+}
+
+#[tokio::test]
+async fn pg_admin_pool_reuses_and_evicts() {
+    admin_pool_reuses_and_evicts(pg()).await;
+}
+
+#[tokio::test]
+async fn mariadb_admin_pool_reuses_and_evicts() {
+    admin_pool_reuses_and_evicts(maria()).await;
+}

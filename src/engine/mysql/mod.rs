@@ -203,6 +203,11 @@ impl MyAdmin {
         let _ = self.conn.close().await;
     }
 
+    /// Whether the session still answers (before a pooled connection is used again).
+    pub(crate) async fn ping(&mut self) -> Result<(), DbError> {
+        self.conn.ping().await.map_err(|e| map_error(e, "", &[]))
+    }
+
     fn account(&self, user: &str) -> Result<String, DbError> {
         super::quote::check_user_name(user, self.engine.max_username_len())?;
         my_account(user, self.no_backslash_escapes)

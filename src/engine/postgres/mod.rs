@@ -184,6 +184,11 @@ impl PgAdmin {
         let _ = self.conn.close().await;
     }
 
+    /// Whether the session still answers (before a pooled connection is used again).
+    pub(crate) async fn ping(&mut self) -> Result<(), DbError> {
+        self.conn.ping().await.map_err(|e| map_error(e, "", &[]))
+    }
+
     pub(crate) async fn user_exists(&mut self, username: &str) -> Result<bool, DbError> {
         Ok(!self
             .existing_roles(&[username.to_owned()])

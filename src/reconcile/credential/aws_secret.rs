@@ -14,7 +14,7 @@ use super::{Error, Managed, Progress, Step};
 use crate::aws::ownership::Owner;
 use crate::aws::{AWSCURRENT, NewSecret, SecretMeta, SecretVersion, VersionSelector};
 use crate::crd::{PasswordSpec, RdsCredential, RdsDatabase};
-use crate::engine::{Admin, Login, UserPlan};
+use crate::engine::{Login, UserPlan};
 use crate::propagation;
 use crate::reconcile::Reason;
 use crate::rotation;
@@ -223,9 +223,9 @@ async fn create_aws_secret(
         rotation,
     } = m;
     // A user that exists before its secret was never ours: refuse instead of claiming it.
-    let mut conn = Admin::connect(&db.target(None), admin).await?;
+    let mut conn = ctx.admin_pool.get(&db.target(None), admin).await?;
     let exists = conn.user_exists(&plan.username).await;
-    conn.close().await;
+    conn.done(exists.is_ok()).await;
     if exists? {
         return Err(Error::refused(
             Reason::UserExists,

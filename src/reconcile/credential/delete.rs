@@ -11,7 +11,7 @@ use super::admission::{database_of, owned_by, owner_of};
 use super::{Error, ns_of};
 use crate::context::Context;
 use crate::crd::{CredentialMode, DeletionPolicy, RdsCredential};
-use crate::engine::{Admin, UserPlan};
+use crate::engine::UserPlan;
 use crate::reconcile::Reason;
 
 pub(super) async fn cleanup(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
@@ -50,9 +50,9 @@ async fn delete(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
             roles: Vec::new(),
         };
         let admin = crate::reconcile::database::admin_login(ctx, &db).await?;
-        let mut conn = Admin::connect(&db.target(None), &admin).await?;
+        let mut conn = ctx.admin_pool.get(&db.target(None), &admin).await?;
         let dropped = conn.drop_users(&plan).await;
-        conn.close().await;
+        conn.done(dropped.is_ok()).await;
         if let Err(e) = dropped {
             let e = Error::from(e);
             ctx.event(

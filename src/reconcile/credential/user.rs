@@ -11,7 +11,7 @@ use super::super::conditions::{self, DRIFTED, USER_READY};
 use super::aws_secret::Current;
 use super::{Error, Managed, Progress, Step, ns_of, parse_time, until};
 use crate::crd::DriftPolicy;
-use crate::engine::{self, Admin};
+use crate::engine;
 use crate::reconcile::Reason;
 
 /// The login users exist, hold exactly the declared privileges, and AWSCURRENT logs in
@@ -36,7 +36,7 @@ pub(super) async fn ensure_user(
             ),
         ));
     }
-    let mut conn = Admin::connect(&db.target(None), admin).await?;
+    let mut conn = ctx.admin_pool.get(&db.target(None), admin).await?;
     let result = async {
         if conn
             .ensure_login_user(plan, &current.value.username, &current.value.password)
@@ -69,7 +69,7 @@ pub(super) async fn ensure_user(
         Ok::<_, Error>(())
     }
     .await;
-    conn.close().await;
+    conn.done(result.is_ok()).await;
     result?;
     check_drift(m, current, p).await?;
     p.condition(
@@ -164,9 +164,9 @@ async fn check_drift(m: Managed<'_>, current: &Current, p: &mut Progress) -> Res
                     ),
                 ));
             }
-            let mut conn = Admin::connect(&target, admin).await?;
+            let mut conn = ctx.admin_pool.get(&target, admin).await?;
             let reset = conn.set_password(&login.username, &login.password).await;
-            conn.close().await;
+            conn.done(reset.is_ok()).await;
             reset?;
             engine::check_login(&target, &login).await?;
             ctx.event(
