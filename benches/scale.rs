@@ -91,21 +91,16 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 
 /// utime + stime in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime is field 14, stime 15; `rest` starts at field 3.
-    (ticks(11) + ticks(12)) as f64 / clock_ticks()
+    own_cpu_ticks(&stat_fields(pid)) as f64 / clock_ticks()
 }
 
-/// The numeric fields of `/proc/<pid>/stat` from field 3 (state) on.
+/// utime (field 14) + stime (15) of [`stat_fields`], which start at field 3.
+fn own_cpu_ticks(fields: &[u64]) -> u64 {
+    fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0)
+}
+
+/// The numeric fields of `/proc/<pid>/stat` from field 3 (state) on (after the command name,
+/// which may hold spaces; the state letter reads as 0).
 fn stat_fields(pid: u32) -> Vec<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -144,7 +139,7 @@ struct GroundCpu {
 impl GroundCpu {
     fn sample(moto_port: &str) -> GroundCpu {
         let hz = clock_ticks();
-        let own = |f: &[u64]| (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / hz;
+        let own = |f: &[u64]| own_cpu_ticks(f) as f64 / hz;
         let reaped = |f: &[u64]| (f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0)) as f64 / hz;
         let procs = processes();
         let find = |pred: &dyn Fn(&str) -> bool| -> Vec<u32> {

@@ -62,6 +62,16 @@ struct Slot<C> {
     idle: Vec<Idle<C>>,
 }
 
+impl<C> Slot<C> {
+    /// Removes the expired idle sessions and adds them to `close`.
+    fn take_expired(&mut self, limits: Limits, now: Instant, close: &mut Vec<C>) {
+        let (old, fresh): (Vec<_>, Vec<_>) =
+            self.idle.drain(..).partition(|i| i.expired(limits, now));
+        close.extend(old.into_iter().map(|i| i.conn));
+        self.idle = fresh;
+    }
+}
+
 /// Every slot; the pool's decisions, free of I/O (what to hand out, keep, and close).
 struct Slots<C> {
     limits: Limits,
@@ -96,10 +106,7 @@ impl<C> Slots<C> {
             self.slots.remove(key);
             return (None, close);
         }
-        let (old, fresh): (Vec<_>, Vec<_>) =
-            slot.idle.drain(..).partition(|i| i.expired(limits, now));
-        close.extend(old.into_iter().map(|i| i.conn));
-        slot.idle = fresh;
+        slot.take_expired(limits, now, &mut close);
         let reuse = slot.idle.pop().map(|i| (i.conn, i.opened));
         (reuse, close)
     }
@@ -146,10 +153,7 @@ impl<C> Slots<C> {
         let limits = self.limits;
         let mut close = Vec::new();
         self.slots.retain(|_, slot| {
-            let (old, fresh): (Vec<_>, Vec<_>) =
-                slot.idle.drain(..).partition(|i| i.expired(limits, now));
-            close.extend(old.into_iter().map(|i| i.conn));
-            slot.idle = fresh;
+            slot.take_expired(limits, now, &mut close);
             !slot.idle.is_empty()
         });
         close
@@ -270,7 +274,7 @@ impl Inner {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let gone = {
+                let (gone, keep_sweeping) = {
                     let mut slots = inner.slots.lock().expect("admin pool");
                     let gone = slots.sweep(Instant::now());
                     if slots.slots.is_empty() {
@@ -278,8 +282,8 @@ impl Inner {
                     }
                     (gone, slots.sweeper)
                 };
-                close_all(gone.0).await;
-                if !gone.1 {
+                close_all(gone).await;
+                if !keep_sweeping {
                     return;
                 }
             }
