@@ -56,7 +56,7 @@ impl SecretCache {
         let mut inner = self.inner.lock().expect("secret cache");
         let now = Instant::now();
         if let Some((at, cached)) = inner.entries.get_mut(meta.arn.as_str())
-            && cached.same_as(meta, !meta.replicas_known && cached.replicas_known())
+            && cached.same_as(meta)
         {
             // What every poll finds for almost every secret: the timestamps move, no new copy
             // is made (steady polls do not churn the heap with an allocation per secret).
@@ -74,17 +74,7 @@ impl SecretCache {
         }
         let prev = inner.entries.get(meta.arn.as_str()).map(|(_, m)| m);
         let previous = prev.and_then(|m| m.current_version().map(str::to_owned));
-        let carried = prev
-            .filter(|m| !meta.replicas_known && m.replicas_known())
-            .map(|m| m.to_meta().replica_regions);
-        let stored = match carried {
-            Some(replica_regions) => StoredMeta::new(&SecretMeta {
-                replica_regions,
-                replicas_known: true,
-                ..meta.clone()
-            }),
-            None => StoredMeta::new(meta),
-        };
+        let stored = StoredMeta::remembering(meta, prev.map(|m| &**m));
         if let Some(current) = stored.current_version()
             && previous.as_deref() != Some(current)
         {
@@ -97,13 +87,6 @@ impl SecretCache {
             }
         }
         let stored = Arc::new(stored);
-        // A renamed secret (same ARN, new name) leaves no entry under the old name.
-        if let Some((_, old)) = inner.entries.get(meta.arn.as_str())
-            && old.name != stored.name
-        {
-            let old_name = Arc::clone(&old.name);
-            inner.entries.remove(&*old_name);
-        }
         inner
             .entries
             .insert(Arc::clone(&stored.name), (now, Arc::clone(&stored)));

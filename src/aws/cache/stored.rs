@@ -142,12 +142,28 @@ impl StoredMeta {
             .map(|(id, _)| id)
     }
 
-    /// Whether remembering `new` would store what this already holds. `carry_replicas`: `new`
-    /// does not know the replicas and this does (a listing entry after a DescribeSecret): the
-    /// cache keeps these, so they are not compared. Allocates nothing (every poll asks this of
-    /// every secret).
-    pub(super) fn same_as(&self, new: &SecretMeta, carry_replicas: bool) -> bool {
-        let replicas = carry_replicas
+    /// What the cache stores for `new`, replacing `prev`: ListSecrets does not report
+    /// replication, so a listing entry (replicas unknown) after a DescribeSecret keeps the
+    /// described replicas.
+    pub(super) fn remembering(new: &SecretMeta, prev: Option<&StoredMeta>) -> StoredMeta {
+        let mut stored = StoredMeta::new(new);
+        if let Some(prev) = prev.filter(|p| p.carries_replicas_to(new)) {
+            stored.replica_regions = prev.replica_regions.clone();
+            stored.replicas_known = true;
+        }
+        stored
+    }
+
+    /// Whether remembering `new` keeps this entry's replicas (see [`Self::remembering`]).
+    fn carries_replicas_to(&self, new: &SecretMeta) -> bool {
+        !new.replicas_known && self.replicas_known
+    }
+
+    /// Whether remembering `new` would store what this already holds (replicas this entry
+    /// carries over are not compared). Allocates nothing (every poll asks this of every
+    /// secret).
+    pub(super) fn same_as(&self, new: &SecretMeta) -> bool {
+        let replicas = self.carries_replicas_to(new)
             || (new.replicas_known == self.replicas_known
                 && new
                     .replica_regions
@@ -240,7 +256,7 @@ mod tests {
         for (case, meta) in [("every field set", full()), ("nothing set", empty())] {
             let stored = StoredMeta::new(&meta);
             assert!(same(&stored.to_meta(), &meta), "{case}");
-            assert!(stored.same_as(&meta, false), "{case}: same as its source");
+            assert!(stored.same_as(&meta), "{case}: same as its source");
         }
         assert_eq!(StoredMeta::new(&full()).current_version(), Some("v2"));
         assert_eq!(StoredMeta::new(&empty()).current_version(), None);
@@ -302,18 +318,48 @@ mod tests {
             ("replica", |m| {
                 m.replica_regions.pop().map(drop).unwrap_or(())
             }),
-            ("replicas unknown", |m| m.replicas_known = false),
         ];
         for (case, change) in changes {
             let mut changed = full();
             change(&mut changed);
-            assert!(!base.same_as(&changed, false), "{case}");
+            assert!(!base.same_as(&changed), "{case}");
         }
-        // A listing entry (no replicas) of the same secret is the same when replicas carry over.
+        // A listing entry (no replicas) of the same secret is the same: replicas carry over.
         let mut listed = full();
         listed.replica_regions.clear();
         listed.replicas_known = false;
-        assert!(base.same_as(&listed, true));
-        assert!(!base.same_as(&listed, false));
+        assert!(base.same_as(&listed));
+        // A DescribeSecret after a listing is news (replicas now known), whatever it reports.
+        let from_listing = StoredMeta::new(&listed);
+        assert!(!from_listing.same_as(&full()), "replicas now known");
+        let mut no_replicas = full();
+        no_replicas.replica_regions.clear();
+        assert!(!from_listing.same_as(&no_replicas), "known to be none");
+    }
+
+    #[test]
+    fn a_listing_entry_keeps_the_described_replicas() {
+        let described = StoredMeta::new(&full());
+        let mut listed = full();
+        listed.replica_regions.clear();
+        listed.replicas_known = false;
+        listed.versions.remove("v4");
+        let stored = StoredMeta::remembering(&listed, Some(&described));
+        let meta = stored.to_meta();
+        assert_eq!(meta.replica_regions, full().replica_regions);
+        assert!(meta.replicas_known);
+        assert!(
+            !meta.versions.contains_key("v4"),
+            "the rest is the listing's"
+        );
+        // Nothing to carry: no earlier entry, or one that did not know the replicas either.
+        assert!(!StoredMeta::remembering(&listed, None).replicas_known());
+        let unknown = StoredMeta::new(&listed);
+        assert!(!StoredMeta::remembering(&listed, Some(&unknown)).replicas_known());
+        // A describe reporting none replaces what was carried.
+        let mut none = full();
+        none.replica_regions.clear();
+        let stored = StoredMeta::remembering(&none, Some(&described)).to_meta();
+        assert!(stored.replica_regions.is_empty() && stored.replicas_known);
     }
 }
