@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
@@ -80,6 +81,9 @@ pub struct RecordedRequest {
     pub params: Value,
     /// When it was sent (rate limits are checked against these).
     pub at: std::time::Instant,
+    /// Which attempt of its SDK invocation this is: 1, then 2, 3 for the SDK's own retries
+    /// (after a throttle, a 5xx, a connection that failed or timed out).
+    pub attempt: u32,
 }
 
 /// The requests sent by every client of an [`Aws`](super::Aws) whose counters have a log.
@@ -145,8 +149,11 @@ impl Intercept for LogRequests {
         &self,
         context: &BeforeTransmitInterceptorContextRef<'_>,
         _: &RuntimeComponents,
-        _: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let attempt = cfg
+            .load::<RequestAttempts>()
+            .map_or(1, RequestAttempts::attempts);
         let request = context.request();
         let body = request.body().bytes().unwrap_or_default();
         let (service, operation, params) = match request.headers().get("x-amz-target") {
@@ -180,6 +187,7 @@ impl Intercept for LogRequests {
             role_arn: self.role_arn.clone(),
             params,
             at: std::time::Instant::now(),
+            attempt,
         });
         Ok(())
     }

@@ -52,7 +52,7 @@ pub const SESSION_NAME: &str = "rdscred";
 /// Attempts per operation (first try included) with the SDK's standard retry mode: exponential
 /// backoff with full jitter, throttling and transient errors only. The controller requeues
 /// with its own backoff on top.
-const MAX_ATTEMPTS: u32 = 4;
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Where and how to reach AWS.
 #[derive(Clone, Debug, Default)]
@@ -199,6 +199,7 @@ impl Aws {
                     role_arn: None,
                     params: serde_json::json!({ "RoleArn": role, "RoleSessionName": SESSION_NAME }),
                     at: std::time::Instant::now(),
+                    attempt: 1,
                 });
             }
         }

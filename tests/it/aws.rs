@@ -850,7 +850,7 @@ async fn assumed_role_scope_and_cache() {
 #[tokio::test]
 async fn unreachable_endpoint_is_transient() {
     // Nothing listens on port 9 of loopback: a dispatch failure, retried, then Transient.
-    let calls = ApiCalls::default();
+    let calls = ApiCalls::with_request_log();
     let aws = Aws::new(
         AwsSettings {
             endpoint_url: Some("http://127.0.0.1:9".into()),
@@ -889,6 +889,18 @@ async fn unreachable_endpoint_is_transient() {
             ),
             1
         )]
+    );
+    // One invocation, every attempt in the request log with its number.
+    let attempts: Vec<u32> = calls
+        .request_log()
+        .unwrap()
+        .snapshot()
+        .iter()
+        .map(|r| r.attempt)
+        .collect();
+    assert_eq!(
+        attempts,
+        (1..=rdscred::aws::MAX_ATTEMPTS).collect::<Vec<_>>()
     );
 }
 

@@ -1014,6 +1014,7 @@ fn the_model_knows_every_operation_the_code_calls() {
                 role_arn: None,
                 params: json!({ "SecretId": "rdscred/x/y", "Name": "rdscred/x/y" }),
                 at: std::time::Instant::now(),
+                attempt: 1,
             };
             assert!(!Model::default().checks(&req).is_empty(), "{service}:{op}");
             seen += 1;
