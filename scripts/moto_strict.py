@@ -16,10 +16,19 @@ with fixed values. AWS decides it with automated reasoning (Zelkova) and may ref
 resolves principals of every account; this wrapper only roles of the secret's own account
 (moto's IAM of other accounts is not reachable from here). docs/access.md lists what the tests
 can and cannot show.
+
+moto's Secrets Manager store is a dict that its handlers iterate without a lock, and the server
+runs each request on its own thread: a ListSecrets or a lookup by ARN racing a CreateSecret fails
+with HTTP 500 ("dictionary changed size during iteration"), which AWS never answers to a valid
+request. Tests that count requests then see the SDK's retry. Each Secrets Manager action runs
+under one lock here, as AWS applies each atomically (its calls are short; SQS long polls are not
+held up by it).
 """
 
+import functools
 import json
 import sys
+import threading
 
 from moto.secretsmanager import models, responses
 from moto.secretsmanager.exceptions import SecretsManagerClientError
@@ -170,6 +179,18 @@ models.SecretsManagerBackend.put_resource_policy = put_resource_policy
 models.SecretsManagerBackend.validate_resource_policy = validate_resource_policy
 responses.SecretsManagerResponse.put_resource_policy = put_resource_policy_response
 responses.SecretsManagerResponse.validate_resource_policy = validate_resource_policy_response
+
+_secretsmanager_lock = threading.Lock()
+_call_action = responses.SecretsManagerResponse.call_action
+
+
+@functools.wraps(_call_action)
+def call_action_atomically(self):
+    with _secretsmanager_lock:
+        return _call_action(self)
+
+
+responses.SecretsManagerResponse.call_action = call_action_atomically
 
 if __name__ == "__main__":
     from moto.server import main

@@ -462,6 +462,63 @@ async fn deletion_restore_and_create_on_a_deleted_name() {
     assert!(s.describe(&name).await.unwrap().is_none());
 }
 
+/// The ground answers concurrent requests like AWS: each valid one succeeds the first time.
+/// (moto's own server fails a lookup or a listing that races a CreateSecret with HTTP 500:
+/// 300 creates 16 at once, each followed by a lookup by ARN, every tenth by a listing, fail
+/// against it every time; scripts/moto_strict.py runs each Secrets Manager action atomically.)
+/// Tests that count requests depend on it: a spurious 500 is an SDK retry, one request more.
+#[tokio::test]
+async fn concurrent_creates_lookups_and_listings_succeed_the_first_time() {
+    const N: usize = 300;
+    let calls = ApiCalls::with_request_log();
+    let aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some(moto_endpoint()),
+            default_region: "us-east-1".into(),
+        },
+        calls.clone(),
+    )
+    .await;
+    let cluster = unique("it-atomic");
+    let scope = aws.scoped(None, None).await.unwrap();
+    let created = futures::stream::iter(0..N)
+        .map(|i| {
+            let (aws, scope, cluster) = (&aws, &scope, &cluster);
+            async move {
+                let name = format!("rdscred-it-atomic/{cluster}/{i:03}");
+                let (meta, _) =
+                    create(aws, &name, "v", &tags_of(&owner(cluster, &name), &[])).await;
+                // A lookup by ARN and a listing while the others are being created.
+                scope.secrets.describe(&meta.arn).await.unwrap().unwrap();
+                if i % 10 == 0 {
+                    scope.secrets.list_owned(cluster).await.unwrap();
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(created.len(), N);
+    let retried: Vec<_> = calls
+        .request_log()
+        .unwrap()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.attempt > 1)
+        .map(|r| (r.operation, r.attempt))
+        .collect();
+    let failed: Vec<_> = calls
+        .snapshot()
+        .into_iter()
+        .filter(|((_, _, outcome), _)| outcome != "ok")
+        .collect();
+    assert_eq!(
+        (retried, failed),
+        (vec![], vec![]),
+        "requests retried after a failure, and calls that failed"
+    );
+}
+
 #[tokio::test]
 async fn list_owned_paginates_by_hundreds() {
     const N: usize = 205;
