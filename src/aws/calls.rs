@@ -18,7 +18,8 @@ use serde_json::Value;
 /// Counter of AWS calls keyed by (service, operation, outcome). Cheap to clone (shared).
 ///
 /// One count per SDK operation invocation: the SDK's own retries of that operation are
-/// not counted separately. Outcomes: `ok`, `not_found` (an expected miss such as a
+/// not counted separately. CreateSecret's retries are the controller's own (each waits for the
+/// client-side rate limit), so each of its requests is counted, with its outcome. Outcomes: `ok`, `not_found` (an expected miss such as a
 /// DescribeSecret of a name that does not exist), `throttled`, `error`.
 #[derive(Clone, Default)]
 pub struct ApiCalls {
@@ -82,7 +83,8 @@ pub struct RecordedRequest {
     /// When it was sent (rate limits are checked against these).
     pub at: std::time::Instant,
     /// Which attempt of its SDK invocation this is: 1, then 2, 3 for the SDK's own retries
-    /// (after a throttle, a 5xx, a connection that failed or timed out).
+    /// (after a throttle, a 5xx, a connection that failed or timed out). Always 1 for
+    /// CreateSecret, whose retries are new invocations (with the same ClientRequestToken).
     pub attempt: u32,
 }
 

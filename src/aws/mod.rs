@@ -54,6 +54,21 @@ pub const SESSION_NAME: &str = "rdscred";
 /// with its own backoff on top.
 pub const MAX_ATTEMPTS: u32 = 4;
 
+/// The standard mode's backoff before the second attempt; it doubles per attempt up to
+/// [`RETRY_MAX_BACKOFF`].
+pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+pub const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait before attempt `attempt + 1` of a call whose retries are ours rather than the
+/// SDK's (CreateSecret, paced by the client-side rate limit): the standard mode's exponential
+/// schedule, before jitter.
+pub fn retry_backoff(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    RETRY_INITIAL_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(RETRY_MAX_BACKOFF)
+}
+
 /// Where and how to reach AWS.
 #[derive(Clone, Debug, Default)]
 pub struct AwsSettings {
@@ -103,8 +118,8 @@ impl Aws {
             .build_https();
         let retry = RetryConfig::standard()
             .with_max_attempts(MAX_ATTEMPTS)
-            .with_initial_backoff(Duration::from_millis(200))
-            .with_max_backoff(Duration::from_secs(5));
+            .with_initial_backoff(RETRY_INITIAL_BACKOFF)
+            .with_max_backoff(RETRY_MAX_BACKOFF);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(20))
@@ -521,6 +536,27 @@ pub(crate) fn timestamp(t: &aws_smithy_types::DateTime) -> Option<jiff::Timestam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_retries_back_off_like_the_standard_mode() {
+        // (attempt that failed, wait before the next)
+        let table = [
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1600),
+            (5, 3200),
+            (6, 5000),
+            (40, 5000),
+        ];
+        for (attempt, ms) in table {
+            assert_eq!(
+                retry_backoff(attempt),
+                Duration::from_millis(ms),
+                "{attempt}"
+            );
+        }
+    }
 
     #[test]
     fn error_codes_map_to_kinds() {

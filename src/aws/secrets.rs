@@ -8,7 +8,8 @@ use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 use aws_sdk_secretsmanager::types::{ReplicaRegionType, RotationRulesType, SecretListEntry, Tag};
 
 use super::ownership::{Owner, TAG_PREFIX};
-use super::{ApiCalls, AwsError, call, timestamp};
+use super::{ApiCalls, AwsError, MAX_ATTEMPTS, call, retry_backoff, timestamp};
+use crate::limit::RateLimiter;
 use crate::secret::SecretString;
 
 pub const AWSCURRENT: &str = "AWSCURRENT";
@@ -290,17 +291,46 @@ impl Secrets {
     /// for deletion (AWS says so in an InvalidRequestException; moto answers
     /// ResourceExistsException, disambiguated with a DescribeSecret), else `AlreadyExists`.
     pub async fn create(&self, new: NewSecret<'_>) -> Result<SecretMeta, AwsError> {
-        let request = self
-            .client
-            .create_secret()
-            .name(new.name)
-            .secret_string(new.value.expose())
-            .set_description(new.description.map(str::to_string))
-            .set_kms_key_id(new.kms_key_id.map(str::to_string))
-            .set_tags(Some(sdk_tags(new.tags)).filter(|t| !t.is_empty()))
-            .client_request_token(new.client_request_token)
-            .send();
-        let created = call(&self.calls, SERVICE, "CreateSecret", new.name, request).await;
+        self.create_at_rate(new, &RateLimiter::unlimited()).await
+    }
+
+    /// [`create`](Self::create) with every CreateSecret request, retries included, waiting
+    /// for a slot of `pace` (the account's CreateSecret quota is shared by every credential
+    /// created at once). The retries after a throttle or a transient failure are ours, not the
+    /// SDK's, so that they go through the bucket too; the same token makes each idempotent.
+    pub async fn create_at_rate(
+        &self,
+        new: NewSecret<'_>,
+        pace: &RateLimiter,
+    ) -> Result<SecretMeta, AwsError> {
+        let mut attempt = 1;
+        let created = loop {
+            pace.acquire().await;
+            let request = self
+                .client
+                .create_secret()
+                .name(new.name)
+                .secret_string(new.value.expose())
+                .set_description(new.description.map(str::to_string))
+                .set_kms_key_id(new.kms_key_id.map(str::to_string))
+                .set_tags(Some(sdk_tags(new.tags)).filter(|t| !t.is_empty()))
+                .client_request_token(new.client_request_token)
+                .customize()
+                .config_override(
+                    aws_sdk_secretsmanager::config::Builder::default()
+                        .retry_config(aws_config::retry::RetryConfig::disabled()),
+                )
+                .send();
+            match call(&self.calls, SERVICE, "CreateSecret", new.name, request).await {
+                Err(AwsError::Throttled { .. } | AwsError::Transient { .. })
+                    if attempt < MAX_ATTEMPTS =>
+                {
+                    tokio::time::sleep(crate::context::jitter(retry_backoff(attempt), 0.5)).await;
+                    attempt += 1;
+                }
+                out => break out,
+            }
+        };
         let meta = match created {
             Ok(out) => SecretMeta::written(
                 &new,

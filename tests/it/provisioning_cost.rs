@@ -181,14 +181,65 @@ fn the_window_check_catches_a_burst() {
     assert!(worst_window(&burst, 5.0).is_some());
 }
 
-/// With `--aws-create-rate 5` and 20 new credentials at once, the CreateSecret requests in the
-/// request log never run ahead of the bucket in any window (checked on the log's own
-/// timestamps, not the test's wall time), and every credential still becomes Ready.
+/// With `--aws-create-rate 5` and 20 new credentials at once, the CreateSecret requests never
+/// run ahead of the bucket in any window (checked on the request log's own timestamps, not the
+/// test's wall time), retries included: the first request of a third of the secrets is
+/// answered 500 and of another third throttled (by a proxy in front of moto), and each retry
+/// waits for a slot too. Every credential still becomes Ready, with one secret (one client
+/// request token) each.
 #[tokio::test]
 async fn create_secret_never_exceeds_the_client_side_rate() {
+    use rdscred::aws::{Aws, AwsSettings};
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
     const N: usize = 20;
     const RATE: f64 = 5.0;
+    let run = unique("rl");
+    // Which secrets' first CreateSecret fails, and how.
+    let fails_first = |name: &str| -> Option<(u16, String)> {
+        let i: usize = name.rsplit('_').next()?.parse().ok()?;
+        match i % 3 {
+            0 => Some(crate::aws::injected_500()),
+            1 => Some((
+                400,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded (injected)"}"#.into(),
+            )),
+            _ => None,
+        }
+    };
+    let failed: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let proxy = {
+        let (failed, run) = (failed.clone(), run.clone());
+        let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+        crate::support::AwsProxy::start(
+            &moto,
+            Arc::new(move |op: &str, body: &[u8]| {
+                if op != "CreateSecret" {
+                    return None;
+                }
+                let params: serde_json::Value = serde_json::from_slice(body).ok()?;
+                let name = params["Name"].as_str().filter(|n| n.contains(&run))?;
+                let answer = fails_first(name)?;
+                failed
+                    .lock()
+                    .unwrap()
+                    .insert(name.to_string())
+                    .then_some(answer)
+            }),
+        )
+        .await
+    };
     let mut g = Ground::new().await;
+    // The controller's AWS access goes through the proxy.
+    g.aws = Aws::new(
+        AwsSettings {
+            endpoint_url: Some(proxy.url.clone()),
+            default_region: "us-east-1".into(),
+        },
+        g.calls.clone(),
+    )
+    .await;
     g.start_with(Settings {
         create_secrets_per_second: RATE,
         drift_interval: Duration::from_secs(600),
@@ -200,7 +251,6 @@ async fn create_secret_never_exceeds_the_client_side_rate() {
     g.namespace(&ns, &[NS_LABEL]).await;
     let (db, prefix) = g.database(&DbServer::postgres(), json!({})).await;
     g.wait_database_ready(&db).await;
-    let run = unique("rl");
     let secrets: Vec<String> = (0..N).map(|i| format!("{prefix}{run}_{i}")).collect();
     join_all(secrets.iter().enumerate().map(|(i, secret)| {
         let (g, ns, db, run) = (&g, &ns, &db, &run);
@@ -214,7 +264,7 @@ async fn create_secret_never_exceeds_the_client_side_rate() {
         g.wait_ready(&ns, &format!("c{i}")).await;
     }
     let log = g.calls.request_log().expect("the ground logs requests");
-    let attempts: Vec<_> = log
+    let requests: Vec<_> = log
         .snapshot()
         .into_iter()
         .filter(|r| r.operation == "CreateSecret")
@@ -224,55 +274,63 @@ async fn create_secret_never_exceeds_the_client_side_rate() {
                 .is_some_and(|n| secrets.iter().any(|s| s == n))
         })
         .collect();
-    // The bucket paces the controller's calls; the SDK's own retries of one (a connection that
-    // failed, a throttle) follow the SDK's backoff and are shown, not paced.
-    let creates: Vec<std::time::Instant> = attempts
+    let shown = || {
+        requests
+            .iter()
+            .map(|r| {
+                (
+                    r.params["Name"].as_str().unwrap_or_default().to_string(),
+                    r.attempt,
+                    r.at.duration_since(requests[0].at).as_millis(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let injected = failed.lock().unwrap().len();
+    assert_eq!(
+        injected,
+        (0..N).filter(|i| i % 3 != 2).count(),
+        "failures injected"
+    );
+    let tokens: BTreeSet<&str> = requests
         .iter()
-        .filter(|r| r.attempt == 1)
-        .map(|r| r.at)
-        .collect();
-    let retries: Vec<_> = attempts
-        .iter()
-        .filter(|r| r.attempt > 1)
-        .map(|r| (r.params["Name"].to_string(), r.attempt))
+        .filter_map(|r| r.params["ClientRequestToken"].as_str())
         .collect();
     assert_eq!(
         (
-            creates.len(),
+            tokens.len(),
+            requests.len(),
             metric(
                 &g,
                 "rdscred_aws_api_calls_total",
                 r#"operation="CreateSecret""#
             )
         ),
-        (N, N as f64),
-        "one CreateSecret per credential, on the wire and in the controller's count; \
-         attempts (name, attempt, ms after the first): {:?}",
-        attempts
-            .iter()
-            .map(|r| (
-                r.params["Name"].to_string(),
-                r.attempt,
-                r.at.duration_since(attempts[0].at).as_millis()
-            ))
-            .collect::<Vec<_>>(),
+        (N, N + injected, (N + injected) as f64),
+        "one secret (token) per credential; on the wire and in the controller's count, one \
+         request per credential and one retry per injected failure; requests (name, SDK \
+         attempt, ms after the first): {:?}",
+        shown()
     );
-    if !retries.is_empty() {
-        eprintln!("the SDK retried CreateSecret: {retries:?}");
-    }
-    let first = *creates.iter().min().unwrap();
-    let mut times: Vec<f64> = creates
+    assert!(
+        requests.iter().all(|r| r.attempt == 1),
+        "the retries are the controller's, each through the bucket, never the SDK's own: {:?}",
+        shown()
+    );
+    let first = requests.iter().map(|r| r.at).min().unwrap();
+    let mut times: Vec<f64> = requests
         .iter()
-        .map(|t| t.duration_since(first).as_secs_f64())
+        .map(|r| r.at.duration_since(first).as_secs_f64())
         .collect();
     times.sort_by(f64::total_cmp);
     assert_eq!(
         worst_window(&times, RATE),
         None,
-        "CreateSecret ran ahead of {RATE}/s: {times:?}"
+        "CreateSecret (retries included) ran ahead of {RATE}/s: {times:?}"
     );
     eprintln!(
-        "{N} CreateSecret at {RATE}/s spread over {:.2} s",
+        "{} CreateSecret ({injected} of them retries) at {RATE}/s spread over {:.2} s",
+        requests.len(),
         times.last().unwrap()
     );
 }

@@ -242,20 +242,23 @@ async fn create_aws_secret(
     let token = rotation::client_request_token(&cred.uid().unwrap_or_default(), "initial");
     let json = value.to_secret_json();
     // The account's CreateSecret quota (50/s) is shared by every credential created at once:
-    // wait for a slot of the client-side bucket rather than be throttled.
-    ctx.create_secret_rate.acquire().await;
+    // each request (retries too) waits for a slot of the client-side bucket rather than be
+    // throttled.
     let meta = db
         .scope
         .secrets
-        .create(NewSecret {
-            name: &spec.name,
-            value: &json,
-            description: spec.description.as_deref(),
-            kms_key_id: db_obj.spec.kms_key_id.as_deref(),
-            tags,
-            replica_regions: &replicas,
-            client_request_token: &token,
-        })
+        .create_at_rate(
+            NewSecret {
+                name: &spec.name,
+                value: &json,
+                description: spec.description.as_deref(),
+                kms_key_id: db_obj.spec.kms_key_id.as_deref(),
+                tags,
+                replica_regions: &replicas,
+                client_request_token: &token,
+            },
+            &ctx.create_secret_rate,
+        )
         .await?;
     info!(secret = %meta.name, "created Secrets Manager secret");
     ctx.event(

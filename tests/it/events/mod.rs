@@ -664,7 +664,7 @@ async fn burst_of_500_events_for_50_secrets_is_one_describe_per_secret() {
         eprintln!("the controller reconciled meanwhile: {controller:?}");
     }
     assert!(
-        describes >= consumer as u64 + 1
+        describes > consumer as u64
             && (controller.ok..=controller.ok + controller.failed).contains(&by_controller),
         "the AWS layer counted the consumer's calls, the gate's and the controller's own \
          passes, nothing else: {describes} DescribeSecret, consumer {consumer} + 1, \
