@@ -352,20 +352,11 @@ impl Context {
     }
 }
 
+pub use crate::limit::jitter;
+
 /// Key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
-}
-
-/// `d` scaled by a random factor in [1-spread, 1+spread].
-pub fn jitter(d: Duration, spread: f64) -> Duration {
-    let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() {
-        u16::from_le_bytes(b) as f64 / u16::MAX as f64
-    } else {
-        0.5
-    };
-    d.mul_f64(1.0 - spread + 2.0 * spread * r)
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -10,6 +10,18 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// `d` scaled by a random factor in [1-spread, 1+spread]: spreads waits (retries, polls,
+/// requeues) so that callers started together do not stay together.
+pub fn jitter(d: Duration, spread: f64) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u16::from_le_bytes(b) as f64 / u16::MAX as f64
+    } else {
+        0.5
+    };
+    d.mul_f64(1.0 - spread + 2.0 * spread * r)
+}
+
 /// The bucket's state and decision, on a clock given as time since an origin (pure, tested
 /// with made-up times).
 #[derive(Clone, Debug, PartialEq)]

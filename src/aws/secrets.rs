@@ -9,7 +9,7 @@ use aws_sdk_secretsmanager::types::{ReplicaRegionType, RotationRulesType, Secret
 
 use super::ownership::{Owner, TAG_PREFIX};
 use super::{ApiCalls, AwsError, MAX_ATTEMPTS, call, retry_backoff, timestamp};
-use crate::limit::RateLimiter;
+use crate::limit::{RateLimiter, jitter};
 use crate::secret::SecretString;
 
 pub const AWSCURRENT: &str = "AWSCURRENT";
@@ -325,7 +325,7 @@ impl Secrets {
                 Err(AwsError::Throttled { .. } | AwsError::Transient { .. })
                     if attempt < MAX_ATTEMPTS =>
                 {
-                    tokio::time::sleep(crate::context::jitter(retry_backoff(attempt), 0.5)).await;
+                    tokio::time::sleep(jitter(retry_backoff(attempt), 0.5)).await;
                     attempt += 1;
                 }
                 out => break out,
