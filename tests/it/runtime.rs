@@ -244,6 +244,21 @@ pub(crate) async fn scrape(addr: SocketAddr) -> String {
     body
 }
 
+/// Scrapes `addr` until `holds` is true of the text, for at most `SLACK * 5`. For counts of
+/// work the status already shows: a reconcile is counted when it returns, a moment after its
+/// status write.
+pub(crate) async fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    holds: impl Fn(&str) -> bool,
+) -> String {
+    wait_for(what, SLACK * 5, || async {
+        let m = scrape(addr).await;
+        holds(&m).then_some(m)
+    })
+    .await
+}
+
 /// Value of the sample `series{labels}` (labels in exposition order, without braces; empty
 /// for a series without labels).
 pub(crate) fn sample(text: &str, series: &str, labels: &str) -> Option<f64> {
@@ -390,7 +405,11 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
     .await;
     credential(&g, &ns, &db, &prefix, "one").await;
     g.wait_ready(&ns, "one").await;
-    let (a_metrics, b_metrics) = (scrape(a_http).await, scrape(b_http).await);
+    let a_metrics = scrape_until(a_http, "a's reconcile of one counted", |m| {
+        total(m, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#]) >= 1.0
+    })
+    .await;
+    let b_metrics = scrape(b_http).await;
     assert_eq!(sample(&a_metrics, "rdscred_leader", ""), Some(1.0));
     assert_eq!(sample(&b_metrics, "rdscred_leader", ""), Some(0.0));
     assert!(
@@ -434,7 +453,10 @@ async fn two_instances_one_leader_crash_and_graceful_handover() {
         "b took over {takeover:?} after the kill: before the lease expired"
     );
     g.wait_ready(&ns, "two").await;
-    let b_metrics = scrape(b_http).await;
+    let b_metrics = scrape_until(b_http, "b's reconcile of two counted", |m| {
+        total(m, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#]) >= 1.0
+    })
+    .await;
     assert_eq!(sample(&b_metrics, "rdscred_leader", ""), Some(1.0));
     assert!(
         total(
@@ -585,14 +607,16 @@ async fn metrics_health_logs_and_graceful_shutdown() {
         "a credential outside --watch-namespaces was reconciled"
     );
 
-    let m = wait_for("rotation metrics", SLACK * 5, || async {
-        let m = scrape(http).await;
-        sample(
-            &m,
-            "rdscred_seconds_since_last_rotation",
-            &format!(r#"namespace="{ns}",name="app""#),
-        )
-        .map(|_| m)
+    // The status shows the rotation before the reconcile that wrote it has returned and been
+    // counted: wait for that count too (the provisioning pass and the rotating one).
+    let m = scrape_until(http, "rotation metrics", |m| {
+        let series = format!(r#"namespace="{ns}",name="app""#);
+        sample(m, "rdscred_seconds_since_last_rotation", &series).is_some()
+            && total(
+                m,
+                "rdscred_reconciles_total",
+                &[r#"kind="RdsCredential""#, r#"result="ok""#],
+            ) >= 2.0
     })
     .await;
     documented_series_are_served(&m);

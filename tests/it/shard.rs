@@ -25,7 +25,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::runtime::{
-    LEASE_DURATION, RENEW_PERIOD, Rdscred, SLACK, Workdir, sample, scrape, total, write_kubeconfig,
+    LEASE_DURATION, RENEW_PERIOD, Rdscred, SLACK, Workdir, sample, scrape, scrape_until, total,
+    write_kubeconfig,
 };
 use crate::support::{
     CONTROLLER_USER, ChartRbac, DbServer, Ground, Install, RELEASE_NAMESPACE, unique, wait_for,
@@ -204,8 +205,15 @@ async fn two_shards_each_credential_one_writer_and_takeover_after_a_crash() {
         g.wait_ready(&ns, name).await;
     }
 
-    // Both replicas worked, each on its own shard.
-    let (a_metrics, b_metrics) = (scrape(a_http).await, scrape(b_http).await);
+    // Both replicas worked, each on its own shard (a reconcile is counted when it returns, a
+    // moment after the status that shows it Ready).
+    let worked =
+        |m: &str| total(m, "rdscred_reconciles_total", &[r#"kind="RdsCredential""#]) >= 1.0;
+    let a_metrics = scrape_until(a_http, "a's reconciles counted", |m| {
+        worked(m) && total(m, "rdscred_reconciles_total", &[r#"kind="RdsDatabase""#]) >= 1.0
+    })
+    .await;
+    let b_metrics = scrape_until(b_http, "b's reconciles counted", worked).await;
     for (who, m) in [(id_a, &a_metrics), (id_b, &b_metrics)] {
         assert_eq!(
             sample(m, "rdscred_shards_held", ""),
