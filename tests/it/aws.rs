@@ -29,15 +29,20 @@ pub(crate) fn moto_endpoint() -> String {
 /// An [`Aws`] against moto with its own call counters.
 pub(crate) async fn moto_aws() -> (Aws, ApiCalls) {
     let calls = ApiCalls::default();
-    let aws = Aws::new(
+    (aws_at(&moto_endpoint(), calls.clone()).await, calls)
+}
+
+/// An [`Aws`] whose calls go to `endpoint` (moto, or a proxy in front of it), counted in
+/// `calls`.
+pub(crate) async fn aws_at(endpoint: &str, calls: ApiCalls) -> Aws {
+    Aws::new(
         AwsSettings {
-            endpoint_url: Some(moto_endpoint()),
+            endpoint_url: Some(endpoint.to_string()),
             default_region: "us-east-1".into(),
         },
-        calls.clone(),
+        calls,
     )
-    .await;
-    (aws, calls)
+    .await
 }
 
 /// A name unique across concurrent tests and runs against the same moto.
@@ -471,14 +476,7 @@ async fn deletion_restore_and_create_on_a_deleted_name() {
 async fn concurrent_creates_lookups_and_listings_succeed_the_first_time() {
     const N: usize = 300;
     let calls = ApiCalls::with_request_log();
-    let aws = Aws::new(
-        AwsSettings {
-            endpoint_url: Some(moto_endpoint()),
-            default_region: "us-east-1".into(),
-        },
-        calls.clone(),
-    )
-    .await;
+    let aws = aws_at(&moto_endpoint(), calls.clone()).await;
     let cluster = unique("it-atomic");
     let scope = aws.scoped(None, None).await.unwrap();
     let created = futures::stream::iter(0..N)

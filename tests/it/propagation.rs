@@ -997,7 +997,7 @@ async fn polls_through_a_flaky_listing_complete_and_detect_changes() {
     use crate::aws::{Listings, injected_500, next_token};
     use futures::StreamExt;
     use rdscred::aws::ownership::Owner;
-    use rdscred::aws::{ApiCalls, Aws, AwsSettings, NewSecret};
+    use rdscred::aws::{ApiCalls, NewSecret};
     use std::sync::Arc;
 
     let seen: Listings = Arc::default();
@@ -1018,14 +1018,7 @@ async fn polls_through_a_flaky_listing_complete_and_detect_changes() {
     .await;
     let mut g = Ground::new().await;
     // The controller's AWS access goes through the proxy (the tests' own `scope` does not).
-    g.aws = Aws::new(
-        AwsSettings {
-            endpoint_url: Some(proxy.url.clone()),
-            default_region: "us-east-1".into(),
-        },
-        g.calls.clone(),
-    )
-    .await;
+    g.aws = crate::aws::aws_at(&proxy.url, g.calls.clone()).await;
     // 120 more secrets of this cluster (of no live credential): two pages per poll.
     let fillers: Vec<String> = (0..120)
         .map(|i| format!("rdscred-it-flaky/{}/{i:03}", g.cluster))

@@ -189,7 +189,6 @@ fn the_window_check_catches_a_burst() {
 /// request token) each.
 #[tokio::test]
 async fn create_secret_never_exceeds_the_client_side_rate() {
-    use rdscred::aws::{Aws, AwsSettings};
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
 
@@ -232,14 +231,7 @@ async fn create_secret_never_exceeds_the_client_side_rate() {
     };
     let mut g = Ground::new().await;
     // The controller's AWS access goes through the proxy.
-    g.aws = Aws::new(
-        AwsSettings {
-            endpoint_url: Some(proxy.url.clone()),
-            default_region: "us-east-1".into(),
-        },
-        g.calls.clone(),
-    )
-    .await;
+    g.aws = crate::aws::aws_at(&proxy.url, g.calls.clone()).await;
     g.start_with(Settings {
         create_secrets_per_second: RATE,
         drift_interval: Duration::from_secs(600),
