@@ -112,7 +112,7 @@ async fn latencies(mode: Mode, samples: usize) -> (Vec<Duration>, f64) {
         if let Mode::Polling(poll) = mode {
             // A random phase against the poll: changes right after a sync would otherwise
             // always wait almost a whole interval.
-            tokio::time::sleep(rdscred::context::jitter(poll / 2, 1.0)).await;
+            tokio::time::sleep(rdscred::limit::jitter(poll / 2, 1.0)).await;
         }
         let (target, meta, value) = &mut creds[i % 4];
         let password = new_password(value);

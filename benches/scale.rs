@@ -418,7 +418,7 @@ async fn run(n: usize) {
     let latencies: Vec<Duration> = futures::future::join_all(creds.iter().take(samples).map(|c| {
         let (sm, secrets) = (&sm, &secrets);
         async move {
-            tokio::time::sleep(rdscred::context::jitter(poll / 2, 1.0)).await;
+            tokio::time::sleep(rdscred::limit::jitter(poll / 2, 1.0)).await;
             let version = outside_change(sm, &c.secret).await;
             let changed = Instant::now();
             wait_for("the outside change in the Secret", poll * 6, || async {

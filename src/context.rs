@@ -315,7 +315,7 @@ impl Context {
             *n
         };
         let base = Duration::from_secs(5).saturating_mul(1u32 << (attempt - 1).min(10));
-        jitter(base.min(cap), 0.2)
+        crate::limit::jitter(base.min(cap), 0.2)
     }
 
     /// Whether `key` failed and has not succeeded since (it waits out an error backoff).
@@ -351,8 +351,6 @@ impl Context {
         self.failures.lock().expect("failures lock").len()
     }
 }
-
-pub use crate::limit::jitter;
 
 /// Key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {

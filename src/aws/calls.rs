@@ -19,8 +19,9 @@ use serde_json::Value;
 ///
 /// One count per SDK operation invocation: the SDK's own retries of that operation are
 /// not counted separately. CreateSecret's retries are the controller's own (each waits for the
-/// client-side rate limit), so each of its requests is counted, with its outcome. Outcomes: `ok`, `not_found` (an expected miss such as a
-/// DescribeSecret of a name that does not exist), `throttled`, `error`.
+/// client-side rate limit), so each of its requests is counted, with its outcome. Outcomes:
+/// `ok`, `not_found` (an expected miss such as a DescribeSecret of a name that does not
+/// exist), `throttled`, `error`.
 #[derive(Clone, Default)]
 pub struct ApiCalls {
     inner: Arc<Mutex<BTreeMap<CallKey, u64>>>,

@@ -119,7 +119,7 @@ async fn reconcile_inner(db: &RdsDatabase, ctx: &Context) -> Result<Action, Erro
     }
     outcome?;
     ctx.reset_failures(&crate::context::object_key(db));
-    Ok(Action::requeue(crate::context::jitter(
+    Ok(Action::requeue(crate::limit::jitter(
         ctx.settings.database_recheck_interval,
         0.1,
     )))

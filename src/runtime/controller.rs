@@ -197,7 +197,7 @@ pub async fn run_with_readiness(
                 }
                 let key = object_key(cred.as_ref());
                 let settled = reconcile::credential::is_settled(&cred);
-                let unit = crate::context::jitter(Duration::from_millis(500), 1.0).as_secs_f64();
+                let unit = crate::limit::jitter(Duration::from_millis(500), 1.0).as_secs_f64();
                 // Held until the reconcile ends: a drift lane permit, or one of `concurrency`.
                 let _permit = match ctx.drift_lane.admit(&key, settled, unit) {
                     Admit::Later(wait) => {

@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::aws::SecretMeta;
-use crate::context::{Context, jitter};
+use crate::context::Context;
 use crate::crd::{CredentialMode, RdsCredential, RdsDatabase};
+use crate::limit::jitter;
 use crate::reconcile::Error;
 use crate::shard::ShardScope;
 

@@ -299,7 +299,7 @@ async fn apply(cred: &RdsCredential, ctx: &Context) -> Result<Action, Error> {
     result?;
     let key = crate::context::object_key(cred);
     ctx.reset_failures(&key);
-    let wait = crate::context::jitter(p.requeue, 0.1);
+    let wait = crate::limit::jitter(p.requeue, 0.1);
     ctx.drift_lane
         .finished(&key, p.requeue_is_drift.then_some(wait));
     Ok(Action::requeue(wait))
