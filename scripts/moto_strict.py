@@ -20,9 +20,10 @@ can and cannot show.
 moto's Secrets Manager store is a dict that its handlers iterate without a lock, and the server
 runs each request on its own thread: a ListSecrets or a lookup by ARN racing a CreateSecret fails
 with HTTP 500 ("dictionary changed size during iteration"), which AWS never answers to a valid
-request. Tests that count requests then see the SDK's retry. Each Secrets Manager action runs
-under one lock here, as AWS applies each atomically (its calls are short; SQS long polls are not
-held up by it).
+request. Tests that count requests then see the SDK's retry. Secrets are written by other
+services too (RDS creates the managed master user secret), so every action of every service runs
+under one lock here, as AWS applies each atomically; only SQS is left out, whose ReceiveMessage
+long-polls for up to 20 s (its queues are not shared with the other services' handlers).
 """
 
 import functools
@@ -30,7 +31,9 @@ import json
 import sys
 import threading
 
+from moto.core.responses import BaseResponse
 from moto.secretsmanager import models, responses
+from moto.sqs.responses import SQSResponse
 from moto.secretsmanager.exceptions import SecretsManagerClientError
 
 RESTRICTING_KEYS = {
@@ -180,17 +183,19 @@ models.SecretsManagerBackend.validate_resource_policy = validate_resource_policy
 responses.SecretsManagerResponse.put_resource_policy = put_resource_policy_response
 responses.SecretsManagerResponse.validate_resource_policy = validate_resource_policy_response
 
-_secretsmanager_lock = threading.Lock()
-_call_action = responses.SecretsManagerResponse.call_action
+_action_lock = threading.RLock()  # re-entered by services whose call_action calls the base one
+_call_action = BaseResponse.call_action
 
 
 @functools.wraps(_call_action)
 def call_action_atomically(self):
-    with _secretsmanager_lock:
+    if isinstance(self, SQSResponse):
+        return _call_action(self)
+    with _action_lock:
         return _call_action(self)
 
 
-responses.SecretsManagerResponse.call_action = call_action_atomically
+BaseResponse.call_action = call_action_atomically
 
 if __name__ == "__main__":
     from moto.server import main

@@ -470,7 +470,7 @@ async fn deletion_restore_and_create_on_a_deleted_name() {
 /// The ground answers concurrent requests like AWS: each valid one succeeds the first time.
 /// (moto's own server fails a lookup or a listing that races a CreateSecret with HTTP 500:
 /// 300 creates 16 at once, each followed by a lookup by ARN, every tenth by a listing, fail
-/// against it every time; scripts/moto_strict.py runs each Secrets Manager action atomically.)
+/// against it every time; scripts/moto_strict.py runs each action atomically.)
 /// Tests that count requests depend on it: a spurious 500 is an SDK retry, one request more.
 #[tokio::test]
 async fn concurrent_creates_lookups_and_listings_succeed_the_first_time() {

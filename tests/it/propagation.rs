@@ -1002,7 +1002,7 @@ async fn polls_through_a_flaky_listing_complete_and_detect_changes() {
 
     let seen: Listings = Arc::default();
     let log = seen.clone();
-    let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+    let moto = crate::aws::moto_endpoint();
     let proxy = crate::support::AwsProxy::start(
         &moto,
         Arc::new(move |op: &str, body: &[u8]| {

@@ -210,7 +210,7 @@ async fn create_secret_never_exceeds_the_client_side_rate() {
     let failed: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let proxy = {
         let (failed, run) = (failed.clone(), run.clone());
-        let moto = std::env::var("RDSCRED_TEST_AWS_ENDPOINT").expect("test ground is up");
+        let moto = crate::aws::moto_endpoint();
         crate::support::AwsProxy::start(
             &moto,
             Arc::new(move |op: &str, body: &[u8]| {
